@@ -1,0 +1,58 @@
+# Brain tumour segmentation course: one command to run the course, one to test it.
+#   make demo   - create .venv, build the phantom data, execute every lesson into build/
+#   make test   - create .venv, run pytest on utils and nbval on every notebook (tiny volume)
+#   make lab    - open the lessons in JupyterLab
+#   make notebooks - regenerate the learner/solution notebooks from notebooks/NN_*.py
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+DEV_STAMP := $(VENV)/.installed-dev
+LAB_STAMP := $(VENV)/.installed-lab
+SOLUTIONS := $(sort $(wildcard notebooks/solutions/[0-9][0-9]_*.ipynb))
+BUILD := build/lessons
+
+.PHONY: help install demo test lab notebooks data clean
+
+help:
+	@sed -n '2,6p' Makefile
+
+$(DEV_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; v = sys.version_info; assert v >= (3, 10), f"Python 3.10+ needed; found {sys.version}"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+$(LAB_STAMP): $(DEV_STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,lab]"
+	touch $@
+
+install: $(LAB_STAMP)
+
+test: $(DEV_STAMP)
+	COURSE_MODE=ci $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+
+data: $(DEV_STAMP)
+	$(PY) -c "from utils.phantom import ensure_phantom; print(ensure_phantom())"
+
+demo: $(LAB_STAMP) data
+	@mkdir -p $(BUILD)
+	@set -e; for nb in $(SOLUTIONS); do \
+	  echo "== executing $$nb"; \
+	  $(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
+	    --output-dir $(BUILD) "$$nb"; \
+	  $(BIN)/jupyter nbconvert --to html --output-dir $(BUILD) "$(BUILD)/$$(basename $$nb)"; \
+	done
+	@echo "Executed lessons: $(BUILD)/*.ipynb and $(BUILD)/*.html"
+
+lab: $(LAB_STAMP)
+	$(BIN)/jupyter lab notebooks
+
+notebooks: $(DEV_STAMP)
+	$(PY) -m utils.notebooks
+
+clean:
+	rm -rf build .pytest_cache

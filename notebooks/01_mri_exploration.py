@@ -1,0 +1,237 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 01 - Exploring brain tumour MRI
+#
+# Before we segment anything we look at the data: four MRI sequences per
+# patient and a label map that marks three tumour sub-regions.
+#
+# **You will learn to**
+# - load a case in the Medical Segmentation Decathlon (MSD) Task01 layout and
+#   read what its NIfTI header says (voxel size, affine);
+# - tell what each of the four sequences (FLAIR, T1w, T1gd, T2w) shows;
+# - read a label map (edema, non-enhancing tumour, enhancing tumour) and
+#   measure tumour volumes in millilitres;
+# - browse a 3-D volume slice by slice.
+#
+# **Accelerator: CPU** - nothing here needs a GPU.
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](COLAB_URL)
+
+# %%
+# Setup: on Colab, install the course package (locally, `make` has done it).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "git+https://github.com/COURSE_REPO"], check=True)
+
+# %%
+import nibabel as nib
+import numpy as np
+import matplotlib.pyplot as plt
+from IPython.display import Image, display
+from nilearn import plotting
+
+from utils import get_dataset, get_settings, list_cases, load_case
+from utils.analysis import class_intensity_table, dataset_volume_table, label_volume_table
+from utils.viz import (intensity_histograms, label_colormap, show_sequences, slice_viewer,
+                       slices_gif, to_nifti_images, tumour_center)
+
+# %% tags=["parameters"]
+DATASET = "phantom"  # "phantom" (built here from real anatomy, no download) or "msd" (real data)
+CASE_INDEX = 0       # which training case to explore
+
+# %% [markdown]
+# ## 1. The data
+#
+# The course runs on two datasets with one layout and one loader:
+#
+# - **the phantom** (default): real brain anatomy - the MNI ICBM152 template
+#   that ships with nilearn - with a tumour planted in each case, written in
+#   the MSD Task01 layout. It is built on first use in a few seconds.
+# - **MSD Task01_BrainTumour**: 484 labelled glioma cases from the BraTS
+#   challenge (7 GB). Set `DATASET = "msd"` once it is in `data/` (lesson 05
+#   downloads it).
+#
+# The size of everything follows one knob, the environment variable
+# `COURSE_MODE` (`cpu` by default; the test suite uses a tiny `ci` volume).
+
+# %%
+settings = get_settings()
+data_dir = get_dataset(DATASET)
+case_ids = list_cases(data_dir)
+print(f"mode: {settings.mode}   dataset: {data_dir.name}   training cases: {len(case_ids)}")
+print("first cases:", case_ids[:5])
+
+# %%
+case = load_case(data_dir, case_ids[CASE_INDEX])
+print("case      :", case.case_id)
+print("image     :", case.image.shape, case.image.dtype, " (x, y, z, channel)")
+print("label     :", case.label.shape, case.label.dtype, " values", np.unique(case.label))
+print("voxel size:", case.spacing, "mm")
+
+# %% [markdown]
+# ## 2. What an MR image is
+#
+# An MRI scanner measures, in each small cube of tissue (a **voxel**), the
+# radio signal that hydrogen nuclei send back after a magnetic pulse. How
+# bright a voxel is depends on the tissue *and* on the timing of the pulses:
+# the same brain scanned with different timings gives different
+# **sequences**, each highlighting other tissue properties.
+#
+# The numbers have no physical unit: they vary between scanners and even
+# between patients on one scanner. That is why lesson 02 standardizes them.
+#
+# A NIfTI file stores the voxels and a header. The header's **voxel size**
+# turns voxel counts into millimetres, and its **affine** maps a voxel index
+# `(i, j, k)` to a position in the scanner, in mm.
+
+# %%
+img = nib.load(case.image_paths[0])
+print("data shape  :", img.shape, "stored as", img.get_data_dtype())
+print("voxel size  :", tuple(float(z) for z in img.header.get_zooms()[:3]), "mm")
+print("orientation :", "".join(nib.aff2axcodes(img.affine)), "(axis 0 runs towards the first letter)")
+print("affine:\n", np.round(img.affine, 2))
+centre = tumour_center(case.label, case.image.shape)
+print("tumour centre, voxel", centre, "-> scanner mm", np.round(nib.affines.apply_affine(img.affine, centre), 1))
+
+# %% [markdown]
+# ## 3. Four sequences
+#
+# | channel | sequence | what it shows |
+# |---|---|---|
+# | 0 | **FLAIR** (fluid-attenuated inversion recovery) | T2-like, with the signal of free fluid (CSF) suppressed: edema is bright against dark ventricles - the best view of the whole tumour |
+# | 1 | **T1w** (T1-weighted) | anatomy: white matter brighter than grey, CSF dark; the tumour is darker than the brain around it |
+# | 2 | **T1gd** (T1 after gadolinium) | the contrast agent leaks where the blood-brain barrier is broken: the **enhancing** rim lights up, the necrotic core stays dark |
+# | 3 | **T2w** (T2-weighted) | water is bright: CSF, edema and the necrotic core |
+#
+# No single sequence shows all three tumour classes, which is why the network
+# gets all four as input channels.
+
+# %%
+fig = show_sequences(case.image, case.label, axis=2, spacing=case.spacing)
+
+# %%
+fig = show_sequences(case.image, case.label, axis=1, spacing=case.spacing)
+
+# %% [markdown]
+# The table puts numbers on what the pictures show: the median intensity of
+# each class divided by that of healthy brain (above 1 = brighter than
+# normal). Edema stands out on FLAIR and T2w, the enhancing rim on T1gd.
+
+# %%
+class_intensity_table(case.image, case.label)
+
+# %% [markdown]
+# ## 4. The label map
+#
+# Expert annotators drew three classes on every case. The MSD convention,
+# used everywhere in this course:
+#
+# | value | class | colour |
+# |---|---|---|
+# | 0 | background (healthy brain and outside) | - |
+# | 1 | **edema** (swollen tissue around the tumour) | red |
+# | 2 | **non-enhancing tumour** (including necrosis) | green |
+# | 3 | **enhancing tumour** | blue |
+#
+# BraTS challenge files use 1 = necrotic core, 2 = edema, 4 = enhancing; our
+# loader maps them on load so both datasets speak the same language.
+#
+# nilearn draws the label in scanner coordinates, on three planes through the
+# tumour, the way a radiology viewer does.
+
+# %%
+seqs, label_img = to_nifti_images(case.image, case.label, case.affine)
+cmap, norm = label_colormap()
+world = nib.affines.apply_affine(case.affine, centre)
+display_ = plotting.plot_anat(seqs["T1gd"], cut_coords=world, title=f"{case.case_id}: labels on T1gd",
+                              draw_cross=False, dim=-0.3)
+display_.add_overlay(label_img, cmap=cmap, vmin=0, vmax=3, alpha=0.6, interpolation="nearest")
+plt.show()
+
+# %% [markdown]
+# ## 5. Browse the volume
+#
+# A static slice hides most of a 3-D volume. Use the viewer: choose the
+# plane and the sequence, move through the slices, switch the labels on and
+# off and change their opacity. (The widgets need a live kernel: run the cell
+# in JupyterLab or Colab.)
+
+# %%
+slice_viewer(case.image, case.label, case.spacing)
+
+# %% [markdown]
+# The same walk as an animation, bottom to top through the axial slices of
+# FLAIR.
+
+# %%
+step = max(1, case.image.shape[2] // 40)
+gif = slices_gif(case.image, case.label, axis=2, channel=0, step=step, size=160)
+display(Image(data=gif))
+print(f"{case.image.shape[2] // step} frames, {len(gif) / 1024:.0f} KiB")
+
+# %% [markdown]
+# ## 6. How big is the tumour?
+#
+# Counting voxels and multiplying by the voxel volume from the header gives
+# volumes in millilitres (1 mL = 1000 mm³). BraTS evaluates three nested
+# **regions** rather than the raw classes: whole tumour (WT = 1+2+3), tumour
+# core (TC = 2+3) and enhancing tumour (ET = 3).
+
+# %%
+label_volume_table(case.label, case.spacing)
+
+# %% [markdown]
+# Across the dataset, tumours differ a lot in size, and some cases lack a
+# class altogether - a fact to remember when we design the loss in lesson 04.
+
+# %%
+volumes = dataset_volume_table(data_dir)
+volumes
+
+# %% [markdown]
+# Even in a large tumour, almost every voxel is background:
+
+# %%
+tumour_share = (case.label > 0).mean()
+print(f"tumour voxels: {tumour_share:.2%} of the volume, "
+      f"{(case.label > 0).sum() / np.any(case.image != 0, axis=-1).sum():.2%} of the brain")
+
+# %% [markdown]
+# ## 7. Intensities inside the brain
+#
+# Histograms of each sequence over the brain voxels. Their ranges differ
+# from sequence to sequence (and from scanner to scanner), and the zeros
+# outside the skull-stripped brain would swamp them if we counted them.
+# Lesson 02 turns these into comparable numbers.
+
+# %%
+fig = intensity_histograms(case.image)
+
+# %% [markdown]
+# ## Summary
+#
+# - A case is a 4-channel volume `(x, y, z, 4)` - FLAIR, T1w, T1gd, T2w - and
+#   a label map `(x, y, z)` with 0 background, 1 edema, 2 non-enhancing,
+#   3 enhancing tumour.
+# - The header's voxel size and affine turn voxels into millimetres and
+#   scanner positions.
+# - Each sequence shows a different part of the tumour; the network needs all four.
+# - Tumours are a small fraction of the volume: the classes are very unbalanced.
+#
+# **Next:** lesson 02 cuts training patches out of these volumes and
+# standardizes their intensities.

@@ -1,0 +1,49 @@
+"""Shared fixtures: small datasets the tests build locally (no download)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from utils.config import TINY_SHAPE
+from utils.labels import msd_to_brats
+from utils.phantom import make_phantom_dataset
+
+BRATS_FILES = {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    """A tiny phantom in the MSD layout: 5 labelled cases, 1 test case."""
+    root = tmp_path_factory.mktemp("data") / "phantom"
+    return make_phantom_dataset(root, n_train=5, n_test=1, shape=TINY_SHAPE, seed=7, progress=False)
+
+
+@pytest.fixture()
+def msd_copy(phantom_root, tmp_path) -> Path:
+    """A private copy of the tiny phantom that a test may damage."""
+    dst = tmp_path / "msd"
+    shutil.copytree(phantom_root, dst)
+    return dst
+
+
+def write_brats_case(folder: Path, image: np.ndarray, label_msd: np.ndarray | None,
+                     affine: np.ndarray, suffix: str = ".nii.gz", case_id: str | None = None) -> Path:
+    """Write one case in the BraTS 2020 layout (labels 1/2/4)."""
+    case_id = case_id or folder.name
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, ch in BRATS_FILES.items():
+        nib.save(nib.Nifti1Image(image[..., ch], affine), folder / f"{case_id}_{name}{suffix}")
+    if label_msd is not None:
+        nib.save(nib.Nifti1Image(msd_to_brats(label_msd), affine), folder / f"{case_id}_seg{suffix}")
+    return folder
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Size and mtime of every file under ``root`` (to prove nothing was written)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,80 @@
+"""Tables about label maps: voxel counts and volumes in millilitres."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .labels import CLASS_NAMES, MODALITIES, REGION_NAMES, REGIONS
+
+
+def label_volume_table(label: np.ndarray, spacing) -> pd.DataFrame:
+    """Voxel count and volume of each tumour class and BraTS region.
+
+    Args:
+        label: ``(x, y, z)`` label map in the MSD values (0-3).
+        spacing: voxel size in mm, e.g. from the NIfTI header.
+
+    Returns:
+        DataFrame indexed by class / region name with columns ``labels``,
+        ``voxels`` and ``volume_mL`` (1 mL = 1000 mm^3).
+    """
+    label = np.asarray(label)
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"spacing must be three positive sizes in mm; found {tuple(spacing)}")
+    counts = np.bincount(label.ravel().astype(np.intp), minlength=4)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    rows = []
+    for k, name in enumerate(CLASS_NAMES, start=1):
+        rows.append((name, str(k), int(counts[k])))
+    for region, values in REGIONS.items():
+        rows.append((f"{REGION_NAMES[region]} ({region})", "+".join(map(str, values)),
+                     int(sum(counts[v] for v in values))))
+    table = pd.DataFrame(rows, columns=["name", "labels", "voxels"]).set_index("name")
+    table["volume_mL"] = (table["voxels"] * voxel_ml).round(2)
+    return table
+
+
+def dataset_volume_table(root, case_ids: list[str] | None = None) -> pd.DataFrame:
+    """One row per training case: volume in mL of each class and the whole tumour.
+
+    Args:
+        root: an MSD dataset or a folder of BraTS cases.
+        case_ids: the cases to list (default: every training case).
+
+    Returns:
+        DataFrame indexed by case id, with ``mean`` and ``median`` rows after them.
+    """
+    from .data import list_cases, load_label
+
+    case_ids = list_cases(root) if case_ids is None else case_ids
+    rows = {}
+    for case_id in case_ids:
+        label, spacing = load_label(root, case_id)
+        rows[case_id] = label_volume_table(label, spacing)["volume_mL"].iloc[:4].to_numpy()
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[*CLASS_NAMES, "Whole tumour"])
+    frame.index.name = "case"
+    summary = frame.agg(["mean", "median"]).round(2)
+    return pd.concat([frame, summary])
+
+
+def class_intensity_table(image: np.ndarray, label: np.ndarray) -> pd.DataFrame:
+    """Median intensity of each tissue class per sequence, relative to healthy brain.
+
+    Args:
+        image: ``(x, y, z, 4)``. label: ``(x, y, z)`` in MSD values.
+
+    Returns:
+        DataFrame (rows: healthy brain and the three classes; columns: the
+        sequences) of medians divided by the healthy-brain median, so 1.0 is
+        "as bright as normal brain" and 2.0 "twice as bright".
+    """
+    brain = np.any(image != 0, axis=-1)
+    rows = {"healthy brain": brain & (label == 0)}
+    rows.update({name: label == k for k, name in enumerate(CLASS_NAMES, start=1)})
+    table = pd.DataFrame(
+        {name: [float(np.median(image[..., c][m])) if m.any() else np.nan for m in rows.values()]
+         for c, name in enumerate(MODALITIES)},
+        index=list(rows),
+    )
+    return (table / table.loc["healthy brain"]).round(2)

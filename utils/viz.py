@@ -1,0 +1,246 @@
+"""Figures for the lessons: sequences, label overlays, a slice viewer, GIFs.
+
+Slices are shown in array order, as the network sees them: the first array
+axis runs to the right and ``origin="lower"``. For the phantom (an RAS grid)
+that is the neurological view, the subject's left on the left. Plots that must
+respect the affine (a radiologist's view) use nilearn instead.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.patches import Patch
+
+from .labels import CLASS_COLORS, CLASS_NAMES, MODALITIES
+
+AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
+
+
+def label_colormap() -> tuple[ListedColormap, BoundaryNorm]:
+    """Colormap and norm for label maps 0-3: transparent, red, green, blue."""
+    cmap = ListedColormap([(0.0, 0.0, 0.0, 0.0)] + [(*c, 1.0) for c in CLASS_COLORS])
+    return cmap, BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], cmap.N)
+
+
+def label_legend(ax: plt.Axes, **kwargs) -> None:
+    """Add the edema / non-enhancing / enhancing colour legend to ``ax``."""
+    handles = [Patch(color=c, label=n) for c, n in zip(CLASS_COLORS, CLASS_NAMES)]
+    ax.legend(handles=handles, **{"loc": "lower right", "fontsize": 8, "framealpha": 0.8, **kwargs})
+
+
+def take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """Return the 2-D slice ``index`` along ``axis``, transposed for ``imshow``."""
+    if axis not in AXIS_NAMES:
+        raise ValueError(f"axis must be 0, 1 or 2; found {axis}")
+    if not 0 <= index < volume.shape[axis]:
+        raise IndexError(f"slice {index} outside 0..{volume.shape[axis] - 1} on axis {axis}")
+    return np.take(volume, index, axis=axis).swapaxes(0, 1)
+
+
+def _aspect(spacing, axis: int) -> float:
+    if spacing is None:
+        return 1.0
+    rows_cols = [a for a in range(3) if a != axis]
+    return float(spacing[rows_cols[1]] / spacing[rows_cols[0]])
+
+
+def display_range(volume: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """Percentile window of the nonzero voxels (the brain in skull-stripped MRI)."""
+    values = volume[volume != 0]
+    if values.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(values, [low, high])
+    return float(lo), float(hi if hi > lo else lo + 1.0)
+
+
+def tumour_center(label: np.ndarray | None, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """Voxel at the centre of the tumour (or of the volume without one)."""
+    if label is not None and np.any(label > 0):
+        return tuple(int(v) for v in np.round(np.argwhere(label > 0).mean(axis=0)))
+    return tuple(s // 2 for s in shape[:3])
+
+
+def show_sequences(image: np.ndarray, label: np.ndarray | None = None, index: int | None = None,
+                   axis: int = 2, spacing=None, alpha: float = 0.45):
+    """Four sequences side by side, then the label overlaid on FLAIR.
+
+    Args:
+        image: ``(x, y, z, 4)`` in the MSD channel order.
+        label: optional ``(x, y, z)`` label map.
+        index: slice index (default: through the tumour centre).
+        axis: 0 sagittal, 1 coronal, 2 axial.
+        spacing: voxel size, for the aspect ratio.
+        alpha: label opacity.
+
+    Returns:
+        The matplotlib figure.
+    """
+    index = tumour_center(label, image.shape)[axis] if index is None else index
+    panels = 4 + (label is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.6))
+    aspect = _aspect(spacing, axis)
+    for ch, name in enumerate(MODALITIES):
+        lo, hi = display_range(image[..., ch])
+        axes[ch].imshow(take_slice(image[..., ch], axis, index), cmap="gray", vmin=lo, vmax=hi,
+                        origin="lower", aspect=aspect)
+        axes[ch].set_title(name)
+    if label is not None:
+        cmap, norm = label_colormap()
+        lo, hi = display_range(image[..., 0])
+        axes[4].imshow(take_slice(image[..., 0], axis, index), cmap="gray", vmin=lo, vmax=hi,
+                       origin="lower", aspect=aspect)
+        axes[4].imshow(take_slice(label, axis, index), cmap=cmap, norm=norm, alpha=alpha,
+                       origin="lower", aspect=aspect, interpolation="nearest")
+        axes[4].set_title(f"labels on FLAIR ({AXIS_NAMES[axis]} {index})")
+        label_legend(axes[4])
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def overlay_rgb(gray: np.ndarray, label: np.ndarray | None, alpha: float = 0.45,
+                window: tuple[float, float] | None = None) -> np.ndarray:
+    """Blend a label map over a grey image.
+
+    Args:
+        gray: 2-D or 3-D intensities.
+        label: same shape, values 0-3 (or None).
+        alpha: label opacity in [0, 1].
+        window: intensity range mapped to black..white (default: percentiles).
+
+    Returns:
+        uint8 RGB array ``(*gray.shape, 3)``.
+    """
+    lo, hi = window if window is not None else display_range(gray)
+    g = np.clip((gray.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    rgb = np.repeat(g[..., None], 3, axis=-1)
+    if label is not None:
+        colours = np.zeros((4, 3), dtype=np.float32)
+        colours[1:] = CLASS_COLORS
+        on = (label > 0)[..., None]
+        rgb = np.where(on, (1.0 - alpha) * rgb + alpha * colours[label.astype(np.intp)], rgb)
+    return (rgb * 255.0 + 0.5).astype(np.uint8)
+
+
+def slices_gif(image: np.ndarray, label: np.ndarray | None = None, path: Path | str | None = None,
+               axis: int = 2, channel: int = 0, step: int = 1, alpha: float = 0.45,
+               fps: int = 12, size: int = 240) -> bytes:
+    """An animated GIF through the slices of one sequence, labels overlaid.
+
+    Args:
+        image: ``(x, y, z, 4)``. label: optional ``(x, y, z)``.
+        path: where to write the GIF (optional; the bytes are returned anyway).
+        axis: axis to step through. channel: sequence to show.
+        step: keep every ``step``-th slice. alpha: label opacity.
+        fps: frames per second. size: longest side of a frame in pixels.
+
+    Returns:
+        The GIF file's bytes (show with ``IPython.display.Image(data=...)``).
+    """
+    from PIL import Image
+
+    vol = image[..., channel]
+    window = display_range(vol)
+    frames = []
+    for index in range(0, vol.shape[axis], step):
+        lab = None if label is None else take_slice(label, axis, index)
+        rgb = overlay_rgb(take_slice(vol, axis, index), lab, alpha, window)[::-1]  # origin lower
+        frame = Image.fromarray(rgb)
+        scale = size / max(frame.size)
+        if scale != 1:
+            frame = frame.resize((max(1, round(frame.size[0] * scale)), max(1, round(frame.size[1] * scale))),
+                                 Image.NEAREST)
+        frames.append(frame)
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:],
+                   duration=round(1000 / fps), loop=0)
+    data = buffer.getvalue()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
+    return data
+
+
+def intensity_histograms(image: np.ndarray, mask: np.ndarray | None = None, bins: int = 100):
+    """Histogram of each sequence inside the brain (nonzero voxels by default).
+
+    Returns:
+        The matplotlib figure.
+    """
+    mask = np.any(image != 0, axis=-1) if mask is None else mask.astype(bool)
+    fig, axes = plt.subplots(1, image.shape[-1], figsize=(3.2 * image.shape[-1], 2.8))
+    for ch, ax in enumerate(np.atleast_1d(axes)):
+        values = image[..., ch][mask]
+        ax.hist(values, bins=bins, color="0.3")
+        ax.set_title(MODALITIES[ch] if ch < len(MODALITIES) else f"channel {ch}")
+        ax.set_xlabel("intensity")
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def slice_viewer(image: np.ndarray, label: np.ndarray | None = None, spacing=None):
+    """An ipywidgets viewer: slice slider, axis, sequence, overlay on/off, opacity.
+
+    Args:
+        image: ``(x, y, z, 4)``. label: optional ``(x, y, z)``.
+        spacing: voxel size, for the aspect ratio.
+
+    Returns:
+        The widget (display it, or let it be the cell's last value).
+    """
+    import ipywidgets as widgets
+
+    centre = tumour_center(label, image.shape)
+    axis_w = widgets.Dropdown(options=[(AXIS_NAMES[a], a) for a in (2, 1, 0)], value=2, description="plane")
+    seq_w = widgets.Dropdown(options=[(m, i) for i, m in enumerate(MODALITIES)], value=0, description="sequence")
+    slice_w = widgets.IntSlider(value=centre[2], min=0, max=image.shape[2] - 1, description="slice",
+                                continuous_update=False)
+    overlay_w = widgets.Checkbox(value=label is not None, description="labels", disabled=label is None)
+    alpha_w = widgets.FloatSlider(value=0.45, min=0.0, max=1.0, step=0.05, description="opacity",
+                                  continuous_update=False)
+    windows = [display_range(image[..., c]) for c in range(image.shape[-1])]
+
+    def on_axis(change):
+        slice_w.max = image.shape[change["new"]] - 1
+        slice_w.value = centre[change["new"]]
+
+    axis_w.observe(on_axis, names="value")
+
+    def draw(axis, channel, index, overlay, alpha):
+        fig, ax = plt.subplots(figsize=(5, 5))
+        lo, hi = windows[channel]
+        ax.imshow(take_slice(image[..., channel], axis, index), cmap="gray", vmin=lo, vmax=hi,
+                  origin="lower", aspect=_aspect(spacing, axis))
+        if overlay and label is not None:
+            cmap, norm = label_colormap()
+            ax.imshow(take_slice(label, axis, index), cmap=cmap, norm=norm, alpha=alpha,
+                      origin="lower", aspect=_aspect(spacing, axis), interpolation="nearest")
+            label_legend(ax)
+        ax.set_title(f"{MODALITIES[channel]}, {AXIS_NAMES[axis]} slice {index}")
+        ax.set_axis_off()
+        plt.show()
+
+    out = widgets.interactive_output(draw, {"axis": axis_w, "channel": seq_w, "index": slice_w,
+                                            "overlay": overlay_w, "alpha": alpha_w})
+    controls = widgets.VBox([widgets.HBox([axis_w, seq_w]), slice_w, widgets.HBox([overlay_w, alpha_w])])
+    return widgets.VBox([controls, out])
+
+
+def to_nifti_images(image: np.ndarray, label: np.ndarray | None, affine: np.ndarray):
+    """Wrap arrays as nibabel images (one per sequence, plus the label) for nilearn.
+
+    Returns:
+        ``(dict sequence name -> Nifti1Image, label Nifti1Image or None)``.
+    """
+    import nibabel as nib
+
+    seqs = {name: nib.Nifti1Image(image[..., i].astype(np.float32), affine) for i, name in enumerate(MODALITIES)}
+    lab = None if label is None else nib.Nifti1Image(label.astype(np.uint8), affine)
+    return seqs, lab
