@@ -94,3 +94,11 @@ def test_check_cells_may_raise_only_in_the_learner_version(tmp_path):
 def test_unbalanced_markers_are_refused():
     with pytest.raises(ValueError, match="unbalanced solution markers"):
         nbtools.learner_source("def f():\n    ### BEGIN SOLUTION\n    return 1\n")
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.name)
+def test_readme_links_every_lesson_to_colab(lesson):
+    readme = (nbtools.notebooks_dir().parent / "README.md").read_text()
+    rel = lesson.learner.relative_to(nbtools.notebooks_dir().parent).as_posix()
+    assert f"({nbtools.colab_url(rel)})" in readme
+    assert f"(notebooks/solutions/{lesson.name}.ipynb)" in readme

@@ -34,6 +34,14 @@ from .labels import (
     one_hot,
 )
 
+from .preprocessing import (
+    PatchSamplingError,
+    get_sub_volume,
+    sample_foreground_patch,
+    standardize,
+    standardize_nonzero,
+)
+
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {

@@ -28,9 +28,10 @@ def label_colormap() -> tuple[ListedColormap, BoundaryNorm]:
 
 
 def label_legend(ax: plt.Axes, **kwargs) -> None:
-    """Add the edema / non-enhancing / enhancing colour legend to ``ax``."""
+    """Add the edema / non-enhancing / enhancing colour legend beside ``ax``."""
     handles = [Patch(color=c, label=n) for c, n in zip(CLASS_COLORS, CLASS_NAMES)]
-    ax.legend(handles=handles, **{"loc": "lower right", "fontsize": 8, "framealpha": 0.8, **kwargs})
+    options = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "fontsize": 8, "frameon": False}
+    ax.legend(handles=handles, **{**options, **kwargs})
 
 
 def take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
