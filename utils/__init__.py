@@ -1,13 +1,17 @@
 """Shared code of the brain-tumour segmentation course.
 
 Graded-style functions keep the course's names and are importable from here,
-e.g. ``from utils import standardize``. Modules that need Keras are imported on
-first use, so data tools stay light (and phantom workers start fast).
+e.g. ``from utils import standardize``. Importing the package also registers
+the course's loss and metrics with Keras, so ``keras.models.load_model(path)``
+works on a saved course model without ``custom_objects``. Processes that only
+build data (the phantom's workers) set ``BRATS_COURSE_NO_KERAS=1`` to skip the
+Keras import.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 
 from .config import course_mode, data_root, get_settings, phantom_dir
 from .data import (
@@ -41,6 +45,17 @@ from .preprocessing import (
     standardize,
     standardize_nonzero,
 )
+
+if not os.environ.get("BRATS_COURSE_NO_KERAS"):
+    from .losses import (
+        compute_class_sens_spec,
+        dice_bce_loss,
+        dice_coefficient,
+        get_sens_spec_df,
+        single_class_dice_coefficient,
+        soft_dice_loss,
+    )
+    from .model import build_unet, conv_block, load_model, upsampling_block
 
 __version__ = "0.1.0"
 

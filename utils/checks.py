@@ -287,31 +287,340 @@ def check_standardize(standardize: Callable) -> None:
 
 
 # ----------------------------------------------------------------------------
+# Lesson 03: the U-Net blocks
+# ----------------------------------------------------------------------------
+
+def _keras():
+    import keras
+
+    return keras
+
+
+def _layer_types(model) -> list[str]:
+    return [type(layer).__name__ for layer in model.layers if type(layer).__name__ != "InputLayer"]
+
+
+def check_conv_block(conv_block: Callable) -> None:
+    """Public tests of ``conv_block`` (lesson 03, exercise 1)."""
+    keras = _keras()
+    run = _Run("conv_block")
+
+    def build(normalization=None, shape=(8, 8, 8, 4), filters=16):
+        inp = keras.Input(shape)
+        out = conv_block(inp, filters, normalization=normalization)
+        if out is None:
+            raise AssertionError("conv_block returned None: return the block's output tensor")
+        return keras.Model(inp, out)
+
+    def shape():
+        model = build()
+        _expect_equal("output shape for input (None, 8, 8, 8, 4) and 16 filters", (None, 8, 8, 8, 16),
+                      tuple(model.output.shape))
+
+    def params():
+        model = build()
+        _expect_equal("parameters: (3*3*3*4*16 + 16) + (3*3*3*16*16 + 16)", 8672, model.count_params())
+        convs = [layer for layer in model.layers if type(layer).__name__ == "Conv3D"]
+        _expect_equal("number of Conv3D layers", 2, len(convs))
+        _expect_equal("kernel sizes and padding", [((3, 3, 3), "same")] * 2,
+                      [(tuple(c.kernel_size), c.padding) for c in convs])
+
+    def relu():
+        model = build()
+        x = np.random.default_rng(0).normal(size=(2, 8, 8, 8, 4)).astype(np.float32)
+        y = np.asarray(model.predict(x, verbose=0))
+        if y.min() < 0:
+            raise Mismatch("ReLU after each convolution: no negative outputs", ">= 0", float(y.min()))
+        if not (y > 0).any():
+            raise AssertionError("all outputs are 0: is the ReLU applied to the right tensor?")
+
+    def batch_norm():
+        model = build("batch")
+        _expect_equal("with normalization='batch': convolutions without bias "
+                      "(1728 + 6912) plus 2 BatchNormalization layers (4 x 16 each)", 8768, model.count_params())
+        types = _layer_types(model)
+        _expect_equal("layer order", ["Conv3D", "BatchNormalization", "Activation", "Conv3D",
+                                      "BatchNormalization", "Activation"],
+                      [t if t != "ReLU" else "Activation" for t in types])
+
+    def instance_norm():
+        model = build("instance")
+        _expect_equal("with normalization='instance': no conv bias, 2 GroupNormalization(groups=-1) "
+                      "layers (2 x 16 each)", 8704, model.count_params())
+
+    run.test("keeps the spatial size and outputs `filters` channels", shape)
+    run.test("two 3x3x3 'same' convolutions with bias", params)
+    run.test("ReLU activations", relu)
+    run.test("batch normalization between convolution and ReLU", batch_norm)
+    run.test("instance normalization", instance_norm)
+    run.finish()
+
+
+def check_upsampling_block(upsampling_block: Callable) -> None:
+    """Public tests of ``upsampling_block`` (lesson 03, exercise 2)."""
+    keras = _keras()
+    run = _Run("upsampling_block")
+
+    def build(x_shape=(4, 4, 4, 32), skip_shape=(8, 8, 8, 16), **kwargs):
+        x, skip = keras.Input(x_shape), keras.Input(skip_shape)
+        out = upsampling_block(x, skip, 16, **kwargs)
+        if out is None:
+            raise AssertionError("upsampling_block returned None: return the block's output tensor")
+        return keras.Model([x, skip], out)
+
+    def shape():
+        model = build()
+        _expect_equal("output shape: the skip's spatial size with 16 channels", (None, 8, 8, 8, 16),
+                      tuple(model.output.shape))
+
+    def params():
+        model = build()
+        _expect_equal("parameters: transposed conv (2*2*2*32*16 + 16) + conv block on 16 + 16 = 32 "
+                      "channels (3*3*3*32*16 + 16) + (3*3*3*16*16 + 16)", 24880, model.count_params())
+        types = _layer_types(model)
+        if "Conv3DTranspose" not in types or "Concatenate" not in types:
+            raise Mismatch("layers used", "Conv3DTranspose, Concatenate, Conv3D x2", types)
+
+    def pool_size():
+        model = build(x_shape=(4, 4, 8, 32), pool_size=(2, 2, 1))
+        _expect_equal("with pool_size=(2, 2, 1) only x and y are doubled", (None, 8, 8, 8, 16),
+                      tuple(model.output.shape))
+        _expect_equal("parameters with a (2, 2, 1) transposed kernel", 2064 + 13840 + 6928, model.count_params())
+
+    def uses_skip():
+        model = build()
+        rng = np.random.default_rng(1)
+        x = rng.normal(size=(1, 4, 4, 4, 32)).astype(np.float32)
+        a = np.asarray(model.predict([x, rng.normal(size=(1, 8, 8, 8, 16)).astype(np.float32)], verbose=0))
+        b = np.asarray(model.predict([x, rng.normal(size=(1, 8, 8, 8, 16)).astype(np.float32)], verbose=0))
+        if np.allclose(a, b):
+            raise AssertionError("the output does not change with the skip tensor: concatenate it")
+
+    def normalization():
+        model = build(normalization="batch")
+        _expect_equal("normalization is passed on to the conv block (batch: no conv bias, 2 x 64 BN "
+                      "parameters)", 4112 + 13824 + 6912 + 128, model.count_params())
+
+    run.test("output has the skip's spatial size and `filters` channels", shape)
+    run.test("transposed convolution, concatenation, conv block", params)
+    run.test("pool_size sets the up-sampling factor per axis", pool_size)
+    run.test("the skip connection reaches the output", uses_skip)
+    run.test("normalization is applied in the conv block", normalization)
+    run.finish()
+
+
+# ----------------------------------------------------------------------------
+# Lesson 04: Dice, soft Dice loss, sensitivity and specificity
+# ----------------------------------------------------------------------------
+
+def _numpy(value) -> np.ndarray:
+    try:
+        from keras import ops
+
+        return np.asarray(ops.convert_to_numpy(value), dtype=np.float64)
+    except Exception:  # already numpy / python
+        return np.asarray(value, dtype=np.float64)
+
+
+_P1 = np.array([[1.0, 0.0], [0.0, 1.0]])
+_L1 = np.array([[1.0, 1.0], [0.0, 0.0]])
+_L2 = np.array([[1.0, 1.0], [0.0, 1.0]])
+
+
+def check_single_class_dice_coefficient(fn: Callable) -> None:
+    """Public tests of ``single_class_dice_coefficient`` (lesson 04, exercise 1)."""
+    run = _Run("single_class_dice_coefficient")
+    pred, label1, label2 = _P1[..., None], _L1[..., None], _L2[..., None]
+    run.test("pred [[1,0],[0,1]], label [[1,1],[0,0]], epsilon=1: (2*1 + 1) / (2 + 2 + 1)",
+             lambda: _expect_close("dice", 0.6, _numpy(fn(label1, pred, epsilon=1))))
+    run.test("pred [[1,0],[0,1]], label [[1,1],[0,1]], epsilon=1: (2*2 + 1) / (3 + 2 + 1)",
+             lambda: _expect_close("dice", 5 / 6, _numpy(fn(label2, pred, epsilon=1))))
+    run.test("both empty, default epsilon: Dice is 1 (nothing to find, nothing found)",
+             lambda: _expect_close("dice", 1.0, _numpy(fn(np.zeros((2, 2, 1)), np.zeros((2, 2, 1))))))
+    run.test("no overlap, default epsilon: Dice is about 0",
+             lambda: _expect_close("dice", 0.0, _numpy(fn(label1, 1 - label2)), atol=1e-4))
+    run.finish()
+
+
+def check_dice_coefficient(fn: Callable) -> None:
+    """Public tests of ``dice_coefficient`` (lesson 04, exercise 2)."""
+    run = _Run("dice_coefficient")
+    batch_pred = np.stack([_P1, _P1], axis=-1)[None, :, :, None, :]      # (1, 2, 2, 1, 2)
+    batch_label = np.stack([_L1, _L2], axis=-1)[None, :, :, None, :]
+    run.test("one sample, two classes (Dice 0.6 and 0.8333), epsilon=1: their mean",
+             lambda: _expect_close("dice", (0.6 + 5 / 6) / 2, _numpy(fn(batch_label, batch_pred, epsilon=1))))
+    two_pred = np.zeros((2, 2, 2, 1, 1))
+    two_label = np.zeros((2, 2, 2, 1, 1))
+    two_pred[0, :, :, 0, 0] = _L2   # sample 0: perfect
+    two_label[0, :, :, 0, 0] = _L2
+    two_label[1, :, :, 0, 0] = _L1  # sample 1: nothing predicted
+    expected = (1.0 + (0 + 1) / (2 + 0 + 1)) / 2
+    run.test("per sample, then the mean: samples with Dice 1.0 and 1/3 (epsilon=1) give 0.6667 "
+             "(pooling the batch would give 7/9)",
+             lambda: _expect_close("dice", expected, _numpy(fn(two_label, two_pred, epsilon=1))))
+    run.finish()
+
+
+def check_soft_dice_loss(fn: Callable) -> None:
+    """Public tests of ``soft_dice_loss`` (lesson 04, exercise 3)."""
+    run = _Run("soft_dice_loss")
+    pred = _P1[None, :, :, None, None]
+    label = _L1[None, :, :, None, None]
+    run.test("hard pred [[1,0],[0,1]], label [[1,1],[0,0]], epsilon=1: 1 - 3/5",
+             lambda: _expect_close("loss", 0.4, _numpy(fn(label, pred, epsilon=1))))
+    half = 0.5 * pred
+    run.test("soft pred [[0.5,0],[0,0.5]]: the denominator squares the predictions, "
+             "1 - (2*0.5 + 1) / (0.5 + 2 + 1)",
+             lambda: _expect_close("loss", 1 - 2 / 3.5, _numpy(fn(label, half, epsilon=1))))
+    two_pred = np.concatenate([pred, np.ones_like(pred)], axis=-1)
+    two_label = np.concatenate([label, label], axis=-1)
+    expected = 1 - (3 / 5 + (2 * 2 + 1) / (4 + 2 + 1)) / 2
+    run.test("two classes: one minus the mean of the per-class soft Dice",
+             lambda: _expect_close("loss", expected, _numpy(fn(two_label, two_pred, epsilon=1))))
+    run.test("a perfect prediction has (almost) zero loss",
+             lambda: _expect_close("loss", 0.0, _numpy(fn(label, label)), atol=1e-4))
+    run.finish()
+
+
+_SENS_PRED = np.array([[1, 0], [0, 1]])[..., None]
+_SENS_LABEL = np.array([[1, 1], [0, 0]])[..., None]
+
+
+def check_compute_class_sens_spec(fn: Callable) -> None:
+    """Public tests of ``compute_class_sens_spec`` (lesson 04, exercise 4)."""
+    run = _Run("compute_class_sens_spec")
+
+    def pair(result):
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise AssertionError(f"expected the tuple (sensitivity, specificity); got {result!r}")
+        return np.array([float(result[0]), float(result[1])])
+
+    run.test("TP=1, FN=1, FP=1, TN=1: sensitivity 0.5, specificity 0.5",
+             lambda: _expect_close("(sensitivity, specificity)", np.array([0.5, 0.5]),
+                                   pair(fn(_SENS_PRED, _SENS_LABEL, 0))))
+    pred = np.array([[1, 0, 0], [1, 1, 1], [0, 0, 1]])[..., None]
+    label = np.array([[1, 0, 0], [1, 0, 1], [0, 1, 0]])[..., None]
+    run.test("TP=3, FN=1, FP=2, TN=3: sensitivity 3/4, specificity 3/5",
+             lambda: _expect_close("(sensitivity, specificity)", np.array([0.75, 0.6]),
+                                   pair(fn(pred, label, 0))))
+    stacked_p = np.concatenate([_SENS_PRED, pred[:2, :2]], axis=-1)
+    stacked_l = np.concatenate([_SENS_LABEL, label[:2, :2]], axis=-1)
+    run.test("class_num selects the channel on the last axis: channel 1 has TP=2, FN=0, FP=1, TN=1",
+             lambda: _expect_close("(sensitivity, specificity)", np.array([1.0, 0.5]),
+                                   pair(fn(stacked_p, stacked_l, 1))))
+
+    def undefined():
+        result = pair(fn(np.zeros((2, 2, 1)), np.zeros((2, 2, 1)), 0))
+        if not np.isnan(result[0]) or result[1] != 1.0:
+            raise Mismatch("no positive voxel in the label: sensitivity is undefined (NaN), specificity 1",
+                           "(nan, 1.0)", tuple(result))
+
+    run.test("a zero denominator gives NaN", undefined)
+    run.finish()
+
+
+def check_get_sens_spec_df(fn: Callable) -> None:
+    """Public tests of ``get_sens_spec_df`` (lesson 04, exercise 5)."""
+    from .labels import CLASS_NAMES
+
+    run = _Run("get_sens_spec_df")
+    rng = np.random.default_rng(4)
+    label = (rng.random((6, 6, 4, 3)) < 0.3).astype(np.uint8)
+    pred = label.copy()
+    pred[:2] = 1 - pred[:2]
+    tables = {}
+
+    def layout():
+        table = fn(pred, label)
+        tables["t"] = table
+        _expect_equal("columns", list(CLASS_NAMES), list(table.columns))
+        _expect_equal("rows", ["Sensitivity", "Specificity"], list(table.index))
+
+    def values():
+        table = tables.get("t")
+        if table is None:
+            raise AssertionError("skipped: no table came back")
+        expected = np.zeros((2, 3))
+        for k in range(3):
+            p, t = pred[..., k].astype(bool), label[..., k].astype(bool)
+            expected[0, k] = (p & t).sum() / t.sum()
+            expected[1, k] = (~p & ~t).sum() / (~t).sum()
+        _expect_close("values (rounded to 4 decimals is fine)", expected,
+                      table.to_numpy(dtype=float), atol=1e-4)
+
+    run.test("a DataFrame with the three classes as columns, Sensitivity / Specificity as rows", layout)
+    run.test("values match TP / (TP + FN) and TN / (TN + FP) per class", values)
+    run.finish()
+
+
+# ----------------------------------------------------------------------------
 # The registry
 # ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Exercise:
-    """A graded function: its public check, its reference and drift inputs.
+    """A graded function: its public check, its reference, and a drift test.
 
     Attributes:
         lesson: the lesson source that holds it, e.g. ``"02_patches_and_standardization"``.
         check: the public check, called with the learner's function.
         reference: ``"module:function"`` in ``utils``.
-        drift_inputs: builds ``[(args, kwargs), ...]`` on which a notebook
-            solution must return what the reference returns.
-        seeded: reseed ``np.random`` before each call (random functions).
+        agree: ``agree(solution, reference)`` raises AssertionError when a
+            notebook's solution and the reference behave differently.
     """
 
     lesson: str
     check: Callable[[Callable], None]
     reference: str
-    drift_inputs: Callable[[], list[tuple[tuple, dict]]]
-    seeded: bool = False
+    agree: Callable[[Callable, Callable], None]
 
     def reference_function(self) -> Callable:
         module, name = self.reference.split(":")
         return getattr(importlib.import_module(module), name)
+
+
+def _same_outputs(inputs: Callable[[], list[tuple[tuple, dict]]], seeded: bool = False):
+    """Drift test: equal outputs on the given inputs (np.random reseeded per call if ``seeded``)."""
+
+    def agree(solution: Callable, reference: Callable) -> None:
+        for i, (args, kwargs) in enumerate(inputs()):
+            results = []
+            for fn in (reference, solution):
+                if seeded:
+                    np.random.seed(100 + i)
+                out = fn(*args, **kwargs)
+                out = out if isinstance(out, tuple) else (out,)
+                results.append([_numpy(o) if not hasattr(o, "to_numpy") else o.to_numpy(dtype=float) for o in out])
+            expected, got = results
+            assert len(expected) == len(got), f"input {i}: {len(got)} outputs, reference has {len(expected)}"
+            for e, g in zip(expected, got):
+                np.testing.assert_allclose(g, e, atol=1e-4, equal_nan=True, err_msg=f"input {i}")
+
+    return agree
+
+
+def _same_block(build_inputs: Callable, calls: list[dict]):
+    """Drift test for Keras blocks: same structure, and same outputs with the same weights."""
+
+    def agree(solution: Callable, reference: Callable) -> None:
+        keras = _keras()
+        rng = np.random.default_rng(0)
+        for kwargs in calls:
+            models = []
+            for fn in (reference, solution):
+                inputs = build_inputs()
+                out = fn(*inputs, **kwargs)
+                models.append(keras.Model(list(inputs) if len(inputs) > 1 else inputs[0], out))
+            ref, sol = models
+            assert ref.count_params() == sol.count_params(), f"{kwargs}: parameter counts differ"
+            assert tuple(ref.output.shape) == tuple(sol.output.shape), f"{kwargs}: output shapes differ"
+            sol.set_weights(ref.get_weights())
+            data = [rng.normal(size=(2, *t.shape[1:])).astype(np.float32) for t in ref.inputs]
+            data = data if len(data) > 1 else data[0]
+            np.testing.assert_allclose(sol.predict(data, verbose=0), ref.predict(data, verbose=0), atol=1e-4,
+                                       err_msg=f"{kwargs}: outputs differ with the same weights")
+
+    return agree
 
 
 def _sub_volume_inputs():
@@ -334,9 +643,61 @@ def _standardize_inputs():
     return [((vol,), {}), ((rng.normal(size=(4, 4, 3, 2)),), {})]
 
 
+def _dice_inputs(batch: bool):
+    def inputs():
+        rng = np.random.default_rng(7)
+        shape = (2, 6, 5, 4, 3) if batch else (6, 5, 4)
+        label = (rng.random(shape) < 0.3).astype(np.float32)
+        pred = rng.random(shape).astype(np.float32)
+        return [((label, pred), {}), ((label, (pred > 0.5).astype(np.float32)), {"epsilon": 1.0}),
+                ((np.zeros(shape), np.zeros(shape)), {})]
+
+    return inputs
+
+
+def _sens_spec_inputs(with_class: bool):
+    def inputs():
+        rng = np.random.default_rng(8)
+        label = (rng.random((6, 5, 4, 3)) < 0.3).astype(np.uint8)
+        pred = (rng.random((6, 5, 4, 3)) < 0.3).astype(np.uint8)
+        label[..., 2] = 0  # an absent class: NaN sensitivity
+        if with_class:
+            return [((pred, label, k), {}) for k in range(3)]
+        return [((pred, label), {})]
+
+    return inputs
+
+
+def _block_inputs(*shapes):
+    def build():
+        keras = _keras()
+        return tuple(keras.Input(shape) for shape in shapes)
+
+    return build
+
+
+_L02, _L03, _L04 = "02_patches_and_standardization", "03_building_the_unet", "04_soft_dice_loss"
 EXERCISES: dict[str, Exercise] = {
-    "get_sub_volume": Exercise("02_patches_and_standardization", check_get_sub_volume,
-                               "utils.preprocessing:get_sub_volume", _sub_volume_inputs, seeded=True),
-    "standardize": Exercise("02_patches_and_standardization", check_standardize,
-                            "utils.preprocessing:standardize", _standardize_inputs),
+    "get_sub_volume": Exercise(_L02, check_get_sub_volume, "utils.preprocessing:get_sub_volume",
+                               _same_outputs(_sub_volume_inputs, seeded=True)),
+    "standardize": Exercise(_L02, check_standardize, "utils.preprocessing:standardize",
+                            _same_outputs(_standardize_inputs)),
+    "conv_block": Exercise(_L03, check_conv_block, "utils.model:conv_block",
+                           _same_block(_block_inputs((8, 8, 8, 4)),
+                                       [{"filters": 8}, {"filters": 8, "normalization": "batch"},
+                                        {"filters": 4, "normalization": "instance"}])),
+    "upsampling_block": Exercise(_L03, check_upsampling_block, "utils.model:upsampling_block",
+                                 _same_block(_block_inputs((4, 4, 4, 16), (8, 8, 8, 8)),
+                                             [{"filters": 8}, {"filters": 8, "normalization": "batch"}])),
+    "single_class_dice_coefficient": Exercise(_L04, check_single_class_dice_coefficient,
+                                              "utils.losses:single_class_dice_coefficient",
+                                              _same_outputs(_dice_inputs(batch=False))),
+    "dice_coefficient": Exercise(_L04, check_dice_coefficient, "utils.losses:dice_coefficient",
+                                 _same_outputs(_dice_inputs(batch=True))),
+    "soft_dice_loss": Exercise(_L04, check_soft_dice_loss, "utils.losses:soft_dice_loss",
+                               _same_outputs(_dice_inputs(batch=True))),
+    "compute_class_sens_spec": Exercise(_L04, check_compute_class_sens_spec, "utils.losses:compute_class_sens_spec",
+                                        _same_outputs(_sens_spec_inputs(with_class=True))),
+    "get_sens_spec_df": Exercise(_L04, check_get_sens_spec_df, "utils.losses:get_sens_spec_df",
+                                 _same_outputs(_sens_spec_inputs(with_class=False))),
 }

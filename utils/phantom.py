@@ -41,6 +41,7 @@ from .config import BRATS_SHAPE, TINY_SHAPE
 from .labels import LABEL_NAMES, MODALITIES
 
 GENERATOR_VERSION = 1
+NO_KERAS_ENV = "BRATS_COURSE_NO_KERAS"
 MARKER_FILE = "phantom.json"
 FOV_MM = (240.0, 240.0, 155.0)
 """Field of view of every phantom grid: the BraTS grid at 1 mm."""
@@ -508,12 +509,21 @@ def _run_tasks(tasks: list[tuple], workers: int | None, progress: bool, desc: st
                 records.append(_write_case(task))
                 bar.update()
             return records
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            records = []
-            for record in pool.map(_write_case, tasks):
-                records.append(record)
-                bar.update()
-            return records
+        # spawned workers import `utils`; they need no Keras (seconds and memory saved)
+        previous = os.environ.get(NO_KERAS_ENV)
+        os.environ[NO_KERAS_ENV] = "1"
+        try:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                records = []
+                for record in pool.map(_write_case, tasks):
+                    records.append(record)
+                    bar.update()
+                return records
+        finally:
+            if previous is None:
+                os.environ.pop(NO_KERAS_ENV, None)
+            else:
+                os.environ[NO_KERAS_ENV] = previous
     finally:
         bar.close()
 

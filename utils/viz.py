@@ -245,3 +245,52 @@ def to_nifti_images(image: np.ndarray, label: np.ndarray | None, affine: np.ndar
     seqs = {name: nib.Nifti1Image(image[..., i].astype(np.float32), affine) for i, name in enumerate(MODALITIES)}
     lab = None if label is None else nib.Nifti1Image(label.astype(np.uint8), affine)
     return seqs, lab
+
+
+def plot_unet_levels(model, ax=None):
+    """Draw a U-Net built by :func:`utils.model.build_unet` as its levels.
+
+    Each block is a box at the height of its level, labelled with its output
+    shape; arrows show pooling (down), up-sampling (up) and skip connections.
+
+    Returns:
+        The matplotlib figure.
+    """
+    blocks = {}
+    for layer in model.layers:
+        block = layer.name.split("_")[0]
+        if block in ("image", "probabilities") or layer.name.endswith("_pool"):
+            continue
+        blocks[block] = tuple(layer.output.shape[1:])
+    enc = sorted(b for b in blocks if b.startswith("enc"))
+    depth = len(enc) + 1
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(11, 1.3 * depth + 1))
+    else:
+        fig = ax.figure
+    positions = {f"enc{i}": (i, -i) for i in range(depth - 1)}
+    positions["bottom"] = (depth - 1, -(depth - 1))
+    positions.update({f"dec{i}": (2 * (depth - 1) - i, -i) for i in range(depth - 1)})
+    for name, (x, y) in positions.items():
+        shape = blocks[name]
+        colour = "tab:blue" if name.startswith("enc") else ("tab:purple" if name == "bottom" else "tab:orange")
+        ax.add_patch(plt.Rectangle((x - 0.45, y - 0.3), 0.9, 0.6, color=colour, alpha=0.25))
+        ax.text(x, y + 0.08, name, ha="center", va="center", fontsize=9, weight="bold")
+        ax.text(x, y - 0.14, "x".join(map(str, shape)), ha="center", va="center", fontsize=8)
+    for i in range(depth - 1):
+        (x0, y0), (x1, y1) = positions[f"enc{i}"], positions[f"enc{i + 1}" if i + 1 < depth - 1 else "bottom"]
+        ax.annotate("", (x1 - 0.2, y1 + 0.3), (x0 + 0.2, y0 - 0.3), arrowprops={"arrowstyle": "->", "color": "0.3"})
+        (dx0, dy0) = positions[f"dec{i + 1}" if i + 1 < depth - 1 else "bottom"]
+        (dx1, dy1) = positions[f"dec{i}"]
+        ax.annotate("", (dx1 - 0.2, dy1 - 0.3), (dx0 + 0.2, dy0 + 0.3), arrowprops={"arrowstyle": "->", "color": "0.3"})
+        ax.annotate("", (dx1 - 0.45, dy1), (x0 + 0.45, y0),
+                    arrowprops={"arrowstyle": "->", "color": "tab:green", "linestyle": "--"})
+    ax.text(0, 0.6, f"input {'x'.join(map(str, model.input.shape[1:]))}", ha="center", fontsize=9)
+    out_x = 2 * (depth - 1)
+    ax.text(out_x, 0.6, f"sigmoid output {'x'.join(map(str, model.output.shape[1:]))}", ha="center", fontsize=9)
+    ax.text(depth - 1, 0.6, "green: skip connections (concatenate)", ha="center", fontsize=8, color="tab:green")
+    ax.set_xlim(-0.7, 2 * (depth - 1) + 0.7)
+    ax.set_ylim(-(depth - 1) - 0.6, 0.9)
+    ax.set_axis_off()
+    ax.set_title(f"{model.name}: {model.count_params():,} parameters")
+    return fig

@@ -1,0 +1,163 @@
+"""Soft Dice loss, Dice metrics and per-class sensitivity / specificity (lesson 04).
+
+Loss and metrics use ``keras.ops`` only, so they run on the TensorFlow, JAX and
+PyTorch backends alike. Batches are channels-last ``(B, x, y, z, C)``:
+per-class quantities are reduced over the spatial axes of each sample and
+class (``axis=(1, 2, 3)``), then averaged. (The original assignment reduced
+over ``(1, 2, 3)`` of a channels-first ``(C, x, y, z)`` array; once Keras added
+the batch axis in front, that summed over the classes and two spatial axes.)
+
+Every function here is registered with Keras, so a model saved with them
+loads with ``keras.models.load_model(path)`` and no ``custom_objects``.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+from keras import ops
+
+from .labels import CLASS_NAMES
+
+PACKAGE = "brats_course"
+register = keras.saving.register_keras_serializable(package=PACKAGE)
+
+
+def _as_float(*tensors):
+    return [ops.cast(t, "float32") for t in tensors]
+
+
+@register
+def single_class_dice_coefficient(y_true, y_pred, axis=(0, 1, 2), epsilon=0.00001):
+    """Dice coefficient of one class in one volume.
+
+    ``(2 * sum(y_true * y_pred) + epsilon) / (sum(y_true) + sum(y_pred) + epsilon)``
+
+    Args:
+        y_true: ``(x, y, z)`` ground truth (0/1).
+        y_pred: ``(x, y, z)`` prediction (0/1, or probabilities for the soft Dice).
+        axis: axes to sum over.
+        epsilon: keeps the ratio defined when both are empty (it is then 1).
+
+    Returns:
+        Scalar tensor.
+    """
+    y_true, y_pred = _as_float(y_true, y_pred)
+    numerator = 2.0 * ops.sum(y_true * y_pred, axis=axis) + epsilon
+    denominator = ops.sum(y_true, axis=axis) + ops.sum(y_pred, axis=axis) + epsilon
+    return numerator / denominator
+
+
+@register
+def dice_coefficient(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
+    """Mean Dice over the samples and classes of a batch.
+
+    Args:
+        y_true, y_pred: ``(B, x, y, z, C)``.
+        axis: the spatial axes (per sample and class sums).
+        epsilon: smoothing, as in :func:`single_class_dice_coefficient`.
+
+    Returns:
+        Scalar tensor: the mean of the ``(B, C)`` per-sample, per-class Dice.
+    """
+    y_true, y_pred = _as_float(y_true, y_pred)
+    numerator = 2.0 * ops.sum(y_true * y_pred, axis=axis) + epsilon
+    denominator = ops.sum(y_true, axis=axis) + ops.sum(y_pred, axis=axis) + epsilon
+    return ops.mean(numerator / denominator)
+
+
+@register
+def soft_dice_loss(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
+    """Soft Dice loss: 1 - mean over samples and classes of the soft Dice.
+
+    ``1 - mean((2 * sum(p * y) + eps) / (sum(p^2) + sum(y^2) + eps))``
+
+    Args:
+        y_true: ``(B, x, y, z, C)`` one-hot targets.
+        y_pred: ``(B, x, y, z, C)`` sigmoid probabilities.
+        axis: the spatial axes.
+        epsilon: smoothing; keeps the loss and its gradient finite.
+
+    Returns:
+        Scalar tensor in [0, 1].
+    """
+    y_true, y_pred = _as_float(y_true, y_pred)
+    numerator = 2.0 * ops.sum(y_true * y_pred, axis=axis) + epsilon
+    denominator = ops.sum(ops.square(y_pred), axis=axis) + ops.sum(ops.square(y_true), axis=axis) + epsilon
+    return 1.0 - ops.mean(numerator / denominator)
+
+
+@register
+def dice_bce_loss(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
+    """Soft Dice loss + binary cross-entropy (mean over voxels and classes).
+
+    The usual practical choice (nnU-Net trains with Dice + cross-entropy):
+    the Dice term copes with class imbalance, the cross-entropy term gives
+    smooth, well-scaled gradients early in training and on empty patches,
+    where Dice alone has little to say.
+    """
+    y_true, y_pred = _as_float(y_true, y_pred)
+    bce = ops.mean(keras.losses.binary_crossentropy(y_true[..., None], y_pred[..., None]))
+    return soft_dice_loss(y_true, y_pred, axis, epsilon) + bce
+
+
+def _class_dice(index: int, name: str):
+    def metric(y_true, y_pred):
+        y_true, y_pred = _as_float(y_true, y_pred)
+        return dice_coefficient(y_true[..., index:index + 1], y_pred[..., index:index + 1])
+
+    metric.__name__ = name
+    metric.__qualname__ = name
+    metric.__doc__ = f"Soft Dice of {CLASS_NAMES[index]} (channel {index}), mean over the batch."
+    return register(metric)
+
+
+dice_edema = _class_dice(0, "dice_edema")
+dice_non_enhancing = _class_dice(1, "dice_non_enhancing")
+dice_enhancing = _class_dice(2, "dice_enhancing")
+CLASS_DICE_METRICS = (dice_edema, dice_non_enhancing, dice_enhancing)
+
+
+def compute_class_sens_spec(pred, label, class_num):
+    """Sensitivity and specificity of one class.
+
+    Args:
+        pred: binary prediction, channels-last ``(..., C)``.
+        label: binary ground truth of the same shape.
+        class_num: the channel to evaluate.
+
+    Returns:
+        ``(sensitivity, specificity)`` as floats: TP / (TP + FN) and
+        TN / (TN + FP). A ratio whose denominator is 0 is undefined and comes
+        back as NaN (no positive voxels in ``label`` for the sensitivity, no
+        negative voxels for the specificity); pandas skips NaN in means.
+    """
+    pred, label = np.asarray(pred), np.asarray(label)
+    if pred.shape != label.shape:
+        raise ValueError(f"pred shape {pred.shape} differs from label shape {label.shape}")
+    p = pred[..., class_num].astype(bool)
+    t = label[..., class_num].astype(bool)
+    tp = np.sum(p & t)
+    tn = np.sum(~p & ~t)
+    fp = np.sum(p & ~t)
+    fn = np.sum(~p & t)
+    sensitivity = tp / (tp + fn) if tp + fn > 0 else np.nan
+    specificity = tn / (tn + fp) if tn + fp > 0 else np.nan
+    return float(sensitivity), float(specificity)
+
+
+def get_sens_spec_df(pred, label):
+    """Sensitivity and specificity of each class as a table.
+
+    Args:
+        pred, label: binary ``(..., 3)`` arrays (edema, non-enhancing, enhancing).
+
+    Returns:
+        DataFrame with columns Edema / Non-Enhancing Tumor / Enhancing Tumor and
+        rows Sensitivity / Specificity, rounded to 4 decimals.
+    """
+    table = pd.DataFrame(index=["Sensitivity", "Specificity"], columns=list(CLASS_NAMES), dtype=float)
+    for class_num, name in enumerate(CLASS_NAMES):
+        table.loc[:, name] = compute_class_sens_spec(pred, label, class_num)
+    return table.round(4)

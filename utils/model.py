@@ -1,0 +1,219 @@
+"""The U-Net, in Keras 3, channels-last, for 3-D patches and 2-D slices.
+
+One builder serves both: ``build_unet((160, 160, 16, 4))`` is the assignment's
+3D U-Net, ``build_unet((240, 240, 4))`` the 2D U-Net of the BraTS 2020
+notebooks. ``depth`` counts resolution levels (4 levels = 3 poolings), as in
+the assignment.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import layers
+
+NORMALIZATIONS = (None, "batch", "instance")
+UPSAMPLINGS = ("transpose", "upsample")
+MIN_POOLED_SIZE = 2
+"""An axis is halved only while the result keeps at least this many voxels."""
+
+
+def _spatial_dims(x) -> int:
+    dims = len(x.shape) - 2
+    if dims not in (2, 3):
+        raise ValueError(f"expected a batch of 2-D or 3-D images (B, x, y[, z], C); found shape {tuple(x.shape)}")
+    return dims
+
+
+def conv_block(x, filters: int, normalization: str | None = None, name: str | None = None):
+    """Two 3x3(x3) convolutions, each followed by optional normalization and ReLU.
+
+    Args:
+        x: a Keras tensor ``(B, x, y, z, C)`` or ``(B, x, y, C)``.
+        filters: output channels of both convolutions.
+        normalization: None, ``"batch"`` or ``"instance"`` (GroupNormalization
+            with one group per channel). With normalization the convolutions
+            have no bias (the normalization's offset replaces it).
+        name: prefix of the layer names.
+
+    Returns:
+        The block's output tensor: same spatial size, ``filters`` channels.
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}; found {normalization!r}")
+    dims = _spatial_dims(x)
+    conv = layers.Conv3D if dims == 3 else layers.Conv2D
+    prefix = f"{name}_" if name else ""
+    for i in (1, 2):
+        x = conv(filters, 3, padding="same", use_bias=normalization is None, name=f"{prefix}conv{i}" if name else None)(x)
+        if normalization == "batch":
+            x = layers.BatchNormalization(name=f"{prefix}bn{i}" if name else None)(x)
+        elif normalization == "instance":
+            x = layers.GroupNormalization(groups=-1, name=f"{prefix}in{i}" if name else None)(x)
+        x = layers.Activation("relu", name=f"{prefix}relu{i}" if name else None)(x)
+    return x
+
+
+def upsampling_block(x, skip, filters: int, pool_size=None, normalization: str | None = None,
+                     upsampling: str = "transpose", name: str | None = None):
+    """Up-sample ``x`` to the size of ``skip``, concatenate them, then a conv block.
+
+    Args:
+        x: the coarser tensor from the level below.
+        skip: the encoder tensor of this level (the skip connection).
+        filters: channels of the up-sampled tensor and of the conv block.
+        pool_size: factor per axis (default 2 on every axis).
+        normalization: as in :func:`conv_block`.
+        upsampling: ``"transpose"`` (a learned transposed convolution, kernel =
+            stride = pool_size) or ``"upsample"`` (repeat voxels, then a 3x3x3
+            convolution).
+        name: prefix of the layer names.
+
+    Returns:
+        The output tensor: the spatial size of ``skip``, ``filters`` channels.
+    """
+    if upsampling not in UPSAMPLINGS:
+        raise ValueError(f"upsampling must be one of {UPSAMPLINGS}; found {upsampling!r}")
+    dims = _spatial_dims(x)
+    pool_size = tuple(pool_size) if pool_size is not None else (2,) * dims
+    prefix = f"{name}_" if name else ""
+    if upsampling == "transpose":
+        transpose = layers.Conv3DTranspose if dims == 3 else layers.Conv2DTranspose
+        x = transpose(filters, pool_size, strides=pool_size, name=f"{prefix}up" if name else None)(x)
+    else:
+        up = layers.UpSampling3D if dims == 3 else layers.UpSampling2D
+        conv = layers.Conv3D if dims == 3 else layers.Conv2D
+        x = up(pool_size, name=f"{prefix}up" if name else None)(x)
+        x = conv(filters, 3, padding="same", name=f"{prefix}upconv" if name else None)(x)
+    x = layers.Concatenate(axis=-1, name=f"{prefix}concat" if name else None)([x, skip])
+    return conv_block(x, filters, normalization, name=name)
+
+
+def pool_sizes(spatial_shape, depth: int = 4) -> list[tuple[int, ...]]:
+    """Pooling factor per axis at each of the ``depth - 1`` downsamplings.
+
+    An axis is halved while the result keeps at least :data:`MIN_POOLED_SIZE`
+    voxels; a shorter axis is left as it is (factor 1), so a 160x160x16 patch
+    goes through depth 4 and a 160x160x8 one too (z stops at 2).
+
+    Raises:
+        ValueError: when an axis that must be halved has an odd size.
+    """
+    sizes = list(spatial_shape)
+    if any(s is None for s in sizes):
+        raise ValueError(f"the U-Net needs a fixed input size; found {tuple(spatial_shape)}")
+    out = []
+    for level in range(depth - 1):
+        factors = []
+        for axis, size in enumerate(sizes):
+            if size // 2 < MIN_POOLED_SIZE:
+                factors.append(1)
+                continue
+            if size % 2:
+                multiple = 2 ** (depth - 1)
+                raise ValueError(
+                    f"input shape {tuple(spatial_shape)}: axis {axis} has {size} voxels at level {level}, "
+                    f"which cannot be halved cleanly; with depth {depth} use sizes divisible by {multiple} "
+                    f"(e.g. {math.floor(spatial_shape[axis] / multiple) * multiple} or "
+                    f"{math.ceil(spatial_shape[axis] / multiple) * multiple})"
+                )
+            factors.append(2)
+            sizes[axis] = size // 2
+        out.append(tuple(factors))
+    return out
+
+
+def build_unet(input_shape=(160, 160, 16, 4), n_labels: int = 3, depth: int = 4, base_filters: int = 32,
+               normalization: str | None = None, upsampling: str = "transpose", name: str | None = None) -> keras.Model:
+    """A U-Net with sigmoid outputs, 3-D or 2-D by the length of ``input_shape``.
+
+    Args:
+        input_shape: ``(x, y, z, channels)`` for 3-D, ``(x, y, channels)`` for 2-D.
+        n_labels: output channels (3: edema, non-enhancing, enhancing).
+        depth: resolution levels (>= 2); ``depth - 1`` poolings.
+        base_filters: filters at the first level, doubling at each level below.
+        normalization: None, ``"batch"`` or ``"instance"``.
+        upsampling: ``"transpose"`` or ``"upsample"``.
+        name: model name (default ``unet3d`` / ``unet2d``).
+
+    Returns:
+        An uncompiled ``keras.Model`` mapping ``(B, *input_shape)`` to
+        ``(B, *spatial, n_labels)`` probabilities.
+    """
+    input_shape = tuple(input_shape)
+    dims = len(input_shape) - 1
+    if dims not in (2, 3):
+        raise ValueError(f"input_shape must be (x, y, z, C) or (x, y, C); found {input_shape}")
+    if depth < 2:
+        raise ValueError(f"depth must be at least 2; found {depth}")
+    pools = pool_sizes(input_shape[:-1], depth)
+    pool_layer = layers.MaxPooling3D if dims == 3 else layers.MaxPooling2D
+    out_conv = layers.Conv3D if dims == 3 else layers.Conv2D
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x, skips = inputs, []
+    for level in range(depth - 1):
+        x = conv_block(x, base_filters * 2 ** level, normalization, name=f"enc{level}")
+        skips.append(x)
+        x = pool_layer(pools[level], name=f"enc{level}_pool")(x)
+    x = conv_block(x, base_filters * 2 ** (depth - 1), normalization, name="bottom")
+    for level in reversed(range(depth - 1)):
+        x = upsampling_block(x, skips[level], base_filters * 2 ** level, pools[level], normalization,
+                             upsampling, name=f"dec{level}")
+    outputs = out_conv(n_labels, 1, activation="sigmoid", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name or f"unet{dims}d")
+
+
+def level_table(model: keras.Model):
+    """The model summarised per level: output shape and parameters.
+
+    Returns:
+        pandas DataFrame with one row per block (``enc0`` ... ``bottom`` ...
+        ``dec0``, ``probabilities``).
+    """
+    import pandas as pd
+
+    rows: dict[str, dict] = {}
+    for layer in model.layers:
+        block = layer.name.split("_")[0]
+        if block == "image":
+            continue
+        row = rows.setdefault(block, {"output shape": None, "parameters": 0})
+        row["parameters"] += layer.count_params()
+        if not layer.name.endswith("_pool"):
+            row["output shape"] = tuple(layer.output.shape[1:])
+    table = pd.DataFrame(rows).T
+    table.loc["total"] = ["", model.count_params()]
+    return table
+
+
+def receptive_field(depth: int = 4, convs_per_level: int = 2, kernel: int = 3) -> int:
+    """Receptive field (in voxels, per pooled axis) of the U-Net's output voxel."""
+    rf, jump = 1, 1
+    for _ in range(depth - 1):
+        rf += convs_per_level * (kernel - 1) * jump  # encoder convs at this level
+        rf += jump                                    # 2x2 pooling
+        jump *= 2
+    rf += convs_per_level * (kernel - 1) * jump       # bottom
+    for _ in range(depth - 1):
+        jump //= 2
+        rf += convs_per_level * (kernel - 1) * jump   # decoder convs
+    return rf
+
+
+def activation_memory_mb(model: keras.Model, batch_size: int = 1, bytes_per_value: int = 4) -> float:
+    """Memory of every layer output for one forward pass (kept for backprop), MB."""
+    total = 0
+    for layer in model.layers:
+        for out in (layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]):
+            total += int(np.prod(out.shape[1:]))
+    return total * batch_size * bytes_per_value / 1e6
+
+
+def load_model(path, compile: bool = True) -> keras.Model:
+    """Load a ``.keras`` model saved by the course (its loss and metrics are registered)."""
+    from . import losses  # noqa: F401  (registers the custom objects)
+
+    return keras.models.load_model(path, compile=compile)
