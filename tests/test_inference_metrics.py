@@ -1,0 +1,185 @@
+"""Sliding-window inference, the label-merge rule, NIfTI export and the metrics."""
+
+import keras
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from utils.inference import (gaussian_weights, predict_case, probabilities_to_labels, save_segmentation,
+                             sliding_window_predict, tile_predict, window_starts)
+from utils.metrics import class_scores, dice_score, evaluate_cases, hd95, jaccard_score, region_scores
+from utils.model import build_unet
+
+
+def _identity(batch):
+    return np.asarray(batch, dtype=np.float32)
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5, 0.75])
+@pytest.mark.parametrize("weighting", ["gaussian", "constant"])
+def test_identity_model_reproduces_its_input(overlap, weighting):
+    image = np.random.default_rng(0).normal(size=(37, 29, 23, 3)).astype(np.float32)
+    out = sliding_window_predict(None, image, window=(16, 12, 8), overlap=overlap, weighting=weighting,
+                                 batch_size=3, progress=False, predict_fn=_identity)
+    np.testing.assert_allclose(out, image, rtol=2e-7, atol=0)  # equal up to float32 rounding
+
+
+def test_identity_with_mirroring_and_padding():
+    image = np.random.default_rng(1).normal(size=(10, 9, 7, 2)).astype(np.float32)
+    out = sliding_window_predict(None, image, window=(12, 12, 8), mirror=True, progress=False, predict_fn=_identity)
+    assert out.shape == image.shape  # padded to the window, cropped back
+    np.testing.assert_allclose(out, image, atol=1e-6)
+
+
+def test_identity_keras_model_on_a_whole_case():
+    inp = keras.Input((16, 16, 8, 3))
+    model = keras.Model(inp, keras.layers.Identity()(inp))
+    image = np.random.default_rng(2).normal(size=(40, 33, 19, 3)).astype(np.float32)
+    np.testing.assert_allclose(sliding_window_predict(model, image, progress=False), image, atol=1e-6)
+    np.testing.assert_allclose(tile_predict(model, image), image, atol=1e-6)
+
+
+def test_windows_cover_the_volume():
+    for size, window, overlap in ((155, 16, 0.5), (240, 160, 0.5), (10, 10, 0.5), (17, 8, 0.0)):
+        starts = window_starts(size, window, overlap)
+        covered = np.zeros(size, bool)
+        for s in starts:
+            covered[s:s + window] = True
+        assert covered.all() and starts[0] == 0 and starts[-1] == size - window
+        if len(starts) > 1:
+            assert max(np.diff(starts)) <= max(1, int(window * (1 - overlap)))
+    assert window_starts(155, 16, 0.5) == list(np.round(np.linspace(0, 139, 19)).astype(int))
+
+
+def test_gaussian_weights():
+    w = gaussian_weights((16, 16, 8))
+    assert w.shape == (16, 16, 8) and w.dtype == np.float32
+    assert w.max() == pytest.approx(1.0) and w.min() > 0
+    assert w[8, 8, 4] > w[0, 0, 0]
+    np.testing.assert_allclose(w, w[::-1, ::-1, ::-1], rtol=1e-6)  # symmetric
+    x = np.arange(16)
+    sigma = 16 / 8
+    profile = np.exp(-0.5 * ((x - 7.5) / sigma) ** 2)
+    np.testing.assert_allclose(w[:, 7, 3] / w[:, 7, 3].max(), profile / profile.max(), rtol=1e-5)
+
+
+def test_gaussian_blending_removes_seams():
+    """A model that predicts worse near its window border: tiles show seams, blending does not."""
+    image = np.ones((64, 64, 16, 1), np.float32)
+    edge = gaussian_weights((16, 16, 16), sigma_scale=0.3)[..., None]
+
+    def border_biased(batch):
+        return batch * (0.5 + 0.5 * edge)
+
+    tiles = tile_predict(None, image, window=(16, 16, 16), predict_fn=border_biased)
+    blended = sliding_window_predict(None, image, window=(16, 16, 16), overlap=0.5, progress=False,
+                                     predict_fn=border_biased)
+    # a constant input should give a constant output: measure the ripple inside the volume
+    ripple = lambda v: np.ptp(v[8:56, 8:56, 8, 0])  # noqa: E731
+    assert ripple(blended) < 0.5 * ripple(tiles)
+
+
+def test_bad_inputs():
+    model = build_unet((16, 16, 8, 4), depth=2, base_filters=2)
+    with pytest.raises(ValueError, match="the model expects 4 input channels; the case has 3"):
+        sliding_window_predict(model, np.zeros((20, 20, 10, 3), np.float32), progress=False)
+    with pytest.raises(ValueError, match="overlap must be in"):
+        sliding_window_predict(model, np.zeros((20, 20, 10, 4), np.float32), overlap=1.0, progress=False)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        sliding_window_predict(model, np.zeros((20, 20, 10, 4), np.float32), weighting="box", progress=False)
+    with pytest.raises(ValueError, match=r"window \(8, 8, 8\) differs from the model's fixed input"):
+        sliding_window_predict(model, np.zeros((20, 20, 10, 4), np.float32), window=(8, 8, 8), progress=False)
+
+
+def test_label_merge_rule():
+    probs = np.array([[0.9, 0.1, 0.1], [0.9, 0.8, 0.1], [0.9, 0.8, 0.7], [0.1, 0.1, 0.7],
+                      [0.2, 0.6, 0.1], [0.4, 0.4, 0.4]], np.float32)
+    np.testing.assert_array_equal(probabilities_to_labels(probs), [1, 2, 3, 3, 2, 0])
+    np.testing.assert_array_equal(probabilities_to_labels(probs, threshold=[0.5, 0.9, 0.3]), [1, 1, 3, 3, 0, 3])
+    with pytest.raises(ValueError, match="3 class channels"):
+        probabilities_to_labels(np.zeros((4, 2)))
+
+
+def test_nifti_round_trip_keeps_the_affine(phantom_root, tmp_path):
+    src = phantom_root / "imagesTr" / "PHANTOM_001.nii.gz"
+    ref = nib.load(src)
+    label = np.zeros(ref.shape[:3], np.uint8)
+    label[20:30, 20:30, 10:20] = 3
+    out = save_segmentation(label, src, tmp_path / "seg.nii.gz",
+                            probabilities=np.zeros((*ref.shape[:3], 3), np.float32))
+    seg = nib.load(out)
+    np.testing.assert_array_equal(seg.affine, ref.affine)
+    np.testing.assert_array_equal(np.asanyarray(seg.dataobj), label)
+    assert seg.get_data_dtype() == np.uint8 and seg.shape == ref.shape[:3]
+    assert seg.header.get_zooms() == ref.header.get_zooms()[:3]
+    assert (tmp_path / "seg_probabilities.nii.gz").is_file()
+    with pytest.raises(FileExistsError, match="exists"):
+        save_segmentation(label, src, out)
+    with pytest.raises(ValueError, match="refusing to overwrite the input"):
+        save_segmentation(label, src, src)
+    with pytest.raises(ValueError, match=r"label shape \(5, 5, 5\) does not match the input grid"):
+        save_segmentation(np.zeros((5, 5, 5), np.uint8), src, tmp_path / "x.nii.gz")
+    assert src.is_file() and nib.load(src).shape == ref.shape
+
+
+def _ball(shape, centre, radius):
+    grid = np.indices(shape)
+    return ((grid - np.array(centre).reshape(3, 1, 1, 1)) ** 2).sum(0) <= radius ** 2
+
+
+def test_dice_iou_hd95_against_scipy_reference():
+    a = _ball((40, 40, 30), (20, 20, 15), 8)
+    b = _ball((40, 40, 30), (22, 20, 15), 8)
+    inter, total = (a & b).sum(), a.sum() + b.sum()
+    assert dice_score(a, b) == pytest.approx(2 * inter / total)
+    assert jaccard_score(a, b) == pytest.approx(inter / (a | b).sum())
+    # reference HD95: brute force over surface voxel pairs with the spacing
+    spacing = (1.0, 1.5, 2.0)
+    sa = np.argwhere(a & ~ndimage.binary_erosion(a)) * spacing
+    sb = np.argwhere(b & ~ndimage.binary_erosion(b)) * spacing
+    d = np.sqrt(((sa[:, None, :] - sb[None, :, :]) ** 2).sum(-1))
+    expected = max(np.percentile(d.min(1), 95), np.percentile(d.min(0), 95))
+    assert hd95(a, b, spacing) == pytest.approx(expected, rel=1e-6)
+    assert hd95(a, a, spacing) == 0.0
+
+
+def test_empty_mask_conventions():
+    empty = np.zeros((24, 20, 10), bool)
+    some = empty.copy()
+    some[5:8, 5:8, 3:5] = True
+    assert dice_score(empty, empty) == 1.0 and hd95(empty, empty) == 0.0
+    assert dice_score(some, empty) == 0.0 and dice_score(empty, some) == 0.0
+    diagonal = np.sqrt(24 ** 2 + 20 ** 2 + (10 * 2.0) ** 2)
+    assert hd95(some, empty, (1, 1, 2)) == pytest.approx(diagonal)
+    assert hd95(empty, some, (1, 1, 2)) == pytest.approx(diagonal)
+    assert hd95(np.zeros((240, 240, 155), bool), np.pad(some, ((0, 216), (0, 220), (0, 145)))) == \
+        pytest.approx(373.13, abs=0.01)
+
+
+def test_region_and_class_scores():
+    truth = np.zeros((20, 20, 10), np.uint8)
+    truth[4:16, 4:16, 2:8] = 1
+    truth[7:13, 7:13, 3:7] = 2
+    truth[9:11, 9:11, 4:6] = 3
+    pred = truth.copy()
+    pred[pred == 3] = 2  # enhancing missed, called core
+    scores = region_scores(truth, pred)
+    assert scores["Dice WT"] == 1.0 and scores["Dice TC"] == 1.0 and scores["Dice ET"] == 0.0
+    assert scores["HD95 WT"] == 0.0 and scores["HD95 ET"] == pytest.approx(np.sqrt(20 ** 2 * 2 + 10 ** 2))
+    table = class_scores(truth, pred)
+    assert table.loc["Dice", "Edema"] == 1.0 and table.loc["Dice", "Enhancing Tumor"] == 0.0
+    assert table.loc["Sensitivity", "Enhancing Tumor"] == 0.0
+    summary = evaluate_cases([("a", truth, pred, (1, 1, 1)), ("b", truth, truth, (1, 1, 1))])
+    assert list(summary.index) == ["a", "b", "mean", "median"]
+    assert summary.loc["mean", "Dice ET"] == 0.5
+
+
+def test_predict_case_end_to_end(phantom_root):
+    from utils.data import load_msd_case
+
+    case = load_msd_case(phantom_root, "PHANTOM_001")
+    model = build_unet((32, 32, 16, 4), depth=2, base_filters=2)
+    label, probs = predict_case(model, case.image, progress=False)
+    assert label.shape == case.label.shape and label.dtype == np.uint8
+    assert probs.shape == (*case.label.shape, 3) and 0 <= probs.min() and probs.max() <= 1

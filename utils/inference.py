@@ -1,0 +1,334 @@
+"""Whole-scan prediction: sliding windows, Gaussian blending, mirroring, NIfTI export.
+
+A network trained on 160x160x16 patches predicts a 240x240x155 scan window by
+window. Windows overlap (50 % by default) and each window's prediction is
+weighted by a Gaussian that trusts its centre more than its border (where
+the network saw less context), as nnU-Net and MONAI do; the weighted sum
+divided by the summed weights is seam-free. Test-time mirroring averages the
+predictions of the flipped inputs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+WEIGHTINGS = ("gaussian", "constant")
+
+
+def gaussian_weights(window, sigma_scale: float = 0.125) -> np.ndarray:
+    """Gaussian importance map of a window (peak 1, strictly positive).
+
+    Args:
+        window: ``(wx, wy, wz)``.
+        sigma_scale: sigma as a fraction of the window size per axis (nnU-Net: 1/8).
+
+    Returns:
+        float32 array of shape ``window``; its minimum is clipped to the
+        smallest positive value so every voxel keeps a nonzero weight.
+    """
+    window = tuple(int(w) for w in window)
+    profiles = []
+    for w in window:
+        centre = (w - 1) / 2.0
+        sigma = max(w * sigma_scale, 1e-6)
+        x = np.arange(w, dtype=np.float64)
+        profiles.append(np.exp(-0.5 * ((x - centre) / sigma) ** 2))
+    weights = profiles[0]
+    for p in profiles[1:]:
+        weights = np.multiply.outer(weights, p)
+    weights = weights / weights.max()
+    positive = weights[weights > 0]
+    weights = np.maximum(weights, positive.min() if positive.size else 1.0)
+    return weights.astype(np.float32)
+
+
+def window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """Evenly spaced window starts covering ``size`` with at least ``overlap`` overlap."""
+    if window >= size:
+        return [0]
+    step = max(1, int(window * (1.0 - overlap)))
+    count = math.ceil((size - window) / step) + 1
+    return sorted({int(round(v)) for v in np.linspace(0, size - window, count)})
+
+
+def _model_window(model) -> tuple[tuple[int, ...] | None, int | None]:
+    shape = getattr(model, "input_shape", None)
+    if shape is None:
+        return None, None
+    if isinstance(shape, list):
+        shape = shape[0]
+    return tuple(shape[1:-1]), shape[-1]
+
+
+def sliding_window_predict(model, image: np.ndarray, window=None, overlap: float = 0.5,
+                           weighting: str = "gaussian", batch_size: int = 4, mirror: bool = False,
+                           progress: bool = True, predict_fn: Callable | None = None) -> np.ndarray:
+    """Predict a whole volume by overlapping windows.
+
+    Args:
+        model: a Keras model ``(B, *window, C) -> (B, *window, K)`` (or None
+            with ``predict_fn``).
+        image: ``(x, y, z, C)``; smaller axes are zero-padded up to the window.
+        window: window shape (default: the model's input shape).
+        overlap: fraction of a window shared with its neighbour, in [0, 1).
+        weighting: ``"gaussian"`` (default) or ``"constant"``.
+        batch_size: windows per model call.
+        mirror: average over the 8 flips of the three axes (8x the work).
+        progress: show a progress bar.
+        predict_fn: ``fn(batch) -> predictions``, instead of ``model.predict``.
+
+    Returns:
+        float32 ``(x, y, z, K)`` blended predictions.
+
+    Raises:
+        ValueError: on a channel mismatch between model and image, a bad
+            overlap or weighting, or no window.
+    """
+    from tqdm.auto import tqdm
+
+    image = np.asarray(image)
+    if image.ndim != 4:
+        raise ValueError(f"expected a channels-last volume (x, y, z, C); found shape {image.shape}")
+    model_window, model_channels = _model_window(model) if model is not None else (None, None)
+    if model_channels is not None and model_channels != image.shape[-1]:
+        raise ValueError(f"the model expects {model_channels} input channels; the case has {image.shape[-1]}")
+    window = tuple(int(w) for w in (window if window is not None else model_window or ()))
+    if len(window) != 3 or min(window) < 1:
+        raise ValueError(f"need a 3-D window (from the model's input shape or the window argument); found {window}")
+    if model_window is not None and all(w is not None for w in model_window) and tuple(model_window) != window:
+        raise ValueError(f"window {window} differs from the model's fixed input {tuple(model_window)}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1); found {overlap}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}; found {weighting!r}")
+    if predict_fn is None:
+        if model is None:
+            raise ValueError("give a model or a predict_fn")
+        predict_fn = model.predict_on_batch
+
+    shape = image.shape[:3]
+    pad = [max(w - s, 0) for w, s in zip(window, shape)]
+    padded = np.pad(image, [(0, p) for p in pad] + [(0, 0)]) if any(pad) else image
+    full = padded.shape[:3]
+    weights = gaussian_weights(window) if weighting == "gaussian" else np.ones(window, np.float32)
+    starts = list(itertools.product(*[window_starts(s, w, overlap) for s, w in zip(full, window)]))
+    flips = [axes for r in range(4) for axes in itertools.combinations((1, 2, 3), r)] if mirror else [()]
+    output = None  # accumulate in float64: sums of many overlapping windows stay exact
+    norm = np.zeros(full, dtype=np.float64)
+    for i in tqdm(range(0, len(starts), batch_size), desc="windows", unit="batch", disable=not progress):
+        chunk = starts[i:i + batch_size]
+        batch = np.stack([padded[a:a + window[0], b:b + window[1], c:c + window[2]] for a, b, c in chunk])
+        batch = batch.astype(np.float32, copy=False)
+        pred = None
+        for axes in flips:
+            flipped = np.flip(batch, axes) if axes else batch
+            out = np.asarray(predict_fn(flipped), dtype=np.float32)
+            out = np.flip(out, axes) if axes else out
+            pred = out if pred is None else pred + out
+        pred /= len(flips)
+        if output is None:
+            output = np.zeros((*full, pred.shape[-1]), dtype=np.float64)
+        for (a, b, c), p in zip(chunk, pred):
+            region = (slice(a, a + window[0]), slice(b, b + window[1]), slice(c, c + window[2]))
+            output[region] += p * weights[..., None]
+            norm[region] += weights
+    output /= norm[..., None]
+    return output[: shape[0], : shape[1], : shape[2]].astype(np.float32)
+
+
+def tile_predict(model, image: np.ndarray, window=None, progress: bool = False,
+                 predict_fn: Callable | None = None) -> np.ndarray:
+    """The original assignment's approach: non-overlapping tiles, one per call.
+
+    Kept as the baseline of the benchmark and to show the seams in lesson 06.
+    The volume is zero-padded to a multiple of the window.
+    """
+    window = tuple(window if window is not None else _model_window(model)[0])
+    if predict_fn is None:
+        predict_fn = model.predict_on_batch
+    shape = image.shape[:3]
+    full = [math.ceil(s / w) * w for s, w in zip(shape, window)]
+    padded = np.pad(image, [(0, f - s) for f, s in zip(full, shape)] + [(0, 0)])
+    output = None
+    for a in range(0, full[0], window[0]):
+        for b in range(0, full[1], window[1]):
+            for c in range(0, full[2], window[2]):
+                tile = padded[a:a + window[0], b:b + window[1], c:c + window[2]][None].astype(np.float32)
+                pred = np.asarray(predict_fn(tile), dtype=np.float32)[0]
+                if output is None:
+                    output = np.zeros((*full, pred.shape[-1]), dtype=np.float32)
+                output[a:a + window[0], b:b + window[1], c:c + window[2]] = pred
+    return output[: shape[0], : shape[1], : shape[2]]
+
+
+def keep_largest_component(label: np.ndarray) -> np.ndarray:
+    """Keep the largest connected tumour (labels > 0, 26-connected); zero the rest.
+
+    nnU-Net's most common post-processing: a glioma is one connected lesion,
+    so small far-away false positives are dropped.
+    """
+    from scipy import ndimage
+
+    components, count = ndimage.label(label > 0, structure=np.ones((3,) * label.ndim))
+    if count <= 1:
+        return label
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return np.where(components == sizes.argmax(), label, 0).astype(label.dtype)
+
+
+def probabilities_to_labels(probabilities: np.ndarray, threshold=0.5, largest_component: bool = False) -> np.ndarray:
+    """Turn the three sigmoid channels into one label map 0-3.
+
+    The channels overlap (each is an independent sigmoid). The rule follows
+    the nesting of the tumour: a voxel above threshold for enhancing tumour is
+    3, else above threshold for non-enhancing tumour is 2, else above
+    threshold for edema is 1, else 0. Enhancing wins over non-enhancing wins
+    over edema.
+
+    Args:
+        probabilities: ``(..., 3)`` for edema, non-enhancing, enhancing.
+        threshold: one value or one per class.
+        largest_component: keep only the largest connected tumour
+            (:func:`keep_largest_component`).
+
+    Returns:
+        uint8 label map of shape ``probabilities.shape[:-1]``.
+    """
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape[-1] != 3:
+        raise ValueError(f"expected 3 class channels on the last axis; found shape {probabilities.shape}")
+    threshold = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (3,))
+    label = np.zeros(probabilities.shape[:-1], dtype=np.uint8)
+    for k in (0, 1, 2):  # edema, then non-enhancing, then enhancing overwrite
+        label[probabilities[..., k] > threshold[k]] = k + 1
+    return keep_largest_component(label) if largest_component else label
+
+
+def save_segmentation(label: np.ndarray, reference, out_path: Path | str, overwrite: bool = False,
+                      probabilities: np.ndarray | None = None) -> Path:
+    """Write a label map as NIfTI on the grid of the input image.
+
+    Args:
+        label: ``(x, y, z)`` integer label map (MSD values).
+        reference: the input image (path or nibabel image): its affine and
+            header are copied, so viewers overlay the result on it.
+        out_path: ``.nii.gz`` (or ``.nii``) to write.
+        overwrite: replace an existing output (never the reference itself).
+        probabilities: optional ``(x, y, z, 3)``; written beside it as
+            ``<name>_probabilities.nii.gz`` (float32).
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        ValueError: if ``out_path`` is the input file or the label does not
+            match the input grid. FileExistsError: if it exists and not ``overwrite``.
+    """
+    import nibabel as nib
+
+    out_path = Path(out_path)
+    if isinstance(reference, (str, Path)):
+        ref_path = Path(reference)
+        if ref_path.resolve() == out_path.resolve():
+            raise ValueError(f"the output path is the input file {ref_path}; refusing to overwrite the input")
+        ref = nib.load(str(ref_path))
+    else:
+        ref = reference
+        fname = ref.get_filename()
+        if fname and Path(fname).resolve() == out_path.resolve():
+            raise ValueError(f"the output path is the input file {fname}; refusing to overwrite the input")
+    if not out_path.name.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"the output must be a .nii or .nii.gz file; found {out_path.name!r}")
+    if tuple(label.shape) != tuple(ref.shape[:3]):
+        raise ValueError(f"label shape {label.shape} does not match the input grid {ref.shape[:3]}")
+    if out_path.exists() and not overwrite:
+        raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
+    header = ref.header.copy()
+    header.set_data_shape(label.shape)
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1, 0)
+    header["cal_min"], header["cal_max"] = 0, 3
+    header.set_intent("label")
+    seg = nib.Nifti1Image(label.astype(np.uint8), ref.affine, header)
+    seg.set_sform(ref.affine, code=int(ref.header["sform_code"]) or 1)
+    seg.set_qform(ref.affine, code=int(ref.header["qform_code"]) or 1)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(seg, str(out_path))
+    if probabilities is not None:
+        stem = out_path.name[: -len(".nii.gz")] if out_path.name.endswith(".nii.gz") else out_path.stem
+        prob_path = out_path.with_name(f"{stem}_probabilities.nii.gz")
+        if prob_path.exists() and not overwrite:
+            raise FileExistsError(f"{prob_path} exists; pass overwrite=True to replace it")
+        nib.save(nib.Nifti1Image(probabilities.astype(np.float32), ref.affine), str(prob_path))
+    return out_path
+
+
+def preprocess_for_model(image: np.ndarray) -> np.ndarray:
+    """The preprocessing the course trains with: brain-mask z-score per channel."""
+    from .preprocessing import standardize_nonzero
+
+    return standardize_nonzero(image)
+
+
+def predict_case(model, image: np.ndarray, overlap: float = 0.5, weighting: str = "gaussian",
+                 mirror: bool = False, batch_size: int = 4, threshold=0.5, largest_component: bool = False,
+                 progress: bool = True):
+    """Preprocess a raw case, predict it whole, and merge to a label map.
+
+    Returns:
+        ``(label, probabilities)``: uint8 ``(x, y, z)`` and float32 ``(x, y, z, 3)``.
+    """
+    probabilities = sliding_window_predict(model, preprocess_for_model(image), overlap=overlap,
+                                           weighting=weighting, mirror=mirror, batch_size=batch_size,
+                                           progress=progress)
+    return probabilities_to_labels(probabilities, threshold, largest_component), probabilities
+
+
+def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool = False,
+                   largest_component: bool = False, with_hd95: bool = True, progress: bool = True):
+    """Predict whole labelled cases and score them (BraTS regions and classes).
+
+    Args:
+        model: a trained Keras model.
+        data_dir: the dataset (MSD layout or BraTS folders).
+        case_ids: the cases to evaluate (e.g. the held-out validation cases).
+        overlap, mirror: sliding-window settings.
+        largest_component: post-process with :func:`keep_largest_component`.
+        with_hd95: also compute HD95 (a few seconds per case).
+        progress: progress bar over the cases.
+
+    Returns:
+        ``(table, predictions)``: a DataFrame with one row per case (region
+        Dice / IoU / HD95 and the per-class Dice) plus mean and median rows,
+        and ``{case_id: (label, prediction)}``.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .data import load_case
+    from .labels import CLASS_NAMES
+    from .metrics import dice_score, region_scores
+
+    rows, predictions = {}, {}
+    for case_id in tqdm(list(case_ids), desc="evaluate", unit="case", disable=not progress):
+        case = load_case(data_dir, case_id)
+        if case.label is None:
+            raise ValueError(f"case {case_id} has no label to evaluate against")
+        pred, _ = predict_case(model, case.image, overlap=overlap, mirror=mirror,
+                               largest_component=largest_component, progress=False)
+        scores = region_scores(case.label, pred, case.spacing, with_hd95)
+        for k, name in enumerate(CLASS_NAMES, start=1):
+            scores[f"Dice {name}"] = dice_score(case.label == k, pred == k)
+        rows[case_id] = scores
+        predictions[case_id] = (case.label, pred)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table["Dice mean (classes)"] = table[[f"Dice {n}" for n in CLASS_NAMES]].mean(axis=1)
+    table.index.name = "case"
+    table = pd.concat([table, table.agg(["mean", "median"])]).round(4)
+    return table, predictions

@@ -1,0 +1,132 @@
+"""The training input pipeline: random patches from the cache, augmented, in batches.
+
+:class:`PatchSampler` cuts one patch from a memory-mapped cached case:
+nnU-Net-style foreground oversampling (a share of patches centred on a voxel
+of a randomly chosen tumour class, the rest anywhere), zero padding where the
+cropped case is smaller than the patch, random flips on every axis and a
+random intensity scale and shift per channel (inside the brain).
+
+:class:`PatchDataset` is a ``keras.utils.PyDataset``: Keras fetches its batches
+in parallel worker threads and keeps a queue of them ready. Batch ``i`` of
+epoch ``e`` depends only on ``(seed, e, i)``, so the stream is the same
+whatever the number of workers or the order they finish in, and a resumed
+run continues with the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cache import TrainingCache
+
+try:  # Keras is a dependency, but the sampler itself needs only NumPy
+    from keras.utils import PyDataset as _PyDataset
+except ImportError:  # pragma: no cover
+    _PyDataset = object
+
+
+class PatchSampler:
+    """Draw training patches from cached cases.
+
+    Args:
+        cache: a :class:`utils.cache.TrainingCache`.
+        case_ids: the cases to draw from.
+        patch_shape: ``(px, py, pz)``.
+        foreground_fraction: share of patches centred on tumour.
+        augment: random flips and intensity scale/shift.
+        scale_range, shift_range: intensity augmentation per channel:
+            ``x * U(1 - s, 1 + s) + U(-t, t)`` on brain voxels.
+    """
+
+    def __init__(self, cache: TrainingCache, case_ids: list[str], patch_shape=(160, 160, 16),
+                 foreground_fraction: float = 0.33, augment: bool = True, scale_range: float = 0.1,
+                 shift_range: float = 0.1):
+        if not case_ids:
+            raise ValueError("PatchSampler needs at least one case")
+        missing = sorted(set(case_ids) - set(cache.case_ids))
+        if missing:
+            raise ValueError(f"cases not in the cache {cache.folder}: {missing}")
+        if not 0.0 <= foreground_fraction <= 1.0:
+            raise ValueError(f"foreground_fraction must be in [0, 1]; found {foreground_fraction}")
+        self.cache, self.case_ids = cache, list(case_ids)
+        self.patch_shape = tuple(int(p) for p in patch_shape)
+        self.foreground_fraction, self.augment = foreground_fraction, augment
+        self.scale_range, self.shift_range = scale_range, shift_range
+        self._images = {c: cache.image(c) for c in self.case_ids}
+        self._labels = {c: cache.label(c) for c in self.case_ids}
+        self._locations = {c: cache.locations(c) for c in self.case_ids}
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One patch: ``X`` float32 ``(*patch, 4)`` and ``y`` float32 ``(*patch, 3)``."""
+        case_id = self.case_ids[rng.integers(len(self.case_ids))]
+        image, label = self._images[case_id], self._labels[case_id]
+        shape, patch = np.array(label.shape), np.array(self.patch_shape)
+        locations = [v for v in self._locations[case_id].values() if len(v)]
+        if locations and rng.random() < self.foreground_fraction:
+            coords = locations[rng.integers(len(locations))]
+            centre = coords[rng.integers(len(coords))]
+            start = centre - patch // 2
+            low, high = np.minimum(0, shape - patch), np.maximum(0, shape - patch)
+            start = np.clip(start, low, high)
+        else:
+            start = np.array([rng.integers(min(0, s - p), max(0, s - p) + 1) for s, p in zip(shape, patch)])
+        X = np.zeros((*self.patch_shape, image.shape[-1]), dtype=np.float32)
+        lab = np.zeros(self.patch_shape, dtype=np.uint8)
+        src = tuple(slice(max(a, 0), min(a + p, s)) for a, p, s in zip(start, patch, shape))
+        dst = tuple(slice(sl.start - a, sl.stop - a) for sl, a in zip(src, start))
+        X[dst] = image[src]
+        lab[dst] = label[src]
+        if self.augment:
+            for axis in range(3):
+                if rng.random() < 0.5:
+                    X = np.flip(X, axis)
+                    lab = np.flip(lab, axis)
+            brain = np.any(X != 0, axis=-1)
+            scale = rng.uniform(1 - self.scale_range, 1 + self.scale_range, size=X.shape[-1]).astype(np.float32)
+            shift = rng.uniform(-self.shift_range, self.shift_range, size=X.shape[-1]).astype(np.float32)
+            X = np.where(brain[..., None], X * scale + shift, 0.0).astype(np.float32)
+        y = (lab[..., None] == np.arange(1, 4, dtype=np.uint8)).astype(np.float32)
+        return np.ascontiguousarray(X), y
+
+
+class PatchDataset(_PyDataset):
+    """Batches of patches for ``model.fit``, deterministic by ``(seed, epoch, index)``.
+
+    Args:
+        sampler: a :class:`PatchSampler`.
+        batch_size: patches per batch.
+        steps: batches per epoch.
+        seed: base seed.
+        fixed: the same batches every epoch (for validation).
+        initial_epoch: the epoch the first pass counts as (for resumed runs).
+        workers: parallel threads that prepare batches (Keras ``PyDataset``).
+        max_queue_size: batches kept ready.
+    """
+
+    def __init__(self, sampler: PatchSampler, batch_size: int, steps: int, seed: int = 0, fixed: bool = False,
+                 initial_epoch: int = 0, workers: int = 1, max_queue_size: int = 8):
+        if _PyDataset is not object:
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
+        if batch_size < 1 or steps < 1:
+            raise ValueError(f"batch_size and steps must be >= 1; found {batch_size}, {steps}")
+        self.sampler, self.batch_size, self.steps = sampler, batch_size, steps
+        self.seed, self.fixed, self.epoch = seed, fixed, initial_epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def batch(self, index: int, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``index`` of ``epoch`` (default: the current one)."""
+        epoch = 0 if self.fixed else (self.epoch if epoch is None else epoch)
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, index]))
+        pairs = [self.sampler.sample(rng) for _ in range(self.batch_size)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self.steps:
+            raise IndexError(f"batch {index} out of range 0..{self.steps - 1}")
+        return self.batch(index)
+
+    def on_epoch_end(self) -> None:
+        if not self.fixed:
+            self.epoch += 1

@@ -1,0 +1,384 @@
+"""Training: one function and one command line with the same parameters.
+
+``train(TrainConfig(...))`` (lesson 05) and ``python -m utils.train ...`` run
+the same code: build or reuse the phantom / MSD data, split cases by seed,
+build the training cache, stream augmented patches, fit a U-Net with soft Dice
+(or Dice + BCE), validate on held-out cases, and keep, in the output folder:
+
+* ``last.keras`` (every epoch) and ``best.keras`` (best validation Dice),
+  written atomically - a run killed mid-write never loses a checkpoint;
+* ``state.json`` (epochs done, best score) and ``config.json``;
+* ``log.csv`` (one row per epoch, appended across resumed runs) and
+  ``tensorboard/``.
+
+Run the same command again and it resumes from ``last.keras`` with the epoch
+count, the optimizer state, the learning-rate schedule and the log.
+On a GPU it turns on mixed precision; with several GPUs (TensorFlow) it
+trains under ``tf.distribute.MirroredStrategy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from .cache import build_cache
+from .config import course_mode, data_root
+from .data import get_dataset, list_cases, split_cases
+from .losses import CLASS_DICE_METRICS, dice_bce_loss, dice_coefficient, soft_dice_loss
+from .model import build_unet
+from .pipeline import PatchDataset, PatchSampler
+
+LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss}
+MONITOR = "val_dice_coefficient"
+# Parameters that may change when a run is resumed; any other change is refused.
+RESUMABLE_CHANGES = ("epochs", "workers", "verbose", "early_stopping_patience")
+
+
+@dataclass
+class TrainConfig:
+    """Every training parameter (the CLI has one flag per field)."""
+
+    dataset: str = "phantom"
+    output_dir: str = "runs/cpu"
+    patch_shape: tuple[int, int, int] = (160, 160, 16)
+    batch_size: int = 2
+    epochs: int = 20
+    steps_per_epoch: int = 50
+    validation_steps: int = 8
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"            # "cosine", "plateau" or "constant"
+    depth: int = 4
+    base_filters: int = 32
+    normalization: str | None = None       # None, "batch" or "instance"
+    downsample: int = 1                    # 2: the U-Net works at half resolution (CPU demo)
+    loss: str = "dice_bce"                 # "dice" or "dice_bce"
+    foreground_fraction: float = 0.5
+    val_fraction: float = 0.2
+    max_cases: int | None = None           # use only the first N labelled cases
+    early_stopping_patience: int = 0       # 0: off
+    mixed_precision: str = "auto"          # "auto" (on a GPU), "on", "off"
+    jit_compile: str = "auto"              # "auto", "on", "off"
+    workers: int = 2
+    seed: int = 0
+    verbose: int = 2
+
+
+PRESETS = {
+    "ci": TrainConfig(output_dir="runs/ci", patch_shape=(32, 32, 16), batch_size=2, epochs=2, steps_per_epoch=3,
+                      validation_steps=1, depth=3, base_filters=4, workers=1),
+    "cpu": TrainConfig(output_dir="runs/cpu", patch_shape=(96, 96, 48), batch_size=2, epochs=12, steps_per_epoch=25,
+                       validation_steps=4, learning_rate=3e-3, depth=4, base_filters=8, normalization="instance",
+                       downsample=2, foreground_fraction=0.6, workers=1),
+    "gpu": TrainConfig(output_dir="runs/gpu", patch_shape=(160, 160, 16), batch_size=4, epochs=100,
+                       steps_per_epoch=250, validation_steps=30, learning_rate=1e-3, depth=4, base_filters=32,
+                       normalization="instance", foreground_fraction=0.33),
+}
+
+
+def preset(mode: str | None = None, **overrides) -> TrainConfig:
+    """The configuration of a course mode (``ci``, ``cpu``, ``gpu``) with overrides."""
+    mode = course_mode() if mode is None else mode
+    if mode not in PRESETS:
+        raise ValueError(f"mode must be one of {sorted(PRESETS)}; found {mode!r}")
+    config = TrainConfig(**asdict(PRESETS[mode]))
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"unknown training parameter {key!r}")
+        setattr(config, key, tuple(value) if key == "patch_shape" else value)
+    return config
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` leaves behind."""
+
+    model: keras.Model
+    history: pd.DataFrame
+    output_dir: Path
+    train_cases: list[str]
+    val_cases: list[str]
+    seconds: float
+    initial_epoch: int = 0
+    data_dir: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------
+# Callbacks: atomic checkpoints, resumable schedule and early stopping
+# ----------------------------------------------------------------------------
+
+def save_atomic(model: keras.Model, path: Path) -> None:
+    """Save ``model`` to ``path`` via a temporary file and a rename."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """Write ``last.keras`` each epoch, ``best.keras`` on improvement, then ``state.json``."""
+
+    def __init__(self, output_dir: Path, monitor: str = MONITOR, best: float = -math.inf):
+        super().__init__()
+        self.output_dir, self.monitor, self.best = output_dir, monitor, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        value = logs.get(self.monitor, logs.get("dice_coefficient"))
+        improved = value is not None and float(value) > self.best
+        if improved:
+            self.best = float(value)
+            save_atomic(self.model, self.output_dir / "best.keras")
+        save_atomic(self.model, self.output_dir / "last.keras")
+        _write_json_atomic(self.output_dir / "state.json",
+                           {"epochs_done": epoch + 1, "best": self.best, "monitor": self.monitor,
+                            "best_epoch": epoch + 1 if improved else _read_state(self.output_dir).get("best_epoch")})
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that starts from the best score of the run it resumes."""
+
+    def __init__(self, initial_best: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_best = initial_best
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.initial_best is not None and math.isfinite(self.initial_best):
+            self.best = self.initial_best
+
+
+def cosine_schedule(base_lr: float, epochs: int, floor: float = 0.02):
+    """Learning rate of epoch ``e``: cosine from ``base_lr`` down to ``floor * base_lr``."""
+
+    def schedule(epoch, lr=None):
+        progress = min(epoch / max(epochs, 1), 1.0)
+        return float(base_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))))
+
+    return schedule
+
+
+def _read_state(output_dir: Path) -> dict:
+    path = Path(output_dir) / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# ----------------------------------------------------------------------------
+# Devices
+# ----------------------------------------------------------------------------
+
+def gpu_count() -> int:
+    """Number of GPUs visible to the current Keras backend."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return len(tf.config.list_physical_devices("GPU"))
+        if backend == "jax":
+            import jax
+
+            return len([d for d in jax.devices() if d.platform == "gpu"])
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.device_count()
+    except Exception:  # pragma: no cover - a broken driver counts as no GPU
+        return 0
+    return 0
+
+
+def _strategy_scope():
+    if keras.backend.backend() == "tensorflow" and gpu_count() > 1:
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy().scope()
+    return contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------
+
+def _check_resume(output_dir: Path, config: TrainConfig) -> None:
+    path = output_dir / "config.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    current = json.loads(json.dumps(asdict(config)))
+    changed = {k: (saved.get(k), v) for k, v in current.items()
+               if k not in RESUMABLE_CHANGES and saved.get(k) != v}
+    if changed:
+        details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise ValueError(
+            f"{output_dir} holds a run with other parameters ({details}); choose another output_dir, "
+            "or resume=False to start over there"
+        )
+
+
+def prepare_data(config: TrainConfig, progress: bool = True):
+    """Dataset, split and training cache for ``config``.
+
+    Returns:
+        ``(data_dir, cache, train_ids, val_ids)``.
+    """
+    data_dir = get_dataset(config.dataset)
+    case_ids = list_cases(data_dir)
+    if config.max_cases:
+        case_ids = case_ids[: config.max_cases]
+    train_ids, val_ids = split_cases(case_ids, config.val_fraction, config.seed)
+    cache_dir = data_root() / "cache" / data_dir.name
+    cache = build_cache(data_dir, cache_dir, train_ids + val_ids, progress=progress)
+    return data_dir, cache, train_ids, val_ids
+
+
+def build_model(config: TrainConfig) -> keras.Model:
+    """The U-Net of ``config``, compiled with its loss and the Dice metrics."""
+    model = build_unet((*config.patch_shape, 4), depth=config.depth, base_filters=config.base_filters,
+                       normalization=config.normalization, downsample=config.downsample)
+    jit = {"auto": "auto", "on": True, "off": False}[str(config.jit_compile)]
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSSES[config.loss],
+                  metrics=[dice_coefficient, *CLASS_DICE_METRICS], jit_compile=jit)
+    return model
+
+
+def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> TrainResult:
+    """Train (or resume training) a U-Net as ``config`` says.
+
+    Args:
+        config: the parameters.
+        resume: continue from ``output_dir/last.keras`` if it is there.
+        progress: progress bars for data preparation.
+
+    Returns:
+        A :class:`TrainResult` (the model holds the last epoch's weights;
+        ``output_dir/best.keras`` the best validation Dice).
+    """
+    if config.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}; found {config.loss!r}")
+    if config.lr_schedule not in ("cosine", "plateau", "constant"):
+        raise ValueError(f"lr_schedule must be cosine, plateau or constant; found {config.lr_schedule!r}")
+    output_dir = Path(config.output_dir)
+    state = _read_state(output_dir) if resume else {}
+    if resume and (output_dir / "last.keras").is_file():
+        _check_resume(output_dir, config)
+    elif output_dir.exists() and any(output_dir.iterdir()) and not resume:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        moved = output_dir.with_name(f"{output_dir.name}-old-{stamp}")
+        output_dir.rename(moved)
+        print(f"resume=False: the previous run in {output_dir} was moved to {moved}")
+        state = {}
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    keras.utils.set_random_seed(config.seed)
+    on_gpu = gpu_count() > 0
+    if config.mixed_precision == "on" or (config.mixed_precision == "auto" and on_gpu):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    else:
+        keras.mixed_precision.set_global_policy("float32")
+
+    data_dir, cache, train_ids, val_ids = prepare_data(config, progress)
+    initial_epoch = int(state.get("epochs_done", 0)) if (output_dir / "last.keras").is_file() else 0
+    with _strategy_scope():
+        if initial_epoch:
+            model = keras.models.load_model(output_dir / "last.keras")
+            print(f"resuming {output_dir} after epoch {initial_epoch} (best {state.get('monitor')} "
+                  f"{state.get('best', float('nan')):.4f})")
+        else:
+            model = build_model(config)
+    _write_json_atomic(output_dir / "config.json", json.loads(json.dumps(asdict(config))))
+
+    train_data = PatchDataset(PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction),
+                              config.batch_size, config.steps_per_epoch, seed=config.seed,
+                              initial_epoch=initial_epoch, workers=config.workers)
+    val_data = PatchDataset(PatchSampler(cache, val_ids, config.patch_shape, foreground_fraction=0.5,
+                                         augment=False),
+                            config.batch_size, config.validation_steps, seed=config.seed + 1, fixed=True,
+                            workers=config.workers)
+    callbacks = [
+        Checkpoints(output_dir, best=float(state.get("best", -math.inf))),
+        keras.callbacks.CSVLogger(str(output_dir / "log.csv"), append=initial_epoch > 0),
+        keras.callbacks.TensorBoard(str(output_dir / "tensorboard"), write_graph=False),
+    ]
+    if config.lr_schedule == "cosine":
+        callbacks.append(keras.callbacks.LearningRateScheduler(cosine_schedule(config.learning_rate, config.epochs)))
+    elif config.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(MONITOR, mode="max", factor=0.5, patience=3))
+    if config.early_stopping_patience:
+        callbacks.append(ResumableEarlyStopping(initial_best=state.get("best"), monitor=MONITOR, mode="max",
+                                                patience=config.early_stopping_patience))
+    start = time.perf_counter()
+    if initial_epoch < config.epochs:
+        model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=config.verbose)
+    seconds = time.perf_counter() - start
+    log = output_dir / "log.csv"
+    history = pd.read_csv(log) if log.is_file() else pd.DataFrame()
+    return TrainResult(model, history, output_dir, train_ids, val_ids, seconds, initial_epoch, data_dir)
+
+
+# ----------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.train",
+        description="Train the course U-Net (the same parameters as lesson 05's TrainConfig).")
+    parser.add_argument("--mode", choices=sorted(PRESETS), default=None,
+                        help="start from this preset (default: $COURSE_MODE or cpu)")
+    parser.add_argument("--no-resume", action="store_true", help="start over (the old run is moved aside)")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="afterwards, predict the whole validation cases with best.keras and print the scores")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "patch_shape":
+            parser.add_argument(flag, type=int, nargs=3, metavar=("X", "Y", "Z"), default=None)
+        elif f.name in ("normalization", "max_cases"):
+            cast = int if f.name == "max_cases" else str
+            parser.add_argument(flag, type=lambda v, c=cast: None if v.lower() == "none" else c(v), default=None)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
+            parser.add_argument(flag, type=kind, default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m utils.train --mode cpu --epochs 20 --output-dir runs/mine``."""
+    args = _parser().parse_args(argv)
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    config = preset(args.mode, **overrides)
+    result = train(config, resume=not args.no_resume)
+    last = result.history.iloc[-1].to_dict() if len(result.history) else {}
+    summary = {k: round(float(v), 4) for k, v in last.items() if "dice" in k}
+    print(f"done in {result.seconds:.0f} s; {result.output_dir}/best.keras; last epoch {summary}")
+    if args.evaluate:
+        from .inference import evaluate_model
+
+        start = time.perf_counter()
+        best = keras.models.load_model(result.output_dir / "best.keras")
+        table, _ = evaluate_model(best, result.data_dir, result.val_cases, largest_component=True)
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(table.T)
+        print(f"evaluated {len(result.val_cases)} held-out cases in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
