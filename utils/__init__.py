@@ -57,6 +57,8 @@ if not os.environ.get("BRATS_COURSE_NO_KERAS"):
         soft_dice_loss,
     )
     from .model import build_unet, conv_block, load_model, upsampling_block
+    from .inference import blend_windows, sliding_window_predict
+    from .metrics import region_dice
 
 __version__ = "0.1.0"
 

@@ -554,6 +554,79 @@ def check_get_sens_spec_df(fn: Callable) -> None:
 
 
 # ----------------------------------------------------------------------------
+# Lesson 06: stitching windows, region Dice
+# ----------------------------------------------------------------------------
+
+def check_blend_windows(blend_windows: Callable) -> None:
+    """Public tests of ``blend_windows`` (lesson 06, exercise 1)."""
+    run = _Run("blend_windows")
+
+    def two_windows():
+        # a 6x1x1 volume, windows of 4 at x = 0 and x = 2; they overlap on x = 2, 3
+        preds = np.array([np.full((4, 1, 1, 1), 1.0), np.full((4, 1, 1, 1), 3.0)])
+        out = np.asarray(blend_windows(preds, [(0, 0, 0), (2, 0, 0)], (6, 1, 1)))
+        _expect_close("constant weights: overlapping voxels get the mean (1 + 3) / 2 = 2; showing out[:, 0, 0, 0]",
+                      np.array([1.0, 1.0, 2.0, 2.0, 3.0, 3.0]), out[:, 0, 0, 0])
+
+    def weighted():
+        preds = np.array([np.full((4, 1, 1, 1), 1.0), np.full((4, 1, 1, 1), 3.0)])
+        w = np.array([1.0, 3.0, 3.0, 1.0]).reshape(4, 1, 1)
+        out = np.asarray(blend_windows(preds, [(0, 0, 0), (2, 0, 0)], (6, 1, 1), w))
+        expected = np.array([1.0, 1.0, (3 * 1 + 1 * 3) / 4, (1 * 1 + 3 * 3) / 4, 3.0, 3.0])
+        _expect_close("weights [1, 3, 3, 1]: x=2 gets (3*1 + 1*3) / (3 + 1), x=3 gets (1*1 + 3*3) / (1 + 3)",
+                      expected, out[:, 0, 0, 0])
+
+    def identity():
+        rng = np.random.default_rng(0)
+        volume = rng.normal(size=(10, 8, 6, 2))
+        starts = [(a, b, c) for a in (0, 3, 6) for b in (0, 4) for c in (0, 2)]
+        preds = np.stack([volume[a:a + 4, b:b + 4, c:c + 4] for a, b, c in starts])
+        weights = rng.uniform(0.1, 1.0, size=(4, 4, 4))
+        out = np.asarray(blend_windows(preds, starts, (10, 8, 6), weights))
+        _expect_close("windows cut from a volume blend back into that volume, whatever the weights "
+                      "(showing out[:, 0, 0, 0])", volume[:, 0, 0, 0], out[:, 0, 0, 0])
+        _expect_close("the whole volume", volume, out)
+
+    run.test("constant weights average the overlap", two_windows)
+    run.test("weights make a weighted average", weighted)
+    run.test("an identity prediction is reproduced exactly", identity)
+    run.finish()
+
+
+def check_region_dice(region_dice: Callable) -> None:
+    """Public tests of ``region_dice`` (lesson 06, exercise 2)."""
+    run = _Run("region_dice")
+    truth = np.zeros((6, 6, 2), np.uint8)
+    truth[0:4, 0:4] = 1
+    truth[1:3, 1:3] = 2
+    truth[1, 1] = 3
+    pred = truth.copy()
+    pred[pred == 3] = 2            # enhancing called core
+    pred[4:6, 4:6] = 1             # extra edema
+
+    def values():
+        out = region_dice(truth, pred)
+        got = np.array([float(out[r]) for r in ("WT", "TC", "ET")])
+        wt = 2 * 32 / (32 + 40)
+        _expect_close("{WT, TC, ET}: WT 2*32/(32+40), TC 1 (2 and 3 both count), ET 0 (missed)",
+                      np.array([wt, 1.0, 0.0]), got)
+
+    def empty():
+        zero = np.zeros((4, 4, 2), np.uint8)
+        out = region_dice(zero, zero)
+        got = np.array([float(out[r]) for r in ("WT", "TC", "ET")])
+        _expect_close("all regions empty in both: Dice 1 each", np.ones(3), got)
+        some = zero.copy()
+        some[0, 0, 0] = 1
+        out = region_dice(some, zero)
+        _expect_close("WT empty in the prediction only: Dice 0", 0.0, float(out["WT"]))
+
+    run.test("nested regions WT {1,2,3}, TC {2,3}, ET {3}", values)
+    run.test("empty regions: 1 if empty in both, 0 if in one", empty)
+    run.finish()
+
+
+# ----------------------------------------------------------------------------
 # The registry
 # ----------------------------------------------------------------------------
 
@@ -677,6 +750,36 @@ def _block_inputs(*shapes):
 
 
 _L02, _L03, _L04 = "02_patches_and_standardization", "03_building_the_unet", "04_soft_dice_loss"
+_L06 = "06_whole_scan_prediction"
+
+
+def _blend_inputs():
+    rng = np.random.default_rng(9)
+    starts = [(a, b, c) for a in (0, 4, 8) for b in (0, 3, 6) for c in (0, 2)]
+    preds = rng.random((len(starts), 6, 5, 4, 3))
+    from .inference import gaussian_weights
+
+    return [((preds, starts, (14, 11, 6)), {}), ((preds, starts, (14, 11, 6), gaussian_weights((6, 5, 4))), {})]
+
+
+def _region_inputs():
+    rng = np.random.default_rng(10)
+    truth = rng.integers(0, 4, size=(8, 7, 5)).astype(np.uint8)
+    pred = rng.integers(0, 4, size=(8, 7, 5)).astype(np.uint8)
+    return [((truth, pred), {}), ((truth, truth), {}), ((np.zeros_like(truth), pred % 2), {})]
+
+
+def _same_dicts(inputs):
+    """Drift test for functions returning ``{region: value}``."""
+
+    def agree(solution: Callable, reference: Callable) -> None:
+        for i, (args, kwargs) in enumerate(inputs()):
+            expected, got = reference(*args, **kwargs), solution(*args, **kwargs)
+            assert set(expected) == set(got), f"input {i}: keys {sorted(got)} vs {sorted(expected)}"
+            for key in expected:
+                np.testing.assert_allclose(float(got[key]), float(expected[key]), atol=1e-6, err_msg=f"{i} {key}")
+
+    return agree
 EXERCISES: dict[str, Exercise] = {
     "get_sub_volume": Exercise(_L02, check_get_sub_volume, "utils.preprocessing:get_sub_volume",
                                _same_outputs(_sub_volume_inputs, seeded=True)),
@@ -700,4 +803,7 @@ EXERCISES: dict[str, Exercise] = {
                                         _same_outputs(_sens_spec_inputs(with_class=True))),
     "get_sens_spec_df": Exercise(_L04, check_get_sens_spec_df, "utils.losses:get_sens_spec_df",
                                  _same_outputs(_sens_spec_inputs(with_class=False))),
+    "blend_windows": Exercise(_L06, check_blend_windows, "utils.inference:blend_windows",
+                              _same_outputs(_blend_inputs)),
+    "region_dice": Exercise(_L06, check_region_dice, "utils.metrics:region_dice", _same_dicts(_region_inputs)),
 }

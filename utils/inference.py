@@ -56,6 +56,35 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, size - window, count)})
 
 
+def blend_windows(window_predictions, starts, volume_shape, weights=None) -> np.ndarray:
+    """Stitch overlapping window predictions into one volume by weighted averaging.
+
+    Each voxel gets ``sum_w(weight * prediction) / sum_w(weight)`` over the
+    windows ``w`` that cover it.
+
+    Args:
+        window_predictions: ``(n_windows, wx, wy, wz, K)`` predictions.
+        starts: ``n_windows`` corners ``(x, y, z)`` of the windows in the volume.
+        volume_shape: ``(x, y, z)`` of the volume (every voxel covered by a window).
+        weights: ``(wx, wy, wz)`` weight of each window voxel (default: all ones).
+
+    Returns:
+        float32 ``(x, y, z, K)``.
+    """
+    window_predictions = np.asarray(window_predictions)
+    window = window_predictions.shape[1:4]
+    weights = np.ones(window, np.float64) if weights is None else np.asarray(weights, np.float64)
+    total = np.zeros((*volume_shape, window_predictions.shape[-1]), np.float64)
+    norm = np.zeros(volume_shape, np.float64)
+    for (a, b, c), pred in zip(starts, window_predictions):
+        region = (slice(a, a + window[0]), slice(b, b + window[1]), slice(c, c + window[2]))
+        total[region] += pred * weights[..., None]
+        norm[region] += weights
+    if np.any(norm == 0):
+        raise ValueError("some voxels are covered by no window")
+    return (total / norm[..., None]).astype(np.float32)
+
+
 def _model_window(model) -> tuple[tuple[int, ...] | None, int | None]:
     shape = getattr(model, "input_shape", None)
     if shape is None:
@@ -281,12 +310,24 @@ def predict_case(model, image: np.ndarray, overlap: float = 0.5, weighting: str 
                  progress: bool = True):
     """Preprocess a raw case, predict it whole, and merge to a label map.
 
+    The prediction covers the brain's bounding box (nonzero voxels plus a
+    2-voxel margin, the crop the training cache uses); outside it the
+    probabilities are 0.
+
     Returns:
         ``(label, probabilities)``: uint8 ``(x, y, z)`` and float32 ``(x, y, z, 3)``.
     """
-    probabilities = sliding_window_predict(model, preprocess_for_model(image), overlap=overlap,
-                                           weighting=weighting, mirror=mirror, batch_size=batch_size,
-                                           progress=progress)
+    from .cache import brain_bbox
+
+    # Windows only over the brain (nonzero voxels): the zeros around a
+    # skull-stripped brain need no prediction, and a quarter of the windows go.
+    box = brain_bbox(image, margin=2)
+    window = tuple(slice(a, b) for a, b in box)
+    cropped = sliding_window_predict(model, preprocess_for_model(image[window]), overlap=overlap,
+                                     weighting=weighting, mirror=mirror, batch_size=batch_size,
+                                     progress=progress)
+    probabilities = np.zeros((*image.shape[:3], cropped.shape[-1]), dtype=np.float32)
+    probabilities[window] = cropped
     return probabilities_to_labels(probabilities, threshold, largest_component), probabilities
 
 

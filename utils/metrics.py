@@ -60,6 +60,19 @@ def hd95(truth: np.ndarray, pred: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> float:
     return float(max(np.percentile(to_truth[s_pred], 95), np.percentile(to_pred[s_truth], 95)))
 
 
+def region_dice(truth_label: np.ndarray, pred_label: np.ndarray) -> dict[str, float]:
+    """Dice of the BraTS regions: ``{"WT": ..., "TC": ..., "ET": ...}``.
+
+    WT = labels {1, 2, 3}, TC = {2, 3}, ET = {3}. A region empty in both maps
+    scores 1.0; empty in exactly one, 0.0.
+    """
+    truth_label, pred_label = np.asarray(truth_label), np.asarray(pred_label)
+    if truth_label.shape != pred_label.shape:
+        raise ValueError(f"label shapes differ: {truth_label.shape} and {pred_label.shape}")
+    return {region: dice_score(np.isin(truth_label, values), np.isin(pred_label, values))
+            for region, values in REGIONS.items()}
+
+
 def region_scores(truth_label: np.ndarray, pred_label: np.ndarray, spacing=(1.0, 1.0, 1.0),
                   with_hd95: bool = True) -> dict[str, float]:
     """Dice (and HD95, IoU) of the BraTS regions WT {1,2,3}, TC {2,3}, ET {3}.

@@ -77,7 +77,7 @@ class TrainConfig:
 PRESETS = {
     "ci": TrainConfig(output_dir="runs/ci", patch_shape=(32, 32, 16), batch_size=2, epochs=2, steps_per_epoch=3,
                       validation_steps=1, depth=3, base_filters=4, workers=1),
-    "cpu": TrainConfig(output_dir="runs/cpu", patch_shape=(96, 96, 48), batch_size=2, epochs=12, steps_per_epoch=25,
+    "cpu": TrainConfig(output_dir="runs/cpu", patch_shape=(96, 96, 32), batch_size=2, epochs=10, steps_per_epoch=30,
                        validation_steps=4, learning_rate=3e-3, depth=4, base_filters=8, normalization="instance",
                        downsample=2, foreground_fraction=0.6, workers=1),
     "gpu": TrainConfig(output_dir="runs/gpu", patch_shape=(160, 160, 16), batch_size=4, epochs=100,
@@ -132,11 +132,18 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """Write ``last.keras`` each epoch, ``best.keras`` on improvement, then ``state.json``."""
+    """Write ``last.keras`` each epoch, ``best.keras`` on improvement, then ``state.json``.
 
-    def __init__(self, output_dir: Path, monitor: str = MONITOR, best: float = -math.inf):
+    ``state.json`` also accumulates the training time over resumed runs.
+    """
+
+    def __init__(self, output_dir: Path, monitor: str = MONITOR, best: float = -math.inf, seconds: float = 0.0):
         super().__init__()
         self.output_dir, self.monitor, self.best = output_dir, monitor, best
+        self.previous_seconds, self.start = seconds, time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -146,9 +153,26 @@ class Checkpoints(keras.callbacks.Callback):
             self.best = float(value)
             save_atomic(self.model, self.output_dir / "best.keras")
         save_atomic(self.model, self.output_dir / "last.keras")
+        previous = _read_state(self.output_dir)
         _write_json_atomic(self.output_dir / "state.json",
                            {"epochs_done": epoch + 1, "best": self.best, "monitor": self.monitor,
-                            "best_epoch": epoch + 1 if improved else _read_state(self.output_dir).get("best_epoch")})
+                            "best_epoch": epoch + 1 if improved else previous.get("best_epoch"),
+                            "seconds": round(self.previous_seconds + time.perf_counter() - self.start, 1)})
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training once ``seconds`` of wall time have passed (checked after each batch)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.start = seconds, time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.perf_counter() - self.start > self.seconds:
+            self.model.stop_training = True
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -258,13 +282,15 @@ def build_model(config: TrainConfig) -> keras.Model:
     return model
 
 
-def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> TrainResult:
+def train(config: TrainConfig, resume: bool = True, progress: bool = True,
+          callbacks: list[keras.callbacks.Callback] | None = None) -> TrainResult:
     """Train (or resume training) a U-Net as ``config`` says.
 
     Args:
         config: the parameters.
         resume: continue from ``output_dir/last.keras`` if it is there.
         progress: progress bars for data preparation.
+        callbacks: extra Keras callbacks (after the course's own).
 
     Returns:
         A :class:`TrainResult` (the model holds the last epoch's weights;
@@ -311,22 +337,22 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Tr
                                          augment=False),
                             config.batch_size, config.validation_steps, seed=config.seed + 1, fixed=True,
                             workers=config.workers)
-    callbacks = [
-        Checkpoints(output_dir, best=float(state.get("best", -math.inf))),
+    course_callbacks = [
+        Checkpoints(output_dir, best=float(state.get("best", -math.inf)), seconds=float(state.get("seconds", 0.0))),
         keras.callbacks.CSVLogger(str(output_dir / "log.csv"), append=initial_epoch > 0),
         keras.callbacks.TensorBoard(str(output_dir / "tensorboard"), write_graph=False),
     ]
     if config.lr_schedule == "cosine":
-        callbacks.append(keras.callbacks.LearningRateScheduler(cosine_schedule(config.learning_rate, config.epochs)))
+        course_callbacks.append(keras.callbacks.LearningRateScheduler(cosine_schedule(config.learning_rate, config.epochs)))
     elif config.lr_schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(MONITOR, mode="max", factor=0.5, patience=3))
+        course_callbacks.append(keras.callbacks.ReduceLROnPlateau(MONITOR, mode="max", factor=0.5, patience=3))
     if config.early_stopping_patience:
-        callbacks.append(ResumableEarlyStopping(initial_best=state.get("best"), monitor=MONITOR, mode="max",
+        course_callbacks.append(ResumableEarlyStopping(initial_best=state.get("best"), monitor=MONITOR, mode="max",
                                                 patience=config.early_stopping_patience))
     start = time.perf_counter()
     if initial_epoch < config.epochs:
         model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=config.verbose)
+                  callbacks=course_callbacks + list(callbacks or []), verbose=config.verbose)
     seconds = time.perf_counter() - start
     log = output_dir / "log.csv"
     history = pd.read_csv(log) if log.is_file() else pd.DataFrame()

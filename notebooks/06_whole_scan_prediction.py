@@ -1,0 +1,394 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 06 - Whole-scan prediction, NIfTI export and BraTS evaluation
+#
+# The network was trained on patches; a radiologist wants the whole scan
+# segmented, in a file their viewer opens, with honest numbers on how good
+# it is.
+#
+# **You will learn to**
+# - predict a whole scan with overlapping sliding windows and stitch them
+#   with Gaussian weights (exercise 1, `blend_windows`) - and see the seams
+#   that stitching without overlap leaves;
+# - turn three sigmoid channels into one label map;
+# - evaluate with the BraTS regions: Dice (exercise 2, `region_dice`) and the
+#   95th-percentile Hausdorff distance;
+# - export a NIfTI segmentation that keeps the scan's affine, and use the
+#   `utils.predict` command line.
+#
+# **Accelerator: CPU** (a GPU makes it faster, nothing more).
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](COLAB_URL)
+
+# %%
+# Setup: on Colab, install the course package (locally, `make` has done it).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "git+https://github.com/COURSE_REPO"], check=True)
+
+# %% tags=["imports"]
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import matplotlib.pyplot as plt
+import nibabel as nib
+import keras
+
+import utils
+from utils import course_mode
+from utils.checks import check_blend_windows, check_region_dice
+from utils.data import load_case
+from utils.inference import (gaussian_weights, predict_case, preprocess_for_model, probabilities_to_labels,
+                             save_segmentation, sliding_window_predict, tile_predict, window_starts)
+from utils.metrics import class_scores, evaluate_cases, region_scores
+from utils.labels import CLASS_NAMES, REGIONS
+from utils.train import prepare_data, preset, train
+from utils.viz import AXIS_NAMES, label_colormap, label_legend, take_slice, tumour_center
+
+# %% tags=["parameters"]
+MODEL_PATH = None    # None: the best model of lesson 05 for this mode (trained now if missing)
+OVERLAP = 0.5
+MIRROR = False       # test-time mirroring: 8x the work, usually a little better
+
+# %% [markdown]
+# ## 1. The model and a held-out case
+#
+# We reuse lesson 05's run for the current mode (or train it now, which in
+# `cpu` mode takes about ten minutes) and its validation cases, which the
+# network never trained on.
+
+# %%
+config = preset(course_mode())
+model_path = Path(MODEL_PATH) if MODEL_PATH else Path(config.output_dir) / "best.keras"
+if not model_path.is_file():
+    print(f"{model_path} not found: training it first (lesson 05)")
+    train(config)
+model = keras.models.load_model(model_path)
+data_dir, cache, train_ids, val_ids = prepare_data(config, progress=False)
+case = load_case(data_dir, val_ids[0])
+window = tuple(model.input.shape[1:4])
+print(f"model {model_path} ({model.count_params():,} parameters), window {window}; case {case.case_id} "
+      f"{case.image.shape}")
+
+# %% [markdown]
+# ## 2. One patch
+#
+# The network maps one window to three probability maps. Here the window
+# sits on the tumour centre; the threshold 0.5 turns probabilities into masks.
+
+# %%
+image = preprocess_for_model(case.image)
+centre = tumour_center(case.label, case.label.shape)
+corner = [int(np.clip(c - w // 2, 0, max(s - w, 0))) for c, w, s in zip(centre, window, case.label.shape)]
+region = tuple(slice(c, c + w) for c, w in zip(corner, window))
+patch_prob = model.predict(image[region][None], verbose=0)[0]
+z = centre[2] - corner[2]
+fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
+axes[0].imshow(image[region][:, :, z, 0].T, cmap="gray", origin="lower")
+axes[0].set_title("FLAIR patch")
+for k, name in enumerate(CLASS_NAMES):
+    axes[k + 1].imshow(patch_prob[:, :, z, k].T, cmap="magma", vmin=0, vmax=1, origin="lower")
+    axes[k + 1].contour((case.label[region][:, :, z] == k + 1).T, levels=[0.5], colors="cyan", linewidths=1)
+    axes[k + 1].set_title(f"P({name})\ncyan: ground truth", fontsize=9)
+for ax in axes:
+    ax.set_axis_off()
+plt.show()
+
+# %% [markdown]
+# ## 3. From patches to the whole scan
+#
+# The original assignment cut the scan into **non-overlapping** tiles and
+# pasted the predictions side by side. But a network is least sure at the
+# border of its window, where it saw the least context - and every tile
+# border becomes a visible **seam**.
+#
+# Sliding windows fix this: windows overlap (here by 50%), every voxel is
+# predicted several times, and the predictions are averaged with weights
+# that trust each window's centre more than its border - a Gaussian, as
+# nnU-Net and MONAI do.
+
+# %%
+w = gaussian_weights(window)
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+axes[0].imshow(w[:, :, window[2] // 2].T, cmap="viridis", origin="lower")
+axes[0].set_title(f"Gaussian weights, {window}")
+starts = window_starts(case.label.shape[0], window[0], OVERLAP)
+for s in starts:
+    axes[1].axvspan(s, s + window[0], alpha=0.15)
+axes[1].set_xlim(0, case.label.shape[0])
+axes[1].set_title(f"{len(starts)} windows along x (overlap {OVERLAP:.0%})")
+axes[1].set_yticks([])
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### Exercise 1: `blend_windows`
+#
+# Given the predictions of all windows, their corners and the weights,
+# build the blended volume: for every voxel, the sum over the windows that
+# cover it of `weight * prediction`, divided by the sum of their weights.
+#
+# 1. start two arrays of zeros: `total` with shape `(*volume_shape, K)` and
+#    `norm` with shape `volume_shape`;
+# 2. for each window at corner `(a, b, c)`: add `prediction * weights[..., None]`
+#    to `total[a:a+wx, b:b+wy, c:c+wz]` and `weights` to the same region of `norm`;
+# 3. return `total / norm[..., None]`.
+#
+# With `weights=None` every weight is 1 (a plain mean). An identity model -
+# one that returns its input - must come back unchanged, whatever the
+# overlap: a good test of any stitching code.
+
+# %%
+def blend_windows(window_predictions, starts, volume_shape, weights=None):
+    """Stitch overlapping window predictions by weighted averaging.
+
+    Args:
+        window_predictions: (n_windows, wx, wy, wz, K) predictions.
+        starts: the n_windows corners (x, y, z).
+        volume_shape: (x, y, z) of the volume.
+        weights: (wx, wy, wz) weights, or None for all ones.
+
+    Returns:
+        (x, y, z, K) blended prediction.
+    """
+    ### BEGIN SOLUTION
+    # Hint: window size: wx, wy, wz = window_predictions.shape[1:4]
+    window_predictions = np.asarray(window_predictions, dtype=np.float64)
+    wx, wy, wz = window_predictions.shape[1:4]
+    if weights is None:
+        weights = np.ones((wx, wy, wz))
+    total = np.zeros((*volume_shape, window_predictions.shape[-1]))
+    norm = np.zeros(volume_shape)
+    for (a, b, c), prediction in zip(starts, window_predictions):
+        total[a:a + wx, b:b + wy, c:c + wz] += prediction * weights[..., None]
+        norm[a:a + wx, b:b + wy, c:c + wz] += weights
+    return total / norm[..., None]
+    ### END SOLUTION
+
+# %% tags=["check"]
+check_blend_windows(blend_windows)
+
+# %% [markdown]
+# `utils.sliding_window_predict` does the same while it predicts (it adds each
+# batch of windows as it comes, so it never holds all windows at once),
+# pads a case smaller than the window, and can mirror. Three ways to predict
+# the same scan:
+
+# %%
+timings = {}
+start = time.perf_counter()
+tiles = tile_predict(model, image)
+timings["tiles, no overlap (assignment)"] = time.perf_counter() - start
+start = time.perf_counter()
+flat = sliding_window_predict(model, image, overlap=OVERLAP, weighting="constant", progress=False)
+timings[f"sliding, {OVERLAP:.0%} overlap, constant weights"] = time.perf_counter() - start
+start = time.perf_counter()
+probabilities = sliding_window_predict(model, image, overlap=OVERLAP, weighting="gaussian", mirror=MIRROR,
+                                       progress=False)
+timings[f"sliding, {OVERLAP:.0%} overlap, Gaussian weights"] = time.perf_counter() - start
+pd.Series(timings, name="seconds").round(1).to_frame()
+
+# %% [markdown]
+# Look at the edema probability on one axial slice. With tiles, the
+# predictions jump where tiles meet (the difference between neighbouring
+# voxels lights up along straight lines); blending smooths those seams away.
+
+# %%
+zc = centre[2]
+fig, axes = plt.subplots(2, 3, figsize=(13, 8))
+for col, (name, volume) in enumerate((("tiles", tiles), ("constant weights", flat), ("Gaussian", probabilities))):
+    sl = volume[:, :, zc, 0]
+    axes[0, col].imshow(sl.T, cmap="magma", vmin=0, vmax=1, origin="lower")
+    axes[0, col].set_title(f"P(edema): {name}")
+    jump = np.abs(np.diff(sl, axis=0))
+    axes[1, col].imshow(jump.T, cmap="gray", vmin=0, vmax=0.2, origin="lower")
+    axes[1, col].set_title("|difference between neighbours|")
+for s in range(window[0], case.label.shape[0], window[0]):
+    axes[1, 0].axvline(s - 0.5, color="tab:red", linewidth=0.5, alpha=0.5)
+for ax in axes.ravel():
+    ax.set_axis_off()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 4. From probabilities to a label map
+#
+# The three sigmoid outputs are independent: a voxel can be "edema" and
+# "enhancing" at once. We threshold each at 0.5 and let the tumour's nesting
+# decide: **enhancing wins over non-enhancing wins over edema**
+# (`utils.inference.probabilities_to_labels`). A glioma is one connected
+# lesion, so, as nnU-Net often does, we then keep only the largest connected
+# tumour and drop stray false positives.
+
+# %%
+raw = probabilities_to_labels(probabilities)
+prediction = probabilities_to_labels(probabilities, largest_component=True)
+print("voxels per label, raw:         ", np.bincount(raw.ravel(), minlength=4))
+print("voxels per label, largest blob:", np.bincount(prediction.ravel(), minlength=4))
+print("ground truth:                  ", np.bincount(case.label.ravel(), minlength=4))
+
+# %% [markdown]
+# ## 5. Prediction against ground truth
+#
+# Three planes through the tumour centre. Bottom row: the errors - **false
+# positives** (predicted tumour where there is none, orange) and **false
+# negatives** (missed tumour, cyan), for the whole tumour.
+
+# %%
+cmap, norm = label_colormap()
+flair = case.image[..., 0]
+errors = np.zeros(case.label.shape, np.uint8)
+errors[(prediction > 0) & (case.label == 0)] = 1
+errors[(prediction == 0) & (case.label > 0)] = 2
+error_cmap = plt.matplotlib.colors.ListedColormap([(0, 0, 0, 0), (1.0, 0.55, 0.0, 1), (0.0, 0.9, 0.9, 1)])
+fig, axes = plt.subplots(3, 3, figsize=(12, 11))
+lo, hi = np.percentile(flair[flair > 0], [1, 99])
+for col, axis in enumerate((2, 1, 0)):
+    idx = centre[axis]
+    for row, (overlay, cm, nm, title) in enumerate(((case.label, cmap, norm, "ground truth"),
+                                                    (prediction, cmap, norm, "prediction"),
+                                                    (errors, error_cmap, None, "errors"))):
+        ax = axes[row, col]
+        ax.imshow(take_slice(flair, axis, idx), cmap="gray", vmin=lo, vmax=hi, origin="lower")
+        ax.imshow(take_slice(overlay, axis, idx), cmap=cm, norm=nm, alpha=0.55, origin="lower",
+                  interpolation="nearest", vmin=None if nm else 0, vmax=None if nm else 2)
+        ax.set_title(f"{title}, {AXIS_NAMES[axis]}", fontsize=10)
+        ax.set_axis_off()
+label_legend(axes[1, 2])
+axes[2, 2].legend(handles=[plt.matplotlib.patches.Patch(color=(1.0, 0.55, 0.0), label="false positive"),
+                           plt.matplotlib.patches.Patch(color=(0.0, 0.9, 0.9), label="false negative")],
+                  loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 6. The numbers
+#
+# The assignment's table - Dice, sensitivity and specificity of each class:
+
+# %%
+class_scores(case.label, prediction)
+
+# %% [markdown]
+# BraTS ranks methods on three nested **regions** - whole tumour WT {1,2,3},
+# tumour core TC {2,3}, enhancing tumour ET {3} - with two metrics: Dice
+# (overlap) and **HD95**, the 95th percentile of the distances between the
+# two surfaces in millimetres (from the voxel spacing), which punishes
+# far-off errors that Dice barely sees.
+#
+# Empty regions follow the BraTS convention: empty in both, Dice 1 and HD95
+# 0; empty in exactly one, Dice 0 and HD95 the diagonal of the volume.
+#
+# ### Exercise 2: `region_dice`
+#
+# Return `{"WT": ..., "TC": ..., "ET": ...}`: for each region, turn both label
+# maps into masks with `np.isin(label, values)` (the values are in
+# `utils.labels.REGIONS`) and compute Dice = 2|A∩B| / (|A| + |B|), or 1.0 when
+# both masks are empty.
+
+# %%
+def region_dice(truth_label, pred_label):
+    """Dice of the BraTS regions WT {1,2,3}, TC {2,3} and ET {3}.
+
+    Args:
+        truth_label: (x, y, z) ground-truth label map.
+        pred_label: (x, y, z) predicted label map.
+
+    Returns:
+        dict {"WT": dice, "TC": dice, "ET": dice}.
+    """
+    ### BEGIN SOLUTION
+    # Hint: for region, values in REGIONS.items(): ...
+    scores = {}
+    for region, values in REGIONS.items():
+        a, b = np.isin(truth_label, values), np.isin(pred_label, values)
+        total = a.sum() + b.sum()
+        scores[region] = 1.0 if total == 0 else 2.0 * np.logical_and(a, b).sum() / total
+    return scores
+    ### END SOLUTION
+
+# %% tags=["check"]
+check_region_dice(region_dice)
+
+# %%
+pd.Series(region_scores(case.label, prediction, case.spacing)).round(3).to_frame(case.case_id)
+
+# %% [markdown]
+# Over every held-out case, with mean and median rows (the median resists
+# the one case that goes wrong):
+
+# %%
+pairs = []
+for case_id in val_ids:
+    other = case if case_id == case.case_id else load_case(data_dir, case_id)
+    pred, _ = predict_case(model, other.image, overlap=OVERLAP, mirror=MIRROR, largest_component=True,
+                           progress=False)
+    pairs.append((case_id, other.label, pred, other.spacing))
+evaluate_cases(pairs)
+
+# %% [markdown]
+# ## 7. A file a radiologist's viewer opens
+#
+# `save_segmentation` writes the label map as uint8 NIfTI with the **affine
+# and header of the input scan**, so 3D Slicer or ITK-SNAP overlays it in the
+# right place. It refuses to overwrite the input, and an existing output
+# unless asked.
+
+# %%
+out_dir = Path(tempfile.mkdtemp(prefix="brats-seg-"))
+source = case.image_paths[0]
+seg_path = save_segmentation(prediction, source, out_dir / f"{case.case_id}_seg.nii.gz")
+reloaded, original = nib.load(seg_path), nib.load(source)
+print("written:", seg_path)
+print("affine equal:", np.array_equal(reloaded.affine, original.affine),
+      "| dtype:", reloaded.get_data_dtype(), "| shape:", reloaded.shape, "| labels:", np.unique(reloaded.dataobj))
+try:
+    save_segmentation(prediction, source, source)
+except ValueError as err:
+    print("refused:", err)
+
+# %% [markdown]
+# The same from a terminal - one case (an MSD 4-D file or a BraTS case
+# folder), or a whole dataset folder with a CSV of metrics for the cases
+# that have labels:
+#
+# ```bash
+# python -m utils.predict --model runs/cpu/best.keras --input CASE.nii.gz --output CASE_seg.nii.gz
+# python -m utils.predict --model runs/cpu/best.keras --input-dir data/phantom --output-dir predictions/
+# ```
+
+# %%
+cli = subprocess.run([sys.executable, "-m", "utils.predict", "--model", str(model_path), "--input", str(source),
+                      "--output", str(out_dir / "cli_seg.nii.gz")], capture_output=True, text=True)
+print(cli.stdout.strip() or cli.stderr[-2000:])
+
+# %% [markdown]
+# ## Summary
+#
+# - Predict whole scans with overlapping windows blended by Gaussian weights:
+#   no seams, and every voxel judged by a window that saw it in context.
+# - Merge the sigmoid channels by the tumour's nesting; keep the largest lesion.
+# - Report BraTS region Dice and HD95 per case, with mean and median.
+# - Export uint8 NIfTI on the input's grid - and never overwrite the input.
+#
+# **Bonus:** lesson 07 compares this 3D U-Net with a 2D U-Net trained on
+# axial slices.
