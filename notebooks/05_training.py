@@ -57,6 +57,7 @@ from utils.inference import evaluate_model
 from utils.labels import CLASS_NAMES
 from utils.pipeline import PatchDataset, PatchSampler
 from utils.train import gpu_count, prepare_data, preset, train
+from utils.viz import label_colormap, label_legend
 
 # %% tags=["parameters"]
 MODE = None          # None: $COURSE_MODE (cpu by default; ci in the test suite; gpu on Colab)
@@ -150,7 +151,7 @@ fig, axes = plt.subplots(2, 4, figsize=(12, 6))
 for i in range(4):
     axes[0, i].imshow(X[i, :, :, z, 0].T, cmap="gray", origin="lower")
     labels = np.where(y[i, :, :, z].any(-1), y[i, :, :, z].argmax(-1) + 1, 0)
-    axes[1, i].imshow(labels.T, cmap=utils.viz.label_colormap()[0], norm=utils.viz.label_colormap()[1],
+    axes[1, i].imshow(labels.T, cmap=label_colormap()[0], norm=label_colormap()[1],
                       origin="lower", interpolation="nearest")
 for ax in axes.ravel():
     ax.set_axis_off()
@@ -213,11 +214,11 @@ Xv, yv = val_sampler.sample(np.random.default_rng(0))
 pv = best.predict(Xv[None], verbose=0)[0]
 z = int(np.argmax(yv.sum(axis=(0, 1, 3))))
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
-cmap, norm = utils.viz.label_colormap()
+cmap, norm = label_colormap()
 axes[0].imshow(Xv[:, :, z, 0].T, cmap="gray", origin="lower")
 axes[0].set_title("FLAIR")
 for ax, labels, title in ((axes[1], yv, "ground truth"), (axes[2], (pv > 0.5).astype(np.float32), "prediction")):
-    merged = np.where(labels[:, :, z].any(-1), 0, 0)
+    merged = np.zeros(labels.shape[:2], dtype=np.uint8)
     for k in range(3):
         merged = np.where(labels[:, :, z, k] > 0, k + 1, merged)
     ax.imshow(Xv[:, :, z, 0].T, cmap="gray", origin="lower")
@@ -225,7 +226,7 @@ for ax, labels, title in ((axes[1], yv, "ground truth"), (axes[2], (pv > 0.5).as
     ax.set_title(title)
 for ax in axes:
     ax.set_axis_off()
-utils.viz.label_legend(axes[2])
+label_legend(axes[2])
 plt.show()
 
 # %% [markdown]

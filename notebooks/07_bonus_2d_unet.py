@@ -99,7 +99,7 @@ for folder, case_id in mapping.items():
 # the same training cache as the 3D model.
 
 # %%
-crop = max(np.array(c["shape"][:2]) for c in cache.manifest["cases"])
+crop = np.max([c["shape"][:2] for c in cache.manifest["cases"]], axis=0)  # the largest cropped brain
 slice_shape = tuple(int(np.ceil(s / 8) * 8) for s in crop)   # divisible by 2**3 for depth 4
 sampler = SliceSampler(cache, train_ids, slice_shape, empty_keep_rate=EMPTY_KEEP_RATE)
 val_sampler = SliceSampler(cache, val_ids, slice_shape, empty_keep_rate=EMPTY_KEEP_RATE, augment=False)

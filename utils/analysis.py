@@ -53,9 +53,9 @@ def dataset_volume_table(root, case_ids: list[str] | None = None) -> pd.DataFram
         label, spacing = load_label(root, case_id)
         rows[case_id] = label_volume_table(label, spacing)["volume_mL"].iloc[:4].to_numpy()
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=[*CLASS_NAMES, "Whole tumour"])
+    frame = pd.concat([frame, frame.agg(["mean", "median"]).round(2)])
     frame.index.name = "case"
-    summary = frame.agg(["mean", "median"]).round(2)
-    return pd.concat([frame, summary])
+    return frame
 
 
 def class_intensity_table(image: np.ndarray, label: np.ndarray) -> pd.DataFrame:

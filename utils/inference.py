@@ -370,6 +370,6 @@ def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool
         predictions[case_id] = (case.label, pred)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["Dice mean (classes)"] = table[[f"Dice {n}" for n in CLASS_NAMES]].mean(axis=1)
-    table.index.name = "case"
     table = pd.concat([table, table.agg(["mean", "median"])]).round(4)
+    table.index.name = "case"
     return table, predictions

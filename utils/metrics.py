@@ -119,6 +119,6 @@ def evaluate_cases(pairs, with_hd95: bool = True) -> pd.DataFrame:
     """
     rows = {case_id: region_scores(t, p, spacing, with_hd95) for case_id, t, p, spacing in pairs}
     table = pd.DataFrame.from_dict(rows, orient="index")
+    table = pd.concat([table, table.agg(["mean", "median"])]).round(4)
     table.index.name = "case"
-    summary = table.agg(["mean", "median"])
-    return pd.concat([table, summary]).round(4)
+    return table
