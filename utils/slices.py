@@ -92,20 +92,12 @@ def fit_slice(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def unfit_slice(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Undo :func:`fit_slice`: back to the first two sizes ``shape`` (zeros where cropped)."""
-    out = np.zeros((*shape, *array.shape[2:]), dtype=array.dtype)
-    src, dst = [], []
-    for size, target in zip(shape, array.shape[:2]):
-        if size >= target:
-            start = (size - target) // 2
-            dst.append(slice(start, start + target))
-            src.append(slice(0, target))
-        else:
-            start = (target - size) // 2
-            dst.append(slice(0, size))
-            src.append(slice(start, start + size))
-    out[tuple(dst)] = array[tuple(src)]
-    return out
+    """Undo :func:`fit_slice`: back to the first two sizes ``shape`` (zeros where it cropped).
+
+    Centre-padding undoes a centre-crop and the other way round, so this is
+    :func:`fit_slice` towards the original size.
+    """
+    return fit_slice(array, shape)
 
 
 class SliceSampler:
