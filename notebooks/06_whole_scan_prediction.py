@@ -61,6 +61,7 @@ from utils.inference import (gaussian_weights, predict_case, preprocess_for_mode
                              save_segmentation, sliding_window_predict, tile_predict, window_starts)
 from utils.metrics import class_scores, evaluate_cases, region_scores
 from utils.labels import CLASS_NAMES, REGIONS
+from utils.config import project_path
 from utils.train import prepare_data, preset, train
 from utils.viz import AXIS_NAMES, label_colormap, label_legend, take_slice, tumour_center
 
@@ -78,7 +79,7 @@ MIRROR = False       # test-time mirroring: 8x the work, usually a little better
 
 # %%
 config = preset(course_mode())
-model_path = Path(MODEL_PATH) if MODEL_PATH else Path(config.output_dir) / "best.keras"
+model_path = Path(MODEL_PATH) if MODEL_PATH else project_path(config.output_dir) / "best.keras"
 if not model_path.is_file():
     print(f"{model_path} not found: training it first (lesson 05)")
     train(config)

@@ -58,6 +58,7 @@ from utils.losses import CLASS_DICE_METRICS, dice_coefficient
 from utils.metrics import region_scores
 from utils.model import build_unet
 from utils.slices import SliceDataset, SliceSampler, export_brats, predict_slices
+from utils.config import project_path
 from utils.train import LOSSES, TimeBudget, prepare_data, preset, train
 from utils.viz import label_colormap, label_legend, take_slice, tumour_center
 
@@ -114,7 +115,7 @@ print(f"slice shape {slice_shape}; training slices with tumour {len(sampler.tumo
 # `state.json`).
 
 # %%
-run_3d = Path(config.output_dir)
+run_3d = project_path(config.output_dir)
 if not (run_3d / "best.keras").is_file():
     train(config)
 model_3d = keras.models.load_model(run_3d / "best.keras")

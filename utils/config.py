@@ -86,6 +86,19 @@ def repo_root(start: Path | None = None) -> Path | None:
     return None
 
 
+def project_path(path: Path | str) -> Path:
+    """Resolve a relative path (e.g. ``runs/cpu``) against the course checkout.
+
+    Lessons run with their own folder as working directory (``notebooks/``
+    or ``notebooks/solutions/``) and the CLI from the repository root; all of
+    them must find the same ``runs/`` folder.
+    """
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    return (repo_root() or Path.cwd()) / path
+
+
 def data_root() -> Path:
     """Return the folder that holds the course data.
 

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .cache import build_cache
-from .config import course_mode, data_root
+from .config import course_mode, data_root, project_path
 from .data import get_dataset, list_cases, split_cases
 from .losses import CLASS_DICE_METRICS, dice_bce_loss, dice_coefficient, soft_dice_loss
 from .model import build_unet
@@ -300,7 +300,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
         raise ValueError(f"loss must be one of {sorted(LOSSES)}; found {config.loss!r}")
     if config.lr_schedule not in ("cosine", "plateau", "constant"):
         raise ValueError(f"lr_schedule must be cosine, plateau or constant; found {config.lr_schedule!r}")
-    output_dir = Path(config.output_dir)
+    output_dir = project_path(config.output_dir)
     state = _read_state(output_dir) if resume else {}
     if resume and (output_dir / "last.keras").is_file():
         _check_resume(output_dir, config)
