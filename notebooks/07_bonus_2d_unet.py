@@ -224,5 +224,6 @@ pd.DataFrame({name: [slice_jumps(predictions[(name, c)]) for c in val_ids] for n
 # - A 2D U-Net is smaller per sample and sees more samples in the same time,
 #   but each slice alone: its predictions are less consistent across slices,
 #   which HD95 and a sagittal view expose more than Dice.
-# - With the same data, loss and time, the 3D network usually wins on the
-#   tumour core and enhancing tumour, where 3-D shape matters.
+# - Which wins depends on the data, the budget and the resolution: read the
+#   table, not a rule. On the phantom (CPU demo) the 2D network held its own
+#   on the whole tumour while the 3D one was better on the tumour core.
