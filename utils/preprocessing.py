@@ -81,6 +81,11 @@ def rejection_sample(image: np.ndarray, label: np.ndarray, patch_shape=(160, 160
         ValueError: on bad input. PatchSamplingError: if no draw qualifies.
     """
     _check_patch_inputs(image, label, patch_shape, num_classes)
+    return _rejection_loop(image, label, patch_shape, num_classes, max_tries, background_threshold, rng)
+
+
+def _rejection_loop(image, label, patch_shape, num_classes, max_tries, background_threshold, rng) -> Patch:
+    """The sampling loop of :func:`rejection_sample`, on inputs already checked."""
     draw = np.random.randint if rng is None else rng.integers
     for tries in range(1, max_tries + 1):
         start = tuple(int(draw(0, s - p + 1)) for s, p in zip(image.shape[:3], patch_shape))
@@ -123,7 +128,7 @@ def get_sub_volume(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=16
     """
     patch_shape = (output_x, output_y, output_z)
     _check_patch_inputs(image, label, patch_shape, num_classes, (orig_x, orig_y, orig_z))
-    patch = rejection_sample(image, label, patch_shape, num_classes, max_tries, background_threshold)
+    patch = _rejection_loop(image, label, patch_shape, num_classes, max_tries, background_threshold, None)
     return patch.X, patch.y
 
 

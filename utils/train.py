@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .cache import build_cache
+from .cache import _write_json_atomic, build_cache
 from .config import course_mode, data_root, project_path
 from .data import get_dataset, list_cases, split_cases
 from .losses import CLASS_DICE_METRICS, dice_bce_loss, dice_coefficient, soft_dice_loss
@@ -122,12 +122,6 @@ def save_atomic(model: keras.Model, path: Path) -> None:
     """Save ``model`` to ``path`` via a temporary file and a rename."""
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
     model.save(tmp)
-    os.replace(tmp, path)
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
 
 
