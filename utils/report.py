@@ -78,7 +78,7 @@ def viewer_payload(layers, focus=None, shape=None, affine=None) -> dict:
 
     from .viewer3d import build_niivue
 
-    nv, volumes = build_niivue(layers, height=560, focus=focus, shape=shape, affine=affine)
+    nv, volumes = build_niivue(layers, height=440, focus=focus, shape=shape, affine=affine)
     try:
         esm = nv.get_state()["_esm"]
         root = nv.model_id
@@ -143,7 +143,7 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.2em auto; max-width: 1100px; color: #222; }
 h1 { font-size: 1.4em; margin-bottom: 0.2em; } h2 { font-size: 1.1em; margin-top: 1.4em; }
 .meta { color: #555; font-size: 0.9em; }
-#viewer { width: 100%; height: 560px; background: #000; }
+#viewer { width: 100%; height: 440px; background: #000; }
 #controls { display: flex; flex-wrap: wrap; gap: 0.4em 1.6em; align-items: center; margin: 0.6em 0; }
 #controls label { white-space: nowrap; } #controls input[type=range] { width: 7em; vertical-align: middle; }
 .legend { margin: 0.3em 0; } #status { color: #a00; font-size: 0.9em; }

@@ -212,7 +212,8 @@ def build_niivue(layers: list[Layer], background: int = 0, height: int = 480, fo
     from ipyniivue import NiiVue, ShowRender, SliceType, Volume
 
     nv = NiiVue(height=height, slice_type=SliceType.MULTIPLANAR, multiplanar_show_render=ShowRender.ALWAYS,
-                back_color=(0.0, 0.0, 0.0, 1.0), is_colorbar=False, show_legend=False, crosshair_width=0.5)
+                back_color=(0.0, 0.0, 0.0, 1.0), crosshair_color=(1.0, 1.0, 0.0, 0.7),  # yellow: no label colour
+                is_colorbar=False, show_legend=False, crosshair_width=0.5)
     volumes = []
     for layer in layers:
         vol = Volume(data=layer.nifti_gz, name=layer.filename, opacity=layer.opacity,
