@@ -183,3 +183,44 @@ def test_command_line(tmp_path, capsys):
 def test_licence_of_the_embedded_viewer_is_included(written):
     text = written[0].read_text(encoding="utf-8")
     assert "BSD 2-Clause License" in text and report_module.GENERATOR in text
+
+
+def test_embedded_viewer_is_the_installed_ipyniivue_code(written):
+    import base64
+    import gzip
+    import json
+    from pathlib import Path
+
+    import ipyniivue
+
+    text = written[0].read_text(encoding="utf-8")
+    payload = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
+                         .group(1))
+    code = gzip.decompress(base64.b64decode(payload["esm"])).decode("utf-8")
+    installed = (Path(ipyniivue.__file__).parent / "static" / "widget.js").read_text(encoding="utf-8")
+    assert code == installed
+    assert payload["version"] == ipyniivue.__version__
+
+
+def test_show_3d_controls_drive_the_widget():
+    from utils.viewer3d import NO_WIDGETS_NOTE, show_3d
+
+    image, truth, seg, affine = make_case()
+    box = show_3d(image, affine, {"ground truth": truth, "prediction": seg}, errors=(truth, seg))
+    bundle = box._repr_mimebundle_()
+    assert bundle["text/plain"] == NO_WIDGETS_NOTE  # what nbconvert / nbval / static exports show
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    controls, nv = box.children
+    sequence, *rows, legend = controls.children
+    assert [v.name for v in nv.volumes] == ["FLAIR.nii.gz", "ground_truth.nii.gz", "prediction.nii.gz",
+                                            "errors.nii.gz"]
+    assert nv.scene.crosshair_pos == pytest.approx(view_angles((12, 10, 8), SHAPE, affine)["crosshair_pos"],
+                                                   abs=0.1)
+    sequence.value = 2
+    assert nv.volumes[0].name == "T1gd.nii.gz" and len(nv.volumes) == 4
+    shown, opacity = rows[1].children  # the prediction
+    opacity.value = 0.3
+    assert nv.volumes[2].opacity == pytest.approx(0.3)
+    shown.value = False
+    assert nv.volumes[2].opacity == 0.0 and nv.volumes[1].opacity == pytest.approx(0.6)
+    assert "rgb(255, 0, 0)" in legend.value and "false negative" in legend.value
