@@ -108,6 +108,7 @@ def _ipyniivue_licence() -> str:
 # --------------------------------------------------------------------------- tables
 
 def _table(frame, float_format: str = "{:.2f}") -> str:
+    frame = frame.rename_axis(None)
     return frame.to_html(border=0, classes="numbers", float_format=float_format.format, na_rep="-")
 
 
