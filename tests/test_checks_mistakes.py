@@ -836,3 +836,129 @@ def test_wrong_implementation_fails(name, fn, variant):
 def test_correct_alternative_passes(name, fn, variant):
     failed = [r for r in run_check(name, fn, variant=variant, record=True) if not r.passed]
     assert not failed, "\n".join(f"{r.description}: {r.detail}" for r in failed)
+
+
+# ----------------------------------------------------------------------------
+# The recording API (the instructor grader calls it) and the feedback
+# ----------------------------------------------------------------------------
+
+def _key(args, kwargs) -> str:
+    def one(a):
+        return (np.asarray(a).shape, np.asarray(a).tobytes()) if isinstance(a, np.ndarray) else repr(a)
+
+    return repr([one(a) for a in args]) + repr(sorted((k, one(v)) for k, v in kwargs.items()))
+
+
+NUMERIC = ["standardize", "single_class_dice_coefficient", "dice_coefficient", "soft_dice_loss",
+           "compute_class_sens_spec", "get_sens_spec_df", "blend_windows", "region_dice"]
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+def test_an_answer_hard_coded_to_the_public_tests_fails_the_grading_variant(name):
+    reference = EXERCISES[name].reference_function()
+    memory = {}
+
+    def recording(*args, **kwargs):
+        memory[_key(args, kwargs)] = out = reference(*args, **kwargs)
+        return out
+
+    def hard_coded(*args, **kwargs):
+        return memory.get(_key(args, kwargs))
+
+    assert all(r.passed for r in run_check(name, recording, record=True))
+    assert all(r.passed for r in run_check(name, hard_coded, record=True)), "the public tests are repeatable"
+    grading = run_check(name, hard_coded, variant="grading", record=True)
+    assert sum(not r.passed for r in grading) >= len(grading) - 1  # all but, for standardize, "input unchanged"
+
+
+@pytest.mark.parametrize("variant", ["public", "grading"])
+def test_both_variants_are_deterministic(variant):
+    for name, fn in (("get_sub_volume", EXERCISES["get_sub_volume"].reference_function()),
+                     ("get_sub_volume", gsv_last_corner_excluded), ("soft_dice_loss", sdl_pooled_batch)):
+        first = run_check(name, fn, variant=variant, record=True)
+        assert first == run_check(name, fn, variant=variant, record=True)
+
+
+def test_record_mode_prints_nothing_and_raises_nothing(capsys):
+    def noisy(*args, **kwargs):
+        print("debug output of the learner")
+        import warnings
+
+        warnings.warn("a learner warning")
+        return "not a number"
+
+    results = run_check("soft_dice_loss", noisy, variant="grading", record=True)
+    assert capsys.readouterr() == ("", "")
+    assert results and all(not r.passed and r.detail for r in results)
+
+
+def test_the_stub_is_recorded_as_not_written():
+    def stub(*args, **kwargs):
+        raise NotImplementedError("replace this line")
+
+    results = run_check("region_dice", stub, record=True)
+    assert len(results) == 3 and all(not r.passed for r in results)
+    assert all("not written yet" in r.detail for r in results)
+
+
+def test_an_endless_loop_is_stopped_in_record_mode(monkeypatch):
+    import utils.checks
+
+    monkeypatch.setattr(utils.checks, "TIME_LIMIT_S", 0.2)
+
+    def endless(truth_label, pred_label):
+        while True:
+            try:
+                pass
+            except Exception:  # a learner's broad except must not swallow the time limit
+                pass
+
+    results = run_check("region_dice", endless, record=True)
+    assert results and all(not r.passed and "endless loop" in r.detail for r in results)
+
+
+def test_a_raising_function_is_shown_at_the_learners_line():
+    def broken(truth_label, pred_label):
+        masks = {region: np.isin(truth_label, values) for region, values in _REG.items()}
+        return {region: masks[region].sum() / masks["XX"].sum() for region in masks}  # the learner's bug
+
+    detail = run_check("region_dice", broken, record=True)[0].detail
+    assert "your function raised KeyError: 'XX'" in detail
+    assert 'return {region: masks[region].sum() / masks["XX"].sum() for region in masks}' in detail
+
+
+def test_a_keras_error_is_shown_at_the_learners_line_not_inside_keras():
+    def bad_padding(x, filters, normalization=None, name=None):
+        from keras import layers
+
+        x = layers.Conv3D(filters, 3, padding="same")(x)
+        return layers.Concatenate(axis=1)([x, layers.Conv3D(filters, 3)(x)])  # the learner's line
+
+    detail = run_check("conv_block", bad_padding, record=True)[0].detail
+    assert detail.startswith("your function raised ValueError")
+    assert "return layers.Concatenate(axis=1)([x, layers.Conv3D(filters, 3)(x)])" in detail
+    assert "site-packages" not in detail
+
+
+def test_a_failed_check_ends_in_one_line_in_a_notebook(capsys):
+    from utils.checks import ExerciseCheckError
+
+    with pytest.raises(ExerciseCheckError) as info:
+        run_check("dice_coefficient", dc_pooled_batch)
+    lines = info.value._render_traceback_()
+    assert len(lines) == 1 and lines[0].startswith("ExerciseCheckError: ") and "\n" not in lines[0]
+    out = capsys.readouterr().out
+    assert "likely mistake: the batch is pooled" in out and "All public tests passed" not in out
+
+
+def test_large_arrays_are_summarised():
+    results = run_check("blend_windows", bw_divide_by_count, record=True)
+    detail = next(r.detail for r in results if "identity" in r.description)
+    assert "array of shape (10, 8, 6, 2)" in detail and "differ at" in detail and len(detail) < 1000
+
+
+def test_unknown_exercise_or_variant_is_an_error_even_when_recording():
+    with pytest.raises(KeyError):
+        run_check("no_such_exercise", print, record=True)
+    with pytest.raises(ValueError):
+        run_check("region_dice", print, variant="private", record=True)

@@ -1277,6 +1277,8 @@ def _expect_regions(what: str, truth: np.ndarray, pred: np.ndarray, got: Any) ->
     }
     hint = "; or ".join(text for text, wrong in mistakes.items()
                         if np.allclose(values, [wrong[r] for r in _REGIONS], atol=1e-4, equal_nan=True))
+    if not hint and np.isnan(values).any():
+        hint = "NaN is 0 / 0: a region empty in both maps scores 1.0"
     raise Mismatch(f"{what}: [WT, TC, ET]", want, values, hint)
 
 
