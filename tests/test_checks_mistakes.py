@@ -957,6 +957,19 @@ def test_large_arrays_are_summarised():
     assert "array of shape (10, 8, 6, 2)" in detail and "differ at" in detail and len(detail) < 1000
 
 
+def test_something_that_is_not_a_function_fails_every_test():
+    results = run_check("standardize", None, variant="grading", record=True)
+    assert len(results) == 8 and all("not a function: found NoneType" in r.detail for r in results)
+
+
+def test_get_sub_volume_feedback_blames_randint_only_for_the_off_by_one(capsys):
+    off_by_one = run_check("get_sub_volume", gsv_last_corner_excluded, record=True)
+    assert any("randint(low, high) excludes high" in r.detail for r in off_by_one)
+    for fn in (gsv_x_y_swapped, gsv_not_random, gsv_less_or_equal, gsv_one_hot_from_data):
+        details = [r.detail for r in run_check("get_sub_volume", fn, record=True)]
+        assert not any("randint" in d for d in details), (fn.__name__, details)
+
+
 def test_unknown_exercise_or_variant_is_an_error_even_when_recording():
     with pytest.raises(KeyError):
         run_check("no_such_exercise", print, record=True)

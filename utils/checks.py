@@ -1,10 +1,16 @@
-"""Public checks for the exercises, called in the cell after each exercise.
+"""Checks of the exercises: the public ones the lessons call, and the grader's API.
 
-A check runs the learner's function on small hand-made inputs, prints one line
-per test (which passed, and for a failure what was expected and what came
-back), and ends with "All public tests passed" - or raises
-:class:`ExerciseCheckError` naming the failed tests. Checks test behaviour,
-never how a correct answer draws its random numbers.
+A check runs the learner's function on small inputs, prints one line per test
+(which passed, and for a failure what was expected, what came back and, when
+the wrong value matches a known mistake, that mistake), and ends with "All
+public tests passed" - or raises :class:`ExerciseCheckError` naming the failed
+tests (one line in a notebook). Checks test behaviour and numbers, never layer
+class names or how a correct answer draws its random numbers.
+
+:func:`run_check` is the one entry point: ``check_<name>(fn)`` in a lesson is
+``run_check(name, fn)``; a grader calls ``run_check(name, fn,
+variant="grading", record=True)`` and gets :class:`TestResult` objects, on
+inputs the lessons never print.
 
 :data:`EXERCISES` lists every graded function with its check, its reference
 in ``utils`` and inputs on which a notebook's solution must agree with the
@@ -221,9 +227,11 @@ class _Run:
         """Print the summary; raise :class:`ExerciseCheckError` if a test failed."""
         total = len(self.results)
         failed = [r.description for r in self.results if not r.passed]
-        if self.not_written:
+        if self.not_written.startswith("your function is not written yet"):
             raise ExerciseCheckError(f"{self.name}() is not written yet: replace the "
                                      "NotImplementedError between START and END CODE HERE")
+        if self.not_written:
+            raise ExerciseCheckError(self.not_written)
         if failed:
             print(f"{total - len(failed)} of {total} public tests passed.")
             raise ExerciseCheckError(
@@ -258,6 +266,9 @@ def run_check(exercise: str, fn: Callable, *, variant: str = "public", record: b
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}; found {variant!r}")
     run = _Run(exercise, record)
+    if not callable(fn):
+        run.not_written = f"{exercise} is not a function: found {type(fn).__name__} (did its cell run?)"
+        run._say(f"  {FAIL} {run.not_written}")
     np_state, py_state = np.random.get_state(), random.getstate()
     np.random.seed(SEED + (variant == "grading"))
     random.seed(SEED + (variant == "grading"))
@@ -1553,18 +1564,21 @@ EXERCISES: dict[str, Exercise] = {
     "upsampling_block": Exercise(_L03, check_upsampling_block, _upsampling_block_tests, "utils.model:upsampling_block",
                                  _same_block(_block_inputs((4, 4, 4, 16), (8, 8, 8, 8)),
                                              [{"filters": 8}, {"filters": 8, "normalization": "batch"}])),
-    "single_class_dice_coefficient": Exercise(_L04, check_single_class_dice_coefficient, _single_class_dice_coefficient_tests,
+    "single_class_dice_coefficient": Exercise(_L04, check_single_class_dice_coefficient,
+                                              _single_class_dice_coefficient_tests,
                                               "utils.losses:single_class_dice_coefficient",
                                               _same_outputs(_dice_inputs(batch=False))),
     "dice_coefficient": Exercise(_L04, check_dice_coefficient, _dice_coefficient_tests, "utils.losses:dice_coefficient",
                                  _same_outputs(_dice_inputs(batch=True))),
     "soft_dice_loss": Exercise(_L04, check_soft_dice_loss, _soft_dice_loss_tests, "utils.losses:soft_dice_loss",
                                _same_outputs(_dice_inputs(batch=True))),
-    "compute_class_sens_spec": Exercise(_L04, check_compute_class_sens_spec, _compute_class_sens_spec_tests, "utils.losses:compute_class_sens_spec",
+    "compute_class_sens_spec": Exercise(_L04, check_compute_class_sens_spec, _compute_class_sens_spec_tests,
+                                        "utils.losses:compute_class_sens_spec",
                                         _same_outputs(_sens_spec_inputs(with_class=True))),
     "get_sens_spec_df": Exercise(_L04, check_get_sens_spec_df, _get_sens_spec_df_tests, "utils.losses:get_sens_spec_df",
                                  _same_outputs(_sens_spec_inputs(with_class=False))),
     "blend_windows": Exercise(_L06, check_blend_windows, _blend_windows_tests, "utils.inference:blend_windows",
                               _same_outputs(_blend_inputs)),
-    "region_dice": Exercise(_L06, check_region_dice, _region_dice_tests, "utils.metrics:region_dice", _same_dicts(_region_inputs)),
+    "region_dice": Exercise(_L06, check_region_dice, _region_dice_tests, "utils.metrics:region_dice",
+                            _same_dicts(_region_inputs)),
 }
