@@ -251,8 +251,10 @@ def run_check(exercise: str, fn: Callable, *, variant: str = "public", record: b
             lessons), so an answer hard-coded to the lesson's outputs fails.
         record: if True, print nothing and raise nothing (a function that
             raises, never returns within :data:`TIME_LIMIT_S` per test, or
-            returns garbage gives failed results); if False (the notebooks),
-            print the ✔/✘ lines and raise :class:`ExerciseCheckError` on failure.
+            returns garbage gives failed results; the time limit needs the
+            main thread on a POSIX system, elsewhere there is none); if False
+            (the notebooks), print the ✔/✘ lines and raise
+            :class:`ExerciseCheckError` on failure.
 
     Returns:
         One :class:`TestResult` per test, in order.
