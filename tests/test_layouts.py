@@ -178,3 +178,28 @@ def test_get_dataset_accepts_a_path(tmp_path):
         get_dataset(str(tmp_path))
     with pytest.raises(ValueError, match="or the path of a dataset folder"):
         get_dataset("brats")
+
+
+def test_predict_and_train_accept_a_brats2023_folder(tmp_path, monkeypatch, phantom_root, capsys):
+    """``utils.predict --input-dir`` and ``utils.train --dataset PATH`` on a BraTS 2023+ folder."""
+    from utils.data import load_msd_case
+    from utils.model import build_unet
+    from utils.predict import main as predict_main
+    from utils.train import prepare_data, preset
+
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "data"))
+    root = tmp_path / "gli"
+    for n, cid in enumerate(list_cases(phantom_root)[:3]):
+        case = load_msd_case(phantom_root, cid)
+        write_brats2023_case(root, f"BraTS-GLI-{n:05d}-000", case.image, case.label)
+    model = build_unet((32, 32, 16, 4), depth=2, base_filters=2)
+    model.save(tmp_path / "m.keras")
+    out = tmp_path / "preds"
+    assert predict_main(["--model", str(tmp_path / "m.keras"), "--input-dir", str(root), "--output-dir", str(out)]) == 0
+    header, *rows = (out / "metrics.csv").read_text().splitlines()
+    assert header.startswith("case,Dice WT") and "LW Dice WT" in header and "LW HD95 ET" in header
+    assert [r.split(",")[0] for r in rows] == ["BraTS-GLI-00000-000", "BraTS-GLI-00001-000", "BraTS-GLI-00002-000",
+                                              "mean", "median"]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"BraTS-GLI-{n:05d}-000.nii.gz" for n in range(3)]
+    data_dir, cache, train_ids, val_ids = prepare_data(preset("ci", dataset=str(root)), progress=False)
+    assert data_dir == root.resolve() and sorted(train_ids + val_ids) == list_cases(root)
