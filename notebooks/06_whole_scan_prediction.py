@@ -396,8 +396,8 @@ scores[["Dice WT", "LW Dice WT", "HD95 WT", "LW HD95 WT"]].round(3).to_frame("mi
 # points - here it stays at 0 mm; lesion-wise HD95 charges the miss in full
 # (374 mm, averaged with the main tumour's 0 mm).
 #
-# **Which HD95?** Two definitions are in use and differ by about a voxel on
-# most masks, more when a small blob is far away. The course's tables take the
+# **Which HD95?** Two definitions are in use; they usually differ by less
+# than a voxel, by much more when a small blob lies far away. The course's tables take the
 # larger of the two directed 95th percentiles (`hd95(..., method="max")`, as
 # the BraTS 2023 organisers' lesion-wise script); medpy and the BraTS 2024+
 # package `brats-evaluation` pool the distances of both directions
