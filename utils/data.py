@@ -505,7 +505,9 @@ def load_brats_case(folder: Path | str) -> Case:
 def load_case(root: Path | str, case_id: str, subset: str = "training") -> Case:
     """Load ``case_id`` from a dataset in any known layout (:data:`LAYOUTS`)."""
     root = Path(root)
-    if detect_layout(root) != "msd":
+    if not (root / "dataset.json").is_file():  # the case folder says which BraTS naming it uses
+        if not (root / case_id).is_dir():
+            detect_layout(root)  # not a dataset at all: the error lists the known layouts
         return load_brats_case(root / case_id)
     return load_msd_case(root, case_id, subset)
 
@@ -517,9 +519,11 @@ def load_label(root: Path | str, case_id: str) -> tuple[np.ndarray, tuple[float,
         ``(label, spacing)``: uint8 ``(x, y, z)`` in MSD values and the voxel size.
     """
     root = Path(root)
-    name = detect_layout(root)
-    if name != "msd":
-        layout = CASE_FOLDER_LAYOUTS[name]
+    if not (root / "dataset.json").is_file():
+        layout = _folder_layout(root / case_id)
+        if layout is None:
+            detect_layout(root)  # not a dataset at all: the error lists the known layouts
+            raise DatasetError(f"case {case_id!r} not found: expected a case folder {root / case_id}")
         label, _, img = _read_case_label(root / case_id, layout)
         if label is None:
             raise DatasetError(
