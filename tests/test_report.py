@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 import re
 
 import nibabel as nib
@@ -147,6 +148,9 @@ def test_write_report_protects_existing_files(tmp_path):
         write_report(other, image, affine, seg, overwrite=True)
     assert other.read_text() == "<p>mine</p>"
     out = write_report(tmp_path / "r.html", image, affine, seg)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
     write_report(out, image, affine, seg, truth=truth, overwrite=True)  # our own report: replaced
     assert "<th>Dice</th>" in out.read_text()
     with pytest.raises(ValueError, match=".html"):
