@@ -228,3 +228,20 @@ def test_show_3d_controls_drive_the_widget():
     shown.value = False
     assert nv.volumes[2].opacity == 0.0 and nv.volumes[1].opacity == pytest.approx(0.6)
     assert "rgb(255, 0, 0)" in legend.value and "false negative" in legend.value
+
+
+def test_sequences_subset_makes_a_smaller_report(tmp_path, capsys):
+    image, truth, seg, affine = make_case()
+    full = write_report(tmp_path / "full.html", image, affine, seg)
+    small = write_report(tmp_path / "small.html", image, affine, seg, sequences=("FLAIR", "T1gd"))
+    assert list(read_report(small)) == ["FLAIR", "T1gd", "segmentation"]
+    assert small.stat().st_size < full.stat().st_size
+    with pytest.raises(ValueError, match="sequences must be some of"):
+        write_report(tmp_path / "bad.html", image, affine, seg, sequences=("T3",))
+    paths = {}
+    for name, data in (("case", image), ("seg", seg)):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), paths[name])
+    assert main(["--image", str(paths["case"]), "--segmentation", str(paths["seg"]), "--sequences", "T2w",
+                 "--out", str(tmp_path / "cli.html")]) == 0
+    assert list(read_report(tmp_path / "cli.html")) == ["T2w", "segmentation"]

@@ -117,7 +117,8 @@ def error_map(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
 
 
 def case_layers(image: np.ndarray, affine: np.ndarray, overlays: dict[str, np.ndarray] | None = None,
-                errors: tuple[np.ndarray, np.ndarray] | None = None) -> list[Layer]:
+                errors: tuple[np.ndarray, np.ndarray] | None = None,
+                sequences: tuple[str, ...] | None = None) -> list[Layer]:
     """The layers of a case: the four sequences, then label overlays, then an error overlay.
 
     Args:
@@ -125,6 +126,7 @@ def case_layers(image: np.ndarray, affine: np.ndarray, overlays: dict[str, np.nd
         affine: 4x4 voxel-to-world matrix of the case.
         overlays: label maps by name, e.g. ``{"ground truth": label, "prediction": pred}``.
         errors: ``(truth, prediction)`` to add their whole-tumour error map.
+        sequences: the sequences to keep, e.g. ``("FLAIR", "T1gd")`` (default: all).
 
     Returns:
         The layers, images first.
@@ -134,7 +136,11 @@ def case_layers(image: np.ndarray, affine: np.ndarray, overlays: dict[str, np.nd
     if channels.ndim != 4:
         raise ValueError(f"expected an image (x, y, z, C) or (x, y, z); found shape {image.shape}")
     names = MODALITIES if channels.shape[-1] == len(MODALITIES) else [f"channel {c}" for c in range(channels.shape[-1])]
-    layers = [image_layer(channels[..., c], affine, names[c]) for c in range(channels.shape[-1])]
+    keep = list(names) if sequences is None else list(sequences)
+    unknown = [n for n in keep if n not in names]
+    if unknown or not keep:
+        raise ValueError(f"sequences must be some of {list(names)}; found {list(keep)}")
+    layers = [image_layer(channels[..., c], affine, names[c]) for c in range(channels.shape[-1]) if names[c] in keep]
     for name, label in (overlays or {}).items():
         if np.shape(label) != channels.shape[:3]:
             raise ValueError(f"{name}: shape {np.shape(label)} does not match the image {channels.shape[:3]}")
