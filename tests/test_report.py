@@ -216,17 +216,18 @@ def test_show_3d_controls_drive_the_widget():
     assert "application/vnd.jupyter.widget-view+json" in bundle
     controls, nv = box.children
     sequence, *rows, legend = controls.children
-    assert [v.name for v in nv.volumes] == ["FLAIR.nii.gz", "ground_truth.nii.gz", "prediction.nii.gz",
-                                            "errors.nii.gz"]
+    names = ["FLAIR", "T1w", "T1gd", "T2w", "ground_truth", "prediction", "errors"]
+    assert [v.name for v in nv.volumes] == [f"{n}.nii.gz" for n in names]
+    assert [v.opacity for v in nv.volumes[:4]] == [1.0, 0.0, 0.0, 0.0]  # FLAIR shown
     assert nv.scene.crosshair_pos == pytest.approx(view_angles((12, 10, 8), SHAPE, affine)["crosshair_pos"],
                                                    abs=0.1)
     sequence.value = 2
-    assert nv.volumes[0].name == "T1gd.nii.gz" and len(nv.volumes) == 4
+    assert [v.opacity for v in nv.volumes[:4]] == [0.0, 0.0, 1.0, 0.0]  # T1gd shown
     shown, opacity = rows[1].children  # the prediction
     opacity.value = 0.3
-    assert nv.volumes[2].opacity == pytest.approx(0.3)
+    assert nv.volumes[5].opacity == pytest.approx(0.3)
     shown.value = False
-    assert nv.volumes[2].opacity == 0.0 and nv.volumes[1].opacity == pytest.approx(0.6)
+    assert nv.volumes[5].opacity == 0.0 and nv.volumes[4].opacity == pytest.approx(0.6)
     assert "rgb(255, 0, 0)" in legend.value and "false negative" in legend.value
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from browser import Chromium, find_chromium
 
@@ -28,8 +29,6 @@ READY = "document.body && document.body.dataset.viewer"
 
 def colour_counts(png: Path, box) -> dict[str, int]:
     """Pixels of each overlay colour (by hue, saturated) and of grey brain inside ``box``."""
-    from PIL import Image
-
     left, top, width, height = (int(round(v)) for v in box)
     hsv = np.asarray(Image.open(png).convert("RGB").crop((left, top, left + width, top + height)).convert("HSV"),
                      dtype=np.float32)
@@ -91,8 +90,17 @@ def test_segmentation_report_shows_brain_and_the_three_label_colours(case, out_d
         before = colour_counts(shot, box)
         browser.evaluate("document.querySelector('#controls input[type=checkbox]').click()")  # overlay off
         time.sleep(5)
-        hidden = colour_counts(browser.screenshot(out_dir / "segmentation_hidden.png"), box)
+        hidden_png = browser.screenshot(out_dir / "segmentation_hidden.png")
+        hidden = colour_counts(hidden_png, box)
+        browser.evaluate("(() => { const s = document.querySelector('#controls select'); s.value = '2';"
+                         " s.dispatchEvent(new Event('change')); })()")  # background FLAIR -> T1gd
+        time.sleep(8)
+        t1gd_png = browser.screenshot(out_dir / "segmentation_hidden_t1gd.png")
+        t1gd = colour_counts(t1gd_png, box)
         requests = browser.requests()
+    changed = int(np.any(np.asarray(Image.open(hidden_png).convert("RGB"), dtype=np.int16)
+                         - np.asarray(Image.open(t1gd_png).convert("RGB"), dtype=np.int16) != 0, axis=-1).sum())
+    print("T1gd background: changed pixels", changed, t1gd)
     print("\nsegmentation only:", before, "\noverlay switched off:", hidden)
     assert not only_local(requests), f"the report reached out: {only_local(requests)}"
     assert before["grey brain"] > 0.05 * before["viewer pixels"], before
@@ -100,6 +108,7 @@ def test_segmentation_report_shows_brain_and_the_three_label_colours(case, out_d
         assert before[name] > 100, (name, before)
         assert hidden[name] < 0.05 * before[name], (name, before, hidden)  # the colours were the overlay's
     assert hidden["grey brain"] > 0.9 * before["grey brain"]
+    assert t1gd["grey brain"] > 0.05 * t1gd["viewer pixels"] and changed > 0.05 * before["grey brain"]
 
 
 def test_truth_report_shows_errors_too(case, out_dir):

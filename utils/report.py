@@ -196,8 +196,8 @@ _SCRIPT = r"""
     const overlays = data.layers.filter((l) => l.kind !== "image");
     const select = document.createElement("select");
     images.forEach((l, i) => select.add(new Option(l.name, i)));
-    select.addEventListener("change", () => root.set("volumes",
-      ["IPY_MODEL_" + images[select.value].model, ...overlays.map((l) => "IPY_MODEL_" + l.model)]));
+    select.addEventListener("change", () => images.forEach((layer, i) =>
+      models.get(layer.model).set("opacity", i === Number(select.value) ? 1 : 0)));
     const sequence = document.createElement("label"); sequence.append("sequence ", select); controls.append(sequence);
     for (const layer of overlays) {
       const model = models.get(layer.model);

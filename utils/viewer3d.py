@@ -212,8 +212,8 @@ def build_niivue(layers: list[Layer], background: int = 0, height: int = 480, fo
             the grid shape and the affine; without them NiiVue's default view.
 
     Returns:
-        ``(widget, volumes)``: the widget and one ``ipyniivue.Volume`` per layer
-        (the image layers not shown are kept ready for a switch).
+        ``(widget, volumes)``: the widget and its ``ipyniivue.Volume`` s, one per layer
+        in order; the image layers not shown have opacity 0.
     """
     from ipyniivue import NiiVue, ShowRender, SliceType, Volume
 
@@ -227,9 +227,11 @@ def build_niivue(layers: list[Layer], background: int = 0, height: int = 480, fo
         if layer.kind != "image":
             vol.set_colormap_label(lookup_table(layer.kind))
         volumes.append(vol)
-    images = [v for v, layer in zip(volumes, layers) if layer.kind == "image"]
-    overlays = [v for v, layer in zip(volumes, layers) if layer.kind != "image"]
-    nv.load_volumes([images[background], *overlays])
+    # Every sequence is loaded; the one shown has opacity 1, the others 0. (Switching by
+    # replacing the first volume leaves ipyniivue 2.4 with a stale NiiVue background.)
+    for k, (vol, layer) in enumerate((v, layer) for v, layer in zip(volumes, layers) if layer.kind == "image"):
+        vol.opacity = 1.0 if k == background else 0.0
+    nv.load_volumes(volumes)
     if focus is not None:
         for name, value in view_angles(focus, shape, affine).items():
             setattr(nv.scene, name, value)
@@ -264,7 +266,8 @@ def show_3d(image: np.ndarray, affine: np.ndarray, overlays: dict[str, np.ndarra
                                 description="sequence")
 
     def on_sequence(change):
-        nv.volumes = [images[change["new"]][1], *nv.volumes[1:]]
+        for k, (_, vol) in enumerate(images):
+            vol.opacity = 1.0 if k == change["new"] else 0.0
 
     sequence.observe(on_sequence, names="value")
     rows = [sequence]
