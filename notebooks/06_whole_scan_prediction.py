@@ -35,11 +35,12 @@
 # Setup: on Colab, install the course package (locally, `make` has done it).
 import sys
 
+RELEASE = "COURSE_REF"  # the course release this notebook belongs to; "main" follows the newest course
 if "google.colab" in sys.modules:
     import subprocess
 
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/COURSE_REPO"], check=True)
+                    f"git+https://github.com/COURSE_REPO@{RELEASE}"], check=True)
 
 # %% tags=["imports"]
 import subprocess
@@ -51,38 +52,44 @@ import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 import nibabel as nib
+import utils  # before keras: it keeps TensorFlow's start-up notices out of the lesson
 import keras
 
-import utils
-from utils import course_mode
 from utils.checks import check_blend_windows, check_region_dice
 from utils.data import load_case
 from utils.inference import (gaussian_weights, predict_case, preprocess_for_model, probabilities_to_labels,
                              save_segmentation, sliding_window_predict, tile_predict, window_starts)
 from utils.metrics import class_scores, evaluate_cases, region_scores
 from utils.labels import CLASS_NAMES, REGIONS
-from utils.config import project_path
-from utils.train import prepare_data, preset, train
+from utils.config import course_mode, preset, run_dir, use_drive
+from utils.train import prepare_data, train
 from utils.viz import AXIS_NAMES, label_colormap, label_legend, take_slice, tumour_center
 
 # %% tags=["parameters"]
 MODEL_PATH = None    # None: the best model of lesson 05 for this mode (trained now if missing)
+USE_DRIVE = False    # Colab: data, cache and runs on Google Drive, as in lesson 05
 OVERLAP = 0.5
 MIRROR = False       # test-time mirroring: 8x the work, usually a little better
 
 # %% [markdown]
 # ## 1. The model and a held-out case
 #
-# We reuse lesson 05's run for the current mode (or train it now, which in
-# `cpu` mode takes about ten minutes) and its validation cases, which the
-# network never trained on.
+# We reuse lesson 05's run - the same mode (`utils.config.course_mode()`),
+# the same preset, the same run folder, on Google Drive too when
+# `USE_DRIVE = True` in both lessons - or train it now as lesson 05 would,
+# and its validation cases, which the network never trained on.
+
+# %% tags=["run-config"]
+use_drive(USE_DRIVE)
+config = preset()
+model_path = Path(MODEL_PATH) if MODEL_PATH else run_dir(config) / "best.keras"
+print(f"mode {course_mode()}: model {model_path}")
 
 # %%
-config = preset(course_mode())
-model_path = Path(MODEL_PATH) if MODEL_PATH else project_path(config.output_dir) / "best.keras"
 if not model_path.is_file():
-    print(f"{model_path} not found: training it first (lesson 05)")
-    train(config)
+    print(f"{model_path} not found: training it first, as lesson 05 does")
+    trained = train(config)
+    print(f"trained {len(trained.history)} epochs in {trained.seconds:.0f} s")
 model = keras.models.load_model(model_path)
 data_dir, cache, train_ids, val_ids = prepare_data(config, progress=False)
 case = load_case(data_dir, val_ids[0])

@@ -33,11 +33,12 @@
 # Setup: on Colab, install the course package (locally, `make` has done it).
 import sys
 
+RELEASE = "COURSE_REF"  # the course release this notebook belongs to; "main" follows the newest course
 if "google.colab" in sys.modules:
     import subprocess
 
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/COURSE_REPO"], check=True)
+                    f"git+https://github.com/COURSE_REPO@{RELEASE}"], check=True)
 
 # %% tags=["imports"]
 import json
@@ -47,10 +48,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
+import utils  # before keras: it keeps TensorFlow's start-up notices out of the lesson
 import keras
 
-import utils
-from utils import course_mode, data_root
+from utils import data_root
 from utils.data import list_cases, load_brats_case, load_case, load_msd_case
 from utils.inference import predict_case
 from utils.labels import CLASS_NAMES
@@ -58,14 +59,15 @@ from utils.losses import CLASS_DICE_METRICS, dice_coefficient
 from utils.metrics import region_scores
 from utils.model import build_unet
 from utils.slices import SliceDataset, SliceSampler, export_brats, predict_slices
-from utils.config import project_path
-from utils.train import LOSSES, TimeBudget, prepare_data, preset, train
+from utils.config import preset, run_dir, use_drive
+from utils.train import LOSSES, TimeBudget, prepare_data, train
 from utils.viz import label_colormap, label_legend, take_slice, tumour_center
 
 # %% tags=["parameters"]
 BASE_FILTERS_2D = None   # None: twice the 3D model's (a 2D network can afford it)
 EMPTY_KEEP_RATE = 0.1    # share of tumour-free slices kept for training
 BATCH_SIZE_2D = 8
+USE_DRIVE = False        # Colab: data, cache and runs on Google Drive, as in lesson 05
 
 # %% [markdown]
 # ## 1. The BraTS 2020 layout
@@ -76,8 +78,13 @@ BATCH_SIZE_2D = 8
 # the labels to the course's MSD convention (edema 1, core 2, enhancing 3) -
 # on files it did not write itself.
 
+# %% tags=["run-config"]
+use_drive(USE_DRIVE)
+config = preset()
+run_3d = run_dir(config)
+checkpoint = run_3d / "best.keras"
+
 # %%
-config = preset(course_mode())
 data_dir, cache, train_ids, val_ids = prepare_data(config, progress=False)
 brats_dir = export_brats(data_dir, data_root() / f"{data_dir.name}-brats2020", case_ids=val_ids)
 mapping = json.loads((brats_dir / "brats_export.json").read_text())["cases"]
@@ -115,10 +122,10 @@ print(f"slice shape {slice_shape}; training slices with tumour {len(sampler.tumo
 # `state.json`).
 
 # %%
-run_3d = project_path(config.output_dir)
-if not (run_3d / "best.keras").is_file():
+if not checkpoint.is_file():
+    print(f"{checkpoint} not found: training it first, as lesson 05 does")
     train(config)
-model_3d = keras.models.load_model(run_3d / "best.keras")
+model_3d = keras.models.load_model(checkpoint)
 seconds_3d = json.loads((run_3d / "state.json").read_text()).get("seconds", 60.0)
 
 base_2d = BASE_FILTERS_2D or 2 * config.base_filters

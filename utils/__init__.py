@@ -47,7 +47,9 @@ from .preprocessing import (
 )
 
 if not os.environ.get("BRATS_COURSE_NO_KERAS"):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of lessons
+    from .backend import quiet_start
+
+    quiet_start()  # before Keras: TensorFlow's start-up notices stay out of the lessons
     from .losses import (
         compute_class_sens_spec,
         dice_bce_loss,
