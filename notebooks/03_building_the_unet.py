@@ -251,19 +251,19 @@ print("input", patch.X.shape, "-> output", probabilities.shape,
       f"range {probabilities.min():.3f} .. {probabilities.max():.3f}")
 
 z = PATCH[2] // 2
-fig, axes = plt.subplots(2, 4, figsize=(13, 6.5))
+fig, axes = plt.subplots(2, 4, figsize=(13, 7), layout="constrained")
 axes[0, 0].imshow(patch.X[:, :, z, 0].T, cmap="gray", origin="lower")
 axes[0, 0].set_title("FLAIR (input)")
 axes[1, 0].axis("off")
 for k, name in enumerate(CLASS_NAMES):
     axes[0, k + 1].imshow(patch.y[:, :, z, k].T, cmap="gray", origin="lower", vmin=0, vmax=1)
-    axes[0, k + 1].set_title(f"target: {name}", fontsize=9)
+    axes[0, k + 1].set_title(f"target:\n{name}", fontsize=10)
     im = axes[1, k + 1].imshow(probabilities[:, :, z, k].T, cmap="magma", origin="lower", vmin=0, vmax=1)
-    axes[1, k + 1].set_title(f"untrained output: {name}", fontsize=9)
+    axes[1, k + 1].set_title(f"untrained output:\n{name}", fontsize=10)
 for ax in axes.ravel():
     ax.set_xticks([])
     ax.set_yticks([])
-fig.colorbar(im, ax=axes[1, 1:].tolist(), shrink=0.8, label="probability")
+fig.colorbar(im, ax=axes[1, 1:].tolist(), shrink=0.8, label="probability", location="bottom")
 plt.show()
 
 # %% [markdown]

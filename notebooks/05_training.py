@@ -201,7 +201,8 @@ if result.initial_epoch >= config.epochs:
           f"{state['seconds']:.0f} s of training in all")
 else:
     print(f"trained epochs {result.initial_epoch + 1}..{len(result.history)} in {result.seconds:.0f} s "
-          f"({state['seconds']:.0f} s in all) -> {result.output_dir}")
+          f"-> {result.output_dir}" + (f" ({state['seconds']:.0f} s of training over all sessions)"
+                                       if result.initial_epoch else ""))
 
 # %% [markdown]
 # ## 6. Learning curves, and which Dice to trust

@@ -136,15 +136,22 @@ plt.show()
 
 # %%
 w = gaussian_weights(window)
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-axes[0].imshow(w[:, :, window[2] // 2].T, cmap="viridis", origin="lower")
-axes[0].set_title(f"Gaussian weights, {window}")
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), width_ratios=(1, 1.6))
+shown = axes[0].imshow(w[:, :, window[2] // 2].T, cmap="viridis", origin="lower")
+axes[0].set_title(f"Gaussian weights, window {window}\n(middle slice)", fontsize=10)
+axes[0].set_xlabel("x in the window")
+axes[0].set_ylabel("y in the window")
+fig.colorbar(shown, ax=axes[0], label="weight")
 starts = window_starts(case.label.shape[0], window[0], OVERLAP)
-for s in starts:
-    axes[1].axvspan(s, s + window[0], alpha=0.15)
+for i, s in enumerate(starts):
+    axes[1].barh(i, window[0], left=s, height=0.6, color="tab:purple", alpha=0.7)
+    axes[1].text(s + window[0] / 2, i, f"{s}..{s + window[0]}", ha="center", va="center", fontsize=8,
+                 color="white")
 axes[1].set_xlim(0, case.label.shape[0])
-axes[1].set_title(f"{len(starts)} windows along x (overlap {OVERLAP:.0%})")
-axes[1].set_yticks([])
+axes[1].set_yticks(range(len(starts)), [f"window {i + 1}" for i in range(len(starts))])
+axes[1].invert_yaxis()
+axes[1].set_xlabel(f"x (voxel), the scan is {case.label.shape[0]} wide")
+axes[1].set_title(f"{len(starts)} windows along x, overlap {OVERLAP:.0%}", fontsize=10)
 fig.tight_layout()
 plt.show()
 
@@ -219,6 +226,7 @@ pd.Series(timings, name="seconds").round(1).to_frame()
 # Look at the edema probability on one axial slice. With tiles, the
 # predictions jump where tiles meet (the difference between neighbouring
 # voxels lights up along straight lines); blending smooths those seams away.
+# The red marks above the bottom-left panel show where the tiles meet.
 
 # %%
 zc = centre[2]
@@ -230,8 +238,11 @@ for col, (name, volume) in enumerate((("tiles", tiles), ("constant weights", fla
     jump = np.abs(np.diff(sl, axis=0))
     axes[1, col].imshow(jump.T, cmap="gray", vmin=0, vmax=0.2, origin="lower")
     axes[1, col].set_title("|difference between neighbours|")
-for s in range(window[0], case.label.shape[0], window[0]):
-    axes[1, 0].axvline(s - 0.5, color="tab:red", linewidth=0.5, alpha=0.5)
+seams = np.arange(window[0], case.label.shape[0], window[0]) - 1   # column of the jump across each tile border
+limits = axes[1, 0].get_xlim(), axes[1, 0].get_ylim()
+axes[1, 0].plot(seams, np.full(len(seams), sl.shape[1] + 2), "v", color="tab:red", markersize=7, clip_on=False)
+axes[1, 0].set_xlim(limits[0])
+axes[1, 0].set_ylim(limits[1])
 for ax in axes.ravel():
     ax.set_axis_off()
 fig.tight_layout()
@@ -257,9 +268,11 @@ print("ground truth:                  ", np.bincount(case.label.ravel(), minleng
 # %% [markdown]
 # ## 5. Prediction against ground truth
 #
-# Three planes through the tumour centre. Bottom row: the errors - **false
-# positives** (predicted tumour where there is none, orange) and **false
-# negatives** (missed tumour, cyan), for the whole tumour.
+# Three planes through the tumour centre, zoomed on the true tumour (the
+# errors are thin rims, invisible at whole-brain scale; errors far from the
+# tumour fall outside the zoom but count in the numbers of section 6). Bottom row: the errors -
+# **false positives** (predicted tumour where there is none, orange) and
+# **false negatives** (missed tumour, cyan), for the whole tumour.
 
 # %%
 cmap, norm = label_colormap()
@@ -270,7 +283,12 @@ errors[(prediction == 0) & (case.label > 0)] = 2
 error_cmap = plt.matplotlib.colors.ListedColormap([(0, 0, 0, 0), (1.0, 0.55, 0.0, 1), (0.0, 0.9, 0.9, 1)])
 fig, axes = plt.subplots(3, 3, figsize=(12, 11))
 lo, hi = np.percentile(flair[flair > 0], [1, 99])
+tumour = np.argwhere(case.label > 0)   # zoom: the true tumour and a margin of half its size around it
+margin = np.maximum((tumour.max(axis=0) - tumour.min(axis=0)) // 2, 8)
+box_lo = np.maximum(tumour.min(axis=0) - margin, 0)
+box_hi = np.minimum(tumour.max(axis=0) + margin, np.array(case.label.shape) - 1)
 for col, axis in enumerate((2, 1, 0)):
+    shown_x, shown_y = [a for a in (0, 1, 2) if a != axis]   # take_slice shows these array axes as x and y
     idx = centre[axis]
     for row, (overlay, cm, nm, title) in enumerate(((case.label, cmap, norm, "ground truth"),
                                                     (prediction, cmap, norm, "prediction"),
@@ -279,6 +297,8 @@ for col, axis in enumerate((2, 1, 0)):
         ax.imshow(take_slice(flair, axis, idx), cmap="gray", vmin=lo, vmax=hi, origin="lower")
         ax.imshow(take_slice(overlay, axis, idx), cmap=cm, norm=nm, alpha=0.55, origin="lower",
                   interpolation="nearest", vmin=None if nm else 0, vmax=None if nm else 2)
+        ax.set_xlim(box_lo[shown_x] - 0.5, box_hi[shown_x] + 0.5)
+        ax.set_ylim(box_lo[shown_y] - 0.5, box_hi[shown_y] + 0.5)
         ax.set_title(f"{title}, {AXIS_NAMES[axis]}", fontsize=10)
         ax.set_axis_off()
 label_legend(axes[1, 2])

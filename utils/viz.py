@@ -316,7 +316,7 @@ def plot_learning_curves(history, loss_name: str = "loss", best_epoch: int | Non
         The figure.
     """
     epochs = np.asarray(history["epoch"]) + 1
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     axes[0].plot(epochs, history["loss"], color="0.45", label="training")
     axes[0].plot(epochs, history["val_loss"], color="black", label="validation")
     axes[0].set_ylabel(f"loss ({loss_name})")
@@ -327,12 +327,14 @@ def plot_learning_curves(history, loss_name: str = "loss", best_epoch: int | Non
     axes[1].plot(epochs, history["val_pooled_dice"], color="black", linewidth=2, label="pooled, mean of classes")
     axes[1].set_ylabel("validation Dice")
     axes[1].set_ylim(0, 1)
-    axes[1].set_title("validation Dice: pooled over patches (solid) vs mean per patch (dotted)", fontsize=10)
+    axes[1].set_title("validation Dice per class", fontsize=11)
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     for ax in axes:
         ax.set_xlabel("epoch")
         if best_epoch is not None:
             ax.axvline(best_epoch, color="0.6", linestyle="--", linewidth=1)
+            ax.annotate("best.keras", (best_epoch, 0.02), xycoords=("data", "axes fraction"), rotation=90,
+                        ha="right", va="bottom", fontsize=8, color="0.4")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
