@@ -48,7 +48,7 @@ from nilearn import plotting
 
 from utils import get_dataset, get_settings, list_cases, load_case
 from utils.analysis import class_intensity_table, dataset_volume_table, label_volume_table
-from utils.viz import (intensity_histograms, label_colormap, show_sequences, slice_viewer,
+from utils.viz import (intensity_histograms, label_colormap, label_legend, show_sequences, slice_viewer,
                        slices_gif, to_nifti_images, tumour_center)
 
 # %% tags=["parameters"]
@@ -157,11 +157,13 @@ class_intensity_table(case.image, case.label)
 
 # %%
 seqs, label_img = to_nifti_images(case.image, case.label, case.affine)
-cmap, norm = label_colormap()
+cmap, norm = label_colormap(alpha=0.6)   # the overlay's opacity is part of the colormap
 world = nib.affines.apply_affine(case.affine, centre)
 display_ = plotting.plot_anat(seqs["T1gd"], cut_coords=world, title=f"{case.case_id}: labels on T1gd",
-                              draw_cross=False, dim=-0.3)
-display_.add_overlay(label_img, cmap=cmap, vmin=0, vmax=3, alpha=0.6, interpolation="nearest")
+                              draw_cross=False, dim=-0.3, colorbar=False)
+display_.add_overlay(label_img, cmap=cmap, vmin=-0.5, vmax=3.5, interpolation="nearest")
+label_legend(display_.frame_axes, loc="lower center", bbox_to_anchor=(0.5, -0.01), ncol=3, fontsize=9,
+             labelcolor="white")
 plt.show()
 
 # %% [markdown]

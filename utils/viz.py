@@ -21,9 +21,14 @@ from .labels import CLASS_COLORS, CLASS_NAMES, MODALITIES
 AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 
 
-def label_colormap() -> tuple[ListedColormap, BoundaryNorm]:
-    """Colormap and norm for label maps 0-3: transparent, red, green, blue."""
-    cmap = ListedColormap([(0.0, 0.0, 0.0, 0.0)] + [(*c, 1.0) for c in CLASS_COLORS])
+def label_colormap(alpha: float = 1.0) -> tuple[ListedColormap, BoundaryNorm]:
+    """Colormap and norm for label maps 0-3: transparent, red, green, blue.
+
+    Args:
+        alpha: opacity of the three classes, baked into the colormap (for
+            plotting functions, like nilearn's overlays, that take no alpha).
+    """
+    cmap = ListedColormap([(0.0, 0.0, 0.0, 0.0)] + [(*c, alpha) for c in CLASS_COLORS])
     return cmap, BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], cmap.N)
 
 
