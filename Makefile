@@ -45,7 +45,7 @@ demo: $(LAB_STAMP) data
 	  echo "== executing $$nb"; \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
 	    --output-dir $(BUILD) "$$nb"; \
-	  $(BIN)/jupyter nbconvert --to html --output-dir $(BUILD) "$(BUILD)/$$(basename $$nb)"; \
+	  $(BIN)/jupyter nbconvert --to html --template classic --output-dir $(BUILD) "$(BUILD)/$$(basename $$nb)"; \
 	done
 	@echo "Executed lessons: $(BUILD)/*.ipynb and $(BUILD)/*.html"
 

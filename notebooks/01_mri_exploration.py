@@ -122,10 +122,10 @@ print("tumour centre, voxel", centre, "-> scanner mm", np.round(nib.affines.appl
 # No single sequence shows all three tumour classes, which is why the network
 # gets all four as input channels.
 
-# %%
+# %% alt="Axial slice through the tumour in the four MRI sequences (FLAIR, T1w, T1gd, T2w) and the label map: edema red, non-enhancing tumour green, enhancing tumour blue."
 fig = show_sequences(case.image, case.label, axis=2, spacing=case.spacing)
 
-# %%
+# %% alt="Coronal slice through the tumour in the four MRI sequences and the label map in the course colours."
 fig = show_sequences(case.image, case.label, axis=1, spacing=case.spacing)
 
 # %% [markdown]
@@ -155,7 +155,7 @@ class_intensity_table(case.image, case.label)
 # nilearn draws the label in scanner coordinates, on three planes through the
 # tumour, the way a radiology viewer does.
 
-# %%
+# %% alt="Labels over the T1gd scan on sagittal, coronal and axial planes through the tumour centre, in scanner coordinates, with a legend of the three classes."
 seqs, label_img = to_nifti_images(case.image, case.label, case.affine)
 cmap, norm = label_colormap(alpha=0.6)   # the overlay's opacity is part of the colormap
 world = nib.affines.apply_affine(case.affine, centre)
@@ -181,7 +181,7 @@ slice_viewer(case.image, case.label, case.spacing)
 # The same walk as an animation, bottom to top through the axial slices of
 # FLAIR.
 
-# %%
+# %% alt="Animation through the axial FLAIR slices from bottom to top with the label overlay."
 step = max(1, case.image.shape[2] // 40)
 gif = slices_gif(case.image, case.label, axis=2, channel=0, step=step, size=160)
 display(Image(data=gif))
@@ -222,7 +222,7 @@ print(f"tumour voxels: {tumour_share:.2%} of the volume, "
 # outside the skull-stripped brain would swamp them if we counted them.
 # Lesson 02 turns these into comparable numbers.
 
-# %%
+# %% alt="Histograms of brain-voxel intensities for each of the four sequences."
 fig = intensity_histograms(case.image)
 
 # %% [markdown]

@@ -83,7 +83,7 @@ print(f"Keras {keras.__version__} on {keras.backend.backend()}; mode {settings.m
 # - A final 1x1x1 convolution with a **sigmoid** gives, per voxel, one
 #   independent probability per class (edema, non-enhancing, enhancing).
 
-# %%
+# %% alt="Diagram of the U-Net levels: feature-map size and channels of each encoder and decoder level."
 fig = plot_unet_levels(build_unet((*PATCH, 4), depth=DEPTH, base_filters=BASE_FILTERS))
 plt.show()
 
@@ -240,7 +240,7 @@ except ValueError as err:
 # random, so the sigmoid outputs hover around 0.5 - it knows nothing yet.
 # Lesson 05 trains it.
 
-# %%
+# %% alt="A FLAIR input patch, the three target masks, and the three probability maps of the untrained network with a probability colour bar."
 data_dir = get_dataset(DATASET)
 case = load_case(data_dir, list_cases(data_dir)[0])
 patch = sample_foreground_patch(standardize_nonzero(case.image), case.label, PATCH, foreground_fraction=1.0,

@@ -146,7 +146,7 @@ manifest[["shape", "crop_box", "voxels"]].head()
 # epoch `e` depends only on `(seed, e, i)`: runs are reproducible and a
 # resumed run sees the batches it would have seen.
 
-# %%
+# %% alt="Four augmented training patches: FLAIR slices above, their label maps in the course colours below."
 sampler = PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction)
 demo = PatchDataset(sampler, batch_size=4, steps=1, seed=config.seed)
 X, y = demo[0]
@@ -224,7 +224,7 @@ else:
 # pooled Dice, dotted lines the mean per patch; the dashed line marks the
 # epoch of `best.keras`.
 
-# %%
+# %% alt="Learning curves: training and validation loss per epoch; validation Dice per class, pooled over patches (solid) and mean per patch (dotted), with the best.keras epoch marked."
 history = result.history
 best_epoch = int(history["val_pooled_dice"].idxmax()) + 1
 fig = plot_learning_curves(history, config.loss, best_epoch)
@@ -237,7 +237,7 @@ pd.DataFrame({"mean per patch (soft)": [at_best[f"val_dice_{k}"] for k in ("edem
 # %% [markdown]
 # ## 7. A prediction on a validation patch
 
-# %%
+# %% alt="A validation patch: FLAIR, ground truth and prediction of best.keras in the course colours."
 best = keras.models.load_model(result.output_dir / "best.keras")
 val_sampler = PatchSampler(cache, val_ids, config.patch_shape, foreground_fraction=1.0, augment=False)
 Xv, yv = val_sampler.sample(np.random.default_rng(0))

@@ -103,7 +103,7 @@ print(f"model {model_path} ({model.count_params():,} parameters), window {window
 # The network maps one window to three probability maps. Here the window
 # sits on the tumour centre; the threshold 0.5 turns probabilities into masks.
 
-# %%
+# %% alt="One window through the tumour: FLAIR and the three predicted probability maps with the true outline of each class."
 image = preprocess_for_model(case.image)
 centre = tumour_center(case.label, case.label.shape)
 corner = [int(np.clip(c - w // 2, 0, max(s - w, 0))) for c, w, s in zip(centre, window, case.label.shape)]
@@ -134,7 +134,7 @@ plt.show()
 # that trust each window's centre more than its border - a Gaussian, as
 # nnU-Net and MONAI do.
 
-# %%
+# %% alt="Gaussian weights of one window, and the overlapping windows along the x axis of the scan."
 w = gaussian_weights(window)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), width_ratios=(1, 1.6))
 shown = axes[0].imshow(w[:, :, window[2] // 2].T, cmap="viridis", origin="lower")
@@ -228,7 +228,7 @@ pd.Series(timings, name="seconds").round(1).to_frame()
 # voxels lights up along straight lines); blending smooths those seams away.
 # The red marks above the bottom-left panel show where the tiles meet.
 
-# %%
+# %% alt="Edema probability on one axial slice for tiles, constant-weight and Gaussian blending, and the differences between neighbouring voxels that show the tile seams."
 zc = centre[2]
 fig, axes = plt.subplots(2, 3, figsize=(13, 8))
 for col, (name, volume) in enumerate((("tiles", tiles), ("constant weights", flat), ("Gaussian", probabilities))):
@@ -274,7 +274,7 @@ print("ground truth:                  ", np.bincount(case.label.ravel(), minleng
 # **false positives** (predicted tumour where there is none, orange) and
 # **false negatives** (missed tumour, cyan), for the whole tumour.
 
-# %%
+# %% alt="Ground truth, prediction and whole-tumour errors (false positives orange, false negatives cyan) on three planes, zoomed on the tumour."
 cmap, norm = label_colormap()
 flair = case.image[..., 0]
 errors = np.zeros(case.label.shape, np.uint8)

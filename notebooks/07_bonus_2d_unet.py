@@ -177,7 +177,7 @@ costs = summary[["parameters", "training s", "inference s / case"]].copy()
 costs["parameters"] = costs["parameters"].astype(int)
 costs.round(1)
 
-# %%
+# %% alt="Bar charts of Dice and HD95 per BraTS region for the 3D and the 2D U-Net, with values on the bars."
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
 regions = ["WT", "TC", "ET"]
 x = np.arange(3)
@@ -208,7 +208,7 @@ plt.show()
 # A sagittal cut - across the slices - shows it: the 3D prediction is a
 # coherent shape, the 2D one can step and flicker from slice to slice.
 
-# %%
+# %% alt="Sagittal cut through the tumour: ground truth, 3D U-Net and 2D U-Net predictions in the course colours."
 case = load_case(data_dir, val_ids[0])
 centre = tumour_center(case.label, case.label.shape)
 cmap, norm = label_colormap()
