@@ -1,4 +1,4 @@
-"""TensorFlow start-up filtering and the pooled Dice that selects best.keras."""
+"""TensorFlow start-up filtering, the pooled Dice that selects best.keras, and its learning curves."""
 
 from __future__ import annotations
 
@@ -59,3 +59,25 @@ def test_pooled_dice_pools_over_patches_and_ignores_classes_absent_from_both():
 def test_pooled_dice_metric_names_match_the_training_log():
     assert [m.name for m in pooled_dice_metrics()] == [
         "pooled_dice", "pooled_dice_edema", "pooled_dice_non_enhancing", "pooled_dice_enhancing"]
+
+
+def test_learning_curves_use_the_class_colours_and_label_their_axes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+    from matplotlib.colors import to_rgb
+
+    from utils.labels import CLASS_COLORS, CLASS_NAMES
+    from utils.viz import plot_learning_curves
+
+    keys = ["loss", "val_loss", "val_pooled_dice"] + [f"val_{kind}_{k}" for kind in ("dice", "pooled_dice")
+                                                        for k in ("edema", "non_enhancing", "enhancing")]
+    history = pd.DataFrame({"epoch": [0, 1, 2], **{k: [0.2, 0.5, 0.6] for k in keys}})
+    fig = plot_learning_curves(history, "dice_bce", best_epoch=3)
+    loss_ax, dice_ax = fig.axes
+    colours = {line.get_label(): to_rgb(line.get_color()) for line in dice_ax.get_lines()}
+    for name, colour in zip(CLASS_NAMES, CLASS_COLORS):
+        assert colours[f"{name}, pooled"] == colour and colours[f"{name}, mean per patch"] == colour
+    assert loss_ax.get_ylabel() == "loss (dice_bce)" and dice_ax.get_ylabel() == "validation Dice"
+    assert loss_ax.get_xlabel() == dice_ax.get_xlabel() == "epoch"
