@@ -183,12 +183,12 @@ regions = ["WT", "TC", "ET"]
 x = np.arange(3)
 colours = {"3D U-Net": "0.25", "2D U-Net": "0.65"}   # grey shades: the class colours mean classes
 for i, name in enumerate(summary.index):
-    for ax, metric, fmt in ((axes[0], "Dice", "%.3f"), (axes[1], "HD95", "%.1f")):
+    for ax, metric, fmt in ((axes[0], "Dice", "%.3f"), (axes[1], "HD95", "%.2f")):
         bars = ax.bar(x + 0.38 * i, summary.loc[name, [f"{metric} {r}" for r in regions]], 0.38,
                       color=colours[name], label=name)
         ax.bar_label(bars, fmt=fmt, fontsize=8, padding=2)
 dice = summary[[f"Dice {r}" for r in regions]].to_numpy()
-axes[0].set_ylim(max(0.0, dice.min() - 0.1), min(1.0, dice.max() + 0.05) + 0.02)
+axes[0].set_ylim(max(0.0, np.floor((dice.min() - 0.05) * 20) / 20), min(1.0, dice.max() + 0.03))
 axes[0].set_ylabel("Dice" + (f" (axis starts at {axes[0].get_ylim()[0]:.2f})" if axes[0].get_ylim()[0] > 0 else ""))
 axes[0].set_title("Dice, higher is better")
 axes[1].set_ylabel("HD95 (mm)")
@@ -259,10 +259,10 @@ def compare(metric: str, higher_is_better: bool, digits: int) -> None:
 
 
 compare("Dice", True, 3)
-compare("HD95", False, 1)
+compare("HD95", False, 2)
 truth_jumps, jumps_3d, jumps_2d = jumps.loc["mean", ["ground truth", "3D U-Net", "2D U-Net"]]
 print(f"slice-to-slice change of the tumour: ground truth {truth_jumps:.3f}, 3D {jumps_3d:.3f}, 2D {jumps_2d:.3f} "
-      f"-> {'2D' if jumps_2d > jumps_3d else '3D'} less consistent across slices than the other")
+      f"-> the {'2D' if jumps_2d > jumps_3d else '3D'} prediction changes more between neighbouring slices")
 print(f"size and cost: 3D {costs.loc['3D U-Net', 'parameters']:,} parameters, 2D "
       f"{costs.loc['2D U-Net', 'parameters']:,}; trained 3D {seconds_3d:.0f} s, 2D {seconds_2d:.0f} s")
 
