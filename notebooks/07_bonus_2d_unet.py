@@ -23,7 +23,7 @@
 # - sample axial slices, skipping most of the empty ones;
 # - predict a volume slice by slice;
 # - compare 2D and 3D on Dice, HD95, IoU, size and speed - and see the
-#   inter-slice consistency a 2D network lacks.
+#   inter-slice consistency of each, which nothing in a 2D network enforces.
 #
 # **Accelerator: CPU** (GPU for the full-size comparison)
 #
