@@ -68,7 +68,8 @@ CASE_INDEX = 0       # which training case to explore
 #   downloads it).
 #
 # The size of everything follows one knob, the environment variable
-# `COURSE_MODE` (`cpu` by default; the test suite uses a tiny `ci` volume).
+# `COURSE_MODE`; unset, the course picks `gpu` when it sees a GPU and `cpu`
+# otherwise (the test suite uses a tiny `ci` volume).
 
 # %%
 settings = get_settings()
