@@ -86,7 +86,7 @@ class TrainConfig:
     :func:`run_dir` (under ``$COURSE_DATA_DIR`` when set, else the checkout).
     """
 
-    dataset: str = "phantom"
+    dataset: str = "phantom"               # "phantom", "msd", or the path of a dataset folder (any layout)
     output_dir: str = "runs/cpu"
     patch_shape: tuple[int, int, int] = (160, 160, 16)
     batch_size: int = 2
