@@ -146,9 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         check_target(args.output_dir, "--output-dir", input_dirs=read_only)
         args.output_dir.mkdir(parents=True, exist_ok=True)
         csv = args.output_dir / "metrics.csv"
-        owned = OwnedFiles(args.output_dir, "utils.predict")
         check_target(csv, "the metrics", inputs=inputs)
-        owned.check_free(csv, args.overwrite)
+        OwnedFiles(args.output_dir, "utils.predict").check_free(csv, args.overwrite)
         scored, written = [], []
         for source, label_path in items:
             name = source.name if source.is_dir() else source.name.split(".nii")[0]
@@ -168,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             table = evaluate_cases(scored)
             with atomic_path(csv) as tmp:
                 table.to_csv(tmp)
-            owned.record(csv)
+            OwnedFiles(args.output_dir, "utils.predict").record(csv)  # re-read: segment() recorded the cases
             print(table.loc[["mean", "median"]].T.to_string())
             print(f"metrics of {len(scored)} labelled cases: {csv}")
         print(f"done in {time.perf_counter() - start:.1f} s")

@@ -145,13 +145,6 @@ def check_target(path: Path | str, what: str, inputs: Iterable[Path | str] = (),
     reason = protected_reason(path)
     if reason:
         raise UnsafeWriteError(f"refusing to write {what} {path}: {reason}")
-    real = path.expanduser().resolve()
-    for folder in input_dirs:
-        folder = Path(folder)
-        if _inside(real, folder.resolve()):
-            raise UnsafeWriteError(
-                f"refusing to write {what} {path}: it is inside the input folder {folder}, which is read-only"
-            )
     if path.exists():
         for source in inputs:
             with contextlib.suppress(OSError):
@@ -160,6 +153,13 @@ def check_target(path: Path | str, what: str, inputs: Iterable[Path | str] = (),
                         f"refusing to overwrite the input: {what} {path} is the input file {source} "
                         "(the same file, through a link or not)"
                     )
+    real = path.expanduser().resolve()
+    for folder in input_dirs:
+        folder = Path(folder)
+        if _inside(real, folder.resolve()):
+            raise UnsafeWriteError(
+                f"refusing to write {what} {path}: it is inside the input folder {folder}, which is read-only"
+            )
     return path
 
 
