@@ -236,7 +236,7 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
             stale.unlink()
     if manifest is None:
         manifest = dict(expected, tool=TOOL, cases=[])
-    owned.claim(manifest_path)
+    owned.claim(manifest_path, strict=False)  # a listed file in a folder we made, even if damaged
     write_json_atomic(manifest_path, manifest)
     owned.record(manifest_path)
 
@@ -275,7 +275,7 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
                  "locations": f"{case_id}_locations.npz",
                  "source": _source_stats([*case.image_paths, *([case.label_path] if case.label_path else [])])}
         paths = [cache_dir / entry[kind] for kind in FILE_KINDS]
-        owned.claim(*paths)
+        owned.claim(*paths, strict=False)
         for path, array in zip(paths[:2], (image, label)):
             with atomic_path(path) as tmp:
                 np.save(tmp, array)

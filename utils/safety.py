@@ -242,14 +242,14 @@ class OwnedFiles:
             return False
         return bool(record.get("claimed")) or not strict or matches_record(self.folder / key, record)
 
-    def claim(self, *paths: Path | str) -> None:
+    def claim(self, *paths: Path | str, strict: bool = True) -> None:
         """Reserve names about to be written, so a kill mid-write leaves files still provably ours.
 
         Raises:
             UnsafeWriteError: a name is taken by a file that is not ours.
         """
         for path in paths:
-            self.check_free(path, overwrite=True)
+            self.check_free(path, overwrite=True, strict=strict)
             key = self._key(path)
             if key not in self.files:
                 self.files[key] = {"claimed": True, "tool": self.tool}
