@@ -127,7 +127,14 @@ def download_file(url: str, dest: Path | str, md5: str | None = None, progress: 
                 mode = "ab" if resumed else "wb"
                 with open(part, mode) as fh, tqdm(total=total, initial=start, unit="B", unit_scale=True,
                                                   desc=dest.name, disable=not progress) as bar:
-                    for block in iter(lambda: response.read(CHUNK), b""):
+                    while True:
+                        try:
+                            block = response.read(CHUNK)
+                        except http.client.IncompleteRead as err:  # keep what arrived before the cut
+                            fh.write(err.partial)
+                            raise
+                        if not block:
+                            break
                         fh.write(block)
                         bar.update(len(block))
     except (OSError, ValueError, http.client.HTTPException) as err:  # incl. a chunked transfer cut short
