@@ -117,3 +117,23 @@ def test_a_phantom_from_before_markers_is_rebuilt_keeping_other_files(tmp_path):
     make_phantom_dataset(root, seed=3, **SMALL)
     assert json.loads((root / MARKER_FILE).read_text())["seed"] == 3
     assert (root / "my_notes.txt").read_text() == "mine" and (root / OWNER_FILE).is_file()
+
+
+def test_brats_export_deletes_only_its_own_files(phantom_root, tmp_path, capsys):
+    from utils.slices import EXPORT_MARKER, export_brats
+
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / EXPORT_MARKER).write_text("{}")
+    (fake / "thesis.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not a BraTS export made here"):
+        export_brats(phantom_root, fake, case_ids=["PHANTOM_001"])
+    assert (fake / "thesis.txt").read_text() == "keep"
+    out = export_brats(phantom_root, tmp_path / "export", case_ids=["PHANTOM_001", "PHANTOM_002"])
+    (out / "my_notes.txt").write_text("mine")
+    export_brats(phantom_root, out, case_ids=["PHANTOM_003"])
+    assert (out / "my_notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["BraTS20_Training_001"]
+    assert json.loads((out / EXPORT_MARKER).read_text())["cases"] == {"BraTS20_Training_001": "PHANTOM_003"}
+    with pytest.raises(UnsafeWriteError, match="inside the input folder"):
+        export_brats(phantom_root, phantom_root / "brats", case_ids=["PHANTOM_001"])

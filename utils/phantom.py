@@ -39,7 +39,7 @@ from scipy import ndimage as ndi
 
 from .config import BRATS_SHAPE, TINY_SHAPE
 from .labels import LABEL_NAMES, MODALITIES
-from .safety import OWNER_FILE, OwnedFiles, UnsafeWriteError, check_target, file_record
+from .safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
 
 GENERATOR_VERSION = 1
 NO_KERAS_ENV = "BRATS_COURSE_NO_KERAS"
@@ -445,17 +445,6 @@ def _ownership(folder: Path, marker: dict | None) -> OwnedFiles:
     return owned
 
 
-def _foreign_files(folder: Path, owned: OwnedFiles) -> list[str]:
-    """Files under ``folder`` that the generator cannot prove it wrote."""
-    found = []
-    for path in sorted(folder.rglob("*")):
-        if path.name == OWNER_FILE and path.parent == folder:
-            continue
-        if (path.is_file() or path.is_symlink()) and not owned.owns(path):
-            found.append(path.relative_to(folder).as_posix())
-    return found
-
-
 def make_phantom_dataset(
     out_dir: Path | str,
     n_train: int = 12,
@@ -504,7 +493,7 @@ def make_phantom_dataset(
     if marker is not None and {k: marker.get(k) for k in params} == params and _is_complete(out_dir, marker):
         return out_dir
     owned = _ownership(out_dir, marker) if out_dir.is_dir() else None
-    foreign = _foreign_files(out_dir, owned) if owned is not None else []
+    foreign = foreign_files(out_dir, owned) if owned is not None else []
     if foreign and not overwrite and not owned.files:
         raise FileExistsError(
             f"{out_dir} is not empty and is not a phantom made by utils.phantom (it holds "
@@ -544,9 +533,7 @@ def make_phantom_dataset(
         (partial / "dataset.json").write_text(json.dumps(dataset, indent=2))
         info = dict(params, seconds=round(elapsed, 2), cases=records)
         (partial / MARKER_FILE).write_text(json.dumps(info, indent=2))
-        new = OwnedFiles(partial, TOOL)
-        new.record(*(partial / name for name in _expected_files(info)))
-        _install(partial, out_dir, new, owned)
+        install_folder(partial, out_dir, TOOL, owned, last=MARKER_FILE)
         if foreign and progress:
             print(f"kept {len(foreign)} file(s) in {out_dir} that utils.phantom did not write: "
                   f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}")
@@ -555,36 +542,6 @@ def make_phantom_dataset(
     return out_dir
 
 
-def _install(partial: Path, out_dir: Path, new: OwnedFiles, owned: OwnedFiles | None) -> None:
-    """Put the phantom written in ``partial`` at ``out_dir``, touching only files proven ours.
-
-    A missing or empty ``out_dir`` is replaced in one rename. Otherwise the
-    new names are claimed in the ownership marker first (so a kill part way
-    leaves files that are still provably ours), the files are moved in one by
-    one with ``phantom.json`` last (an interrupted install is never taken as
-    complete), and old phantom files that the new one does not have are
-    deleted - only those listed, unchanged, in the marker.
-    """
-    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
-        if out_dir.exists():
-            out_dir.rmdir()
-        partial.rename(out_dir)
-        return
-    keys = sorted(new.files, key=lambda k: k == MARKER_FILE)
-    for key in keys:  # refuse before anything moves
-        owned.check_free(out_dir / key, overwrite=True)
-    old = [k for k in owned.files if k not in new.files]
-    owned.claim(*(out_dir / k for k in keys))
-    marker = out_dir / MARKER_FILE
-    if owned.owns(marker) and marker.is_file():
-        marker.unlink()  # the folder is not a complete phantom until the new marker is in
-    for key in keys:
-        (out_dir / key).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(partial / key, out_dir / key)
-        owned.files[key] = new.files[key]
-    for key in old:
-        owned.remove(out_dir / key)
-    owned.save()
 def _run_tasks(tasks: list[tuple], workers: int | None, progress: bool, desc: str) -> list[dict]:
     from tqdm.auto import tqdm
 

@@ -303,3 +303,68 @@ class OwnedFiles:
             target.unlink()
         self.files.pop(key, None)
         return True
+
+
+def foreign_files(folder: Path | str, owned: OwnedFiles) -> list[str]:
+    """Files under ``folder`` (relative names) that ``owned`` does not prove a course command wrote."""
+    folder = Path(folder)
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if path.name == OWNER_FILE and path.parent == folder:
+            continue
+        if (path.is_file() or path.is_symlink()) and not owned.owns(path):
+            found.append(path.relative_to(folder).as_posix())
+    return found
+
+
+def install_folder(staged: Path | str, target: Path | str, tool: str, owned: OwnedFiles | None = None,
+                   last: str | None = None) -> None:
+    """Put the files written in the private folder ``staged`` at ``target``, touching only files proven ours.
+
+    Every file of ``staged`` is recorded (sha256) in the ownership marker. A
+    missing or empty ``target`` is replaced in one rename. Otherwise the new
+    names are claimed in ``target``'s marker first (so a kill part way leaves
+    files that are still provably ours), the files are moved in one by one,
+    ``last`` (a completion marker such as ``phantom.json``) removed first and
+    moved in last, so an interrupted install never looks complete; then old
+    files of ours that the new set lacks are deleted (and folders they leave
+    empty). Other files stay.
+
+    Args:
+        staged: a folder the command made and filled.
+        target: where the result belongs.
+        tool: the command (recorded in the marker).
+        owned: ``target``'s ownership (default: read from its marker).
+        last: relative name of the file to move in last.
+
+    Raises:
+        UnsafeWriteError: a new file would replace one the marker does not
+            prove ours (nothing is moved then).
+    """
+    staged, target = Path(staged), Path(target)
+    new = OwnedFiles(staged, tool)
+    new.record(*(p for p in sorted(staged.rglob("*")) if p.is_file() and p.name != OWNER_FILE))
+    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
+        if target.exists():
+            target.rmdir()
+        staged.rename(target)
+        return
+    owned = owned if owned is not None else OwnedFiles(target, tool)
+    keys = sorted(new.files, key=lambda k: k == last)
+    for key in keys:  # refuse before anything moves
+        owned.check_free(target / key, overwrite=True)
+    old = [k for k in owned.files if k not in new.files]
+    owned.claim(*(target / k for k in keys))
+    if last is not None and (target / last).is_file():
+        (target / last).unlink()  # claimed above, so ours
+    for key in keys:
+        (target / key).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged / key, target / key)
+        owned.files[key] = new.files[key]
+    for key in old:
+        if owned.remove(target / key):
+            parent = (target / key).parent
+            while parent != target and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()  # emptied by the deletion above: no data in it
+                parent = parent.parent
+    owned.save()
