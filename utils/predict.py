@@ -10,6 +10,12 @@ BraTS cases. The segmentation is uint8 NIfTI on the input's grid (its affine
 and header), so 3D Slicer or ITK-SNAP overlays it on the input. In folder
 mode the cases with a label are scored and the scores written to
 ``OUT/metrics.csv`` (one row per case, then mean and median).
+
+Inputs are read-only: the output may not be any file of the case (compared by
+inode, so links count) nor lie in a dataset folder (``imagesTr``, ``labelsTr``,
+``imagesTs``, a BraTS case folder); ``--overwrite`` replaces only files that
+``utils.predict`` wrote (listed in the folder's ``.course-files.json``), and
+scoring never reads a label this run wrote. Refusals are one line, exit 2.
 """
 
 from __future__ import annotations

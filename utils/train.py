@@ -12,7 +12,13 @@ build the training cache, stream augmented patches, fit a U-Net with soft Dice
   ``tensorboard/``.
 
 Run the same command again and it resumes from ``last.keras`` with the epoch
-count, the optimizer state, the learning-rate schedule and the log.
+count, the optimizer state, the learning-rate schedule and the log. Each epoch
+is committed in an order that survives a kill at any instant: no ``log.csv``
+row is lost and no epoch is trained twice without saying so
+(:class:`Checkpoints`, :func:`recover_run`). The output folder carries an
+ownership marker: a non-empty folder that training did not create (the
+checkout, ``notebooks/``, home) is refused, and ``--no-resume`` moves only an
+earlier run aside, never deleting anything.
 On a GPU it turns on mixed precision; with several GPUs (TensorFlow) it
 trains under ``tf.distribute.MirroredStrategy``.
 """
