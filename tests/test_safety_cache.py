@@ -119,3 +119,13 @@ def test_manifest_records_sources_and_sizes(phantom_root, tmp_path):
     assert len(entry["source"]) == 2  # the image and the label
     assert entry["bytes"]["image"] == (tmp_path / "cache" / "PHANTOM_001_image.npy").stat().st_size
     assert json.loads((tmp_path / "cache" / MANIFEST).read_text())["tool"] == cache_module.TOOL
+
+
+def test_a_cache_from_before_markers_is_adopted_and_rebuilt(phantom_root, tmp_path):
+    folder = tmp_path / "cache"
+    build_cache(phantom_root, folder, IDS, progress=False)
+    (folder / OWNER_FILE).unlink()  # as written by earlier versions
+    (folder / "notes.txt").write_text("mine")
+    cache = build_cache(phantom_root, folder, IDS[:1], params=CacheParams(margin=3), progress=False)
+    assert cache.case_ids == IDS[:1] and (folder / "notes.txt").read_text() == "mine"
+    assert not (folder / "PHANTOM_002_label.npy").exists()

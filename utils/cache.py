@@ -214,6 +214,7 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
         if manifest is not None and not owned.exists:
             if manifest.get("tool") not in (None, TOOL):
                 raise CacheError(f"{manifest_path} was not written by {TOOL}; choose another folder")
+            owned.files[MANIFEST] = {**file_record(manifest_path, hashed=False), "tool": TOOL}
             for entry in manifest["cases"]:  # a cache from before ownership markers: its manifest lists its files
                 for kind in FILE_KINDS:
                     path = cache_dir / str(entry.get(kind, ""))
