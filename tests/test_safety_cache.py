@@ -129,3 +129,13 @@ def test_a_cache_from_before_markers_is_adopted_and_rebuilt(phantom_root, tmp_pa
     cache = build_cache(phantom_root, folder, IDS[:1], params=CacheParams(margin=3), progress=False)
     assert cache.case_ids == IDS[:1] and (folder / "notes.txt").read_text() == "mine"
     assert not (folder / "PHANTOM_002_label.npy").exists()
+
+
+def test_a_forged_cache_manifest_cannot_hand_over_other_files(phantom_root, tmp_path):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "index.html").write_text("<html>mine</html>")
+    (folder / "manifest.json").write_text(json.dumps({"params": {}, "cases": [
+        {"case_id": "x", "image": "index.html", "label": "index.html", "locations": "index.html"}]}))
+    build_cache(phantom_root, folder, IDS[:1], progress=False)  # rebuilt beside the user's file
+    assert (folder / "index.html").read_text() == "<html>mine</html>"

@@ -216,10 +216,12 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
                 raise CacheError(f"{manifest_path} was not written by {TOOL}; choose another folder")
             owned.files[MANIFEST] = {**file_record(manifest_path, hashed=False), "tool": TOOL}
             for entry in manifest["cases"]:  # a cache from before ownership markers: its manifest lists its files
-                for kind in FILE_KINDS:
-                    path = cache_dir / str(entry.get(kind, ""))
-                    if isinstance(entry.get(kind), str) and path.is_file():
-                        owned.files[entry[kind]] = {**file_record(path, hashed=False), "tool": TOOL}
+                for kind, suffix in zip(FILE_KINDS, (".npy", ".npy", ".npz")):
+                    name = entry.get(kind) if isinstance(entry, dict) else None
+                    # only the names a build gives its files, so a forged manifest cannot hand over others
+                    if name == f"{entry.get('case_id')}_{kind}{suffix}" and "/" not in name \
+                            and (cache_dir / name).is_file():
+                        owned.files[name] = {**file_record(cache_dir / name, hashed=False), "tool": TOOL}
         if manifest is not None and {k: manifest.get(k) for k in expected} != expected:
             old = {k: manifest.get(k) for k in expected if manifest.get(k) != expected[k]}
             print(f"cache {cache_dir} was built with other parameters {old}; rebuilding it")
