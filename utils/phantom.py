@@ -500,6 +500,8 @@ def make_phantom_dataset(
             f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); choose another folder or pass "
             "overwrite=True (--overwrite) to write the phantom beside those files (they are never touched)"
         )
+    for name in _expected_files(params) if owned is not None else []:  # refuse before minutes of work
+        owned.check_free(out_dir / name, overwrite=True)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
