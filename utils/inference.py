@@ -390,7 +390,8 @@ def predict_case(model, image: np.ndarray, overlap: float = 0.5, weighting: str 
 
 
 def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool = False,
-                   largest_component: bool = False, with_hd95: bool = True, progress: bool = True):
+                   largest_component: bool = False, with_hd95: bool = True, progress: bool = True,
+                   lesion_wise: bool = True):
     """Predict whole labelled cases and score them (BraTS regions and classes).
 
     Args:
@@ -401,10 +402,12 @@ def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool
         largest_component: post-process with :func:`keep_largest_component`.
         with_hd95: also compute HD95 (a few seconds per case).
         progress: progress bar over the cases.
+        lesion_wise: also the lesion-wise Dice (and HD95) of the regions.
 
     Returns:
         ``(table, predictions)``: a DataFrame with one row per case (region
-        Dice / IoU / HD95 and the per-class Dice) plus mean and median rows,
+        Dice / IoU / HD95, lesion-wise ``LW`` scores and the per-class Dice)
+        plus mean and median rows,
         and ``{case_id: (label, prediction)}``.
     """
     import pandas as pd
@@ -421,7 +424,7 @@ def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool
             raise ValueError(f"case {case_id} has no label to evaluate against")
         pred, _ = predict_case(model, case.image, overlap=overlap, mirror=mirror,
                                largest_component=largest_component, progress=False)
-        scores = region_scores(case.label, pred, case.spacing, with_hd95)
+        scores = region_scores(case.label, pred, case.spacing, with_hd95, lesion_wise)
         for k, name in enumerate(CLASS_NAMES, start=1):
             scores[f"Dice {name}"] = dice_score(case.label == k, pred == k)
         rows[case_id] = scores

@@ -4,12 +4,15 @@
     python -m utils.predict --model M --input-dir DATASET --output-dir OUT
 
 ``CASE`` is an MSD 4-D image file (``.nii.gz`` with the four channels) or a
-BraTS case folder (``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2``). A dataset is an
-MSD folder (``dataset.json``; all training and test images) or a folder of
-BraTS cases. The segmentation is uint8 NIfTI on the input's grid (its affine
+BraTS case folder (2020/2021: ``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2``;
+2023+: ``*-t2f``, ``*-t1n``, ``*-t1c``, ``*-t2w``). A dataset is a folder in
+any layout of ``utils.data.LAYOUTS``: MSD (``dataset.json``; all training and
+test images) or a folder of BraTS 2020/2021 or 2023+ cases (the Kaggle BraTS
+2020 copy included). The segmentation is uint8 NIfTI on the input's grid (its affine
 and header), so 3D Slicer or ITK-SNAP overlays it on the input. In folder
 mode the cases with a label are scored and the scores written to
-``OUT/metrics.csv`` (one row per case, then mean and median).
+``OUT/metrics.csv`` (one row per case, then mean and median): the legacy region Dice / IoU /
+HD95 and the lesion-wise Dice / HD95 (``LW ...``, BraTS 2023+ ranking).
 
 Inputs are read-only: the output may not be any file of the case (compared by
 inode, so links count) nor lie in a dataset folder (``imagesTr``, ``labelsTr``,
@@ -63,7 +66,7 @@ def _dataset_inputs(root: Path):
     """``([(input path, label path or None)], read-only folders)`` of every case in a dataset folder."""
     from .data import _find_msd_file, detect_layout, list_cases
 
-    if detect_layout(root) == "brats":
+    if detect_layout(root) != "msd":  # a folder of BraTS case folders (2020/2021 or 2023+)
         cases = [root / c for c in list_cases(root)]
         return [(c, None) for c in cases], cases
     items = [(_find_msd_file(root / "imagesTr", c), _find_msd_file(root / "labelsTr", c)) for c in list_cases(root)]
@@ -105,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.predict", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="a .keras model trained by the course")
     one = parser.add_argument_group("one case")
-    one.add_argument("--input", type=Path, help="MSD 4-D .nii.gz or a BraTS case folder")
+    one.add_argument("--input", type=Path, help="MSD 4-D .nii.gz or a BraTS (2020/2021 or 2023+) case folder")
     one.add_argument("--output", type=Path, help="segmentation to write (.nii.gz)")
     many = parser.add_argument_group("a folder of cases")
-    many.add_argument("--input-dir", type=Path, help="an MSD dataset or a folder of BraTS cases")
+    many.add_argument("--input-dir", type=Path, help="a dataset: MSD, or a folder of BraTS 2020/2021 or 2023+ cases")
     many.add_argument("--output-dir", type=Path, help="where <case>.nii.gz and metrics.csv go")
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--mirror", action="store_true", help="test-time mirroring (8x slower)")

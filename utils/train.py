@@ -62,7 +62,7 @@ TOOL = "utils.train"
 class TrainConfig:
     """Every training parameter (the CLI has one flag per field)."""
 
-    dataset: str = "phantom"
+    dataset: str = "phantom"               # "phantom", "msd", or the path of a dataset folder (any layout)
     output_dir: str = "runs/cpu"
     patch_shape: tuple[int, int, int] = (160, 160, 16)
     batch_size: int = 2
