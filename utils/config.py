@@ -84,6 +84,8 @@ class TrainConfig:
 
     ``output_dir`` is the run folder; a relative one is resolved by
     :func:`run_dir` (under ``$COURSE_DATA_DIR`` when set, else the checkout).
+    The command line makes ``--output-dir`` absolute first: there a relative
+    path means the current folder, as usual.
     """
 
     dataset: str = "phantom"               # "phantom", "msd", or the path of a dataset folder (any layout)

@@ -446,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m utils.train --mode cpu --epochs 20 --output-dir runs/mine``."""
     args = _parser().parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    if args.output_dir is not None:  # a path typed on the command line is relative to where it was typed
+        overrides["output_dir"] = str(Path(args.output_dir).expanduser().absolute())
     from .cache import CacheError
 
     try:
