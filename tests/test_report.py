@@ -144,7 +144,7 @@ def test_write_report_protects_existing_files(tmp_path):
     other.write_text("<p>mine</p>")
     with pytest.raises(FileExistsError, match="exists"):
         write_report(other, image, affine, seg)
-    with pytest.raises(FileExistsError, match="not a report"):
+    with pytest.raises(ValueError, match="no course command wrote it"):
         write_report(other, image, affine, seg, overwrite=True)
     assert other.read_text() == "<p>mine</p>"
     out = write_report(tmp_path / "r.html", image, affine, seg)
@@ -155,7 +155,9 @@ def test_write_report_protects_existing_files(tmp_path):
     assert "<th>Dice</th>" in out.read_text()
     with pytest.raises(ValueError, match=".html"):
         write_report(tmp_path / "r.nii.gz", image, affine, seg)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.html", "r.html"]  # no temporary left
+    with pytest.raises(ValueError, match="refusing to overwrite the input"):
+        write_report(other, image, affine, seg, overwrite=True, inputs=(other,))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".course-files.json", "notes.html", "r.html"]  # no temporary
 
 
 def test_command_line(tmp_path, capsys):

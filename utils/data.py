@@ -168,6 +168,32 @@ def _spacing(img: nib.Nifti1Image) -> tuple[float, float, float]:
     return tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
+AFFINE_TOLERANCE_MM = 1e-3
+"""Largest difference between two affines (mm) that still counts as the same grid."""
+
+
+def check_same_grid(ref: nib.Nifti1Image, ref_what: str, img: nib.Nifti1Image, path: Path, what: str) -> None:
+    """Refuse a file whose grid (spatial shape and affine) differs from the reference's.
+
+    Args:
+        ref, ref_what: the reference image (the case's image or FLAIR) and its name in messages.
+        img, path, what: the file to check, its path and its name in messages.
+
+    Raises:
+        DatasetError: naming the file and how it differs (shape, flipped
+            axis, shifted origin ...).
+    """
+    if tuple(img.shape[:3]) != tuple(ref.shape[:3]):
+        raise DatasetError(f"{what} shape {tuple(img.shape[:3])} differs from {ref_what} shape "
+                           f"{tuple(ref.shape[:3])}: {path}")
+    diff = float(np.max(np.abs(img.affine - ref.affine)))
+    if diff > AFFINE_TOLERANCE_MM:
+        axes, ref_axes = "".join(nib.aff2axcodes(img.affine)), "".join(nib.aff2axcodes(ref.affine))
+        how = f"orientation {axes} vs {ref_axes}" if axes != ref_axes else f"largest difference {diff:.3g} mm"
+        raise DatasetError(f"{what} affine differs from the {ref_what} affine ({how}): {path}; image, label "
+                           "and modalities must share one voxel grid")
+
+
 # ----------------------------------------------------------------------------
 # Medical Segmentation Decathlon layout
 # ----------------------------------------------------------------------------
@@ -195,16 +221,41 @@ def read_dataset_json(root: Path | str) -> dict:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path} is not valid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path} should hold a JSON object; found a {type(meta).__name__}")
     missing = [key for key in ("modality", "labels", "training") if key not in meta]
     if missing:
         raise DatasetError(f"{path} lacks the key(s) {missing}")
-    modalities = [meta["modality"][k] for k in sorted(meta["modality"], key=int)]
-    if len(modalities) != len(MODALITIES):
-        raise DatasetError(
-            f"expected {len(MODALITIES)} modalities {MODALITIES} in {path}; found {modalities}"
-        )
     meta.setdefault("test", [])
+    _check_dataset_types(meta, path)
+    try:
+        modalities = [meta["modality"][k] for k in sorted(meta["modality"], key=int)]
+    except ValueError as err:
+        raise DatasetError(f"{path}: 'modality' keys must be channel numbers '0'..'3'; found "
+                           f"{list(meta['modality'])}") from err
+    if [str(m).lower() for m in modalities] != [m.lower() for m in MODALITIES]:
+        raise DatasetError(
+            f"expected the {len(MODALITIES)} modalities {list(MODALITIES)} in this order in {path}; "
+            f"found {modalities}"
+        )
     return meta
+
+
+def _check_dataset_types(meta: dict, path: Path) -> None:
+    """Report a dataset.json field of the wrong JSON type, naming the field."""
+    expected = {"modality": dict, "labels": dict, "training": list, "test": list}
+    for key, kind in expected.items():
+        if not isinstance(meta[key], kind):
+            raise DatasetError(f"{path}: '{key}' should be a JSON {'object' if kind is dict else 'array'}; "
+                               f"found {type(meta[key]).__name__} {str(meta[key])[:60]!r}")
+    for i, entry in enumerate(meta["training"]):
+        if not (isinstance(entry, dict) and isinstance(entry.get("image"), str)
+                and isinstance(entry.get("label"), str)):
+            raise DatasetError(f"{path}: training[{i}] should be an object with 'image' and 'label' paths; "
+                               f"found {str(entry)[:80]!r}")
+    for i, entry in enumerate(meta["test"]):
+        if not (isinstance(entry, str) or (isinstance(entry, dict) and isinstance(entry.get("image"), str))):
+            raise DatasetError(f"{path}: test[{i}] should be an image path; found {str(entry)[:80]!r}")
 
 
 def _entry_id(entry: str) -> str:
@@ -406,6 +457,7 @@ def load_msd_case(root: Path | str, case_id: str, subset: str = "training") -> C
         label_path = _find_msd_file(root / "labelsTr", case_id)
         lab = load_nifti(label_path, "label")
         label = _check_label(np.asanyarray(lab.dataobj), image.shape[:3], label_path)
+        check_same_grid(img, "image", lab, label_path, "label")
     return Case(case_id, image, label, img.affine.copy(), _spacing(img), (image_path,), label_path)
 
 
@@ -481,20 +533,20 @@ def load_brats_case(folder: Path | str) -> Case:
             raise DatasetError(f"expected a 3-D {modality} volume; found shape {img.shape} in {path}")
         if ref is None:
             ref = img
-        elif img.shape != ref.shape:
-            raise DatasetError(
-                f"{modality} shape {img.shape} differs from FLAIR shape {ref.shape}: {path}"
-            )
+        else:
+            check_same_grid(ref, "FLAIR", img, path, modality)
         data = np.asarray(img.get_fdata(dtype=np.float32))
         _check_finite(data, path)
         paths.append(path)
         channels.append(data)
     image = np.stack(channels, axis=-1)
-    label, label_path, _ = _read_case_label(folder, layout)
+    label, label_path, seg = _read_case_label(folder, layout)
     if label is not None and label.shape != image.shape[:3]:
         raise DatasetError(
             f"label shape {label.shape} does not match image shape {image.shape[:3]}: {label_path}"
         )
+    if seg is not None:
+        check_same_grid(ref, "FLAIR", seg, label_path, "segmentation")
     return Case(folder.name, image, label, ref.affine.copy(), _spacing(ref), tuple(paths), label_path)
 
 
@@ -524,15 +576,20 @@ def load_label(root: Path | str, case_id: str) -> tuple[np.ndarray, tuple[float,
         if layout is None:
             detect_layout(root)  # not a dataset at all: the error lists the known layouts
             raise DatasetError(f"case {case_id!r} not found: expected a case folder {root / case_id}")
-        label, _, img = _read_case_label(root / case_id, layout)
+        label, path, img = _read_case_label(root / case_id, layout)
         if label is None:
             raise DatasetError(
                 f"segmentation not found: expected {root / case_id}/*{layout.separator}{layout.label_suffix}.nii.gz"
             )
+        flair = _one_file(root / case_id, layout, layout.suffixes["FLAIR"], "FLAIR image")
+        if flair is not None:  # the header only: no image data is read
+            check_same_grid(nib.load(str(flair)), "FLAIR", img, path, "segmentation")
         return label, _spacing(img)
     path = _find_msd_file(root / "labelsTr", case_id)
     img = load_nifti(path, "label")
+    image_path = _find_msd_file(root / "imagesTr", case_id)
     label = np.asanyarray(img.dataobj)
+    check_same_grid(nib.load(str(image_path)), "image", img, path, "label")  # header only
     return _check_label(label, label.shape, path), _spacing(img)
 
 

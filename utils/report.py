@@ -23,10 +23,8 @@ import base64
 import gzip
 import html
 import json
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -288,42 +286,34 @@ def report_html(image: np.ndarray, affine: np.ndarray, segmentation: np.ndarray,
 
 def write_report(out: Path | str, image: np.ndarray, affine: np.ndarray, segmentation: np.ndarray, spacing=None,
                  truth: np.ndarray | None = None, case_id: str = "case", sources: dict[str, str] | None = None,
-                 overwrite: bool = False, protect: tuple = (), sequences: tuple[str, ...] | None = None) -> Path:
-    """Write :func:`report_html` to ``out`` atomically (a temporary file, then a rename).
+                 overwrite: bool = False, inputs: tuple = (), input_dirs: tuple = (),
+                 sequences: tuple[str, ...] | None = None) -> Path:
+    """Write :func:`report_html` to ``out`` atomically, under the course's write rules (:mod:`utils.safety`).
 
     Args:
         out: the ``.html`` file to write.
-        overwrite: replace an existing ``out`` (only if it is a report this module wrote).
-        protect: input paths that ``out`` must not be.
+        overwrite: replace an existing ``out`` (only one a course command wrote: the
+            folder's ownership marker must list it unchanged).
+        inputs, input_dirs: files and folders the report is made from; ``out`` may
+            not be one of them or lie inside one.
         Others: see :func:`report_html`.
 
     Returns:
         The path written.
     """
+    from .safety import OwnedFiles, atomic_path, check_target
+
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"expected an .html output path; found {out}")
-    for path in protect:
-        if path is not None and out.resolve() == Path(path).resolve():
-            raise ValueError(f"refusing to write the report over an input file: {out}")
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-        if not out.is_file() or GENERATOR not in out.read_text(encoding="utf-8", errors="replace")[:2000]:
-            raise FileExistsError(f"{out} exists and is not a report written by {GENERATOR}; not replacing it")
-    text = report_html(image, affine, segmentation, spacing, truth, case_id, sources, sequences)
+    check_target(out, "the report", inputs=[p for p in inputs if p is not None], input_dirs=input_dirs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # a file to share: the usual permissions, not mkstemp's 0600
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    owned = OwnedFiles(out.parent, "utils.report")
+    owned.check_free(out, overwrite)
+    text = report_html(image, affine, segmentation, spacing, truth, case_id, sources, sequences)
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    owned.record(out)
     return out
 
 
@@ -382,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     from .predict import load_input
 
     try:
-        case_id, image, reference, _, spacing = load_input(args.image)
+        case_id, image, reference, _, spacing, files, dirs = load_input(args.image)
         affine = nib.load(str(reference)).affine
         segmentation, seg_affine = _load_label(args.segmentation, "segmentation", image.shape[:3])
         if not np.allclose(seg_affine, affine, atol=1e-3):
@@ -396,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.truth is not None:
             sources["truth"] = args.truth.name
         out = write_report(args.out, image, affine, segmentation, spacing, truth, case_id, sources,
-                           overwrite=args.overwrite, protect=(args.image, args.segmentation, args.truth, reference),
+                           overwrite=args.overwrite, inputs=(*files, args.segmentation, args.truth),
+                           input_dirs=tuple(dirs),
                            sequences=None if args.sequences is None else
                            tuple(n.strip() for n in args.sequences.split(",") if n.strip()))
     except (DatasetError, ValueError, FileExistsError) as err:
