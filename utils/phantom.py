@@ -2,12 +2,22 @@
 
 The anatomy is the MNI ICBM152 2009a template that ships inside the nilearn
 wheel (T1 image, grey- and white-matter maps, brain mask; no download). CSF is
-what the brain mask holds beyond grey and white matter. Each case plants one
-tumour (necrotic/non-enhancing core, enhancing rim, surrounding edema that
-follows the white matter), pushes the tissue around it aside (mass effect),
-synthesises the four sequences with BraTS-like contrast, multiplies a smooth
-bias field, adds Rician noise and zeroes everything outside the brain
-(skull-stripped, like BraTS).
+what the brain mask holds beyond grey and white matter.
+
+Each case plants a glioma drawn from its seed: a lobulated solid mass (several
+overlapping blobs with noise-deformed borders), sometimes with satellites
+(multifocal); off-centre irregular necrosis; a thin, patchy enhancing rim,
+absent in lower-grade tumours (about 30 % of cases, no enhancing label);
+edema that reaches further along white matter than into grey matter, from
+thin to extensive; whole tumours of about 5 to 150 mL. The tissue around the
+tumour is pushed aside (mass effect). Unlabelled look-alikes appear away from
+the tumour: periventricular and small white-matter hyperintensities (bright on
+FLAIR/T2) and vessels (bright on T1gd). The four sequences get BraTS-like
+contrast with overlapping classes and heterogeneous texture, then per-case
+"scanner" differences: intensity scale and gamma, bias field strength,
+through-plane blur, Rician noise level. Everything outside the brain is zero
+(skull-stripped, like BraTS). :func:`phantom_label_statistics` summarises the
+labels (presence per class, volume spread); the command line prints it.
 
 The same code writes the full BraTS grid (240x240x155 at 1 mm) and the tiny CI
 grid (64x64x40): the field of view stays 240x240x155 mm and only the voxel
