@@ -257,9 +257,9 @@ stats
 
 # %% [markdown]
 # A model trained on these cases sees enhancing tumour in only some of them,
-# and then in few voxels: expect it to be the hardest region to segment, and
-# keep in mind that a case without enhancing tumour needs a metric that copes
-# with an empty region (lessons 04 and 06).
+# and then in few voxels. On real data it is usually the hardest region to
+# segment (lesson 05 quotes published scores), and a case without enhancing
+# tumour needs a metric that copes with an empty region (lessons 04 and 06).
 
 # %% [markdown]
 # Even in a large tumour, almost every voxel is background:
