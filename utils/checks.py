@@ -13,99 +13,287 @@ reference (``tests/test_exercises.py`` uses it).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import random
+import signal
+import sysconfig
+import threading
 import traceback
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 PASS, FAIL = "\u2714", "\u2718"
+VARIANTS = ("public", "grading")
+TIME_LIMIT_S = 120
+"""Seconds one test may run in ``record`` mode before it is recorded as failed."""
+SEED = 1234
+"""``np.random`` and ``random`` are seeded with this for every check (then restored), so checks are deterministic."""
 
 
 class ExerciseCheckError(AssertionError):
-    """One or more public tests of an exercise failed."""
+    """One or more tests of an exercise failed.
+
+    In a notebook IPython shows only its one line (``_render_traceback_``):
+    the ✔/✘ lines above it already say what failed, and a traceback through
+    the checks' internals would only hide them.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+@dataclass
+class TestResult:
+    """The outcome of one test of a check.
+
+    Attributes:
+        description: what the test checks (the text after ✔/✘).
+        passed: whether it passed.
+        detail: for a failure, the explanation (expected vs got, the likely
+            mistake, or the learner's line that raised); "" when passed.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    description: str
+    passed: bool
+    detail: str = ""
 
 
 class Mismatch(AssertionError):
-    """A test's expected and actual values differ."""
+    """A test's expected and actual values differ.
 
-    def __init__(self, what: str, expected: Any, got: Any):
+    Attributes:
+        what: what was compared. expected, got: the values.
+        hint: the likely mistake, when the wrong value matches a known one.
+    """
+
+    def __init__(self, what: str, expected: Any, got: Any, hint: str = ""):
         super().__init__(what)
-        self.what, self.expected, self.got = what, expected, got
+        self.what, self.expected, self.got, self.hint = what, expected, got, hint
+
+    def explain(self) -> str:
+        lines = [self.what, f"expected: {_fmt(self.expected)}", f"got:      {_fmt(self.got)}"]
+        where = _where_different(self.expected, self.got)
+        if where:
+            lines.append(where)
+        if self.hint:
+            lines.append(f"likely mistake: {self.hint}")
+        return "\n".join(lines)
+
+
+class _TimeLimit(BaseException):
+    """A test ran past :data:`TIME_LIMIT_S` (BaseException: a learner's ``except Exception`` cannot swallow it)."""
+
+
+_SMALL = 12  # arrays up to this many values are printed whole
 
 
 def _fmt(value: Any) -> str:
+    """A value for a ✘ line: small arrays whole, large ones summarised (shape, dtype, a few values)."""
     if isinstance(value, np.ndarray):
-        with np.printoptions(precision=4, suppress=True, threshold=40, edgeitems=3):
-            text = np.array2string(value, separator=", ")
-        return text.replace("\n", "\n" + " " * 16)
-    return repr(value)
+        with np.printoptions(precision=4, suppress=True, threshold=_SMALL, edgeitems=2, linewidth=100):
+            if value.size <= _SMALL:
+                return " ".join(np.array2string(value, separator=", ").split())
+            flat = np.array2string(value.ravel()[:4], separator=", ")
+            return f"array of shape {value.shape}, dtype {value.dtype}, starting {flat[:-1]}, ...]"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + " ..."
+
+
+def _where_different(expected: Any, got: Any) -> str:
+    """For two same-shape arrays too large to print: how many values differ and the first one."""
+    if not (isinstance(expected, np.ndarray) and isinstance(got, np.ndarray)):
+        return ""
+    if expected.shape != got.shape or expected.size <= _SMALL:
+        return ""
+    try:
+        bad = ~np.isclose(np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64), atol=1e-4)
+    except (TypeError, ValueError):
+        return ""
+    if not bad.any():
+        return ""
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    return (f"differ at {int(bad.sum())} of {bad.size} positions; first at index {first}: "
+            f"expected {expected[first]:.4g}, got {got[first]:.4g}")
+
+
+_LIBRARY_DIRS = tuple({str(Path(p).resolve()) for key in ("stdlib", "platstdlib", "purelib", "platlib")
+                       if (p := sysconfig.get_paths().get(key))}) + (str(Path(__file__).resolve().parent),)
+
+
+def _is_library(filename: str) -> bool:
+    if filename.startswith("<frozen") or "site-packages" in filename or "dist-packages" in filename:
+        return True
+    try:
+        resolved = str(Path(filename).resolve())
+    except (OSError, ValueError):
+        return False
+    return resolved.startswith(_LIBRARY_DIRS)
+
+
+def _learner_line(err: BaseException) -> str:
+    """The learner's line that led to ``err``: the last frame outside site-packages, the stdlib and ``utils``."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not _is_library(f.filename)]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    code = f": {frame.line.strip()}" if frame.line else ""
+    return f"(your line {frame.lineno}{code})"
 
 
 class _Run:
-    """Collects the results of one exercise's tests and prints them."""
+    """Runs one exercise's tests, collects :class:`TestResult` and (unless recording) prints them."""
 
-    def __init__(self, name: str):
-        self.name, self.passed, self.failed = name, 0, []
-        self.not_written = False
-        print(f"Checking {name}()")
+    def __init__(self, name: str, record: bool):
+        self.name, self.record = name, record
+        self.results: list[TestResult] = []
+        self.not_written = ""
+        self._say(f"Checking {name}()")
+
+    def _say(self, text: str) -> None:
+        if not self.record:
+            print(text)
+
+    def _fail(self, description: str, detail: str) -> bool:
+        self.results.append(TestResult(description, False, detail))
+        self._say(f"  {FAIL} {description}" + "".join(f"\n      {line}" for line in detail.splitlines()))
+        return False
 
     def test(self, description: str, body: Callable[[], None]) -> bool:
+        """Run one test; True if it passed."""
         if self.not_written:
-            self.failed.append(description)
+            self.results.append(TestResult(description, False, self.not_written))
             return False
         try:
-            body()
+            with self._time_limit():
+                body()
         except NotImplementedError as err:
-            self.failed.append(description)
-            self.not_written = True
-            print(f"  {FAIL} your function is not written yet: {err}")
+            self.not_written = f"your function is not written yet: {err}"
+            self.results.append(TestResult(description, False, self.not_written))
+            self._say(f"  {FAIL} {self.not_written}")
             return False
         except Mismatch as err:
-            self.failed.append(description)
-            print(f"  {FAIL} {description}\n      {err.what}\n      expected: {_fmt(err.expected)}"
-                  f"\n      got:      {_fmt(err.got)}")
-            return False
+            return self._fail(description, err.explain())
         except AssertionError as err:
-            self.failed.append(description)
-            print(f"  {FAIL} {description}\n      {err}")
-            return False
+            return self._fail(description, str(err))
+        except _TimeLimit:
+            return self._fail(description, f"stopped after {TIME_LIMIT_S} s: an endless loop?")
         except Exception as err:  # the learner's code raised: show where
-            self.failed.append(description)
-            frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename != __file__]
-            where = f"\n      (line {frames[-1].lineno}: {frames[-1].line})" if frames else ""
-            print(f"  {FAIL} {description}\n      your function raised {type(err).__name__}: {err}{where}")
-            return False
-        self.passed += 1
-        print(f"  {PASS} {description}")
+            where = _learner_line(err)
+            if where:
+                return self._fail(description, f"your function raised {type(err).__name__}: {err}\n{where}")
+            return self._fail(description, f"{type(err).__name__} while checking what your function "
+                                           f"returned: {err}")
+        self.results.append(TestResult(description, True, ""))
+        self._say(f"  {PASS} {description}")
         return True
 
+    @contextlib.contextmanager
+    def _time_limit(self):
+        usable = (self.record and hasattr(signal, "setitimer")
+                  and threading.current_thread() is threading.main_thread())
+        if not usable:
+            yield
+            return
+
+        def stop(signum, frame):
+            raise _TimeLimit()
+
+        previous = signal.signal(signal.SIGALRM, stop)
+        signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT_S)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
     def finish(self) -> None:
-        total = self.passed + len(self.failed)
+        """Print the summary; raise :class:`ExerciseCheckError` if a test failed."""
+        total = len(self.results)
+        failed = [r.description for r in self.results if not r.passed]
         if self.not_written:
             raise ExerciseCheckError(f"{self.name}() is not written yet: replace the "
                                      "NotImplementedError between START and END CODE HERE")
-        if self.failed:
-            print(f"{self.passed} of {total} public tests passed.")
+        if failed:
+            print(f"{total - len(failed)} of {total} public tests passed.")
             raise ExerciseCheckError(
-                f"{len(self.failed)} public test(s) of {self.name}() failed: " + "; ".join(self.failed)
+                f"{len(failed)} public test(s) of {self.name}() failed: " + "; ".join(failed)
             )
         print(f"All public tests passed ({total} of {total}).")
 
 
-def _expect_equal(what: str, expected: Any, got: Any) -> None:
+def run_check(exercise: str, fn: Callable, *, variant: str = "public", record: bool = False) -> list[TestResult]:
+    """Run the tests of one exercise on a learner's function.
+
+    Args:
+        exercise: the graded function's name, a key of :data:`EXERCISES` (e.g. ``"soft_dice_loss"``).
+        fn: the learner's function.
+        variant: ``"public"`` runs exactly the lesson's check; ``"grading"`` the
+            same tests on other inputs, shapes and seeds (never shown in the
+            lessons), so an answer hard-coded to the lesson's outputs fails.
+        record: if True, print nothing and raise nothing (a function that
+            raises, never returns within :data:`TIME_LIMIT_S` per test, or
+            returns garbage gives failed results); if False (the notebooks),
+            print the ✔/✘ lines and raise :class:`ExerciseCheckError` on failure.
+
+    Returns:
+        One :class:`TestResult` per test, in order.
+
+    Raises:
+        KeyError / ValueError: an unknown exercise or variant (whatever ``record``).
+        ExerciseCheckError: a test failed and ``record`` is False.
+    """
+    if exercise not in EXERCISES:
+        raise KeyError(f"unknown exercise {exercise!r}; known: {sorted(EXERCISES)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}; found {variant!r}")
+    run = _Run(exercise, record)
+    np_state, py_state = np.random.get_state(), random.getstate()
+    np.random.seed(SEED + (variant == "grading"))
+    random.seed(SEED + (variant == "grading"))
+    quiet = io.StringIO()
+    try:
+        with contextlib.ExitStack() as stack:
+            if record:
+                stack.enter_context(contextlib.redirect_stdout(quiet))
+                stack.enter_context(contextlib.redirect_stderr(quiet))
+                stack.enter_context(warnings.catch_warnings())
+                warnings.simplefilter("ignore")
+            try:
+                EXERCISES[exercise].tests(fn, run, variant == "grading")
+            except Exception as err:  # a bug outside any single test: record it, never lose the results
+                if not record:
+                    raise
+                run.results.append(TestResult("the check ran to the end", False,
+                                              f"the check stopped: {type(err).__name__}: {err}"))
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    if not record:
+        run.finish()
+    return run.results
+
+
+def _expect_equal(what: str, expected: Any, got: Any, hint: str = "") -> None:
     if expected != got:
-        raise Mismatch(what, expected, got)
+        raise Mismatch(what, expected, got, hint)
 
 
-def _expect_close(what: str, expected: np.ndarray, got: np.ndarray, atol: float = 1e-4) -> None:
+def _expect_close(what: str, expected: Any, got: Any, atol: float = 1e-4, hint: str = "") -> None:
     got = np.asarray(got)
     if got.shape != np.shape(expected):
-        raise Mismatch(f"{what} (shape)", np.shape(expected), got.shape)
+        raise Mismatch(f"{what} (shape)", np.shape(expected), got.shape, hint)
     if not np.allclose(got, expected, atol=atol, equal_nan=False):
-        raise Mismatch(what, np.asarray(expected), got)
+        raise Mismatch(what, np.asarray(expected), got, hint)
 
 
 # ----------------------------------------------------------------------------
@@ -123,9 +311,8 @@ def _decode_start(X: np.ndarray) -> tuple[int, int, int]:
     return code // 10000, (code // 100) % 100, code % 100
 
 
-def check_get_sub_volume(get_sub_volume: Callable) -> None:
+def _get_sub_volume_tests(get_sub_volume: Callable, run: _Run, grading: bool) -> None:
     """Public tests of ``get_sub_volume`` (lesson 02, exercise 1)."""
-    run = _Run("get_sub_volume")
     shape, out = (6, 6, 4), (4, 4, 2)
     image = _coded_image(shape)
     label = np.zeros(shape, dtype=np.uint8)
@@ -214,16 +401,14 @@ def check_get_sub_volume(get_sub_volume: Callable) -> None:
     run.test("every corner is possible, the last one included", last_position_reachable)
     run.test("the corner is random", random_positions)
     run.test("raises ValueError when no patch qualifies", gives_up_clearly)
-    run.finish()
 
 
 # ----------------------------------------------------------------------------
 # Lesson 02, exercise 2: standardize
 # ----------------------------------------------------------------------------
 
-def check_standardize(standardize: Callable) -> None:
+def _standardize_tests(standardize: Callable, run: _Run, grading: bool) -> None:
     """Public tests of ``standardize`` (lesson 02, exercise 2)."""
-    run = _Run("standardize")
     image = np.zeros((3, 3, 2, 2), dtype=np.float32)
     image[:, :, 0, 0] = np.arange(1, 10).reshape(3, 3)           # mean 5, population std 2.582
     image[:, :, 1, 0] = 100 * np.arange(1, 10).reshape(3, 3)     # other slice, other scale
@@ -283,7 +468,6 @@ def check_standardize(standardize: Callable) -> None:
     run.test("zero-variance slices give 0, without warnings or NaN", zero_variance)
     run.test("every slice of a random volume has mean 0 and std 1", random_volume)
     run.test("the input is left unchanged", input_untouched)
-    run.finish()
 
 
 # ----------------------------------------------------------------------------
@@ -300,10 +484,9 @@ def _layer_types(model) -> list[str]:
     return [type(layer).__name__ for layer in model.layers if type(layer).__name__ != "InputLayer"]
 
 
-def check_conv_block(conv_block: Callable) -> None:
+def _conv_block_tests(conv_block: Callable, run: _Run, grading: bool) -> None:
     """Public tests of ``conv_block`` (lesson 03, exercise 1)."""
     keras = _keras()
-    run = _Run("conv_block")
 
     def build(normalization=None, shape=(8, 8, 8, 4), filters=16):
         inp = keras.Input(shape)
@@ -353,13 +536,11 @@ def check_conv_block(conv_block: Callable) -> None:
     run.test("ReLU activations", relu)
     run.test("batch normalization between convolution and ReLU", batch_norm)
     run.test("instance normalization", instance_norm)
-    run.finish()
 
 
-def check_upsampling_block(upsampling_block: Callable) -> None:
+def _upsampling_block_tests(upsampling_block: Callable, run: _Run, grading: bool) -> None:
     """Public tests of ``upsampling_block`` (lesson 03, exercise 2)."""
     keras = _keras()
-    run = _Run("upsampling_block")
 
     def build(x_shape=(4, 4, 4, 32), skip_shape=(8, 8, 8, 16), **kwargs):
         x, skip = keras.Input(x_shape), keras.Input(skip_shape)
@@ -406,7 +587,6 @@ def check_upsampling_block(upsampling_block: Callable) -> None:
     run.test("pool_size sets the up-sampling factor per axis", pool_size)
     run.test("the skip connection reaches the output", uses_skip)
     run.test("normalization is applied in the conv block", normalization)
-    run.finish()
 
 
 # ----------------------------------------------------------------------------
@@ -427,9 +607,8 @@ _L1 = np.array([[1.0, 1.0], [0.0, 0.0]])
 _L2 = np.array([[1.0, 1.0], [0.0, 1.0]])
 
 
-def check_single_class_dice_coefficient(fn: Callable) -> None:
+def _single_class_dice_coefficient_tests(fn: Callable, run: _Run, grading: bool) -> None:
     """Public tests of ``single_class_dice_coefficient`` (lesson 04, exercise 1)."""
-    run = _Run("single_class_dice_coefficient")
     pred, label1, label2 = _P1[..., None], _L1[..., None], _L2[..., None]
     run.test("pred [[1,0],[0,1]], label [[1,1],[0,0]], epsilon=1: (2*1 + 1) / (2 + 2 + 1)",
              lambda: _expect_close("dice", 0.6, _numpy(fn(label1, pred, epsilon=1))))
@@ -439,12 +618,10 @@ def check_single_class_dice_coefficient(fn: Callable) -> None:
              lambda: _expect_close("dice", 1.0, _numpy(fn(np.zeros((2, 2, 1)), np.zeros((2, 2, 1))))))
     run.test("no overlap, default epsilon: Dice is about 0",
              lambda: _expect_close("dice", 0.0, _numpy(fn(label1, 1 - label2)), atol=1e-4))
-    run.finish()
 
 
-def check_dice_coefficient(fn: Callable) -> None:
+def _dice_coefficient_tests(fn: Callable, run: _Run, grading: bool) -> None:
     """Public tests of ``dice_coefficient`` (lesson 04, exercise 2)."""
-    run = _Run("dice_coefficient")
     batch_pred = np.stack([_P1, _P1], axis=-1)[None, :, :, None, :]      # (1, 2, 2, 1, 2)
     batch_label = np.stack([_L1, _L2], axis=-1)[None, :, :, None, :]
     run.test("one sample, two classes (Dice 0.6 and 0.8333), epsilon=1: their mean",
@@ -458,12 +635,10 @@ def check_dice_coefficient(fn: Callable) -> None:
     run.test("per sample, then the mean: samples with Dice 1.0 and 1/3 (epsilon=1) give 0.6667 "
              "(pooling the batch would give 7/9)",
              lambda: _expect_close("dice", expected, _numpy(fn(two_label, two_pred, epsilon=1))))
-    run.finish()
 
 
-def check_soft_dice_loss(fn: Callable) -> None:
+def _soft_dice_loss_tests(fn: Callable, run: _Run, grading: bool) -> None:
     """Public tests of ``soft_dice_loss`` (lesson 04, exercise 3)."""
-    run = _Run("soft_dice_loss")
     pred = _P1[None, :, :, None, None]
     label = _L1[None, :, :, None, None]
     run.test("hard pred [[1,0],[0,1]], label [[1,1],[0,0]], epsilon=1: 1 - 3/5",
@@ -479,16 +654,14 @@ def check_soft_dice_loss(fn: Callable) -> None:
              lambda: _expect_close("loss", expected, _numpy(fn(two_label, two_pred, epsilon=1))))
     run.test("a perfect prediction has (almost) zero loss",
              lambda: _expect_close("loss", 0.0, _numpy(fn(label, label)), atol=1e-4))
-    run.finish()
 
 
 _SENS_PRED = np.array([[1, 0], [0, 1]])[..., None]
 _SENS_LABEL = np.array([[1, 1], [0, 0]])[..., None]
 
 
-def check_compute_class_sens_spec(fn: Callable) -> None:
+def _compute_class_sens_spec_tests(fn: Callable, run: _Run, grading: bool) -> None:
     """Public tests of ``compute_class_sens_spec`` (lesson 04, exercise 4)."""
-    run = _Run("compute_class_sens_spec")
 
     def pair(result):
         if not (isinstance(result, tuple) and len(result) == 2):
@@ -516,14 +689,12 @@ def check_compute_class_sens_spec(fn: Callable) -> None:
                            "(nan, 1.0)", tuple(result))
 
     run.test("a zero denominator gives NaN", undefined)
-    run.finish()
 
 
-def check_get_sens_spec_df(fn: Callable) -> None:
+def _get_sens_spec_df_tests(fn: Callable, run: _Run, grading: bool) -> None:
     """Public tests of ``get_sens_spec_df`` (lesson 04, exercise 5)."""
     from .labels import CLASS_NAMES
 
-    run = _Run("get_sens_spec_df")
     rng = np.random.default_rng(4)
     label = (rng.random((6, 6, 4, 3)) < 0.3).astype(np.uint8)
     pred = label.copy()
@@ -550,16 +721,14 @@ def check_get_sens_spec_df(fn: Callable) -> None:
 
     run.test("a DataFrame with the three classes as columns, Sensitivity / Specificity as rows", layout)
     run.test("values match TP / (TP + FN) and TN / (TN + FP) per class", values)
-    run.finish()
 
 
 # ----------------------------------------------------------------------------
 # Lesson 06: stitching windows, region Dice
 # ----------------------------------------------------------------------------
 
-def check_blend_windows(blend_windows: Callable) -> None:
+def _blend_windows_tests(blend_windows: Callable, run: _Run, grading: bool) -> None:
     """Public tests of ``blend_windows`` (lesson 06, exercise 1)."""
-    run = _Run("blend_windows")
 
     def two_windows():
         # a 6x1x1 volume, windows of 4 at x = 0 and x = 2; they overlap on x = 2, 3
@@ -590,12 +759,10 @@ def check_blend_windows(blend_windows: Callable) -> None:
     run.test("constant weights average the overlap", two_windows)
     run.test("weights make a weighted average", weighted)
     run.test("an identity prediction is reproduced exactly", identity)
-    run.finish()
 
 
-def check_region_dice(region_dice: Callable) -> None:
+def _region_dice_tests(region_dice: Callable, run: _Run, grading: bool) -> None:
     """Public tests of ``region_dice`` (lesson 06, exercise 2)."""
-    run = _Run("region_dice")
     truth = np.zeros((6, 6, 2), np.uint8)
     truth[0:4, 0:4] = 1
     truth[1:3, 1:3] = 2
@@ -623,7 +790,67 @@ def check_region_dice(region_dice: Callable) -> None:
 
     run.test("nested regions WT {1,2,3}, TC {2,3}, ET {3}", values)
     run.test("empty regions: 1 if empty in both, 0 if in one", empty)
-    run.finish()
+
+
+
+
+# ----------------------------------------------------------------------------
+# The public checks the lessons call
+# ----------------------------------------------------------------------------
+
+def check_get_sub_volume(get_sub_volume: Callable) -> None:
+    """Public tests of ``get_sub_volume``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""
+    run_check("get_sub_volume", get_sub_volume)
+
+
+def check_standardize(standardize: Callable) -> None:
+    """Public tests of ``standardize``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""
+    run_check("standardize", standardize)
+
+
+def check_conv_block(conv_block: Callable) -> None:
+    """Public tests of ``conv_block``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""
+    run_check("conv_block", conv_block)
+
+
+def check_upsampling_block(upsampling_block: Callable) -> None:
+    """Public tests of ``upsampling_block``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""
+    run_check("upsampling_block", upsampling_block)
+
+
+def check_single_class_dice_coefficient(single_class_dice_coefficient: Callable) -> None:
+    """Public tests of ``single_class_dice_coefficient``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""
+    run_check("single_class_dice_coefficient", single_class_dice_coefficient)
+
+
+def check_dice_coefficient(dice_coefficient: Callable) -> None:
+    """Public tests of ``dice_coefficient``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""
+    run_check("dice_coefficient", dice_coefficient)
+
+
+def check_soft_dice_loss(soft_dice_loss: Callable) -> None:
+    """Public tests of ``soft_dice_loss``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""
+    run_check("soft_dice_loss", soft_dice_loss)
+
+
+def check_compute_class_sens_spec(compute_class_sens_spec: Callable) -> None:
+    """Public tests of ``compute_class_sens_spec``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""
+    run_check("compute_class_sens_spec", compute_class_sens_spec)
+
+
+def check_get_sens_spec_df(get_sens_spec_df: Callable) -> None:
+    """Public tests of ``get_sens_spec_df``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""
+    run_check("get_sens_spec_df", get_sens_spec_df)
+
+
+def check_blend_windows(blend_windows: Callable) -> None:
+    """Public tests of ``blend_windows``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""
+    run_check("blend_windows", blend_windows)
+
+
+def check_region_dice(region_dice: Callable) -> None:
+    """Public tests of ``region_dice``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""
+    run_check("region_dice", region_dice)
 
 
 # ----------------------------------------------------------------------------
@@ -632,11 +859,13 @@ def check_region_dice(region_dice: Callable) -> None:
 
 @dataclass(frozen=True)
 class Exercise:
-    """A graded function: its public check, its reference, and a drift test.
+    """A graded function: its public check, its tests, its reference, and a drift test.
 
     Attributes:
         lesson: the lesson source that holds it, e.g. ``"02_patches_and_standardization"``.
-        check: the public check, called with the learner's function.
+        check: the public check the lesson calls, ``check_<name>(fn)``.
+        tests: ``tests(fn, run, grading)`` runs the tests through ``run``;
+            ``grading`` selects the grading inputs (see :func:`run_check`).
         reference: ``"module:function"`` in ``utils``.
         agree: ``agree(solution, reference)`` raises AssertionError when a
             notebook's solution and the reference behave differently.
@@ -644,6 +873,7 @@ class Exercise:
 
     lesson: str
     check: Callable[[Callable], None]
+    tests: Callable[[Callable, _Run, bool], None]
     reference: str
     agree: Callable[[Callable, Callable], None]
 
@@ -781,29 +1011,29 @@ def _same_dicts(inputs):
 
     return agree
 EXERCISES: dict[str, Exercise] = {
-    "get_sub_volume": Exercise(_L02, check_get_sub_volume, "utils.preprocessing:get_sub_volume",
+    "get_sub_volume": Exercise(_L02, check_get_sub_volume, _get_sub_volume_tests, "utils.preprocessing:get_sub_volume",
                                _same_outputs(_sub_volume_inputs, seeded=True)),
-    "standardize": Exercise(_L02, check_standardize, "utils.preprocessing:standardize",
+    "standardize": Exercise(_L02, check_standardize, _standardize_tests, "utils.preprocessing:standardize",
                             _same_outputs(_standardize_inputs)),
-    "conv_block": Exercise(_L03, check_conv_block, "utils.model:conv_block",
+    "conv_block": Exercise(_L03, check_conv_block, _conv_block_tests, "utils.model:conv_block",
                            _same_block(_block_inputs((8, 8, 8, 4)),
                                        [{"filters": 8}, {"filters": 8, "normalization": "batch"},
                                         {"filters": 4, "normalization": "instance"}])),
-    "upsampling_block": Exercise(_L03, check_upsampling_block, "utils.model:upsampling_block",
+    "upsampling_block": Exercise(_L03, check_upsampling_block, _upsampling_block_tests, "utils.model:upsampling_block",
                                  _same_block(_block_inputs((4, 4, 4, 16), (8, 8, 8, 8)),
                                              [{"filters": 8}, {"filters": 8, "normalization": "batch"}])),
-    "single_class_dice_coefficient": Exercise(_L04, check_single_class_dice_coefficient,
+    "single_class_dice_coefficient": Exercise(_L04, check_single_class_dice_coefficient, _single_class_dice_coefficient_tests,
                                               "utils.losses:single_class_dice_coefficient",
                                               _same_outputs(_dice_inputs(batch=False))),
-    "dice_coefficient": Exercise(_L04, check_dice_coefficient, "utils.losses:dice_coefficient",
+    "dice_coefficient": Exercise(_L04, check_dice_coefficient, _dice_coefficient_tests, "utils.losses:dice_coefficient",
                                  _same_outputs(_dice_inputs(batch=True))),
-    "soft_dice_loss": Exercise(_L04, check_soft_dice_loss, "utils.losses:soft_dice_loss",
+    "soft_dice_loss": Exercise(_L04, check_soft_dice_loss, _soft_dice_loss_tests, "utils.losses:soft_dice_loss",
                                _same_outputs(_dice_inputs(batch=True))),
-    "compute_class_sens_spec": Exercise(_L04, check_compute_class_sens_spec, "utils.losses:compute_class_sens_spec",
+    "compute_class_sens_spec": Exercise(_L04, check_compute_class_sens_spec, _compute_class_sens_spec_tests, "utils.losses:compute_class_sens_spec",
                                         _same_outputs(_sens_spec_inputs(with_class=True))),
-    "get_sens_spec_df": Exercise(_L04, check_get_sens_spec_df, "utils.losses:get_sens_spec_df",
+    "get_sens_spec_df": Exercise(_L04, check_get_sens_spec_df, _get_sens_spec_df_tests, "utils.losses:get_sens_spec_df",
                                  _same_outputs(_sens_spec_inputs(with_class=False))),
-    "blend_windows": Exercise(_L06, check_blend_windows, "utils.inference:blend_windows",
+    "blend_windows": Exercise(_L06, check_blend_windows, _blend_windows_tests, "utils.inference:blend_windows",
                               _same_outputs(_blend_inputs)),
-    "region_dice": Exercise(_L06, check_region_dice, "utils.metrics:region_dice", _same_dicts(_region_inputs)),
+    "region_dice": Exercise(_L06, check_region_dice, _region_dice_tests, "utils.metrics:region_dice", _same_dicts(_region_inputs)),
 }
