@@ -33,6 +33,7 @@ else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import difflib
 import hashlib
@@ -43,6 +44,7 @@ import re
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -85,7 +87,17 @@ kernelapp.launch_new_instance()
 
 # Defined in the learner's kernel after their cells; {nonce} is per run.
 _SCORER = r'''
-def __course_grade__(name, names=None, _mark={mark!r}):
+def __course_grade_setup__():
+    import sys
+    # A fresh copy of the course package: patches the learner's cells made to
+    # utils.checks do not reach the scoring.
+    for key in [k for k in sys.modules if k == "utils" or k.startswith("utils.")]:
+        del sys.modules[key]
+    from utils.checks import run_check
+    return run_check
+
+
+def __course_grade__(name, _run_check=__course_grade_setup__(), _mark={mark!r}):
     import contextlib, difflib, json, sys, types
     real_stdout = sys.stdout
 
@@ -97,12 +109,6 @@ def __course_grade__(name, names=None, _mark={mark!r}):
             pass
 
     ns = get_ipython().user_ns
-    # A fresh copy of the course package: patches the learner's cells made to
-    # utils.checks do not reach the scoring.
-    for key in [k for k in sys.modules if k == "utils" or k.startswith("utils.")]:
-        del sys.modules[key]
-    from utils.checks import EXERCISES, run_check
-
     result = {{"exercise": name}}
     fn = ns.get(name)
     if fn is None or not callable(fn):
@@ -136,7 +142,7 @@ def __course_grade__(name, names=None, _mark={mark!r}):
         for variant in ("public", "grading"):
             try:
                 with contextlib.redirect_stdout(_Sink()), contextlib.redirect_stderr(_Sink()):
-                    tests = run_check(name, fn, variant=variant, record=True)
+                    tests = _run_check(name, fn, variant=variant, record=True)
                 result[variant] = [[str(t.description)[:300], bool(t.passed), str(t.detail)[:1500]] for t in tests]
             except BaseException as err:  # noqa: BLE001 - a broken check must not stop the scoring
                 result[variant + "_error"] = f"{{type(err).__name__}}: {{str(err)[:500]}}"
@@ -300,11 +306,11 @@ def identify_lesson(nb: Any, lessons: dict[str, LessonInfo]) -> tuple[str, str, 
 
 def _limited_client_classes():
     """nbclient/jupyter_client subclasses: limits on the kernel process, bounded outputs."""
-    from jupyter_client.manager import KernelManager
+    from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
     from traitlets import Int
 
-    class LimitedKernelManager(KernelManager):
+    class LimitedKernelManager(AsyncKernelManager):
         """Starts the ordinary IPython kernel under resource limits."""
 
         memory_bytes = Int(0)
@@ -353,6 +359,8 @@ def kernel_env(workdir: Path, data_dir: Path) -> dict[str, str]:
         "KERAS_HOME": str(workdir / ".keras"),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "CUDA_VISIBLE_DEVICES": "",
+        "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MB of address space per arena: keeps RLIMIT_AS meaningful
+        "OMP_NUM_THREADS": "2",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
     }
@@ -446,10 +454,12 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
         client.km.cpu_seconds = int(4 * limits.notebook_timeout + limits.score_timeout * (len(exercises) + 1))
         failed_at: int | None = None
         kernel_pid = None
+        stack = contextlib.ExitStack()
         try:
-            with client.setup_kernel(env=kernel_env(workdir, data_dir), cwd=str(workdir)):
+            log_file = stack.enter_context(open(workdir / "kernel.log", "wb"))
+            with client.setup_kernel(env=kernel_env(workdir, data_dir), cwd=str(workdir),
+                                     stdout=log_file, stderr=subprocess.STDOUT):
                 kernel_pid = getattr(client.km.provisioner, "pid", None)
-                stopped = False
                 for n, (index, source) in enumerate(code):
                     if index in skip:
                         continue
@@ -457,7 +467,6 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
                     if remaining <= 1:
                         notes.append(f"stopped at cell {numbers[index]} of {len(code)}: the notebook ran past "
                                      f"its {limits.notebook_timeout:.0f} s limit; later cells did not run")
-                        stopped = True
                         break
                     client.timeout = int(max(1, min(limits.cell_timeout, remaining)))
                     client.reset_budget()
@@ -466,7 +475,7 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
                     except DeadKernelError:
                         failed_at = index
                         notes.append(f"the kernel died in cell {numbers[index]} ({_first_line(source)!r}: "
-                                     "exit, crash or over the memory limit)")
+                                     f"exit, crash or over the memory limit){_log_tail(workdir / 'kernel.log')}")
                         break
                     error = _cell_error(cell)
                     if error is None:
@@ -481,9 +490,7 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
                             break
                     elif ename != "ExerciseCheckError":
                         errors.append(f"cell {numbers[index]} ({_first_line(source)!r}) raised {ename}: {evalue}")
-                if failed_at is None:
-                    if stopped:
-                        pass
+                if failed_at is None:  # also when stopped by the notebook limit: score what was defined
                     results = _score(client, run_nb, scorer, exercises, nonce, limits, notes)
         except DeadKernelError:
             notes.append("the kernel died while scoring")
@@ -491,6 +498,7 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
             notes.append(f"could not run the notebook: {type(err).__name__}: {str(err)[:200]}")
         finally:
             _kill_group(kernel_pid)
+            stack.close()
             shutil.rmtree(workdir, ignore_errors=True)
         if failed_at is None:
             break
@@ -500,6 +508,20 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
             break
         notes.append(f"re-ran the notebook on a fresh kernel without cell {numbers[failed_at]}")
     return results, notes, errors
+
+
+def _log_tail(path: Path, size: int = 2000) -> str:
+    """The last line of the kernel's own output that names an error, if any (read from the end only)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - size))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if re.search(r"error|killed|abort|exception|bad_alloc", line, re.IGNORECASE):
+            return f"; the kernel said: {line.strip()[:200]}"
+    return ""
 
 
 def _responsive(client: Any, run_nb: Any) -> bool:
@@ -606,6 +628,8 @@ def _exercise_score(name: str, data: dict | None, lesson_ran: bool) -> ExerciseS
     if data.get("reference"):
         score.zero = True
         notes.append(f"uses the course's reference utils.{name} instead of the learner's own code")
+    if score.public and all(not ok and "not written yet" in detail for _, ok, detail in score.public):
+        notes.append("not attempted: still the stub that raises NotImplementedError")
     public_ok = score.public and all(ok for _, ok, _ in score.public)
     if public_ok and score.grading and not all(ok for _, ok, _ in score.grading):
         notes.append("passes the public tests but not the grading variants (hard-coded to the lesson's examples?)")
@@ -711,10 +735,14 @@ def feedback_markdown(subs: list[Submission]) -> str:
                     continue
                 lines.append(f"{title}: {sum(ok for _, ok, _ in tests)} of {len(tests)} passed")
                 lines.append("")
+                details = {detail for _, ok, detail in tests if not ok}
+                shared = len(tests) > 1 and not any(ok for _, ok, _ in tests) and len(details) == 1
+                if shared:
+                    lines += [f"Every test failed: {details.pop().strip()}", ""]
                 for description, ok, detail in tests:
                     mark = PASS if ok else FAIL
                     text = f"- {mark} {description}"
-                    if not ok and detail:
+                    if not ok and detail and not shared:
                         text += "  \n  " + detail.strip().replace("\n", "  \n  ")
                     lines.append(text)
                 lines.append("")
