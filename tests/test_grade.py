@@ -145,6 +145,9 @@ def test_outputs_refuse_the_checkout_and_the_submissions_folder(tmp_path):
     subs = tmp_path / "subs"
     with pytest.raises(ValueError, match="inside"):
         grade.check_outputs(grade.Outputs.for_csv(subs / "out" / "grades.csv"), [subs], overwrite=True)
+    with pytest.raises(ValueError, match="beside the submissions"):
+        grade.check_outputs(grade.Outputs.for_csv(subs / "grades.csv"), [], overwrite=True, forbidden_here=[subs])
+    grade.check_outputs(grade.Outputs.for_csv(subs / "out" / "grades.csv"), [], False, forbidden_here=[subs])
 
 
 def test_outputs_are_replaced_only_when_this_grader_wrote_them(tmp_path):

@@ -324,7 +324,18 @@ def _limited_client_classes():
         """Keeps at most MAX_CELL_OUTPUT / MAX_NOTEBOOK_OUTPUT bytes of outputs."""
 
         def reset_budget(self) -> None:
-            self.cell_bytes, self.dropped = 0, False
+            self.cell_bytes, self.dropped, self.last_reply = 0, False, None
+            self.on_cell_executed = self._remember_reply
+
+        def _remember_reply(self, cell, cell_index, execute_reply) -> None:  # noqa: ANN001 - nbclient's hook
+            self.last_reply = execute_reply
+
+        def error(self) -> tuple[str, str] | None:
+            """``(ename, evalue)`` of the last executed cell, from its reply (timeouts leave no output)."""
+            content = (self.last_reply or {}).get("content", {})
+            if content.get("status") == "error":
+                return str(content.get("ename", "Error")), str(content.get("evalue", ""))[:200]
+            return None
 
         def output(self, outs, msg, display_id, cell_index):  # noqa: ANN001 - nbclient's signature
             size = len(json.dumps(msg.get("content", {}), default=str))
@@ -388,13 +399,6 @@ def _first_line(source: str) -> str:
     return source.strip().splitlines()[0][:70] if source.strip() else ""
 
 
-def _cell_error(cell: Any) -> tuple[str, str] | None:
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "error":
-            return out.get("ename", "Error"), str(out.get("evalue", ""))[:200]
-    return None
-
-
 def _kill_group(pid: int | None) -> None:
     """Kill what is left of a kernel's process group (the kernel started a new session)."""
     if not pid:
@@ -447,7 +451,7 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
                                error_on_timeout={"ename": "CellTimeoutError",
                                                  "evalue": "the cell ran past its time limit", "traceback": []},
                                kernel_manager_class=LimitedKernelManager, shutdown_kernel="immediate",
-                               iopub_timeout=10, startup_timeout=120, record_timing=False, log=quiet,
+                               iopub_timeout=4, startup_timeout=120, record_timing=False, log=quiet,
                                resources={"metadata": {"path": str(workdir)}})
         client.km = client.create_kernel_manager()
         client.km.memory_bytes = int(limits.memory_gb * (1 << 30)) if limits.memory_gb > 0 else 0
@@ -471,13 +475,13 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
                     client.timeout = int(max(1, min(limits.cell_timeout, remaining)))
                     client.reset_budget()
                     try:
-                        cell = client.execute_cell(run_nb.cells[n], n, store_history=True)
+                        client.execute_cell(run_nb.cells[n], n, store_history=True)
                     except DeadKernelError:
                         failed_at = index
                         notes.append(f"the kernel died in cell {numbers[index]} ({_first_line(source)!r}: "
                                      f"exit, crash or over the memory limit){_log_tail(workdir / 'kernel.log')}")
                         break
-                    error = _cell_error(cell)
+                    error = client.error()
                     if error is None:
                         continue
                     ename, evalue = error
@@ -486,7 +490,8 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
                                       f"{client.timeout} s time limit and was interrupted")
                         if not _responsive(client, run_nb):
                             failed_at = index
-                            notes.append(f"cell {numbers[index]} did not stop when interrupted")
+                            notes.append(f"cell {numbers[index]} ({_first_line(source)!r}) ran past its "
+                                         f"{client.timeout} s time limit and did not stop when interrupted")
                             break
                     elif ename != "ExerciseCheckError":
                         errors.append(f"cell {numbers[index]} ({_first_line(source)!r}) raised {ename}: {evalue}")
@@ -519,7 +524,7 @@ def _log_tail(path: Path, size: int = 2000) -> str:
     except OSError:
         return ""
     for line in reversed(lines):
-        if re.search(r"error|killed|abort|exception|bad_alloc", line, re.IGNORECASE):
+        if re.search(r"MemoryError|Killed|Abort|bad_alloc|Segmentation fault|Fatal Python error", line):
             return f"; the kernel said: {line.strip()[:200]}"
     return ""
 
@@ -532,9 +537,10 @@ def _responsive(client: Any, run_nb: Any) -> bool:
     run_nb.cells.append(probe)
     saved = client.timeout
     client.timeout = PROBE_TIMEOUT
+    client.reset_budget()
     try:
-        cell = client.execute_cell(probe, len(run_nb.cells) - 1, store_history=False)
-        return _cell_error(cell) is None
+        client.execute_cell(probe, len(run_nb.cells) - 1, store_history=False)
+        return client.error() is None
     except Exception:  # noqa: BLE001
         return False
     finally:
@@ -556,9 +562,10 @@ def _score(client: Any, run_nb: Any, scorer: str, exercises: list[str], nonce: s
         client.timeout = int(limits.score_timeout)
         client.reset_budget()
         cell = client.execute_cell(cell, len(run_nb.cells) - 1, store_history=False)
+        error = client.error()
         if k == 0:
-            if _cell_error(cell):
-                notes.append("the scoring code could not be defined in the kernel: %s: %s" % _cell_error(cell))
+            if error:
+                notes.append("the scoring code could not be defined in the kernel: %s: %s" % error)
                 return results
             continue
         name = exercises[k - 1]
@@ -566,7 +573,6 @@ def _score(client: Any, run_nb: Any, scorer: str, exercises: list[str], nonce: s
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stdout":
                 found += [line[len(prefix):] for line in out.get("text", "").splitlines() if line.startswith(prefix)]
-        error = _cell_error(cell)
         if len(found) == 1:
             try:
                 data = json.loads(found[0])
@@ -798,8 +804,15 @@ class Outputs:
                    (feedback.expanduser().resolve() if feedback else out.with_name(f"{out.stem}_feedback")))
 
 
-def check_outputs(outputs: Outputs, forbidden: list[Path], overwrite: bool) -> None:
+def check_outputs(outputs: Outputs, forbidden: list[Path], overwrite: bool,
+                  forbidden_here: list[Path] = ()) -> None:
     """Refuse to write where we must not, or over files this grader cannot prove it wrote.
+
+    Args:
+        outputs: where the run would write.
+        forbidden: folders to write nowhere under (the checkout, submission folders).
+        overwrite: whether the output of an earlier run may be replaced.
+        forbidden_here: folders not to write directly in (those of submissions given as files).
 
     Raises:
         FileExistsError / ValueError: with what to do instead.
@@ -809,6 +822,9 @@ def check_outputs(outputs: Outputs, forbidden: list[Path], overwrite: bool) -> N
             if target == folder or folder in target.parents:
                 raise ValueError(f"refusing to write {target} inside {folder} (the course checkout or a "
                                  "submissions folder): choose --out elsewhere")
+        if target.parent in forbidden_here:
+            raise ValueError(f"refusing to write {target} beside the submissions in {target.parent}: "
+                             "choose --out elsewhere")
     existing = [p for p in (outputs.csv, outputs.summary) if p.exists()]
     if outputs.feedback.exists() and (not outputs.feedback.is_dir() or any(outputs.feedback.iterdir())):
         existing.append(outputs.feedback)
@@ -884,9 +900,9 @@ def write_outputs(subs: list[Submission], outputs: Outputs) -> None:
 # Command line
 # ----------------------------------------------------------------------------
 
-def collect(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[Path]]:
-    """``[(notebook, learner)]`` from files and folders, and the folders they came from."""
-    found, folders = [], []
+def collect(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[Path], list[Path]]:
+    """``[(notebook, learner)]`` from files and folders; the folders given; the folders of the files given."""
+    found, folders, parents = [], [], []
     for path in paths:
         path = path.expanduser().resolve()
         if path.is_dir():
@@ -897,11 +913,11 @@ def collect(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[Path]]:
                     continue  # .ipynb_checkpoints and hidden files
                 found.append((nb, learner_name(nb, path)))
         elif path.is_file():
-            folders.append(path.parent)
+            parents.append(path.parent)
             found.append((path, learner_name(path, None)))
         else:
             raise FileNotFoundError(f"no such submission file or folder: {path}")
-    return found, folders
+    return found, folders, parents
 
 
 def _lesson_arg(value: str | None, lessons: dict[str, LessonInfo]) -> str | None:
@@ -939,10 +955,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lessons = course_lessons()
         expected = _lesson_arg(args.lesson, lessons)
-        found, folders = collect(args.submissions)
+        found, folders, parents = collect(args.submissions)
         outputs = Outputs.for_csv(args.out, args.feedback)
         checkout = repo_root(Path(__file__).resolve().parent)
-        check_outputs(outputs, ([checkout] if checkout else []) + folders, args.overwrite)
+        check_outputs(outputs, ([checkout] if checkout else []) + folders, args.overwrite, parents)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
