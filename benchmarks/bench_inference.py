@@ -20,17 +20,27 @@ from utils.config import BRATS_SHAPE
 from utils.inference import preprocess_for_model, sliding_window_predict, tile_predict
 from utils.model import build_unet
 from utils.phantom import make_phantom_case
+from utils.train import build_model, preset
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", default="cpu", choices=["ci", "cpu", "gpu"],
+                        help="use the model and patch of this training preset (default: the CPU demo's)")
+    parser.add_argument("--base-filters", type=int, default=None,
+                        help="instead of the preset's model, a plain U-Net of this width on --window")
     parser.add_argument("--window", type=int, nargs=3, default=[160, 160, 16])
-    parser.add_argument("--base-filters", type=int, default=8,
-                        help="model width (the assignment uses 32: same ratios, ~10x slower on a CPU)")
     parser.add_argument("--batch-size", type=int, default=4)
     args = parser.parse_args()
     image = preprocess_for_model(make_phantom_case(0, BRATS_SHAPE)[0].astype(np.float32))
-    model = build_unet((*args.window, 4), base_filters=args.base_filters)
+    if args.base_filters is None:
+        config = preset(args.preset)
+        args.window, args.base_filters = list(config.patch_shape), config.base_filters
+        model = build_model(config)
+        label = f"the {args.preset} preset's U-Net"
+    else:
+        model = build_unet((*args.window, 4), base_filters=args.base_filters)
+        label = f"U-Net with {args.base_filters} base filters"
     model_time = [0.0]
 
     def timed(batch):
@@ -50,8 +60,7 @@ def main() -> None:
                            progress=False, predict_fn=timed)
     sliding = time.perf_counter() - start
     outside = (sliding - model_time[0]) / sliding
-    print(f"case {image.shape}, window {tuple(args.window)}, U-Net with {args.base_filters} base filters "
-          f"({model.count_params():,} parameters)")
+    print(f"case {image.shape}, window {tuple(args.window)}, {label} ({model.count_params():,} parameters)")
     print(f"tile loop, no overlap, 1 window per call (assignment) {tiles:7.1f} s")
     print(f"sliding window, 50% overlap, Gaussian, batch {args.batch_size}        {sliding:7.1f} s   "
           f"x{sliding / tiles:.2f} the tile loop's time")

@@ -116,8 +116,10 @@ memory
 # 2. cut `X = image[start_x:start_x + output_x, ..., :]` (all channels) and the
 #    same window of `label`;
 # 3. one-hot encode the label window into `num_classes` channels, channel k
-#    being 1 where the label is k (`keras.utils.to_categorical` or a
-#    comparison with `np.arange(num_classes)`);
+#    being 1 where the label is k (`keras.utils.to_categorical(..., num_classes=num_classes)`
+#    or a comparison with `np.arange(num_classes)`): the number of channels
+#    comes from `num_classes`, never from the labels, since a patch may well
+#    lack a class;
 # 4. the background share is the mean of channel 0; if it is **below**
 #    `background_threshold`, return `X` and the one-hot labels **without the
 #    background channel**, `y[..., 1:]`;
@@ -213,7 +215,9 @@ show_patch(X, y, f"a {PATCH} patch, middle slice")
 # with $\mu_{c,z}$ and $\sigma_{c,z}$ the mean and the **population** standard
 # deviation (`np.std`'s default, ddof=0) of that slice. A slice with
 # $\sigma = 0$ (all one value, e.g. empty space) cannot be divided: leave it
-# at 0, without a warning or NaN.
+# at 0, without a warning or NaN. The real files store `int16`: return a
+# float array (an output that keeps the input's integer dtype cuts every
+# standardized value to a whole number), and leave the input unchanged.
 #
 # Vectorize: `image.mean(axis=(0, 1), keepdims=True)` gives all the slice
 # means at once, shape `(1, 1, z, C)`, and broadcasting does the rest. No loop

@@ -97,7 +97,9 @@ plt.show()
 # group per channel is instance normalization). A normalization layer has its
 # own offset, so then the convolutions need no bias: `use_bias=normalization is None`.
 #
-# Use the functional API: each layer is called on the tensor, `x = layers.Conv3D(...)(x)`.
+# Use the functional API: each layer is called on the tensor, `x = layers.Conv3D(...)(x)`
+# (a `keras.Sequential` of layers, or `keras.ops.relu`, works too: the check
+# gives your block known weights and compares what it computes).
 # Ignore `name` or use it to prefix the layer names.
 
 # %%

@@ -48,12 +48,65 @@ def gaussian_weights(window, sigma_scale: float = 0.125) -> np.ndarray:
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
-    """Evenly spaced window starts covering ``size`` with at least ``overlap`` overlap."""
+    """Window starts along one axis, placed as nnU-Net places them.
+
+    The target step is ``window * (1 - overlap)`` (a float, so an odd window
+    gets no extra window); the fewest windows that keep at least that
+    overlap are then spread evenly from ``0`` to ``size - window``
+    (nnU-Net's ``compute_steps_for_sliding_window``).
+    """
     if window >= size:
         return [0]
-    step = max(1, int(window * (1.0 - overlap)))
-    count = math.ceil((size - window) / step) + 1
-    return sorted({int(round(v)) for v in np.linspace(0, size - window, count)})
+    target_step = window * (1.0 - overlap)
+    count = math.ceil((size - window) / target_step) + 1
+    step = (size - window) / (count - 1)
+    return [int(round(step * i)) for i in range(count)]
+
+
+class WindowBlender:
+    """Accumulates weighted window predictions into one volume.
+
+    The one home of the blending rule ``sum_w(weight * pred) / sum_w(weight)``:
+    :func:`blend_windows` (the lesson 06 exercise) and
+    :func:`sliding_window_predict` both use it. It accumulates in float32 and
+    weights each window in place (no per-window temporaries), which keeps the
+    work outside the model small; sums of a few dozen windows of values in
+    [0, 1] stay accurate to about 1e-6.
+    """
+
+    def __init__(self, volume_shape, window, channels: int, weights: np.ndarray | None = None):
+        self.window = tuple(int(w) for w in window)
+        self.weights = (np.ones(self.window, np.float32) if weights is None
+                        else np.asarray(weights, np.float32))
+        if self.weights.shape != self.window:
+            raise ValueError(f"weights of shape {self.weights.shape} do not match the window {self.window}")
+        self.total = np.zeros((*volume_shape, channels), np.float32)
+        self.norm = np.zeros(tuple(volume_shape), np.float32)
+        self._w = self.weights[..., None]
+
+    def add(self, start, prediction: np.ndarray) -> None:
+        """Add one window's ``(wx, wy, wz, K)`` prediction whose corner is ``start``.
+
+        ``prediction`` is overwritten (weighted in place) when it is a
+        writeable float32 array; pass a copy to keep it.
+        """
+        a, b, c = (int(v) for v in start)
+        region = (slice(a, a + self.window[0]), slice(b, b + self.window[1]), slice(c, c + self.window[2]))
+        pred = np.asarray(prediction)
+        if pred.dtype != np.float32 or not pred.flags.writeable:
+            pred = pred.astype(np.float32)
+        if pred.shape[:3] != self.window:
+            raise ValueError(f"a window prediction of shape {pred.shape} does not match the window {self.window}")
+        np.multiply(pred, self._w, out=pred)
+        self.total[region] += pred
+        self.norm[region] += self.weights
+
+    def result(self) -> np.ndarray:
+        """Return the blended ``(x, y, z, K)`` float32 volume (the accumulator, divided in place)."""
+        if np.any(self.norm == 0):
+            raise ValueError("some voxels are covered by no window")
+        self.total /= self.norm[..., None]
+        return self.total
 
 
 def blend_windows(window_predictions, starts, volume_shape, weights=None) -> np.ndarray:
@@ -72,17 +125,10 @@ def blend_windows(window_predictions, starts, volume_shape, weights=None) -> np.
         float32 ``(x, y, z, K)``.
     """
     window_predictions = np.asarray(window_predictions)
-    window = window_predictions.shape[1:4]
-    weights = np.ones(window, np.float64) if weights is None else np.asarray(weights, np.float64)
-    total = np.zeros((*volume_shape, window_predictions.shape[-1]), np.float64)
-    norm = np.zeros(volume_shape, np.float64)
-    for (a, b, c), pred in zip(starts, window_predictions):
-        region = (slice(a, a + window[0]), slice(b, b + window[1]), slice(c, c + window[2]))
-        total[region] += pred * weights[..., None]
-        norm[region] += weights
-    if np.any(norm == 0):
-        raise ValueError("some voxels are covered by no window")
-    return (total / norm[..., None]).astype(np.float32)
+    blender = WindowBlender(volume_shape, window_predictions.shape[1:4], window_predictions.shape[-1], weights)
+    for start, pred in zip(starts, window_predictions):
+        blender.add(start, pred.astype(np.float32))  # a copy: the caller's predictions stay as they were
+    return blender.result()
 
 
 def _model_window(model) -> tuple[tuple[int, ...] | None, int | None]:
@@ -147,27 +193,30 @@ def sliding_window_predict(model, image: np.ndarray, window=None, overlap: float
     weights = gaussian_weights(window) if weighting == "gaussian" else np.ones(window, np.float32)
     starts = list(itertools.product(*[window_starts(s, w, overlap) for s, w in zip(full, window)]))
     flips = [axes for r in range(4) for axes in itertools.combinations((1, 2, 3), r)] if mirror else [()]
-    output = None  # accumulate in float64: sums of many overlapping windows stay exact
-    norm = np.zeros(full, dtype=np.float64)
+    blender = None
+    buffer = np.empty((batch_size, *window, padded.shape[-1]), np.float32)  # reused for every batch
     for i in tqdm(range(0, len(starts), batch_size), desc="windows", unit="batch", disable=not progress):
         chunk = starts[i:i + batch_size]
-        batch = np.stack([padded[a:a + window[0], b:b + window[1], c:c + window[2]] for a, b, c in chunk])
-        batch = batch.astype(np.float32, copy=False)
+        batch = buffer[:len(chunk)]
+        for j, (a, b, c) in enumerate(chunk):
+            batch[j] = padded[a:a + window[0], b:b + window[1], c:c + window[2]]
         pred = None
         for axes in flips:
             flipped = np.flip(batch, axes) if axes else batch
             out = np.asarray(predict_fn(flipped), dtype=np.float32)
             out = np.flip(out, axes) if axes else out
-            pred = out if pred is None else pred + out
-        pred /= len(flips)
-        if output is None:
-            output = np.zeros((*full, pred.shape[-1]), dtype=np.float64)
-        for (a, b, c), p in zip(chunk, pred):
-            region = (slice(a, a + window[0]), slice(b, b + window[1]), slice(c, c + window[2]))
-            output[region] += p * weights[..., None]
-            norm[region] += weights
-    output /= norm[..., None]
-    return output[: shape[0], : shape[1], : shape[2]].astype(np.float32)
+            if pred is None:  # the model's own output array, or a copy to sum the mirrored ones into
+                pred = out if len(flips) == 1 else np.array(out, np.float32)
+            else:
+                pred += out
+        if len(flips) > 1:
+            pred /= len(flips)
+        if blender is None:
+            blender = WindowBlender(full, window, pred.shape[-1], weights)
+        for start, p in zip(chunk, pred):
+            blender.add(start, p)
+    output = blender.result()
+    return output[: shape[0], : shape[1], : shape[2]]
 
 
 def tile_predict(model, image: np.ndarray, window=None, progress: bool = False,
