@@ -223,6 +223,8 @@ def graded(tmp_path_factory):
     hard = _read(SOLUTION_NB)
     i = _cell_index(hard, "def soft_dice_loss(")
     hard.cells[i].source = _hard_coded_source("soft_dice_loss", "(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001)")
+    i = _cell_index(hard, "def get_sens_spec_df(")
+    hard.cells[i].source = "from utils import get_sens_spec_df  # the course's own answer"
     nbformat.write(hard, subs / "hardcoded.ipynb")
 
     crash = _read(SOLUTION_NB)
@@ -232,6 +234,9 @@ def graded(tmp_path_factory):
     crash.cells.insert(j + 1, nbformat.v4.new_code_cell("raise RuntimeError('crash halfway')"))
     crash.cells.insert(j + 2, nbformat.v4.new_code_cell("hog = bytearray(64 * 2**30)  # over the memory limit"))
     crash.cells.insert(j + 3, nbformat.v4.new_code_cell("for i in range(20000):\n    print('x' * 1000)"))
+    forged = json.dumps({"exercise": "soft_dice_loss", "public": [["forged", True, ""]],
+                         "grading": [["forged", True, ""]]})
+    crash.cells.append(nbformat.v4.new_code_cell(f"print('{grade.MARK}' + '0' * 32 + ' ' + {forged!r})"))
     crash.cells.append(nbformat.v4.new_code_cell("import os\nos._exit(3)"))
     nbformat.write(crash, subs / "crash.ipynb")
 
@@ -286,7 +291,9 @@ def test_hard_coded_answer_passes_public_tests_only(graded):
     assert row["public_passed"] == row["public_total"] != "0", row
     assert int(row["grading_passed"]) < int(row["grading_total"]), row
     assert float(row["score"]) < 1.0 and "hard-coded" in row["note"]
-    assert all(_full(rows["hardcoded"][name]) for name in EX04 if name != "soft_dice_loss")
+    copied = rows["hardcoded"]["get_sens_spec_df"]
+    assert copied["score"] == "0.0" and "uses the course's reference utils.get_sens_spec_df" in copied["note"]
+    assert all(_full(rows["hardcoded"][name]) for name in EX04 if name not in ("soft_dice_loss", "get_sens_spec_df"))
 
 
 def test_crash_halfway_scores_what_was_defined_and_says_where(graded):

@@ -497,8 +497,6 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
                         errors.append(f"cell {numbers[index]} ({_first_line(source)!r}) raised {ename}: {evalue}")
                 if failed_at is None:  # also when stopped by the notebook limit: score what was defined
                     results = _score(client, run_nb, scorer, exercises, nonce, limits, notes)
-        except DeadKernelError:
-            notes.append("the kernel died while scoring")
         except Exception as err:  # noqa: BLE001 - the kernel could not start or talk
             notes.append(f"could not run the notebook: {type(err).__name__}: {str(err)[:200]}")
         finally:
@@ -552,6 +550,7 @@ def _score(client: Any, run_nb: Any, scorer: str, exercises: list[str], nonce: s
            notes: list[str]) -> dict[str, dict]:
     """Define the scorer in the learner's kernel and run it once per exercise (own time limit each)."""
     import nbformat
+    from nbclient.exceptions import DeadKernelError
 
     results: dict[str, dict] = {}
     cells = [scorer] + [f"__course_grade__({name!r})" for name in exercises]
@@ -561,7 +560,14 @@ def _score(client: Any, run_nb: Any, scorer: str, exercises: list[str], nonce: s
         run_nb.cells.append(cell)
         client.timeout = int(limits.score_timeout)
         client.reset_budget()
-        cell = client.execute_cell(cell, len(run_nb.cells) - 1, store_history=False)
+        try:
+            cell = client.execute_cell(cell, len(run_nb.cells) - 1, store_history=False)
+        except DeadKernelError:
+            if k:
+                results[exercises[k - 1]] = {"exercise": exercises[k - 1],
+                                             "not_scored": "the kernel died while its checks ran"}
+            notes.append("the kernel died while scoring: later exercises were not scored")
+            return results
         error = client.error()
         if k == 0:
             if error:
