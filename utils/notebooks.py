@@ -134,8 +134,9 @@ def _check_markers(text: str) -> None:
 
 def course_version(root: Path | None = None) -> str:
     """The course version: ``project.version`` in the checkout's pyproject.toml."""
-    root = notebooks_dir().parent if root is None else root
-    match = re.search(r'^version\s*=\s*"([^"]+)"', (root / "pyproject.toml").read_text(), re.MULTILINE)
+    path = (notebooks_dir().parent if root is None else root) / "pyproject.toml"
+    text = path.read_text() if path.is_file() else ""
+    match = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
     return match.group(1) if match else "unknown"
 
 
@@ -146,7 +147,7 @@ def lesson_stamp(lesson: Lesson) -> dict[str, str]:
     notebook released from an older version of the lesson.
     """
     digest = hashlib.sha1(lesson.source.read_bytes()).hexdigest()[:12]
-    return {"lesson": lesson.name, "version": course_version(lesson.source.parent.parent), "digest": digest}
+    return {"lesson": lesson.name, "version": course_version(), "digest": digest}
 
 
 def _to_notebook(text: str, url: str, learner: bool, stamp: dict[str, str]) -> str:
