@@ -433,6 +433,7 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
     scorer = _SCORER.format(mark=MARK, nonce=nonce)
     skip: set[int] = set()
     notes: list[str] = []
+    memory_noted = False
     start = time.monotonic()
     deadline = start + limits.notebook_timeout
 
@@ -495,6 +496,10 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
                             break
                     elif ename != "ExerciseCheckError":
                         errors.append(f"cell {numbers[index]} ({_first_line(source)!r}) raised {ename}: {evalue}")
+                        if (ename == "MemoryError" or "failed to map segment" in evalue) and not memory_noted:
+                            memory_noted = True
+                            notes.append(f"cell {numbers[index]} hit the memory limit ({limits.memory_gb:g} GiB "
+                                         "of address space; raise --memory-gb if a correct notebook needs more)")
                 if failed_at is None:  # also when stopped by the notebook limit: score what was defined
                     results = _score(client, run_nb, scorer, exercises, nonce, limits, notes)
         except Exception as err:  # noqa: BLE001 - the kernel could not start or talk
