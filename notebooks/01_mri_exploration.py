@@ -45,26 +45,49 @@ import matplotlib.pyplot as plt
 from IPython.display import Image, display
 from nilearn import plotting
 
-from utils import get_dataset, get_settings, list_cases, load_case
+from utils import detect_layout, get_dataset, get_settings, list_cases, load_case
 from utils.analysis import class_intensity_table, dataset_volume_table, label_volume_table
 from utils.viz import (intensity_histograms, label_colormap, show_sequences, slice_viewer,
                        slices_gif, to_nifti_images, tumour_center)
 
 # %% tags=["parameters"]
-DATASET = "phantom"  # "phantom" (built here from real anatomy, no download) or "msd" (real data)
+DATASET = "phantom"  # "phantom" (no download), "msd" (real data in data/), or a dataset folder path
 CASE_INDEX = 0       # which training case to explore
 
 # %% [markdown]
 # ## 1. The data
 #
-# The course runs on two datasets with one layout and one loader:
+# The course runs on the phantom by default and on real data when you have
+# it; every lesson loads it the same way:
 #
 # - **the phantom** (default): real brain anatomy - the MNI ICBM152 template
 #   that ships with nilearn - with a tumour planted in each case, written in
 #   the MSD Task01 layout. It is built on first use in a few seconds.
 # - **MSD Task01_BrainTumour**: 484 labelled glioma cases from the BraTS
-#   challenge (7 GB). Set `DATASET = "msd"` once it is in `data/` (lesson 05
-#   downloads it).
+#   2016/2017 challenges (7 GB, one download, no sign-up). Set
+#   `DATASET = "msd"` once it is in `data/` (lesson 05 downloads it).
+# - **BraTS 2020 / 2021** (369 / 1251 labelled cases; from the challenge
+#   pages after registering, or the Kaggle copies, e.g. "BraTS2020 Dataset
+#   (Training + Validation)") and **BraTS 2023+** (the adult glioma data
+#   `BraTS-GLI-...` from the Synapse challenge page; the meningioma,
+#   metastasis and sub-Saharan Africa data share its naming): set `DATASET`
+#   to the folder that holds the case folders, e.g.
+#   `DATASET = "/data/MICCAI_BraTS2020_TrainingData"`.
+#
+# That one parameter switches every lesson (and `python -m utils.train
+# --dataset PATH`). The loader names the layout it found and brings every
+# case to one convention: channels FLAIR, T1w, T1gd, T2w, and the MSD label
+# values below - BraTS files number their labels differently, and getting
+# that mapping wrong silently turns edema into tumour core.
+#
+# The Kaggle copy of BraTS 2020 comes with quirks the loader works around:
+# CSV files (`name_mapping.csv`, `survival_info.csv`) and, in some
+# re-uploads, a `__MACOSX/` folder sit beside the cases and are skipped;
+# case 355's label is named `W39_1998.09.19_Segm.nii` instead of
+# `BraTS20_Training_355_seg.nii`, so a `*_Segm.nii` file is accepted as the
+# label when a case has no `*_seg` file. Data it cannot map is refused with
+# the reason, never mislabelled (e.g. label 4, the resection cavity of the
+# BraTS 2024 post-treatment data). `data/README.md` has the details.
 #
 # The size of everything follows one knob, the environment variable
 # `COURSE_MODE` (`cpu` by default; the test suite uses a tiny `ci` volume).
@@ -73,7 +96,8 @@ CASE_INDEX = 0       # which training case to explore
 settings = get_settings()
 data_dir = get_dataset(DATASET)
 case_ids = list_cases(data_dir)
-print(f"mode: {settings.mode}   dataset: {data_dir.name}   training cases: {len(case_ids)}")
+print(f"mode: {settings.mode}   dataset: {data_dir.name} ({detect_layout(data_dir)} layout)   "
+      f"training cases: {len(case_ids)}")
 print("first cases:", case_ids[:5])
 
 # %%
@@ -148,8 +172,14 @@ class_intensity_table(case.image, case.label)
 # | 2 | **non-enhancing tumour** (including necrosis) | green |
 # | 3 | **enhancing tumour** | blue |
 #
-# BraTS challenge files use 1 = necrotic core, 2 = edema, 4 = enhancing; our
-# loader maps them on load so both datasets speak the same language.
+# BraTS challenge files number them differently, and the loader maps them
+# on load so every dataset speaks the same language:
+#
+# | file | necrotic / non-enhancing core | edema | enhancing |
+# |---|---|---|---|
+# | MSD (the course) | 2 | 1 | 3 |
+# | BraTS 2020/2021 | 1 | 2 | 4 |
+# | BraTS 2023+ | 1 (NETC) | 2 (SNFH) | 3 (ET) |
 #
 # nilearn draws the label in scanner coordinates, on three planes through the
 # tumour, the way a radiology viewer does.

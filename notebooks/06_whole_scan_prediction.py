@@ -23,7 +23,8 @@
 #   that stitching without overlap leaves;
 # - turn three sigmoid channels into one label map;
 # - evaluate with the BraTS regions: Dice (exercise 2, `region_dice`) and the
-#   95th-percentile Hausdorff distance;
+#   95th-percentile Hausdorff distance, both the legacy way (one score per
+#   scan) and lesion-wise (one per lesion, as BraTS ranks since 2023);
 # - export a NIfTI segmentation that keeps the scan's affine, and use the
 #   `utils.predict` command line.
 #
@@ -59,7 +60,8 @@ from utils.checks import check_blend_windows, check_region_dice
 from utils.data import load_case
 from utils.inference import (gaussian_weights, predict_case, preprocess_for_model, probabilities_to_labels,
                              save_segmentation, sliding_window_predict, tile_predict, window_starts)
-from utils.metrics import class_scores, evaluate_cases, region_scores
+from scipy import ndimage
+from utils.metrics import class_scores, evaluate_cases, hd95, lesion_wise_region, region_scores
 from utils.labels import CLASS_NAMES, REGIONS
 from utils.config import project_path
 from utils.train import prepare_data, preset, train
@@ -347,6 +349,67 @@ for case_id in val_ids:
 evaluate_cases(pairs)
 
 # %% [markdown]
+# ### Legacy and lesion-wise scores
+#
+# The table holds two families. The **legacy** columns (`Dice`, `HD95`)
+# score each region once over the whole scan, as BraTS did until 2022. The
+# **lesion-wise** columns (`LW Dice`, `LW HD95`) are how BraTS ranks since
+# 2023:
+#
+# 1. each connected lesion of the truth is scored on its own (lesions whose
+#    3-voxel dilations touch count as one);
+# 2. a lesion is matched by every predicted blob that touches it (dilated);
+#    a lesion nothing touches scores Dice 0 and HD95 374 mm;
+# 3. every predicted blob that touches no lesion is a false positive, with
+#    Dice 0 and HD95 374 mm;
+# 4. lesions of 50 mm³ or less are left out; the case score is the mean.
+#
+# Why the change? A big tumour dominates a whole-scan Dice, so a model that
+# misses a small second lesion hardly loses anything - yet for a patient a
+# missed lesion matters. Let us plant a small satellite lesion (edema, far
+# from the tumour) in the truth and score a prediction that finds the main
+# tumour perfectly but misses the satellite.
+# (`lesion_wise_region` scores one region mask and lists its lesions;
+# `region_scores(..., lesion_wise=True)` gives both families for WT, TC, ET.)
+
+# %%
+brain = ndimage.binary_erosion(case.image[..., 0] > 0, iterations=3)
+far = ndimage.distance_transform_edt(case.label == 0, sampling=case.spacing)
+centre = np.unravel_index(np.argmax(np.where(brain, far, 0)), far.shape)
+grid = np.indices(case.label.shape).transpose(1, 2, 3, 0)
+satellite = (np.linalg.norm((grid - centre) * case.spacing, axis=-1) <= 4.0) & (case.label == 0)  # 4 mm radius
+truth_sat = case.label.copy()
+truth_sat[satellite] = 1
+missed = case.label.copy()  # the main tumour exactly right, the satellite missed
+scores = pd.Series(region_scores(truth_sat, missed, case.spacing, lesion_wise=True))
+wt = lesion_wise_region(truth_sat > 0, missed > 0, case.spacing)
+print(f"satellite: {satellite.sum() * case.voxel_volume_ml * 1000:.0f} mm3, "
+      f"{far[centre]:.0f} mm from the tumour; WT lesions (volume mm3, Dice, HD95): "
+      f"{[(round(v), round(d, 3), round(h, 1)) for v, d, h, _ in wt.lesions]}")
+scores[["Dice WT", "LW Dice WT", "HD95 WT", "LW HD95 WT"]].round(3).to_frame("missed satellite")
+
+# %% [markdown]
+# Legacy Dice WT stays close to 1: the satellite is a sliver of the whole
+# tumour volume. Lesion-wise Dice WT is the mean of two lesions, the main
+# tumour (Dice 1) and the missed satellite (Dice 0): it halves. The legacy
+# HD95 sees the satellite only if its surface is more than 5% of all surface
+# points - here it stays at 0 mm; lesion-wise HD95 charges the miss in full
+# (374 mm, averaged with the main tumour's 0 mm).
+#
+# **Which HD95?** Two definitions are in use; they usually differ by less
+# than a voxel, by much more when a small blob lies far away. The course's tables take the
+# larger of the two directed 95th percentiles (`hd95(..., method="max")`, as
+# the BraTS 2023 organisers' lesion-wise script); medpy and the BraTS 2024+
+# package `brats-evaluation` pool the distances of both directions
+# (`method="pooled"`). On this lesson's held-out case:
+
+# %%
+for region, values in REGIONS.items():
+    t, p = np.isin(case.label, values), np.isin(prediction, values)
+    print(f"HD95 {region}: max {hd95(t, p, case.spacing):6.2f} mm   "
+          f"pooled {hd95(t, p, case.spacing, method='pooled'):6.2f} mm")
+
+# %% [markdown]
 # ## 7. A file a radiologist's viewer opens
 #
 # `save_segmentation` writes the label map as uint8 NIfTI with the **affine
@@ -388,7 +451,9 @@ print(cli.stdout.strip() or cli.stderr[-2000:])
 # - Predict whole scans with overlapping windows blended by Gaussian weights:
 #   no seams, and every voxel judged by a window that saw it in context.
 # - Merge the sigmoid channels by the tumour's nesting; keep the largest lesion.
-# - Report BraTS region Dice and HD95 per case, with mean and median.
+# - Report BraTS region Dice and HD95 per case, with mean and median - the
+#   legacy scores and the lesion-wise ones, which count a missed small lesion
+#   as a whole failure.
 # - Export uint8 NIfTI on the input's grid - and never overwrite the input.
 #
 # **Bonus:** lesson 07 compares this 3D U-Net with a 2D U-Net trained on

@@ -108,7 +108,7 @@ def test_split_is_deterministic_and_disjoint():
 def test_missing_dataset_json(tmp_path):
     with pytest.raises(DatasetError, match="dataset.json not found"):
         read_dataset_json(tmp_path)
-    with pytest.raises(DatasetError, match="neither an MSD dataset"):
+    with pytest.raises(DatasetError, match=r"(?s)is not a dataset the course knows.*Known layouts:.*msd.*brats.*brats2023"):
         list_cases(tmp_path)
 
 

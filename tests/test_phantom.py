@@ -111,14 +111,15 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
     precious = tmp_path / "mine"
     precious.mkdir()
     (precious / "notes.txt").write_text("my thesis")
-    with pytest.raises(FileExistsError, match=r"not empty and is not a phantom .*overwrite=True"):
+    with pytest.raises(FileExistsError, match=r"not empty and is not a phantom .*notes.txt.*overwrite=True"):
         make_phantom_dataset(precious, n_train=1, n_test=0, shape=TINY_SHAPE, progress=False)
     assert (precious / "notes.txt").read_text() == "my thesis"
     assert main(["--out", str(precious), "--train", "1", "--test", "0", "--tiny"]) == 2
     assert (precious / "notes.txt").read_text() == "my thesis"
     assert main(["--out", str(precious), "--train", "1", "--test", "0", "--tiny", "--overwrite",
                  "--workers", "1"]) == 0
-    assert list_cases(precious) == ["PHANTOM_001"] and not (precious / "notes.txt").exists()
+    # --overwrite writes the phantom beside the user's files; it never deletes them
+    assert list_cases(precious) == ["PHANTOM_001"] and (precious / "notes.txt").read_text() == "my thesis"
 
 
 def test_bad_parameters():

@@ -14,16 +14,20 @@ draws thousands of patches. So each case is preprocessed once:
 
 Each case is written atomically and the manifest after each case, so an
 interrupted build resumes where it stopped. The manifest records the
-preprocessing parameters: a cache built with other parameters is rebuilt,
-never silently reused.
+preprocessing parameters and, for each case, the size and mtime of the
+dataset files it came from: a cache built with other parameters is rebuilt,
+a case whose files changed is redone, never silently reused. Values are
+checked when a case is built (a brain, finite intensities, labels 0-3) and
+file sizes when the cache is opened (a truncated file is named).
+
+The folder's ownership marker (:mod:`utils.safety`) lists every file the
+build wrote; a rebuild deletes only those, never a folder's other files.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,9 +35,13 @@ import numpy as np
 
 from .data import list_cases, load_case
 from .preprocessing import standardize_nonzero
+from .safety import (OwnedFiles, UnsafeWriteError, atomic_path, file_record, read_json_object,
+                     write_json_atomic)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 MANIFEST = "manifest.json"
+TOOL = "utils.cache"
+FILE_KINDS = ("image", "label", "locations")
 MAX_LOCATIONS = 10_000
 
 
@@ -51,22 +59,59 @@ class CacheError(RuntimeError):
     """The cache is unusable (missing case, wrong parameters)."""
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
 def _dataset_fingerprint(dataset_root: Path) -> str:
     meta = dataset_root / "dataset.json"
     text = meta.read_bytes() if meta.is_file() else str(sorted(p.name for p in dataset_root.iterdir())).encode()
     return hashlib.sha1(text).hexdigest()[:12]
+
+
+def _source_stats(paths) -> dict[str, list[int]]:
+    """``{path: [size, mtime_ns]}`` of the dataset files a case was built from."""
+    out = {}
+    for path in paths:
+        st = os.stat(path)
+        out[str(Path(path).resolve())] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _source_changed(entry: dict) -> bool:
+    source = entry.get("source")
+    if not isinstance(source, dict) or not source:
+        return True
+    try:
+        return _source_stats(source) != source
+    except OSError:
+        return True
+
+
+def _read_manifest(path: Path) -> dict:
+    """The manifest of a course cache.
+
+    Raises:
+        CacheError: it is not JSON, not an object, or not a cache manifest.
+    """
+    try:
+        manifest = read_json_object(path, "cache manifest")
+    except UnsafeWriteError as err:
+        raise CacheError(f"{err}; the cache is corrupt") from err
+    if not (isinstance(manifest.get("params"), dict) and isinstance(manifest.get("cases"), list)):
+        raise CacheError(f"{path} is not a training-cache manifest (no 'params' and 'cases')")
+    return manifest
+
+
+def _entry_problem(folder: Path, entry: dict) -> str | None:
+    """Why the cached files of ``entry`` are unusable (None when they are complete)."""
+    sizes = entry.get("bytes") or {}
+    for kind in FILE_KINDS:
+        name = entry.get(kind)
+        if not isinstance(name, str):
+            return f"the manifest entry has no {kind} file"
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if kind in sizes and path.stat().st_size != sizes[kind]:
+            return f"{path} is truncated or damaged ({path.stat().st_size} bytes, expected {sizes[kind]})"
+    return None
 
 
 def brain_bbox(image: np.ndarray, margin: int = 0) -> tuple[tuple[int, int], ...]:
@@ -101,8 +146,12 @@ class TrainingCache:
         path = self.folder / MANIFEST
         if not path.is_file():
             raise CacheError(f"no cache manifest in {self.folder}; build it with build_cache()")
-        self.manifest = json.loads(path.read_text())
-        self.cases = {c["case_id"]: c for c in self.manifest["cases"]}
+        self.manifest = _read_manifest(path)
+        self.cases = {c["case_id"]: c for c in self.manifest["cases"] if isinstance(c, dict) and "case_id" in c}
+        for entry in self.cases.values():
+            problem = _entry_problem(self.folder, entry)
+            if problem:
+                raise CacheError(f"cache case {entry['case_id']}: {problem}; run build_cache() again to redo it")
 
     @property
     def case_ids(self) -> list[str]:
@@ -149,46 +198,97 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
     expected = {"params": asdict(params), "dataset": str(dataset_root.resolve()),
                 "dataset_fingerprint": _dataset_fingerprint(dataset_root), "seed": seed}
     manifest_path = cache_dir / MANIFEST
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise CacheError(f"the cache folder {cache_dir} is a file")
+    owned = OwnedFiles(cache_dir, TOOL, hashed=False)
+    ours = owned.exists or manifest_path.is_file()
     manifest = None
     if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if {k: manifest.get(k) for k in expected} != expected:
+        try:
+            manifest = _read_manifest(manifest_path)
+        except CacheError as err:
+            if not owned.exists:
+                raise CacheError(f"{err}; {cache_dir} is not a folder this course made, so nothing is "
+                                 "deleted: choose another folder") from err
+            print(f"{err}; rebuilding the cache in {cache_dir}")
+        if manifest is not None and not owned.exists:
+            if manifest.get("tool") not in (None, TOOL):
+                raise CacheError(f"{manifest_path} was not written by {TOOL}; choose another folder")
+            owned.files[MANIFEST] = {**file_record(manifest_path, hashed=False), "tool": TOOL}
+            for entry in manifest["cases"]:  # a cache from before ownership markers: its manifest lists its files
+                for kind, suffix in zip(FILE_KINDS, (".npy", ".npy", ".npz")):
+                    name = entry.get(kind) if isinstance(entry, dict) else None
+                    # only the names a build gives its files, so a forged manifest cannot hand over others
+                    if name == f"{entry.get('case_id')}_{kind}{suffix}" and "/" not in name \
+                            and (cache_dir / name).is_file():
+                        owned.files[name] = {**file_record(cache_dir / name, hashed=False), "tool": TOOL}
+        if manifest is not None and {k: manifest.get(k) for k in expected} != expected:
             old = {k: manifest.get(k) for k in expected if manifest.get(k) != expected[k]}
             print(f"cache {cache_dir} was built with other parameters {old}; rebuilding it")
-            shutil.rmtree(cache_dir)
             manifest = None
-    elif cache_dir.exists() and any(cache_dir.iterdir()):
+        if manifest is None:  # delete what the old build wrote, and only that
+            for key in list(owned.files):
+                if key != MANIFEST:
+                    owned.remove(cache_dir / key, strict=False)
+            owned.save()
+    elif cache_dir.exists() and any(p.name != ".gitkeep" for p in cache_dir.iterdir()) and not ours:
         raise CacheError(f"{cache_dir} is not empty and holds no cache manifest; choose another folder")
     cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in cache_dir.glob(".tmp-*"):  # temporary files of a killed build, named after our files
+        if stale.name.split("-", 2)[-1] in owned.files:
+            stale.unlink()
     if manifest is None:
-        manifest = dict(expected, cases=[])
-    done = {c["case_id"] for c in manifest["cases"]
-            if all((cache_dir / c[k]).is_file() for k in ("image", "label", "locations"))}
+        manifest = dict(expected, tool=TOOL, cases=[])
+    owned.claim(manifest_path, strict=False)  # a listed file in a folder we made, even if damaged
+    write_json_atomic(manifest_path, manifest)
+    owned.record(manifest_path)
+
+    done, redo = set(), []
+    for entry in manifest["cases"]:
+        if _entry_problem(cache_dir, entry) is None and not _source_changed(entry):
+            done.add(entry["case_id"])
+        elif entry["case_id"] in case_ids:
+            redo.append(entry["case_id"])
+    if redo:
+        print(f"cache {cache_dir}: redoing {len(redo)} case(s) whose dataset files changed or whose cache "
+              f"files are damaged: {redo[:5]}{' ...' if len(redo) > 5 else ''}")
     manifest["cases"] = [c for c in manifest["cases"] if c["case_id"] in done]
     todo = [c for c in case_ids if c not in done]
     for case_id in tqdm(todo, desc="cache", unit="case", disable=not progress or not todo):
         case = load_case(dataset_root, case_id)
+        where = case.image_paths[0] if case.image_paths else dataset_root
         if case.label is None:
             raise CacheError(f"case {case_id} has no label; the training cache needs labelled cases")
+        if not np.any(case.image):
+            raise CacheError(f"case {case_id}: the image is all zero (no brain to crop or standardize): {where}")
         box = brain_bbox(case.image, params.margin)
         window = tuple(slice(a, b) for a, b in box)
         image = standardize_nonzero(case.image[window]).astype(params.image_dtype)
         label = np.ascontiguousarray(case.label[window])
+        if not np.all(np.isfinite(image)):
+            raise CacheError(f"case {case_id}: standardization gave NaN/Inf (a channel without contrast "
+                             f"or out of {params.image_dtype} range?): {where}")
+        if label.size and int(label.max()) > 3:
+            raise CacheError(f"case {case_id}: label values must be 0-3; found {int(label.max())}")
         rng = np.random.default_rng(np.random.SeedSequence([seed, int(hashlib.sha1(case_id.encode()).hexdigest()[:8], 16)]))
         entry = {"case_id": case_id, "shape": list(label.shape), "crop_box": [list(b) for b in box],
                  "original_shape": list(case.label.shape), "spacing": list(case.spacing),
                  "voxels": {str(k): int((label == k).sum()) for k in (1, 2, 3)},
                  "image": f"{case_id}_image.npy", "label": f"{case_id}_label.npy",
-                 "locations": f"{case_id}_locations.npz"}
-        _save_npy_atomic(cache_dir / entry["image"], image)
-        _save_npy_atomic(cache_dir / entry["label"], label)
-        tmp = cache_dir / f".{case_id}_locations.tmp-{os.getpid()}.npz"
-        np.savez(tmp, **class_locations(label, rng))
-        os.replace(tmp, cache_dir / entry["locations"])
+                 "locations": f"{case_id}_locations.npz",
+                 "source": _source_stats([*case.image_paths, *([case.label_path] if case.label_path else [])])}
+        paths = [cache_dir / entry[kind] for kind in FILE_KINDS]
+        owned.claim(*paths, strict=False)
+        for path, array in zip(paths[:2], (image, label)):
+            with atomic_path(path) as tmp:
+                np.save(tmp, array)
+        with atomic_path(paths[2]) as tmp:
+            np.savez(tmp, **class_locations(label, rng))
+        owned.record(*paths)
+        entry["bytes"] = {kind: path.stat().st_size for kind, path in zip(FILE_KINDS, paths)}
         manifest["cases"].append(entry)
-        _write_json_atomic(manifest_path, manifest)
-    if not manifest_path.is_file():
-        _write_json_atomic(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest)
+        owned.record(manifest_path)
     cache = TrainingCache(cache_dir)
     missing = sorted(set(case_ids) - set(cache.case_ids))
     if missing:

@@ -1,6 +1,19 @@
-"""Loading MSD Task01 and BraTS 2020/2021 cases into one convention.
+"""Loading MSD Task01 and BraTS 2020/2021/2023+ cases into one convention.
 
-Both loaders return a :class:`Case`: the image ``(x, y, z, 4)`` float32 in the
+Three layouts are known (:data:`LAYOUTS`; :func:`detect_layout` names the one
+a folder holds):
+
+* ``msd`` - the Medical Segmentation Decathlon Task01 folder (``dataset.json``,
+  ``imagesTr/``, ``labelsTr/``, ``imagesTs/``; one 4-D image per case);
+* ``brats`` - BraTS 2020/2021 case folders (``BraTS20_Training_001_flair.nii``,
+  ``BraTS2021_00000_t1ce.nii.gz`` ...; labels 1/2/4), including the Kaggle copy
+  of BraTS 2020 with its quirks (CSV files beside the cases, ``__MACOSX/``,
+  case 355's label named ``W39_1998.09.19_Segm.nii``);
+* ``brats2023`` - BraTS 2023+ case folders (``BraTS-GLI-00000-000-t2f.nii.gz``
+  ...; labels 1/2/3), for the sub-challenges that share the glioma naming and
+  labels (:data:`BRATS2023_PREFIXES`).
+
+Every loader returns a :class:`Case`: the image ``(x, y, z, 4)`` float32 in the
 MSD channel order (FLAIR, T1w, T1gd, T2w), the label ``(x, y, z)`` uint8 in the
 MSD values (0 background, 1 edema, 2 non-enhancing, 3 enhancing), the affine
 and the voxel size in mm. Loaders only read: nothing is written to the dataset.
@@ -17,11 +30,37 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .labels import LABEL_NAMES, MODALITIES, brats_to_msd
+from .labels import LABEL_NAMES, MODALITIES, brats2023_to_msd, brats_to_msd
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 BRATS_SUFFIXES = {"FLAIR": "flair", "T1w": "t1", "T1gd": "t1ce", "T2w": "t2"}
-"""BraTS file suffix for each channel, in the MSD channel order."""
+"""BraTS 2020/2021 file suffix for each channel, in the MSD channel order."""
+BRATS2023_SUFFIXES = {"FLAIR": "t2f", "T1w": "t1n", "T1gd": "t1c", "T2w": "t2w"}
+"""BraTS 2023+ file suffix for each channel, in the MSD channel order."""
+
+BRATS2023_PREFIXES = {
+    "GLI": "adult glioma",
+    "SSA": "glioma, sub-Saharan Africa",
+    "MEN": "meningioma",
+    "MET": "brain metastases",
+}
+"""BraTS 2023+ sub-challenges whose files share the glioma naming and labels
+(1 NETC, 2 SNFH/edema, 3 ET), so the course loads them."""
+
+BRATS2023_REFUSED_PREFIXES = {
+    "PED": "the paediatric data changed its label values in 2024 (1 enhancing, 2 non-enhancing, "
+           "3 cyst, 4 edema), so a file cannot say which convention it follows",
+    "GoAT": "the generalisability data mixes tumour types and label conventions",
+}
+"""BraTS 2023+ sub-challenges the course refuses rather than mislabel, with the reason."""
+
+KAGGLE_SEG_ALIAS = "_segm"
+"""The Kaggle copy of BraTS 2020 names case 355's label ``W39_1998.09.19_Segm.nii``
+instead of ``BraTS20_Training_355_seg.nii``: a label file whose name ends in
+``_Segm`` is accepted when the case has no ``*_seg`` file."""
+
+SKIPPED_FOLDERS = ("__MACOSX",)
+"""Folders that are never cases (macOS archive metadata)."""
 
 
 class DatasetError(ValueError):
@@ -129,6 +168,32 @@ def _spacing(img: nib.Nifti1Image) -> tuple[float, float, float]:
     return tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
+AFFINE_TOLERANCE_MM = 1e-3
+"""Largest difference between two affines (mm) that still counts as the same grid."""
+
+
+def check_same_grid(ref: nib.Nifti1Image, ref_what: str, img: nib.Nifti1Image, path: Path, what: str) -> None:
+    """Refuse a file whose grid (spatial shape and affine) differs from the reference's.
+
+    Args:
+        ref, ref_what: the reference image (the case's image or FLAIR) and its name in messages.
+        img, path, what: the file to check, its path and its name in messages.
+
+    Raises:
+        DatasetError: naming the file and how it differs (shape, flipped
+            axis, shifted origin ...).
+    """
+    if tuple(img.shape[:3]) != tuple(ref.shape[:3]):
+        raise DatasetError(f"{what} shape {tuple(img.shape[:3])} differs from {ref_what} shape "
+                           f"{tuple(ref.shape[:3])}: {path}")
+    diff = float(np.max(np.abs(img.affine - ref.affine)))
+    if diff > AFFINE_TOLERANCE_MM:
+        axes, ref_axes = "".join(nib.aff2axcodes(img.affine)), "".join(nib.aff2axcodes(ref.affine))
+        how = f"orientation {axes} vs {ref_axes}" if axes != ref_axes else f"largest difference {diff:.3g} mm"
+        raise DatasetError(f"{what} affine differs from the {ref_what} affine ({how}): {path}; image, label "
+                           "and modalities must share one voxel grid")
+
+
 # ----------------------------------------------------------------------------
 # Medical Segmentation Decathlon layout
 # ----------------------------------------------------------------------------
@@ -156,37 +221,192 @@ def read_dataset_json(root: Path | str) -> dict:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path} is not valid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path} should hold a JSON object; found a {type(meta).__name__}")
     missing = [key for key in ("modality", "labels", "training") if key not in meta]
     if missing:
         raise DatasetError(f"{path} lacks the key(s) {missing}")
-    modalities = [meta["modality"][k] for k in sorted(meta["modality"], key=int)]
-    if len(modalities) != len(MODALITIES):
-        raise DatasetError(
-            f"expected {len(MODALITIES)} modalities {MODALITIES} in {path}; found {modalities}"
-        )
     meta.setdefault("test", [])
+    _check_dataset_types(meta, path)
+    try:
+        modalities = [meta["modality"][k] for k in sorted(meta["modality"], key=int)]
+    except ValueError as err:
+        raise DatasetError(f"{path}: 'modality' keys must be channel numbers '0'..'3'; found "
+                           f"{list(meta['modality'])}") from err
+    if [str(m).lower() for m in modalities] != [m.lower() for m in MODALITIES]:
+        raise DatasetError(
+            f"expected the {len(MODALITIES)} modalities {list(MODALITIES)} in this order in {path}; "
+            f"found {modalities}"
+        )
     return meta
+
+
+def _check_dataset_types(meta: dict, path: Path) -> None:
+    """Report a dataset.json field of the wrong JSON type, naming the field."""
+    expected = {"modality": dict, "labels": dict, "training": list, "test": list}
+    for key, kind in expected.items():
+        if not isinstance(meta[key], kind):
+            raise DatasetError(f"{path}: '{key}' should be a JSON {'object' if kind is dict else 'array'}; "
+                               f"found {type(meta[key]).__name__} {str(meta[key])[:60]!r}")
+    for i, entry in enumerate(meta["training"]):
+        if not (isinstance(entry, dict) and isinstance(entry.get("image"), str)
+                and isinstance(entry.get("label"), str)):
+            raise DatasetError(f"{path}: training[{i}] should be an object with 'image' and 'label' paths; "
+                               f"found {str(entry)[:80]!r}")
+    for i, entry in enumerate(meta["test"]):
+        if not (isinstance(entry, str) or (isinstance(entry, dict) and isinstance(entry.get("image"), str))):
+            raise DatasetError(f"{path}: test[{i}] should be an image path; found {str(entry)[:80]!r}")
 
 
 def _entry_id(entry: str) -> str:
     return strip_nifti_suffix(Path(entry).name)
 
 
+
+# ----------------------------------------------------------------------------
+# Which layout a folder holds
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CaseFolderLayout:
+    """A layout with one folder per case and one file per modality.
+
+    Attributes:
+        name: the layout name :func:`detect_layout` returns.
+        separator: the character before the suffix (``_`` or ``-``).
+        suffixes: the file suffix of each channel, in the MSD channel order.
+        label_suffix: the suffix of the label file.
+        example: a FLAIR file name, for messages.
+    """
+
+    name: str
+    separator: str
+    suffixes: dict[str, str]
+    label_suffix: str
+    example: str
+
+    def to_msd(self, raw: np.ndarray) -> np.ndarray:
+        """Map this layout's label values to the MSD values."""
+        return brats2023_to_msd(raw) if self.name == "brats2023" else brats_to_msd(raw)
+
+
+BRATS_LAYOUT = CaseFolderLayout("brats", "_", BRATS_SUFFIXES, "seg", "BraTS20_Training_001_flair.nii")
+BRATS2023_LAYOUT = CaseFolderLayout("brats2023", "-", BRATS2023_SUFFIXES, "seg", "BraTS-GLI-00000-000-t2f.nii.gz")
+CASE_FOLDER_LAYOUTS = {layout.name: layout for layout in (BRATS_LAYOUT, BRATS2023_LAYOUT)}
+
+LAYOUTS = {
+    "msd": "MSD Task01: dataset.json, imagesTr/, labelsTr/, imagesTs/",
+    "brats": "BraTS 2020/2021 case folders: <case>/<case>_{flair,t1,t1ce,t2,seg}.nii(.gz), labels 1/2/4 "
+             "(also the Kaggle BraTS 2020 copy)",
+    "brats2023": "BraTS 2023+ case folders: <case>/<case>-{t2f,t1n,t1c,t2w,seg}.nii.gz, labels 1/2/3, "
+                 f"prefixes {', '.join('BraTS-' + p for p in BRATS2023_PREFIXES)}",
+}
+"""Every layout the course loads, with what identifies it."""
+
+
+def _is_skipped(path: Path) -> bool:
+    return is_hidden_file(path) or path.name in SKIPPED_FOLDERS
+
+
+def _nifti_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not _is_skipped(p) and p.name.endswith(NIFTI_SUFFIXES))
+
+
+def _matching_files(folder: Path, layout: CaseFolderLayout, suffix: str) -> list[Path]:
+    """The NIfTI files of ``folder`` whose name ends in ``<sep><suffix>.nii(.gz)``."""
+    end = f"{layout.separator}{suffix}".lower()
+    return [p for p in _nifti_files(folder) if strip_nifti_suffix(p.name).lower().endswith(end)]
+
+
+def _one_file(folder: Path, layout: CaseFolderLayout, suffix: str, what: str) -> Path | None:
+    """The single file of ``folder`` for ``suffix``; None if there is none.
+
+    Raises:
+        DatasetError: if two or more files match (both names are given).
+    """
+    found = _matching_files(folder, layout, suffix)
+    if not found and suffix == layout.label_suffix and layout is BRATS_LAYOUT:
+        found = [p for p in _nifti_files(folder) if strip_nifti_suffix(p.name).lower().endswith(KAGGLE_SEG_ALIAS)]
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise DatasetError(
+            f"expected one {what} file (*{layout.separator}{suffix}.nii or .nii.gz) in {folder}; "
+            f"found {len(found)}: {names}. Remove or rename the extra one(s)"
+        )
+    return found[0] if found else None
+
+
+def _folder_layout(folder: Path) -> CaseFolderLayout | None:
+    """The case-folder layout whose files ``folder`` holds, if any."""
+    if not folder.is_dir() or _is_skipped(folder):
+        return None
+    names = [strip_nifti_suffix(p.name).lower() for p in _nifti_files(folder)]
+    for layout in CASE_FOLDER_LAYOUTS.values():
+        ends = [f"{layout.separator}{s}".lower() for s in (*layout.suffixes.values(), layout.label_suffix)]
+        if any(name.endswith(end) for name in names for end in ends):
+            return layout
+    return None
+
+
+def detect_layout(root: Path | str) -> str:
+    """Name the layout of a dataset folder: a key of :data:`LAYOUTS`.
+
+    ``msd`` for a folder with ``dataset.json``; ``brats`` or ``brats2023`` for
+    a folder of case folders (``__MACOSX/``, hidden entries, CSV files and
+    folders without NIfTI files of a case are ignored).
+
+    Raises:
+        DatasetError: if it is none of them (the message lists the layouts and
+            what was looked for), or if case folders of two layouts are mixed.
+    """
+    root = Path(root)
+    if (root / "dataset.json").is_file():
+        return "msd"
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found: {root}")
+    found = {}
+    for sub in sorted(root.iterdir()):
+        layout = _folder_layout(sub)
+        if layout is not None:
+            found.setdefault(layout.name, sub.name)
+    if len(found) > 1:
+        raise DatasetError(
+            f"{root} mixes case folders of two layouts ({', '.join(f'{k}: {v}' for k, v in found.items())}); "
+            "keep one layout per dataset folder"
+        )
+    if found:
+        return next(iter(found))
+    known = "\n".join(f"  - {name}: {text}" for name, text in LAYOUTS.items())
+    hint = ""
+    nested = [sub.name for sub in sorted(root.iterdir()) if sub.is_dir() and not _is_skipped(sub)
+              and ((sub / "dataset.json").is_file() or any(_folder_layout(c) for c in sub.iterdir()))]
+    if nested:
+        hint = f"\nThe dataset seems to be one level down: try {root / nested[0]}"
+    raise DatasetError(
+        f"{root} is not a dataset the course knows: no dataset.json, and no sub-folder holding "
+        f"*_flair/_t1/_t1ce/_t2/_seg or *-t2f/-t1n/-t1c/-t2w/-seg .nii(.gz) files.\n"
+        f"Known layouts:\n{known}{hint}"
+    )
+
+
 def list_cases(root: Path | str, subset: str = "training") -> list[str]:
-    """List the case ids of an MSD dataset (or of a BraTS folder of cases).
+    """List the case ids of a dataset in any known layout.
 
     Args:
         root: dataset folder.
         subset: ``"training"`` (labelled) or ``"test"`` (MSD only).
 
     Returns:
-        Sorted case ids, macOS ``._*`` entries skipped.
+        Sorted case ids: macOS ``._*`` entries, ``__MACOSX/``, CSV files and
+        folders that hold no case files are skipped.
     """
     root = Path(root)
-    if detect_layout(root) == "brats":
+    layout = detect_layout(root)
+    if layout != "msd":
         if subset != "training":
-            raise DatasetError(f"a BraTS folder has no {subset!r} list: {root}")
-        return sorted(p.name for p in root.iterdir() if p.is_dir() and not is_hidden_file(p))
+            raise DatasetError(f"a {layout} folder of cases has no {subset!r} list: {root}")
+        return sorted(sub.name for sub in root.iterdir() if _folder_layout(sub) is not None)
     meta = read_dataset_json(root)
     if subset == "training":
         entries = [e["image"] for e in meta["training"]]
@@ -195,26 +415,6 @@ def list_cases(root: Path | str, subset: str = "training") -> list[str]:
     else:
         raise ValueError(f"subset must be 'training' or 'test'; found {subset!r}")
     return sorted(_entry_id(e) for e in entries if not is_hidden_file(e))
-
-
-def detect_layout(root: Path | str) -> str:
-    """Return ``"msd"`` for a folder with ``dataset.json``, ``"brats"`` for a
-    folder of BraTS case folders.
-
-    Raises:
-        DatasetError: if it is neither.
-    """
-    root = Path(root)
-    if (root / "dataset.json").is_file():
-        return "msd"
-    if root.is_dir():
-        for sub in root.iterdir():
-            if sub.is_dir() and not is_hidden_file(sub) and _find_brats_file(sub, "flair"):
-                return "brats"
-    raise DatasetError(
-        f"{root} is neither an MSD dataset (no dataset.json) nor a folder of BraTS cases "
-        "(no sub-folder with a *_flair.nii(.gz) file)"
-    )
 
 
 def _find_msd_file(folder: Path, case_id: str) -> Path:
@@ -257,29 +457,50 @@ def load_msd_case(root: Path | str, case_id: str, subset: str = "training") -> C
         label_path = _find_msd_file(root / "labelsTr", case_id)
         lab = load_nifti(label_path, "label")
         label = _check_label(np.asanyarray(lab.dataobj), image.shape[:3], label_path)
+        check_same_grid(img, "image", lab, label_path, "label")
     return Case(case_id, image, label, img.affine.copy(), _spacing(img), (image_path,), label_path)
 
 
 # ----------------------------------------------------------------------------
-# BraTS 2020 / 2021 layout
+# BraTS case folders (2020/2021 and 2023+)
 # ----------------------------------------------------------------------------
 
-def _find_brats_file(folder: Path, suffix: str) -> Path | None:
-    for path in sorted(folder.iterdir()):
-        if is_hidden_file(path):
-            continue
-        stem = strip_nifti_suffix(path.name)
-        if stem != path.name and stem.lower().endswith(f"_{suffix}"):
-            return path
-    return None
+def _brats2023_prefix_check(folder: Path, flair: Path) -> None:
+    """Refuse BraTS 2023+ sub-challenges whose labels the course cannot map."""
+    parts = strip_nifti_suffix(flair.name).split("-")
+    prefix = parts[1] if len(parts) > 2 and parts[0].lower() == "brats" else ""
+    if prefix in BRATS2023_REFUSED_PREFIXES:
+        raise DatasetError(f"BraTS-{prefix} cases are not supported: {BRATS2023_REFUSED_PREFIXES[prefix]} ({folder})")
+    if prefix not in BRATS2023_PREFIXES:
+        known = ", ".join(f"BraTS-{p} ({text})" for p, text in BRATS2023_PREFIXES.items())
+        raise DatasetError(
+            f"expected a BraTS 2023+ file named BraTS-<prefix>-<id>-<timepoint>-t2f.nii.gz with prefix one of "
+            f"{known}; found {flair.name} in {folder}"
+        )
+
+
+def _read_case_label(folder: Path, layout: CaseFolderLayout) -> tuple[np.ndarray | None, Path | None, nib.Nifti1Image | None]:
+    path = _one_file(folder, layout, layout.label_suffix, "segmentation")
+    if path is None:
+        return None, None, None
+    img = load_nifti(path, "segmentation")
+    raw = np.asanyarray(img.dataobj)
+    if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
+        raise DatasetError(f"expected integer label values; found non-integers in {path}")
+    try:
+        return layout.to_msd(raw), path, img
+    except ValueError as err:
+        raise DatasetError(f"{err} in {path}") from err
 
 
 def load_brats_case(folder: Path | str) -> Case:
-    """Load one BraTS 2020/2021 case folder.
+    """Load one BraTS case folder, 2020/2021 or 2023+ naming.
 
-    The folder holds ``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2`` and (for
-    training cases) ``*_seg`` files, ``.nii`` or ``.nii.gz``. Channels are
-    stacked in the MSD order and labels mapped 2 -> 1, 1 -> 2, 4 -> 3.
+    2020/2021: ``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2`` and (training cases)
+    ``*_seg``; labels 1/2/4 mapped 2 -> 1, 1 -> 2, 4 -> 3. 2023+:
+    ``*-t2f``, ``*-t1n``, ``*-t1c``, ``*-t2w``, ``*-seg``; labels 1/2/3 mapped
+    2 -> 1, 1 -> 2, 3 -> 3 (label 4, the resection cavity, is refused).
+    ``.nii`` or ``.nii.gz``; channels stacked in the MSD order.
 
     Args:
         folder: the case folder; its name is the case id.
@@ -288,55 +509,57 @@ def load_brats_case(folder: Path | str) -> Case:
         A :class:`Case` in the shared convention (label None without a seg file).
 
     Raises:
-        DatasetError: on a missing/unreadable file, mismatched grids, NaN/Inf,
-            or label values other than 0, 1, 2, 4.
+        DatasetError: on a missing, doubled or unreadable file, mismatched
+            grids, NaN/Inf, or label values outside the layout's.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"BraTS case folder not found: {folder}")
+    layout = _folder_layout(folder)
+    if layout is None:
+        raise DatasetError(
+            f"no BraTS case files in {folder}: expected e.g. {BRATS_LAYOUT.example} (2020/2021) "
+            f"or {BRATS2023_LAYOUT.example} (2023+)"
+        )
     paths, channels, ref = [], [], None
-    for modality, suffix in BRATS_SUFFIXES.items():
-        path = _find_brats_file(folder, suffix)
+    for modality, suffix in layout.suffixes.items():
+        path = _one_file(folder, layout, suffix, f"{modality} image")
         if path is None:
-            raise DatasetError(f"{modality} file not found: expected {folder}/*_{suffix}.nii.gz")
+            raise DatasetError(f"{modality} file not found: expected {folder}/*{layout.separator}{suffix}.nii.gz")
+        if layout is BRATS2023_LAYOUT and modality == "FLAIR":
+            _brats2023_prefix_check(folder, path)
         img = load_nifti(path, f"{modality} image")
         if img.ndim != 3:
             raise DatasetError(f"expected a 3-D {modality} volume; found shape {img.shape} in {path}")
         if ref is None:
             ref = img
-        elif img.shape != ref.shape:
-            raise DatasetError(
-                f"{modality} shape {img.shape} differs from FLAIR shape {ref.shape}: {path}"
-            )
+        else:
+            check_same_grid(ref, "FLAIR", img, path, modality)
         data = np.asarray(img.get_fdata(dtype=np.float32))
         _check_finite(data, path)
         paths.append(path)
         channels.append(data)
     image = np.stack(channels, axis=-1)
-    label, label_path = None, _find_brats_file(folder, "seg")
-    if label_path is not None:
-        raw = np.asanyarray(load_nifti(label_path, "segmentation").dataobj)
-        if raw.shape != image.shape[:3]:
-            raise DatasetError(
-                f"label shape {raw.shape} does not match image shape {image.shape[:3]}: {label_path}"
-            )
-        if not np.all(raw == np.round(raw)):
-            raise DatasetError(f"expected integer label values; found non-integers in {label_path}")
-        try:
-            label = brats_to_msd(raw)
-        except ValueError as err:
-            raise DatasetError(f"{err} in {label_path}") from err
+    label, label_path, seg = _read_case_label(folder, layout)
+    if label is not None and label.shape != image.shape[:3]:
+        raise DatasetError(
+            f"label shape {label.shape} does not match image shape {image.shape[:3]}: {label_path}"
+        )
+    if seg is not None:
+        check_same_grid(ref, "FLAIR", seg, label_path, "segmentation")
     return Case(folder.name, image, label, ref.affine.copy(), _spacing(ref), tuple(paths), label_path)
 
 
 # ----------------------------------------------------------------------------
-# Either layout
+# Any layout
 # ----------------------------------------------------------------------------
 
 def load_case(root: Path | str, case_id: str, subset: str = "training") -> Case:
-    """Load ``case_id`` from an MSD dataset or a folder of BraTS cases."""
+    """Load ``case_id`` from a dataset in any known layout (:data:`LAYOUTS`)."""
     root = Path(root)
-    if detect_layout(root) == "brats":
+    if not (root / "dataset.json").is_file():  # the case folder says which BraTS naming it uses
+        if not (root / case_id).is_dir():
+            detect_layout(root)  # not a dataset at all: the error lists the known layouts
         return load_brats_case(root / case_id)
     return load_msd_case(root, case_id, subset)
 
@@ -348,34 +571,44 @@ def load_label(root: Path | str, case_id: str) -> tuple[np.ndarray, tuple[float,
         ``(label, spacing)``: uint8 ``(x, y, z)`` in MSD values and the voxel size.
     """
     root = Path(root)
-    if detect_layout(root) == "brats":
-        path = _find_brats_file(root / case_id, "seg")
-        if path is None:
-            raise DatasetError(f"segmentation not found: expected {root / case_id}/*_seg.nii.gz")
-        img = load_nifti(path, "segmentation")
-        try:
-            return brats_to_msd(np.asanyarray(img.dataobj)), _spacing(img)
-        except ValueError as err:
-            raise DatasetError(f"{err} in {path}") from err
+    if not (root / "dataset.json").is_file():
+        layout = _folder_layout(root / case_id)
+        if layout is None:
+            detect_layout(root)  # not a dataset at all: the error lists the known layouts
+            raise DatasetError(f"case {case_id!r} not found: expected a case folder {root / case_id}")
+        label, path, img = _read_case_label(root / case_id, layout)
+        if label is None:
+            raise DatasetError(
+                f"segmentation not found: expected {root / case_id}/*{layout.separator}{layout.label_suffix}.nii.gz"
+            )
+        flair = _one_file(root / case_id, layout, layout.suffixes["FLAIR"], "FLAIR image")
+        if flair is not None:  # the header only: no image data is read
+            check_same_grid(nib.load(str(flair)), "FLAIR", img, path, "segmentation")
+        return label, _spacing(img)
     path = _find_msd_file(root / "labelsTr", case_id)
     img = load_nifti(path, "label")
+    image_path = _find_msd_file(root / "imagesTr", case_id)
     label = np.asanyarray(img.dataobj)
+    check_same_grid(nib.load(str(image_path)), "image", img, path, "label")  # header only
     return _check_label(label, label.shape, path), _spacing(img)
 
 
 DATASETS = ("phantom", "msd")
 
 
-def get_dataset(name: str = "phantom") -> Path:
+def get_dataset(name: str | Path = "phantom") -> Path:
     """Return the folder of a course dataset, building the phantom if needed.
 
     Args:
         name: ``"phantom"`` (built from the MNI template, no download, sized by
-            ``COURSE_MODE``) or ``"msd"`` (the real Task01_BrainTumour data under
-            the data root; lesson 05 downloads it).
+            ``COURSE_MODE``), ``"msd"`` (the real Task01_BrainTumour data under
+            the data root; lesson 05 downloads it), or the path of a dataset
+            folder in any layout of :data:`LAYOUTS` (e.g. BraTS 2021 or the
+            BraTS 2023 GLI training data).
 
     Raises:
-        DatasetError: for ``"msd"`` when the data is not there yet.
+        DatasetError: for ``"msd"`` when the data is not there yet, or for a
+            path that is not a dataset in a known layout.
     """
     from .config import msd_dir
 
@@ -392,7 +625,13 @@ def get_dataset(name: str = "phantom") -> Path:
                 "to the folder that holds Task01_BrainTumour/"
             )
         return root
-    raise ValueError(f"dataset must be one of {DATASETS}; found {name!r}")
+    path = Path(str(name)).expanduser()
+    if isinstance(name, Path) or path.is_dir() or "/" in str(name) or "\\" in str(name):
+        if not path.is_dir():
+            raise DatasetError(f"dataset folder not found: {path}")
+        detect_layout(path)  # raises, listing the known layouts, if it is none of them
+        return path.resolve()
+    raise ValueError(f"dataset must be one of {DATASETS} or the path of a dataset folder; found {name!r}")
 
 
 def split_cases(

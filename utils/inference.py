@@ -310,41 +310,50 @@ def save_segmentation(label: np.ndarray, reference, out_path: Path | str, overwr
     """
     import nibabel as nib
 
+    from .safety import atomic_path, check_target
+
     out_path = Path(out_path)
     if isinstance(reference, (str, Path)):
         ref_path = Path(reference)
-        if ref_path.resolve() == out_path.resolve():
-            raise ValueError(f"the output path is the input file {ref_path}; refusing to overwrite the input")
         ref = nib.load(str(ref_path))
     else:
         ref = reference
-        fname = ref.get_filename()
-        if fname and Path(fname).resolve() == out_path.resolve():
-            raise ValueError(f"the output path is the input file {fname}; refusing to overwrite the input")
+        ref_path = Path(ref.get_filename()) if ref.get_filename() else None
     if not out_path.name.endswith((".nii", ".nii.gz")):
         raise ValueError(f"the output must be a .nii or .nii.gz file; found {out_path.name!r}")
     if tuple(label.shape) != tuple(ref.shape[:3]):
         raise ValueError(f"label shape {label.shape} does not match the input grid {ref.shape[:3]}")
-    if out_path.exists() and not overwrite:
-        raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
+    prob_path = probabilities_path(out_path) if probabilities is not None else None
+    for path in (out_path, prob_path):
+        if path is None:
+            continue
+        check_target(path, "the output", inputs=[ref_path] if ref_path else [])
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
     header = ref.header.copy()
     header.set_data_shape(label.shape)
     header.set_data_dtype(np.uint8)
     header.set_slope_inter(1, 0)
     header["cal_min"], header["cal_max"] = 0, 3
     header.set_intent("label")
+    header["descrip"] = b"utils.predict segmentation"
     seg = nib.Nifti1Image(label.astype(np.uint8), ref.affine, header)
     seg.set_sform(ref.affine, code=int(ref.header["sform_code"]) or 1)
     seg.set_qform(ref.affine, code=int(ref.header["qform_code"]) or 1)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(seg, str(out_path))
-    if probabilities is not None:
-        stem = out_path.name[: -len(".nii.gz")] if out_path.name.endswith(".nii.gz") else out_path.stem
-        prob_path = out_path.with_name(f"{stem}_probabilities.nii.gz")
-        if prob_path.exists() and not overwrite:
-            raise FileExistsError(f"{prob_path} exists; pass overwrite=True to replace it")
-        nib.save(nib.Nifti1Image(probabilities.astype(np.float32), ref.affine), str(prob_path))
+    with atomic_path(out_path) as tmp:
+        nib.save(seg, str(tmp))
+    if prob_path is not None:
+        with atomic_path(prob_path) as tmp:
+            nib.save(nib.Nifti1Image(probabilities.astype(np.float32), ref.affine), str(tmp))
     return out_path
+
+
+def probabilities_path(out_path: Path | str) -> Path:
+    """Where :func:`save_segmentation` writes the probability maps of ``out_path``."""
+    out_path = Path(out_path)
+    stem = out_path.name[: -len(".nii.gz")] if out_path.name.endswith(".nii.gz") else out_path.stem
+    return out_path.with_name(f"{stem}_probabilities.nii.gz")
 
 
 def preprocess_for_model(image: np.ndarray) -> np.ndarray:
@@ -381,7 +390,8 @@ def predict_case(model, image: np.ndarray, overlap: float = 0.5, weighting: str 
 
 
 def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool = False,
-                   largest_component: bool = False, with_hd95: bool = True, progress: bool = True):
+                   largest_component: bool = False, with_hd95: bool = True, progress: bool = True,
+                   lesion_wise: bool = True):
     """Predict whole labelled cases and score them (BraTS regions and classes).
 
     Args:
@@ -392,10 +402,12 @@ def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool
         largest_component: post-process with :func:`keep_largest_component`.
         with_hd95: also compute HD95 (a few seconds per case).
         progress: progress bar over the cases.
+        lesion_wise: also the lesion-wise Dice (and HD95) of the regions.
 
     Returns:
         ``(table, predictions)``: a DataFrame with one row per case (region
-        Dice / IoU / HD95 and the per-class Dice) plus mean and median rows,
+        Dice / IoU / HD95, lesion-wise ``LW`` scores and the per-class Dice)
+        plus mean and median rows,
         and ``{case_id: (label, prediction)}``.
     """
     import pandas as pd
@@ -412,7 +424,7 @@ def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool
             raise ValueError(f"case {case_id} has no label to evaluate against")
         pred, _ = predict_case(model, case.image, overlap=overlap, mirror=mirror,
                                largest_component=largest_component, progress=False)
-        scores = region_scores(case.label, pred, case.spacing, with_hd95)
+        scores = region_scores(case.label, pred, case.spacing, with_hd95, lesion_wise)
         for k, name in enumerate(CLASS_NAMES, start=1):
             scores[f"Dice {name}"] = dice_score(case.label == k, pred == k)
         rows[case_id] = scores

@@ -1,8 +1,9 @@
 """Label and channel conventions shared by every lesson.
 
 Image channels follow the Medical Segmentation Decathlon (MSD) Task01 order and
-label maps the MSD values. BraTS 2020/2021 files use other label values; they
-are mapped on load with :func:`brats_to_msd`.
+label maps the MSD values. BraTS files use other label values; they are mapped
+on load: BraTS 2020/2021 with :func:`brats_to_msd`, BraTS 2023+ with
+:func:`brats2023_to_msd`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ BRATS_TO_MSD = {0: 0, 1: 2, 2: 1, 4: 3}
 
 MSD_TO_BRATS = {msd: brats for brats, msd in BRATS_TO_MSD.items()}
 
+BRATS2023_TO_MSD = {0: 0, 1: 2, 2: 1, 3: 3}
+"""BraTS 2023+ 1 non-enhancing tumour core (NETC) -> 2, 2 surrounding FLAIR
+hyperintensity (SNFH, edema) -> 1, 3 enhancing tumour -> 3."""
+
+BRATS2023_REFUSED_LABELS = {
+    4: "resection cavity (RC) of the BraTS 2024+ post-treatment glioma data: the course's three "
+       "pre-treatment classes have no place for it, and mapping it to tumour or background would "
+       "mislabel it; use pre-treatment cases (e.g. the BraTS 2023 GLI training data)",
+}
+"""BraTS 2023+ label values the course refuses, with the reason."""
+
 
 def _remap(label: np.ndarray, mapping: dict[int, int], convention: str) -> np.ndarray:
     label = np.asarray(label)
@@ -66,6 +78,28 @@ def brats_to_msd(label: np.ndarray) -> np.ndarray:
         ValueError: if another value occurs.
     """
     return _remap(label, BRATS_TO_MSD, "BraTS")
+
+
+def brats2023_to_msd(label: np.ndarray) -> np.ndarray:
+    """Map a BraTS 2023+ label map (0-3: NETC, SNFH, ET) to the MSD values (0-3).
+
+    Args:
+        label: integer array with values in {0, 1, 2, 3}.
+
+    Returns:
+        uint8 array of the same shape: edema (SNFH) 2 -> 1, core (NETC) 1 -> 2,
+        enhancing 3 -> 3.
+
+    Raises:
+        ValueError: if another value occurs; label 4 (resection cavity) is
+            refused with its reason.
+    """
+    label = np.asarray(label)
+    refused = [int(v) for v in BRATS2023_REFUSED_LABELS if np.any(label == v)]
+    if refused:
+        reasons = "; ".join(f"label {v} is the {BRATS2023_REFUSED_LABELS[v]}" for v in refused)
+        raise ValueError(f"expected BraTS 2023+ label values {sorted(BRATS2023_TO_MSD)}; found {refused}: {reasons}")
+    return _remap(label, BRATS2023_TO_MSD, "BraTS 2023+")
 
 
 def msd_to_brats(label: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ the assignment.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -263,8 +264,35 @@ def activation_memory_mb(model: keras.Model, batch_size: int = 1, bytes_per_valu
     return total * batch_size * bytes_per_value / 1e6
 
 
+class ModelLoadError(ValueError):
+    """A file is not a loadable ``.keras`` model of the course."""
+
+
 def load_model(path, compile: bool = True) -> keras.Model:
-    """Load a ``.keras`` model saved by the course (its loss and metrics are registered)."""
+    """Load a ``.keras`` model saved by the course (its loss and metrics are registered).
+
+    Keras ``safe_mode`` stays on: a model with arbitrary code (a ``Lambda``
+    layer) is refused rather than executed.
+
+    Raises:
+        ModelLoadError: one line naming the file when it is missing, not a
+            ``.keras`` archive, damaged, or holds a layer refused by safe mode.
+    """
+    import zipfile
+
     from . import losses  # noqa: F401  (registers the custom objects)
 
-    return keras.models.load_model(path, compile=compile)
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model not found: {path}")
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{path} is not a .keras model (expected the zip archive that model.save() writes "
+                             "with a .keras name)")
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except Exception as err:  # Keras raises ValueError, TypeError, KeyError, OSError ... on bad archives
+        text = " ".join(str(err).split())
+        if "safe_mode" in text or "unsafe" in text.lower() or "lambda" in text.lower():
+            raise ModelLoadError(f"{path} holds a layer that runs arbitrary code (e.g. a Lambda); refused "
+                                 "because safe mode is on. Load it only if you trust its author.") from err
+        raise ModelLoadError(f"could not load the model {path}: {text[:300]}") from err

@@ -39,10 +39,12 @@ from scipy import ndimage as ndi
 
 from .config import BRATS_SHAPE, TINY_SHAPE
 from .labels import LABEL_NAMES, MODALITIES
+from .safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
 
 GENERATOR_VERSION = 1
 NO_KERAS_ENV = "BRATS_COURSE_NO_KERAS"
 MARKER_FILE = "phantom.json"
+TOOL = "utils.phantom"
 FOV_MM = (240.0, 240.0, 155.0)
 """Field of view of every phantom grid: the BraTS grid at 1 mm."""
 INTENSITY_SCALE = 1000.0
@@ -389,24 +391,58 @@ def _params(n_train: int, n_test: int, shape, seed: int) -> dict:
 
 
 def read_marker(folder: Path | str) -> dict | None:
-    """Return the phantom marker of ``folder``, or None if it is not a phantom."""
+    """Return the phantom marker of ``folder``, or None if it is not a phantom.
+
+    A marker that is not JSON, not an object, or not written by this module
+    counts as no marker.
+    """
     path = Path(folder) / MARKER_FILE
     if not path.is_file():
         return None
     try:
         marker = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return marker if marker.get("generator") == "utils.phantom" else None
+    return marker if isinstance(marker, dict) and marker.get("generator") == "utils.phantom" else None
+
+
+def _expected_files(marker: dict) -> list[str] | None:
+    """The relative paths a phantom with this marker's parameters consists of (None if it cannot say)."""
+    try:
+        train, test = _case_ids(int(marker["n_train"]), int(marker["n_test"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (["dataset.json", MARKER_FILE] + [f"imagesTr/{c}.nii.gz" for c in train]
+            + [f"labelsTr/{c}.nii.gz" for c in train] + [f"imagesTs/{c}.nii.gz" for c in test])
 
 
 def _is_complete(folder: Path, marker: dict) -> bool:
-    train, test = _case_ids(marker["n_train"], marker["n_test"])
-    files = [folder / "dataset.json"]
-    files += [folder / "imagesTr" / f"{c}.nii.gz" for c in train]
-    files += [folder / "labelsTr" / f"{c}.nii.gz" for c in train]
-    files += [folder / "imagesTs" / f"{c}.nii.gz" for c in test]
-    return all(f.is_file() for f in files)
+    files = _expected_files(marker)
+    return files is not None and all((folder / f).is_file() for f in files)
+
+
+def _ownership(folder: Path, marker: dict | None) -> OwnedFiles:
+    """What the phantom generator can prove it wrote in ``folder``.
+
+    The ownership marker lists each file with its sha256. A phantom written
+    before markers existed is recognised by its ``phantom.json`` when that
+    lists exactly the cases its parameters name; then only those file names
+    are taken as ours.
+    """
+    owned = OwnedFiles(folder, TOOL)
+    if owned.exists or marker is None:
+        return owned
+    files = _expected_files(marker)
+    cases = marker.get("cases")
+    if files is None or not isinstance(cases, list):
+        return owned
+    train, test = _case_ids(int(marker["n_train"]), int(marker["n_test"]))
+    if [c.get("case_id") if isinstance(c, dict) else None for c in cases] != train + test:
+        return owned
+    for name in files:
+        if (folder / name).is_file() and not (folder / name).is_symlink():
+            owned.files[name] = dict(file_record(folder / name), tool=TOOL)
+    return owned
 
 
 def make_phantom_dataset(
@@ -427,73 +463,84 @@ def make_phantom_dataset(
         n_train: labelled cases. n_test: unlabelled cases.
         shape: grid ``(x, y, z)``; 240x240x155 is the BraTS grid at 1 mm.
         seed: dataset seed; each case derives its own seed from it.
-        overwrite: replace a non-empty folder that is not a phantom made here.
+        overwrite: write into a non-empty folder that is not a phantom; its
+            other files are kept (a file at a phantom path that the generator
+            did not write is still refused).
         workers: processes to use (default: up to the number of CPUs).
         progress: show a progress bar.
 
     Returns:
         ``out_dir``. A complete phantom with the same parameters is left as
-        it is; a phantom with other parameters is rebuilt.
+        it is; a phantom with other parameters is rebuilt, replacing and
+        deleting only the files its ownership marker lists (never a folder,
+        never the user's files inside it).
 
     Raises:
         FileExistsError: if ``out_dir`` holds other files and ``overwrite`` is False.
+        UnsafeWriteError: ``out_dir`` is a file, the home folder, ``/``, a git
+            checkout's root, or a phantom path holds a file it did not write.
     """
     out_dir = Path(out_dir).expanduser().resolve()
     if n_train < 1 or n_test < 0:
         raise ValueError(f"need n_train >= 1 and n_test >= 0; found {n_train}, {n_test}")
     if len(shape) != 3 or min(shape) < 16:
         raise ValueError(f"shape must be 3 sizes of at least 16 voxels; found {tuple(shape)}")
+    check_target(out_dir, "the phantom folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UnsafeWriteError(f"the phantom folder {out_dir} is a file, not a folder; choose a folder")
     params = _params(n_train, n_test, shape, seed)
     marker = read_marker(out_dir)
-    if marker is not None:
-        same = {k: marker.get(k) for k in params} == params
-        if same and _is_complete(out_dir, marker):
-            return out_dir
-    elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+    if marker is not None and {k: marker.get(k) for k in params} == params and _is_complete(out_dir, marker):
+        return out_dir
+    owned = _ownership(out_dir, marker) if out_dir.is_dir() else None
+    foreign = foreign_files(out_dir, owned) if owned is not None else []
+    if foreign and not overwrite and not owned.files:
         raise FileExistsError(
-            f"{out_dir} is not empty and is not a phantom made by utils.phantom; "
-            "choose another folder or pass overwrite=True (--overwrite) to replace it"
+            f"{out_dir} is not empty and is not a phantom made by utils.phantom (it holds "
+            f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); choose another folder or pass "
+            "overwrite=True (--overwrite) to write the phantom beside those files (they are never touched)"
         )
+    for name in _expected_files(params) if owned is not None else []:  # refuse before minutes of work
+        owned.check_free(out_dir / name, overwrite=True)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     for sub in ("imagesTr", "labelsTr", "imagesTs"):
         (partial / sub).mkdir(parents=True)
-    train_ids, test_ids = _case_ids(n_train, n_test)
-    tasks = [
-        (str(partial), cid, _case_seed(seed, i), tuple(shape), cid in train_ids)
-        for i, cid in enumerate(train_ids + test_ids)
-    ]
-    start = time.perf_counter()
-    records = _run_tasks(tasks, workers, progress, f"phantom {tuple(shape)}")
-    elapsed = time.perf_counter() - start
-    dataset = {
-        "name": "PHANTOM",
-        "description": "Phantom brain tumour MRI on MNI ICBM152 2009a anatomy (utils.phantom)",
-        "reference": "MNI ICBM152 nonlinear symmetric 2009a template, shipped with nilearn",
-        "licence": "CC-BY-SA 4.0",
-        "tensorImageSize": "4D",
-        "modality": {str(i): m for i, m in enumerate(MODALITIES)},
-        "labels": {str(k): v for k, v in LABEL_NAMES.items()},
-        "numTraining": n_train,
-        "numTest": n_test,
-        "training": [
-            {"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in train_ids
-        ],
-        "test": [f"./imagesTs/{c}.nii.gz" for c in test_ids],
-    }
-    (partial / "dataset.json").write_text(json.dumps(dataset, indent=2))
-    info = dict(params, seconds=round(elapsed, 2), cases=records)
-    (partial / MARKER_FILE).write_text(json.dumps(info, indent=2))
-
-    trash = None
-    if out_dir.exists():
-        trash = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        out_dir.rename(trash)
-    partial.rename(out_dir)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+    try:
+        train_ids, test_ids = _case_ids(n_train, n_test)
+        tasks = [
+            (str(partial), cid, _case_seed(seed, i), tuple(shape), cid in train_ids)
+            for i, cid in enumerate(train_ids + test_ids)
+        ]
+        start = time.perf_counter()
+        records = _run_tasks(tasks, workers, progress, f"phantom {tuple(shape)}")
+        elapsed = time.perf_counter() - start
+        dataset = {
+            "name": "PHANTOM",
+            "description": "Phantom brain tumour MRI on MNI ICBM152 2009a anatomy (utils.phantom)",
+            "reference": "MNI ICBM152 nonlinear symmetric 2009a template, shipped with nilearn",
+            "licence": "CC-BY-SA 4.0",
+            "tensorImageSize": "4D",
+            "modality": {str(i): m for i, m in enumerate(MODALITIES)},
+            "labels": {str(k): v for k, v in LABEL_NAMES.items()},
+            "numTraining": n_train,
+            "numTest": n_test,
+            "training": [
+                {"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in train_ids
+            ],
+            "test": [f"./imagesTs/{c}.nii.gz" for c in test_ids],
+        }
+        (partial / "dataset.json").write_text(json.dumps(dataset, indent=2))
+        info = dict(params, seconds=round(elapsed, 2), cases=records)
+        (partial / MARKER_FILE).write_text(json.dumps(info, indent=2))
+        install_folder(partial, out_dir, TOOL, owned, last=MARKER_FILE)
+        if foreign and progress:
+            print(f"kept {len(foreign)} file(s) in {out_dir} that utils.phantom did not write: "
+                  f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}")
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return out_dir
 
 
@@ -553,14 +600,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a non-empty folder that is not a phantom")
+                        help="write into a non-empty folder that is not a phantom (its files are kept)")
     args = parser.parse_args(argv)
     shape = TINY_SHAPE if args.tiny else tuple(args.shape)
     start = time.perf_counter()
     try:
         out = make_phantom_dataset(args.out, args.train, args.test, shape, args.seed,
                                    args.overwrite, args.workers)
-    except (FileExistsError, ValueError) as err:
+    except (FileExistsError, ValueError, OSError) as err:  # refusals (UnsafeWriteError is a ValueError)
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"phantom dataset ready in {out} ({time.perf_counter() - start:.1f} s)")

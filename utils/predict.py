@@ -4,17 +4,27 @@
     python -m utils.predict --model M --input-dir DATASET --output-dir OUT
 
 ``CASE`` is an MSD 4-D image file (``.nii.gz`` with the four channels) or a
-BraTS case folder (``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2``). A dataset is an
-MSD folder (``dataset.json``; all training and test images) or a folder of
-BraTS cases. The segmentation is uint8 NIfTI on the input's grid (its affine
+BraTS case folder (2020/2021: ``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2``;
+2023+: ``*-t2f``, ``*-t1n``, ``*-t1c``, ``*-t2w``). A dataset is a folder in
+any layout of ``utils.data.LAYOUTS``: MSD (``dataset.json``; all training and
+test images) or a folder of BraTS 2020/2021 or 2023+ cases (the Kaggle BraTS
+2020 copy included). The segmentation is uint8 NIfTI on the input's grid (its affine
 and header), so 3D Slicer or ITK-SNAP overlays it on the input. In folder
 mode the cases with a label are scored and the scores written to
-``OUT/metrics.csv`` (one row per case, then mean and median).
+``OUT/metrics.csv`` (one row per case, then mean and median): the legacy region Dice / IoU /
+HD95 and the lesion-wise Dice / HD95 (``LW ...``, BraTS 2023+ ranking).
+
+Inputs are read-only: the output may not be any file of the case (compared by
+inode, so links count) nor lie in a dataset folder (``imagesTr``, ``labelsTr``,
+``imagesTs``, a BraTS case folder); ``--overwrite`` replaces only files that
+``utils.predict`` wrote (listed in the folder's ``.course-files.json``), and
+scoring never reads a label this run wrote. Refusals are one line, exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,14 +32,23 @@ from pathlib import Path
 import numpy as np
 
 
+MSD_FOLDERS = ("imagesTr", "labelsTr", "imagesTs")
+"""The folders of an MSD dataset; prediction never writes into them."""
+
+
 def load_input(path: Path):
-    """``(case_id, image, reference NIfTI path, label or None, spacing)`` of an MSD file or BraTS folder."""
+    """``(case_id, image, reference NIfTI path, label or None, spacing, input files, input folders)``.
+
+    ``path`` is an MSD 4-D file or a BraTS case folder. The input files (every
+    modality and the label) and folders are what prediction must never write.
+    """
     from .data import DatasetError, MODALITIES, _spacing, load_brats_case, load_nifti, strip_nifti_suffix
 
     path = Path(path)
     if path.is_dir():
         case = load_brats_case(path)
-        return case.case_id, case.image, case.image_paths[0], case.label, case.spacing
+        files = [*case.image_paths, *([case.label_path] if case.label_path else [])]
+        return case.case_id, case.image, case.image_paths[0], case.label, case.spacing, files, [path]
     img = load_nifti(path, "image")
     if img.ndim != 4 or img.shape[3] != len(MODALITIES):
         raise DatasetError(f"expected a 4-D image (x, y, z, {len(MODALITIES)}) with channels {MODALITIES}; "
@@ -37,33 +56,51 @@ def load_input(path: Path):
     image = np.asarray(img.get_fdata(dtype=np.float32))
     if not np.all(np.isfinite(image)):
         raise DatasetError(f"expected finite intensities; found NaN/Inf in {path}")
-    return strip_nifti_suffix(path.name), image, path, None, _spacing(img)
+    dirs = []
+    if path.parent.name in MSD_FOLDERS and (path.parent.parent / "dataset.json").is_file():
+        dirs = [path.parent.parent / name for name in MSD_FOLDERS]  # an image of an MSD dataset
+    return strip_nifti_suffix(path.name), image, path, None, _spacing(img), [path], dirs
 
 
 def _dataset_inputs(root: Path):
-    """``[(input path, label path or None)]`` of every case in a dataset folder."""
-    from .data import _find_brats_file, _find_msd_file, detect_layout, list_cases
+    """``([(input path, label path or None)], read-only folders)`` of every case in a dataset folder."""
+    from .data import _find_msd_file, detect_layout, list_cases
 
-    if detect_layout(root) == "brats":
-        return [(root / c, None) for c in list_cases(root)]
+    if detect_layout(root) != "msd":  # a folder of BraTS case folders (2020/2021 or 2023+)
+        cases = [root / c for c in list_cases(root)]
+        return [(c, None) for c in cases], cases
     items = [(_find_msd_file(root / "imagesTr", c), _find_msd_file(root / "labelsTr", c)) for c in list_cases(root)]
     items += [(_find_msd_file(root / "imagesTs", c), None) for c in list_cases(root, "test")]
-    return items
+    return items, [root / name for name in MSD_FOLDERS]
 
 
 def segment(model, source: Path, output: Path, overlap: float, mirror: bool, largest_component: bool,
-            probabilities: bool, overwrite: bool):
-    """Segment one input; return ``(case_id, label or None, prediction, spacing)``."""
-    from .inference import predict_case, save_segmentation
+            probabilities: bool, overwrite: bool, inputs: list[Path] = (), input_dirs: list[Path] = ()):
+    """Segment one input; return ``(case_id, label or None, prediction, spacing)``.
 
-    case_id, image, reference, label, spacing = load_input(source)
-    if Path(reference).resolve() == output.resolve():
-        raise ValueError(f"the output path is the input file {reference}; refusing to overwrite the input")
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    ``output`` (and its probability map) may not be an input file of the case
+    (through links too), lie in an input folder, or replace a file that
+    utils.predict did not write (the folder's ownership marker proves which).
+    """
+    from .data import DatasetError
+    from .inference import predict_case, probabilities_path, save_segmentation
+    from .safety import OwnedFiles, UnsafeWriteError, check_target
+
+    if output.is_dir():
+        raise UnsafeWriteError(f"the output {output} is a folder; give a .nii.gz file name")
+    case_id, image, reference, label, spacing, files, dirs = load_input(source)
+    targets = [output] + ([probabilities_path(output)] if probabilities else [])
+    owned = OwnedFiles(output.parent, "utils.predict")
+    for target in targets:
+        check_target(target, "the output", inputs=[*files, *inputs], input_dirs=[*dirs, *input_dirs])
+        owned.check_free(target, overwrite)
+    if not np.any(image):
+        raise DatasetError(f"the image is all zero (no brain to segment): {reference}")
     pred, probs = predict_case(model, image, overlap=overlap, mirror=mirror, largest_component=largest_component,
                                progress=False)
-    save_segmentation(pred, reference, output, overwrite=overwrite, probabilities=probs if probabilities else None)
+    save_segmentation(pred, reference, output, overwrite=True, probabilities=probs if probabilities else None)
+    for target in targets:
+        owned.record(target)
     return case_id, label, pred, spacing
 
 
@@ -71,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.predict", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="a .keras model trained by the course")
     one = parser.add_argument_group("one case")
-    one.add_argument("--input", type=Path, help="MSD 4-D .nii.gz or a BraTS case folder")
+    one.add_argument("--input", type=Path, help="MSD 4-D .nii.gz or a BraTS (2020/2021 or 2023+) case folder")
     one.add_argument("--output", type=Path, help="segmentation to write (.nii.gz)")
     many = parser.add_argument_group("a folder of cases")
-    many.add_argument("--input-dir", type=Path, help="an MSD dataset or a folder of BraTS cases")
+    many.add_argument("--input-dir", type=Path, help="a dataset: MSD, or a folder of BraTS 2020/2021 or 2023+ cases")
     many.add_argument("--output-dir", type=Path, help="where <case>.nii.gz and metrics.csv go")
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--mirror", action="store_true", help="test-time mirroring (8x slower)")
@@ -91,16 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--input-dir needs --output-dir")
 
     from .data import DatasetError
-    from .model import load_model
+    from .model import ModelLoadError, load_model
+    from .safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target
 
-    if not args.model.is_file():
-        print(f"error: model not found: {args.model}", file=sys.stderr)
-        return 2
-    model = load_model(args.model, compile=False)
     options = dict(overlap=args.overlap, mirror=args.mirror, largest_component=not args.no_largest_component,
                    probabilities=args.probabilities, overwrite=args.overwrite)
     start = time.perf_counter()
     try:
+        model = load_model(args.model, compile=False)
         if args.input:
             case_id, _, pred, _ = segment(model, args.input, args.output, **options)
             counts = np.bincount(pred.ravel(), minlength=4)[1:]
@@ -110,13 +145,27 @@ def main(argv: list[str] | None = None) -> int:
         from .data import load_label
         from .metrics import evaluate_cases
 
+        items, read_only = _dataset_inputs(args.input_dir)
+        inputs = [p for item in items for p in item if p is not None and not p.is_dir()]
+        if args.output_dir.exists() and not args.output_dir.is_dir():
+            raise UnsafeWriteError(f"--output-dir {args.output_dir} is a file, not a folder")
+        if args.output_dir.resolve() == args.input_dir.resolve():
+            raise UnsafeWriteError(f"refusing to write --output-dir {args.output_dir}: it is the input dataset "
+                                   "folder, which is read-only")
+        check_target(args.output_dir, "--output-dir", input_dirs=read_only)
         args.output_dir.mkdir(parents=True, exist_ok=True)
-        scored = []
-        for source, label_path in _dataset_inputs(args.input_dir):
+        csv = args.output_dir / "metrics.csv"
+        check_target(csv, "the metrics", inputs=inputs)
+        OwnedFiles(args.output_dir, "utils.predict").check_free(csv, args.overwrite)
+        scored, written = [], []
+        for source, label_path in items:
             name = source.name if source.is_dir() else source.name.split(".nii")[0]
             out = args.output_dir / f"{name}.nii.gz"
-            case_id, label, pred, spacing = segment(model, source, out, **options)
+            case_id, label, pred, spacing = segment(model, source, out, inputs=inputs, input_dirs=read_only,
+                                                    **options)
+            written.append(out)
             if label is None and label_path is not None:
+                _refuse_own_output(label_path, written)
                 label, _ = load_label(args.input_dir, case_id)
             if label is not None:
                 if label.shape != pred.shape:
@@ -125,15 +174,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case_id}: {out}")
         if scored:
             table = evaluate_cases(scored)
-            csv = args.output_dir / "metrics.csv"
-            table.to_csv(csv)
+            with atomic_path(csv) as tmp:
+                table.to_csv(tmp)
+            OwnedFiles(args.output_dir, "utils.predict").record(csv)  # re-read: segment() recorded the cases
             print(table.loc[["mean", "median"]].T.to_string())
             print(f"metrics of {len(scored)} labelled cases: {csv}")
         print(f"done in {time.perf_counter() - start:.1f} s")
         return 0
-    except (DatasetError, ValueError, FileExistsError) as err:
+    except (DatasetError, ValueError, FileExistsError, ModelLoadError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _refuse_own_output(label_path: Path, written: list[Path]) -> None:
+    """Scoring never reads a label that this run wrote (compared by inode)."""
+    from .safety import UnsafeWriteError
+
+    for out in written:
+        if out.exists() and label_path.exists() and os.path.samefile(out, label_path):
+            raise UnsafeWriteError(f"refusing to score against {label_path}: it is a segmentation this run "
+                                   f"wrote ({out}), not the ground truth")
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ import numpy as np
 from .cache import TrainingCache, brain_bbox
 from .data import list_cases, load_msd_case
 from .labels import msd_to_brats
+from .safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
 
 BRATS_FILES = {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
 EXPORT_MARKER = "brats_export.json"
+TOOL = "utils.slices"
 
 try:  # Keras is a dependency; the sampler itself needs only NumPy
     from keras.utils import PyDataset as _PyDataset
@@ -41,21 +43,55 @@ def export_brats(msd_root: Path | str, out_dir: Path | str, prefix: str = "BraTS
         out_dir: target folder (refused if it holds anything else, unless ``overwrite``).
         prefix: case folder prefix.
         case_ids: cases to export (default: every training case).
-        overwrite: replace a non-empty folder that is not an export made here.
+        overwrite: write into a non-empty folder that is not an export made
+            here (its files are kept; only files an export wrote are replaced).
 
     Returns:
         ``out_dir``. ``brats_export.json`` there maps BraTS folders to MSD case ids.
     """
-    msd_root, out_dir = Path(msd_root), Path(out_dir)
+    msd_root, out_dir = Path(msd_root), Path(out_dir).expanduser().resolve()
     case_ids = list_cases(msd_root) if case_ids is None else list(case_ids)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not (out_dir / EXPORT_MARKER).is_file() and not overwrite:
-            raise FileExistsError(f"{out_dir} is not empty and is not a BraTS export made here; "
-                                  "choose another folder or pass overwrite=True")
-        shutil.rmtree(out_dir)
+    check_target(out_dir, "the BraTS export folder", input_dirs=[msd_root])
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UnsafeWriteError(f"the BraTS export folder {out_dir} is a file, not a folder")
+    owned = _export_ownership(out_dir) if out_dir.is_dir() else None
+    foreign = foreign_files(out_dir, owned) if owned is not None else []
+    if foreign and not owned.files and not overwrite:
+        raise FileExistsError(f"{out_dir} is not empty and is not a BraTS export made here (it holds "
+                              f"{', '.join(foreign[:3])}); choose another folder or pass overwrite=True to "
+                              "write beside those files (they are never touched)")
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    try:
+        _write_export(msd_root, partial, prefix, case_ids)
+        install_folder(partial, out_dir, TOOL, owned, last=EXPORT_MARKER)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return out_dir
+
+
+def _export_ownership(out_dir: Path) -> OwnedFiles:
+    """The files of ``out_dir`` an export can prove it wrote (an export from before markers: the
+    files its ``brats_export.json`` names)."""
+    owned = OwnedFiles(out_dir, TOOL)
+    marker = out_dir / EXPORT_MARKER
+    if owned.exists or not marker.is_file():
+        return owned
+    try:
+        cases = json.loads(marker.read_text()).get("cases")
+    except (OSError, ValueError, AttributeError):
+        return owned
+    if not isinstance(cases, dict):
+        return owned
+    names = [EXPORT_MARKER] + [f"{n}/{n}_{s}.nii.gz" for n in cases for s in (*BRATS_FILES, "seg")]
+    for name in names:
+        if isinstance(name, str) and (out_dir / name).is_file() and not (out_dir / name).is_symlink():
+            owned.files[name] = dict(file_record(out_dir / name), tool=TOOL)
+    return owned
+
+
+def _write_export(msd_root: Path, partial: Path, prefix: str, case_ids: list[str]) -> None:
     mapping = {}
     for i, case_id in enumerate(case_ids, start=1):
         case = load_msd_case(msd_root, case_id)
@@ -70,8 +106,6 @@ def export_brats(msd_root: Path | str, out_dir: Path | str, prefix: str = "BraTS
         nib.save(seg, folder / f"{name}_seg.nii.gz")
         mapping[name] = case_id
     (partial / EXPORT_MARKER).write_text(json.dumps({"source": str(msd_root.resolve()), "cases": mapping}, indent=1))
-    partial.rename(out_dir)
-    return out_dir
 
 
 def fit_slice(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

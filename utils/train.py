@@ -12,7 +12,13 @@ build the training cache, stream augmented patches, fit a U-Net with soft Dice
   ``tensorboard/``.
 
 Run the same command again and it resumes from ``last.keras`` with the epoch
-count, the optimizer state, the learning-rate schedule and the log.
+count, the optimizer state, the learning-rate schedule and the log. Each epoch
+is committed in an order that survives a kill at any instant: no ``log.csv``
+row is lost and no epoch is trained twice without saying so
+(:class:`Checkpoints`, :func:`recover_run`). The output folder carries an
+ownership marker: a non-empty folder that training did not create (the
+checkout, ``notebooks/``, home) is refused, and ``--no-resume`` moves only an
+earlier run aside, never deleting anything.
 On a GPU it turns on mixed precision; with several GPUs (TensorFlow) it
 trains under ``tf.distribute.MirroredStrategy``.
 """
@@ -21,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,24 +40,29 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .cache import _write_json_atomic, build_cache
+from .cache import build_cache
 from .config import course_mode, data_root, project_path
 from .data import get_dataset, list_cases, split_cases
 from .losses import CLASS_DICE_METRICS, dice_bce_loss, dice_coefficient, soft_dice_loss
-from .model import build_unet
+from .model import build_unet, load_model
 from .pipeline import PatchDataset, PatchSampler
+from .safety import (OwnedFiles, UnsafeWriteError, atomic_path, check_target, file_record, matches_record,
+                     read_json_object, write_bytes_atomic, write_json_atomic)
 
 LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss}
 MONITOR = "val_dice_coefficient"
 # Parameters that may change when a run is resumed; any other change is refused.
 RESUMABLE_CHANGES = ("epochs", "workers", "verbose", "early_stopping_patience")
+PENDING = ".last.pending.keras"
+"""The next ``last.keras`` while an epoch is being committed (see :class:`Checkpoints`)."""
+TOOL = "utils.train"
 
 
 @dataclass
 class TrainConfig:
     """Every training parameter (the CLI has one flag per field)."""
 
-    dataset: str = "phantom"
+    dataset: str = "phantom"               # "phantom", "msd", or the path of a dataset folder (any layout)
     output_dir: str = "runs/cpu"
     patch_shape: tuple[int, int, int] = (160, 160, 16)
     batch_size: int = 2
@@ -120,15 +133,45 @@ class TrainResult:
 
 def save_atomic(model: keras.Model, path: Path) -> None:
     """Save ``model`` to ``path`` via a temporary file and a rename."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def append_log_row(path: Path, epoch: int, logs: dict) -> None:
+    """Append one epoch's row to ``log.csv`` and flush it to disk (fsync).
+
+    The columns are fixed by the first row (``epoch`` then the sorted metric
+    names), as Keras' CSVLogger does; a missing value is written as ``NA``.
+    """
+    fields = None
+    if path.is_file() and path.stat().st_size:
+        with open(path, newline="") as fh:
+            fields = next(csv.reader(fh), None)
+    new = not fields
+    if new:
+        fields = ["epoch", *sorted(logs)]
+    row = {"epoch": epoch, **{k: float(v) if np.ndim(v) == 0 else v for k, v in logs.items()}}
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, restval="NA", extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """Write ``last.keras`` each epoch, ``best.keras`` on improvement, then ``state.json``.
+    """Commit each epoch: ``log.csv`` row, ``best.keras``, ``state.json``, ``last.keras``.
 
+    The order makes a kill at any instant recoverable (:func:`recover_run`):
+    the next ``last.keras`` is first written in full as :data:`PENDING`; then
+    the log row is appended (fsync), ``best.keras`` replaced on improvement,
+    and ``state.json`` written - that is the commit, it names the pending file
+    with its size - and last the pending file becomes ``last.keras``. A run
+    resumed after a kill finishes the rename, or, if the epoch was not
+    committed, drops its log row and says that the epoch is trained again.
     ``state.json`` also accumulates the training time over resumed runs.
+    Put it after the callbacks that add to ``logs`` (learning rate).
     """
 
     def __init__(self, output_dir: Path, monitor: str = MONITOR, best: float = -math.inf, seconds: float = 0.0):
@@ -141,17 +184,69 @@ class Checkpoints(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        pending = self.output_dir / PENDING
+        save_atomic(self.model, pending)
+        append_log_row(self.output_dir / "log.csv", epoch, logs)
         value = logs.get(self.monitor, logs.get("dice_coefficient"))
         improved = value is not None and float(value) > self.best
         if improved:
             self.best = float(value)
             save_atomic(self.model, self.output_dir / "best.keras")
-        save_atomic(self.model, self.output_dir / "last.keras")
         previous = _read_state(self.output_dir)
-        _write_json_atomic(self.output_dir / "state.json",
-                           {"epochs_done": epoch + 1, "best": self.best, "monitor": self.monitor,
-                            "best_epoch": epoch + 1 if improved else previous.get("best_epoch"),
-                            "seconds": round(self.previous_seconds + time.perf_counter() - self.start, 1)})
+        write_json_atomic(self.output_dir / "state.json",
+                          {"epochs_done": epoch + 1, "best": self.best, "monitor": self.monitor,
+                           "best_epoch": epoch + 1 if improved else previous.get("best_epoch"),
+                           "seconds": round(self.previous_seconds + time.perf_counter() - self.start, 1),
+                           "pending": file_record(pending, hashed=False)})
+        os.replace(pending, self.output_dir / "last.keras")
+
+
+def recover_run(output_dir: Path) -> dict:
+    """Bring a run folder killed mid-commit back to its last committed epoch.
+
+    * ``state.json`` committed epoch N but the rename did not happen: the
+      pending checkpoint becomes ``last.keras``.
+    * The epoch was not committed: the pending checkpoint is dropped.
+    * ``log.csv`` rows of epochs after the committed ones (and a torn last
+      line) are dropped, with a message, so no epoch is logged or trained
+      twice silently.
+
+    Returns:
+        The state (``{}`` for a new run).
+    """
+    output_dir = Path(output_dir)
+    state = _read_state(output_dir)
+    done = int(state.get("epochs_done", 0))
+    pending = output_dir / PENDING
+    if pending.is_file():
+        if matches_record(pending, state.get("pending") or {}):
+            os.replace(pending, output_dir / "last.keras")
+        else:
+            pending.unlink()
+            print(f"epoch {done + 1} of {output_dir} was interrupted before it was committed; "
+                  "it is trained again")
+    log = output_dir / "log.csv"
+    if log.is_file():
+        text = log.read_text()
+        lines = text.splitlines(keepends=True)
+        keep, dropped = lines[:1], []
+        width = len(next(csv.reader(lines[:1]), []))
+        for line in lines[1:]:
+            cells = next(csv.reader([line]), [])
+            complete = line.endswith("\n") and len(cells) == width
+            try:
+                epoch = int(float(cells[0]))
+            except (ValueError, IndexError):
+                epoch = None
+            if complete and epoch is not None and epoch < done:
+                keep.append(line)
+            else:
+                dropped.append(epoch + 1 if epoch is not None else "?")
+        if dropped:
+            write_bytes_atomic(log, "".join(keep).encode())
+            print(f"log.csv of {output_dir}: dropped the row(s) of uncommitted epoch(s) {dropped} "
+                  f"(the run was killed after logging); training resumes after epoch {done}")
+    return state
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -194,7 +289,7 @@ def cosine_schedule(base_lr: float, epochs: int, floor: float = 0.02):
 
 def _read_state(output_dir: Path) -> dict:
     path = Path(output_dir) / "state.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json_object(path, "training state") if path.is_file() else {}
 
 
 # ----------------------------------------------------------------------------
@@ -234,11 +329,53 @@ def _strategy_scope():
 # Training
 # ----------------------------------------------------------------------------
 
+def is_run_folder(folder: Path) -> bool:
+    """True if ``folder`` was made by :func:`train` (its marker, or a run from before markers existed)."""
+    owned = OwnedFiles(folder, TOOL)
+    if owned.exists:
+        return read_json_object(owned.path, "ownership marker").get("tool") == TOOL
+    return (folder / "config.json").is_file() and (folder / "state.json").is_file()
+
+
+def prepare_output_dir(output_dir: Path, config: TrainConfig, resume: bool) -> Path:
+    """Check, create or move aside the run folder; return it.
+
+    A non-empty folder that :func:`train` did not create is refused (with
+    ``resume`` or without), as are the filesystem root, the home folder and a
+    git checkout's root. ``resume=False`` moves an earlier run aside (renamed
+    ``<name>-old-<time>``); nothing is deleted.
+
+    Raises:
+        UnsafeWriteError: the folder is refused. ValueError: it holds a run
+            with other parameters (resume).
+    """
+    check_target(output_dir, "--output-dir")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UnsafeWriteError(f"--output-dir {output_dir} is a file, not a folder")
+    used = output_dir.is_dir() and any(output_dir.iterdir())
+    if used and not is_run_folder(output_dir):
+        raise UnsafeWriteError(
+            f"refusing to use --output-dir {output_dir}: it is not empty and is not a training run folder "
+            "(no ownership marker); choose a new or empty folder"
+        )
+    if used and not resume:
+        moved = output_dir.with_name(f"{output_dir.name}-old-{time.strftime('%Y%m%d-%H%M%S')}")
+        output_dir.rename(moved)
+        print(f"resume=False: the previous run in {output_dir} was moved to {moved}")
+    elif used and (output_dir / "last.keras").is_file():
+        _check_resume(output_dir, config)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    owned = OwnedFiles(output_dir, TOOL)
+    if not owned.exists:
+        owned.save()
+    return output_dir
+
+
 def _check_resume(output_dir: Path, config: TrainConfig) -> None:
     path = output_dir / "config.json"
     if not path.is_file():
         return
-    saved = json.loads(path.read_text())
+    saved = read_json_object(path, "run configuration")
     current = json.loads(json.dumps(asdict(config)))
     changed = {k: (saved.get(k), v) for k, v in current.items()
                if k not in RESUMABLE_CHANGES and saved.get(k) != v}
@@ -294,17 +431,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
         raise ValueError(f"loss must be one of {sorted(LOSSES)}; found {config.loss!r}")
     if config.lr_schedule not in ("cosine", "plateau", "constant"):
         raise ValueError(f"lr_schedule must be cosine, plateau or constant; found {config.lr_schedule!r}")
-    output_dir = project_path(config.output_dir)
-    state = _read_state(output_dir) if resume else {}
-    if resume and (output_dir / "last.keras").is_file():
-        _check_resume(output_dir, config)
-    elif output_dir.exists() and any(output_dir.iterdir()) and not resume:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        moved = output_dir.with_name(f"{output_dir.name}-old-{stamp}")
-        output_dir.rename(moved)
-        print(f"resume=False: the previous run in {output_dir} was moved to {moved}")
-        state = {}
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = prepare_output_dir(project_path(config.output_dir), config, resume)
+    state = recover_run(output_dir)
 
     keras.utils.set_random_seed(config.seed)
     on_gpu = gpu_count() > 0
@@ -317,12 +445,12 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
     initial_epoch = int(state.get("epochs_done", 0)) if (output_dir / "last.keras").is_file() else 0
     with _strategy_scope():
         if initial_epoch:
-            model = keras.models.load_model(output_dir / "last.keras")
+            model = load_model(output_dir / "last.keras")
             print(f"resuming {output_dir} after epoch {initial_epoch} (best {state.get('monitor')} "
                   f"{state.get('best', float('nan')):.4f})")
         else:
             model = build_model(config)
-    _write_json_atomic(output_dir / "config.json", json.loads(json.dumps(asdict(config))))
+    write_json_atomic(output_dir / "config.json", json.loads(json.dumps(asdict(config))))
 
     train_data = PatchDataset(PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction),
                               config.batch_size, config.steps_per_epoch, seed=config.seed,
@@ -331,11 +459,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
                                          augment=False),
                             config.batch_size, config.validation_steps, seed=config.seed + 1, fixed=True,
                             workers=config.workers)
-    course_callbacks = [
-        Checkpoints(output_dir, best=float(state.get("best", -math.inf)), seconds=float(state.get("seconds", 0.0))),
-        keras.callbacks.CSVLogger(str(output_dir / "log.csv"), append=initial_epoch > 0),
-        keras.callbacks.TensorBoard(str(output_dir / "tensorboard"), write_graph=False),
-    ]
+    course_callbacks = [keras.callbacks.TensorBoard(str(output_dir / "tensorboard"), write_graph=False)]
     if config.lr_schedule == "cosine":
         course_callbacks.append(keras.callbacks.LearningRateScheduler(cosine_schedule(config.learning_rate, config.epochs)))
     elif config.lr_schedule == "plateau":
@@ -343,6 +467,9 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
     if config.early_stopping_patience:
         course_callbacks.append(ResumableEarlyStopping(initial_best=state.get("best"), monitor=MONITOR, mode="max",
                                                 patience=config.early_stopping_patience))
+    # last: it commits the epoch (log row, checkpoints, state) with the learning rate the schedulers logged
+    course_callbacks.append(Checkpoints(output_dir, best=float(state.get("best", -math.inf)),
+                                        seconds=float(state.get("seconds", 0.0))))
     start = time.perf_counter()
     if initial_epoch < config.epochs:
         model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
@@ -383,8 +510,14 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m utils.train --mode cpu --epochs 20 --output-dir runs/mine``."""
     args = _parser().parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
-    config = preset(args.mode, **overrides)
-    result = train(config, resume=not args.no_resume)
+    from .cache import CacheError
+
+    try:
+        config = preset(args.mode, **overrides)
+        result = train(config, resume=not args.no_resume)
+    except (ValueError, OSError, CacheError) as err:  # refusals, bad data, a run with other parameters
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     last = result.history.iloc[-1].to_dict() if len(result.history) else {}
     summary = {k: round(float(v), 4) for k, v in last.items() if "dice" in k}
     print(f"done in {result.seconds:.0f} s; {result.output_dir}/best.keras; last epoch {summary}")
@@ -392,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         from .inference import evaluate_model
 
         start = time.perf_counter()
-        best = keras.models.load_model(result.output_dir / "best.keras")
+        best = load_model(result.output_dir / "best.keras")
         table, _ = evaluate_model(best, result.data_dir, result.val_cases, largest_component=True)
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(table.T)

@@ -1,0 +1,370 @@
+"""Safe writing for every course command: atomic writes, proof of ownership, refusals.
+
+The rule the commands follow (``predict``, ``phantom``, ``cache``, ``train``,
+``download``):
+
+* every write goes to a temporary file beside the target, then one
+  ``os.replace`` puts it in place (:func:`atomic_path`, :func:`write_json_atomic`),
+  so a killed command leaves the old file or the new one, never half of one;
+* a command replaces or deletes only what it can prove it wrote: the folder's
+  ownership marker :data:`OWNER_FILE` lists each file a course command made
+  with its size and sha256 (or mtime for very large files); a file that is
+  not listed, or changed since, is never touched (:class:`OwnedFiles`);
+* targets that no flag unlocks are refused (:func:`check_target`): the
+  filesystem root, the home folder (and its parents), a git checkout's root,
+  anything inside ``.git``, and any path that is the same file as an input
+  (``os.path.samefile``: through symbolic and hard links) or lies inside an
+  input folder.
+
+A refusal raises :class:`UnsafeWriteError` with one line that says what was
+refused and why; the command lines print it and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+OWNER_FILE = ".course-files.json"
+"""Ownership marker: the files course commands wrote in a folder, with sizes and hashes."""
+
+
+class UnsafeWriteError(ValueError):
+    """A write, replacement or deletion was refused to protect the user's files."""
+
+
+# ----------------------------------------------------------------------------
+# Atomic writes
+# ----------------------------------------------------------------------------
+
+def temporary_path(path: Path | str) -> Path:
+    """A hidden temporary name beside ``path`` with the same extension(s)."""
+    path = Path(path)
+    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path`` in one rename.
+
+    The temporary file keeps the target's extension (``.nii.gz``, ``.npy``,
+    ``.keras``) so format-sniffing writers accept it. On any error it is removed
+    and ``path`` is left as it was.
+    """
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes_atomic(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def write_json_atomic(path: Path | str, data) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    write_bytes_atomic(path, json.dumps(data, indent=1).encode())
+
+
+def read_json_object(path: Path | str, what: str) -> dict:
+    """Read a JSON file that must hold an object.
+
+    Raises:
+        UnsafeWriteError: if it is unreadable, not JSON, or not an object
+            (a command must not guess what a damaged marker meant).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UnsafeWriteError(f"{what} {path} is unreadable or not JSON ({err}); refusing to use it") from err
+    if not isinstance(data, dict):
+        raise UnsafeWriteError(f"{what} {path} should hold a JSON object; found a {type(data).__name__}")
+    return data
+
+
+# ----------------------------------------------------------------------------
+# Targets no flag unlocks
+# ----------------------------------------------------------------------------
+
+def protected_reason(path: Path | str) -> str | None:
+    """Why ``path`` may never be replaced, deleted or used as an output folder (None if it may)."""
+    p = Path(path).expanduser().resolve()
+    if p == Path(p.anchor):
+        return "it is the filesystem root"
+    home = Path.home().resolve()
+    if p == home:
+        return "it is the home folder"
+    if p in home.parents:
+        return "it holds the home folder"
+    if ".git" in p.parts:
+        return "it is inside a .git folder"
+    if (p / ".git").exists():
+        return "it is the root of a git checkout"
+    if (p / "pyproject.toml").is_file() and (p / "utils").is_dir():
+        return "it is the root of the course checkout"
+    return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_target(path: Path | str, what: str, inputs: Iterable[Path | str] = (),
+                 input_dirs: Iterable[Path | str] = ()) -> Path:
+    """Refuse a write target that would touch protected paths or the inputs.
+
+    Args:
+        path: the file or folder about to be written.
+        what: how the error names it (e.g. ``"--output"``).
+        inputs: files the command reads; ``path`` may not be any of them
+            (compared by inode, so symbolic and hard links count).
+        input_dirs: folders the command reads; ``path`` may not be one of them
+            or lie inside one.
+
+    Returns:
+        ``path`` as given.
+
+    Raises:
+        UnsafeWriteError: naming the target and the reason.
+    """
+    path = Path(path)
+    reason = protected_reason(path)
+    if reason:
+        raise UnsafeWriteError(f"refusing to write {what} {path}: {reason}")
+    if path.exists():
+        for source in inputs:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(path, source):
+                    raise UnsafeWriteError(
+                        f"refusing to overwrite the input: {what} {path} is the input file {source} "
+                        "(the same file, through a link or not)"
+                    )
+    real = path.expanduser().resolve()
+    for folder in input_dirs:
+        folder = Path(folder)
+        if _inside(real, folder.resolve()):
+            raise UnsafeWriteError(
+                f"refusing to write {what} {path}: it is inside the input folder {folder}, which is read-only"
+            )
+    return path
+
+
+# ----------------------------------------------------------------------------
+# Proof of ownership
+# ----------------------------------------------------------------------------
+
+HASH_LIMIT = 256 << 20
+"""Files above this size are recorded by size and mtime instead of sha256 (hashing is slow)."""
+
+
+def sha256sum(path: Path | str, chunk: int = 1 << 20) -> str:
+    """sha256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_record(path: Path | str, hashed: bool = True) -> dict:
+    """What proves a file is unchanged: its size and sha256 (or mtime when large or ``hashed`` is False)."""
+    st = os.stat(path)
+    if hashed and st.st_size <= HASH_LIMIT:
+        return {"size": st.st_size, "sha256": sha256sum(path)}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def matches_record(path: Path | str, record: dict) -> bool:
+    """True if ``path`` is a regular file (not a link) that still matches ``record``."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        return False
+    st = path.stat()
+    if not isinstance(record, dict) or st.st_size != record.get("size"):
+        return False
+    if "sha256" in record:
+        return sha256sum(path) == record["sha256"]
+    return st.st_mtime_ns == record.get("mtime_ns")
+
+
+class OwnedFiles:
+    """The ownership marker of one folder: which files course commands wrote there.
+
+    ``record(path)`` lists a file a command has just written; ``check_free``
+    and ``remove`` act only on files the marker proves are ours.
+    """
+
+    def __init__(self, folder: Path | str, tool: str, hashed: bool = True):
+        self.folder, self.tool, self.hashed = Path(folder).absolute(), tool, hashed
+        self.path = self.folder / OWNER_FILE
+        self.files: dict[str, dict] = {}
+        if self.path.is_file():
+            data = read_json_object(self.path, "ownership marker")
+            files = data.get("files", {})
+            self.files = {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
+
+    @property
+    def exists(self) -> bool:
+        """True if the folder carries a marker."""
+        return self.path.is_file()
+
+    def _key(self, path: Path | str) -> str:
+        path = Path(path).absolute()
+        try:
+            return path.relative_to(self.folder).as_posix()
+        except ValueError as err:
+            raise UnsafeWriteError(f"{path} is not inside {self.folder}") from err
+
+    def owns(self, path: Path | str, strict: bool = True) -> bool:
+        """True if ``path`` is listed and unchanged since a course command wrote it.
+
+        A name claimed before writing (:meth:`claim`) counts as ours. With
+        ``strict=False`` a listed file counts even if it changed since (a
+        damaged cache file in a folder the command made).
+        """
+        key = self._key(path)
+        record = self.files.get(key)
+        if record is None:
+            return False
+        return bool(record.get("claimed")) or not strict or matches_record(self.folder / key, record)
+
+    def claim(self, *paths: Path | str, strict: bool = True) -> None:
+        """Reserve names about to be written, so a kill mid-write leaves files still provably ours.
+
+        Raises:
+            UnsafeWriteError: a name is taken by a file that is not ours.
+        """
+        for path in paths:
+            self.check_free(path, overwrite=True, strict=strict)
+            key = self._key(path)
+            if key not in self.files:
+                self.files[key] = {"claimed": True, "tool": self.tool}
+        self.save()
+
+    def check_free(self, path: Path | str, overwrite: bool, hint: str = "pass --overwrite to replace it",
+                   strict: bool = True) -> None:
+        """Refuse to write ``path`` if it exists and is not ours to replace.
+
+        Raises:
+            FileExistsError: it exists and ``overwrite`` is False.
+            UnsafeWriteError: it exists and the marker does not prove we wrote it.
+        """
+        path = self.folder / self._key(path)
+        if not (path.exists() or path.is_symlink()):
+            return
+        if not overwrite:
+            raise FileExistsError(f"{path} exists; {hint}")
+        if not self.owns(path, strict):
+            raise UnsafeWriteError(
+                f"refusing to replace {path}: no course command wrote it (it is not listed in "
+                f"{self.path}, or it changed since); move it away yourself if it should go"
+            )
+
+    def record(self, *paths: Path | str) -> None:
+        """List ``paths`` (already written) as ours and save the marker atomically."""
+        for path in paths:
+            key = self._key(path)
+            self.files[key] = dict(file_record(self.folder / key, self.hashed), tool=self.tool)
+        self.save()
+
+    def forget(self, path: Path | str) -> None:
+        """Drop ``path`` from the marker (without touching the file)."""
+        self.files.pop(self._key(path), None)
+
+    def save(self) -> None:
+        """Write the marker atomically."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, {"tool": self.tool, "files": self.files})
+
+    def remove(self, path: Path | str, strict: bool = True) -> bool:
+        """Delete ``path`` if it is ours; return whether it was deleted (unproven files stay).
+
+        The marker is not saved; call :meth:`save` after a batch of removals.
+        """
+        key = self._key(path)
+        target = self.folder / key
+        if not self.owns(target, strict):
+            return False
+        if target.is_file() and not target.is_symlink():
+            target.unlink()
+        self.files.pop(key, None)
+        return True
+
+
+def foreign_files(folder: Path | str, owned: OwnedFiles) -> list[str]:
+    """Files under ``folder`` (relative names) that ``owned`` does not prove a course command wrote."""
+    folder = Path(folder)
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if path.name == OWNER_FILE and path.parent == folder:
+            continue
+        if (path.is_file() or path.is_symlink()) and not owned.owns(path):
+            found.append(path.relative_to(folder).as_posix())
+    return found
+
+
+def install_folder(staged: Path | str, target: Path | str, tool: str, owned: OwnedFiles | None = None,
+                   last: str | None = None) -> None:
+    """Put the files written in the private folder ``staged`` at ``target``, touching only files proven ours.
+
+    Every file of ``staged`` is recorded (sha256) in the ownership marker. A
+    missing or empty ``target`` is replaced in one rename. Otherwise the new
+    names are claimed in ``target``'s marker first (so a kill part way leaves
+    files that are still provably ours), the files are moved in one by one,
+    ``last`` (a completion marker such as ``phantom.json``) removed first and
+    moved in last, so an interrupted install never looks complete; then old
+    files of ours that the new set lacks are deleted (and folders they leave
+    empty). Other files stay.
+
+    Args:
+        staged: a folder the command made and filled.
+        target: where the result belongs.
+        tool: the command (recorded in the marker).
+        owned: ``target``'s ownership (default: read from its marker).
+        last: relative name of the file to move in last.
+
+    Raises:
+        UnsafeWriteError: a new file would replace one the marker does not
+            prove ours (nothing is moved then).
+    """
+    staged, target = Path(staged), Path(target)
+    new = OwnedFiles(staged, tool)
+    new.record(*(p for p in sorted(staged.rglob("*")) if p.is_file() and p.name != OWNER_FILE))
+    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
+        if target.exists():
+            target.rmdir()
+        staged.rename(target)
+        return
+    owned = owned if owned is not None else OwnedFiles(target, tool)
+    keys = sorted(new.files, key=lambda k: k == last)
+    for key in keys:  # refuse before anything moves
+        owned.check_free(target / key, overwrite=True)
+    old = [k for k in owned.files if k not in new.files]
+    owned.claim(*(target / k for k in keys))
+    if last is not None and (target / last).is_file():
+        (target / last).unlink()  # claimed above, so ours
+    for key in keys:
+        (target / key).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged / key, target / key)
+        owned.files[key] = new.files[key]
+    for key in old:
+        if owned.remove(target / key):
+            parent = (target / key).parent
+            while parent != target and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()  # emptied by the deletion above: no data in it
+                parent = parent.parent
+    owned.save()
