@@ -20,6 +20,7 @@ import pytest
 
 from utils import grade
 from utils import notebooks as nbtools
+from utils.safety import OWNER_FILE, OwnedFiles, UnsafeWriteError
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = "04_soft_dice_loss"
@@ -162,23 +163,30 @@ def test_outputs_are_replaced_only_when_this_grader_wrote_them(tmp_path):
         grade.check_outputs(outputs, [], overwrite=False)
     grade.check_outputs(outputs, [], overwrite=True)  # ours, unchanged: may be replaced
     grade.write_outputs([_sub("carol")], outputs)
-    assert sorted(p.name for p in outputs.feedback.iterdir()) == [grade.MANIFEST, "carol.md"]
+    assert sorted(p.name for p in outputs.feedback.iterdir()) == [OWNER_FILE, "carol.md"]
 
     outputs.csv.write_text(outputs.csv.read_text() + "edited by hand\n")
-    with pytest.raises(FileExistsError, match="edited since"):
+    with pytest.raises(UnsafeWriteError, match="no course command wrote it"):
         grade.check_outputs(outputs, [], overwrite=True)
 
     stranger = grade.Outputs.for_csv(tmp_path / "other.csv")
     stranger.csv.write_text("the instructor's own file\n")
-    with pytest.raises(FileExistsError, match="no grader manifest"):
+    with pytest.raises(UnsafeWriteError, match="no course command wrote it"):
         grade.check_outputs(stranger, [], overwrite=True)
     assert stranger.csv.read_text() == "the instructor's own file\n"
 
     extra = grade.Outputs.for_csv(tmp_path / "third.csv")
     grade.write_outputs([_sub()], extra)
     (extra.feedback / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="notes.txt was not written by this grader"):
+    with pytest.raises(FileExistsError, match="did not write .*notes.txt"):
         grade.check_outputs(extra, [], overwrite=True)
+
+    submitted = tmp_path / "alice.ipynb"
+    submitted.write_text("{}")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "grades.csv").symlink_to(submitted)
+    with pytest.raises(UnsafeWriteError, match="the input file"):
+        grade.check_outputs(grade.Outputs.for_csv(tmp_path / "out" / "grades.csv"), [], True, inputs=[submitted])
 
 
 # ----------------------------------------------------------------------------
@@ -326,5 +334,5 @@ def test_summary_counts_each_exercise(graded):
     _, outputs, _ = graded
     summary = outputs.summary.read_text()
     assert "| 04_soft_dice_loss | soft_dice_loss | 6 |" in summary
-    manifest = json.loads((outputs.feedback / grade.MANIFEST).read_text())
-    assert manifest["files"][str(outputs.csv)] == hashlib.sha256(outputs.csv.read_bytes()).hexdigest()
+    assert OwnedFiles(outputs.csv.parent, grade.WRITTEN_BY).owns(outputs.csv)
+    assert OwnedFiles(outputs.feedback, grade.WRITTEN_BY).owns(outputs.feedback / "solution.md")

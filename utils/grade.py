@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import csv
 import difflib
-import hashlib
 import io
 import json
 import os
@@ -54,7 +53,6 @@ from typing import Any
 
 PASS, FAIL = "\u2714", "\u2718"
 MARK = "@@course-grade@@"
-MANIFEST = ".grade-manifest.json"
 WRITTEN_BY = "utils.grade"
 CSV_FIELDS = ["learner", "submission", "lesson", "version", "exercise", "public_passed", "public_total",
               "grading_passed", "grading_total", "score", "note"]
@@ -792,10 +790,6 @@ def summary_markdown(subs: list[Submission]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _safe_name(learner: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", learner).lstrip(".") or "learner"
 
@@ -816,7 +810,7 @@ class Outputs:
 
 
 def check_outputs(outputs: Outputs, forbidden: list[Path], overwrite: bool,
-                  forbidden_here: list[Path] = ()) -> None:
+                  forbidden_here: list[Path] = (), inputs: list[Path] = ()) -> None:
     """Refuse to write where we must not, or over files this grader cannot prove it wrote.
 
     Args:
@@ -824,57 +818,43 @@ def check_outputs(outputs: Outputs, forbidden: list[Path], overwrite: bool,
         forbidden: folders to write nowhere under (the checkout, submission folders).
         overwrite: whether the output of an earlier run may be replaced.
         forbidden_here: folders not to write directly in (those of submissions given as files).
+        inputs: the submitted files (never replaced, even through a link).
 
     Raises:
-        FileExistsError / ValueError: with what to do instead.
+        FileExistsError / ValueError (``UnsafeWriteError``): with what to do instead.
     """
-    for target in (outputs.csv, outputs.summary, outputs.feedback):
+    from .safety import OwnedFiles, check_target, foreign_files
+
+    for target, what in ((outputs.csv, "--out"), (outputs.summary, "the summary"),
+                         (outputs.feedback, "the feedback folder")):
         for folder in forbidden:
             if target == folder or folder in target.parents:
-                raise ValueError(f"refusing to write {target} inside {folder} (the course checkout or a "
+                raise ValueError(f"refusing to write {what} {target} inside {folder} (the course checkout or a "
                                  "submissions folder): choose --out elsewhere")
         if target.parent in forbidden_here:
-            raise ValueError(f"refusing to write {target} beside the submissions in {target.parent}: "
+            raise ValueError(f"refusing to write {what} {target} beside the submissions in {target.parent}: "
                              "choose --out elsewhere")
-    existing = [p for p in (outputs.csv, outputs.summary) if p.exists()]
-    if outputs.feedback.exists() and (not outputs.feedback.is_dir() or any(outputs.feedback.iterdir())):
-        existing.append(outputs.feedback)
-    if not existing:
-        return
-    if not overwrite:
-        raise FileExistsError(f"{', '.join(map(str, existing))} already exist(s): pass --overwrite to replace "
-                              "the output of an earlier grading run, or choose another --out")
-    manifest_path = outputs.feedback / MANIFEST
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"] if manifest.get("written_by") == WRITTEN_BY else None
-    except (OSError, ValueError, KeyError, TypeError):
-        files = None
-    if not isinstance(files, dict):
-        raise FileExistsError(f"{', '.join(map(str, existing))} exist(s) and no grader manifest "
-                              f"({manifest_path}) proves this grader wrote it: move it away or choose another --out")
+        check_target(target, what, inputs=inputs)
+    hint = "pass --overwrite to replace the output of an earlier grading run, or choose another --out"
+    owned = OwnedFiles(outputs.csv.parent, WRITTEN_BY)
     for path in (outputs.csv, outputs.summary):
-        if path.exists() and files.get(str(path)) != _sha256(path):
-            raise FileExistsError(f"{path} was not written by this grader or was edited since: "
-                                  "move it away or choose another --out")
-    if outputs.feedback.exists():
-        for path in outputs.feedback.rglob("*"):
-            if path.is_dir() or path == manifest_path:
-                continue
-            if files.get(str(path.relative_to(outputs.feedback))) != _sha256(path):
-                raise FileExistsError(f"{path} was not written by this grader or was edited since: "
-                                      "move it away or choose another --out")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+        owned.check_free(path, overwrite, hint=hint)
+    feedback = outputs.feedback
+    if feedback.exists() and (not feedback.is_dir() or any(feedback.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"{feedback} exists; {hint}")
+        if not feedback.is_dir():
+            raise FileExistsError(f"{feedback} is a file, not a feedback folder: move it away or choose --feedback")
+        foreign = foreign_files(feedback, OwnedFiles(feedback, WRITTEN_BY))
+        if foreign:
+            raise FileExistsError(f"{feedback} holds files this grader did not write (or that changed since): "
+                                  f"{', '.join(foreign[:5])}; move them away or choose another --feedback")
 
 
 def write_outputs(subs: list[Submission], outputs: Outputs) -> None:
-    """Write feedback (new folder swapped in), CSV and summary atomically, and the manifest."""
+    """Write the feedback folder, the CSV and the summary atomically, each listed in an ownership marker."""
+    from .safety import OwnedFiles, install_folder, write_bytes_atomic
+
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -884,7 +864,6 @@ def write_outputs(subs: list[Submission], outputs: Outputs) -> None:
         by_learner.setdefault(sub.learner, []).append(sub)
     outputs.feedback.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{outputs.feedback.name}.tmp-", dir=outputs.feedback.parent))
-    files: dict[str, str] = {}
     used: set[str] = set()
     for learner, learner_subs in by_learner.items():
         name = _safe_name(learner)
@@ -892,19 +871,12 @@ def write_outputs(subs: list[Submission], outputs: Outputs) -> None:
             name += "_"
         used.add(name.lower())
         (staging / f"{name}.md").write_text(feedback_markdown(learner_subs), encoding="utf-8")
-        files[f"{name}.md"] = _sha256(staging / f"{name}.md")
-    _write_atomic(outputs.summary, summary_markdown(subs))
-    _write_atomic(outputs.csv, buffer.getvalue())
-    files[str(outputs.summary)] = _sha256(outputs.summary)
-    files[str(outputs.csv)] = _sha256(outputs.csv)
-    (staging / MANIFEST).write_text(json.dumps({"written_by": WRITTEN_BY, "files": files}, indent=1))
-    old = None
-    if outputs.feedback.exists():
-        old = outputs.feedback.with_name(f".{outputs.feedback.name}.old-{os.getpid()}")
-        os.replace(outputs.feedback, old)
-    os.replace(staging, outputs.feedback)
-    if old is not None:
-        shutil.rmtree(old)  # proved ours by check_outputs: every file in its manifest
+    install_folder(staging, outputs.feedback, WRITTEN_BY)
+    owned = OwnedFiles(outputs.csv.parent, WRITTEN_BY)
+    owned.claim(outputs.csv, outputs.summary)
+    write_bytes_atomic(outputs.summary, summary_markdown(subs).encode("utf-8"))
+    write_bytes_atomic(outputs.csv, buffer.getvalue().encode("utf-8"))
+    owned.record(outputs.csv, outputs.summary)
 
 
 # ----------------------------------------------------------------------------
@@ -969,7 +941,8 @@ def main(argv: list[str] | None = None) -> int:
         found, folders, parents = collect(args.submissions)
         outputs = Outputs.for_csv(args.out, args.feedback)
         checkout = repo_root(Path(__file__).resolve().parent)
-        check_outputs(outputs, ([checkout] if checkout else []) + folders, args.overwrite, parents)
+        check_outputs(outputs, ([checkout] if checkout else []) + folders, args.overwrite, parents,
+                      [path for path, _ in found])
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
