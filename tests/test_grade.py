@@ -157,7 +157,10 @@ def test_outputs_are_replaced_only_when_this_grader_wrote_them(tmp_path):
     grade.write_outputs([_sub()], outputs)
     rows = list(csv.DictReader(outputs.csv.open()))
     assert rows[0]["score"] == "0.5" and rows[0]["grading_passed"] == "1" and rows[0]["public_passed"] == "2"
-    assert "- \u2718 b  \n  expected 1  \n  got 2" in (outputs.feedback / "alice.md").read_text()
+    text = (outputs.feedback / "alice.md").read_text()
+    assert "- \u2718 b  \n  fails on inputs the lesson does not show" in text  # grading inputs stay hidden
+    assert "expected 1" not in text
+    assert "- \u2718 b  \n  expected 1  \n  got 2" in grade.feedback_markdown([_sub()], show_grading=True)
 
     with pytest.raises(FileExistsError, match="pass --overwrite"):
         grade.check_outputs(outputs, [], overwrite=False)
@@ -284,6 +287,8 @@ def test_solution_scores_full_marks(graded):
     assert all(_full(row) for row in rows["solution"].values()), rows["solution"]
     text = (outputs.feedback / "solution.md").read_text()
     assert "Score: **5.00 / 5**" in text and "\u2718" not in text
+    hidden = (outputs.feedback / "hardcoded.md").read_text()
+    assert "fails on inputs the lesson does not show" in hidden and "pred [[0, 1, 1]" not in hidden
 
 
 def test_untouched_learner_notebook_scores_zero(graded):

@@ -723,8 +723,22 @@ def csv_rows(subs: list[Submission]) -> list[dict[str, Any]]:
     return rows
 
 
-def feedback_markdown(subs: list[Submission]) -> str:
-    """The feedback file of one learner (all their submissions)."""
+def _hidden(ex: ExerciseScore) -> list[tuple[str, bool, str]]:
+    """The grading tests as a learner may see them: named after the public test they repeat, no inputs shown."""
+    same = len(ex.public) == len(ex.grading)
+    return [((ex.public[i][0] if same else f"grading test {i + 1}"), ok,
+             "" if ok else "fails on inputs the lesson does not show")
+            for i, (_, ok, _) in enumerate(ex.grading)]
+
+
+def feedback_markdown(subs: list[Submission], show_grading: bool = False) -> str:
+    """The feedback file of one learner (all their submissions).
+
+    Args:
+        subs: the learner's graded submissions.
+        show_grading: include the grading tests' own descriptions and expected
+            vs got (they reveal the hidden inputs; off for feedback sent to learners).
+    """
     lines = [f"# Feedback for {subs[0].learner}", ""]
     for sub in subs:
         total = sum(ex.score for ex in sub.exercises)
@@ -743,8 +757,9 @@ def feedback_markdown(subs: list[Submission]) -> str:
             lines += [f"### {ex.exercise}: {ex.score:.2f}", ""]
             if ex.note:
                 lines += [ex.note, ""]
+            grading = ex.grading if show_grading else _hidden(ex)
             for title, tests in (("Public tests (the lesson's)", ex.public),
-                                 ("Grading tests (same checks, other inputs)", ex.grading)):
+                                 ("Grading tests (same checks, other inputs)", grading)):
                 if not tests:
                     continue
                 lines.append(f"{title}: {sum(ok for _, ok, _ in tests)} of {len(tests)} passed")
@@ -850,8 +865,11 @@ def check_outputs(outputs: Outputs, forbidden: list[Path], overwrite: bool,
                                   f"{', '.join(foreign[:5])}; move them away or choose another --feedback")
 
 
-def write_outputs(subs: list[Submission], outputs: Outputs) -> None:
-    """Write the feedback folder, the CSV and the summary atomically, each listed in an ownership marker."""
+def write_outputs(subs: list[Submission], outputs: Outputs, show_grading: bool = False) -> None:
+    """Write the feedback folder, the CSV and the summary atomically, each listed in an ownership marker.
+
+    ``show_grading`` puts the grading tests' inputs and expected values in the feedback (instructors only).
+    """
     from .safety import OwnedFiles, install_folder, write_bytes_atomic
 
     buffer = io.StringIO()
@@ -869,7 +887,7 @@ def write_outputs(subs: list[Submission], outputs: Outputs) -> None:
         while name.lower() in used:
             name += "_"
         used.add(name.lower())
-        (staging / f"{name}.md").write_text(feedback_markdown(learner_subs), encoding="utf-8")
+        (staging / f"{name}.md").write_text(feedback_markdown(learner_subs, show_grading), encoding="utf-8")
     install_folder(staging, outputs.feedback, WRITTEN_BY)
     owned = OwnedFiles(outputs.csv.parent, WRITTEN_BY)
     owned.claim(outputs.csv, outputs.summary)
@@ -930,6 +948,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="address-space limit of a submission's kernel (0: none)")
     parser.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB, help="largest notebook file read")
     parser.add_argument("--overwrite", action="store_true", help="replace the output of an earlier grading run")
+    parser.add_argument("--show-grading", action="store_true",
+                        help="put the grading tests' inputs and expected values in the feedback (for the "
+                             "instructor's eyes: learners could hard-code them)")
     args = parser.parse_args(argv)
 
     from .config import repo_root
@@ -958,7 +979,7 @@ def main(argv: list[str] | None = None) -> int:
         sub = grade_submission(path, learner, lessons, limits, expected, data_source)
         subs.append(sub)
         print(f"{sum(e.score for e in sub.exercises):.2f} / {len(sub.exercises)} ({sub.seconds:.0f} s)", flush=True)
-    write_outputs(subs, outputs)
+    write_outputs(subs, outputs, args.show_grading)
     print()
     print(summary_markdown(subs))
     print(f"wrote {outputs.csv}, {outputs.summary} and {outputs.feedback}/")
