@@ -1,5 +1,5 @@
 # Brain tumour segmentation course: one command to run the course, one to test it.
-#   make demo   - create .venv, build the phantom data, execute every lesson into build/
+#   make demo   - create .venv, build the phantom data, execute every lesson into build/ (COURSE_MODE=cpu to force the CPU demo)
 #   make test   - create .venv, run pytest on utils and nbval on every notebook (tiny volume)
 #   make lab    - open the lessons in JupyterLab
 #   make notebooks - regenerate the learner/solution notebooks from notebooks/NN_*.py
@@ -41,11 +41,12 @@ data: $(DEV_STAMP)
 
 demo: $(LAB_STAMP) data
 	@mkdir -p $(BUILD)
+	@$(PY) -c "from utils.config import course_mode; print('course mode:', course_mode(), '(COURSE_MODE, else gpu when a GPU is visible, else cpu)')"
 	@set -e; for nb in $(SOLUTIONS); do \
 	  echo "== executing $$nb"; \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
 	    --output-dir $(BUILD) "$$nb"; \
-	  $(BIN)/jupyter nbconvert --to html --output-dir $(BUILD) "$(BUILD)/$$(basename $$nb)"; \
+	  $(BIN)/jupyter nbconvert --to html --template classic --output-dir $(BUILD) "$(BUILD)/$$(basename $$nb)"; \
 	done
 	@echo "Executed lessons: $(BUILD)/*.ipynb and $(BUILD)/*.html"
 

@@ -32,11 +32,12 @@
 # Setup: on Colab, install the course package (locally, `make` has done it).
 import sys
 
+RELEASE = "COURSE_REF"  # the course release this notebook belongs to; "main" follows the newest course
 if "google.colab" in sys.modules:
     import subprocess
 
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/COURSE_REPO"], check=True)
+                    f"git+https://github.com/COURSE_REPO@{RELEASE}"], check=True)
 
 # %%
 import nibabel as nib
@@ -47,7 +48,7 @@ from nilearn import plotting
 
 from utils import detect_layout, get_dataset, get_settings, list_cases, load_case
 from utils.analysis import class_intensity_table, dataset_volume_table, label_volume_table
-from utils.viz import (intensity_histograms, label_colormap, show_sequences, slice_viewer,
+from utils.viz import (intensity_histograms, label_colormap, label_legend, show_sequences, slice_viewer,
                        slices_gif, to_nifti_images, tumour_center)
 
 # %% tags=["parameters"]
@@ -90,7 +91,8 @@ CASE_INDEX = 0       # which training case to explore
 # BraTS 2024 post-treatment data). `data/README.md` has the details.
 #
 # The size of everything follows one knob, the environment variable
-# `COURSE_MODE` (`cpu` by default; the test suite uses a tiny `ci` volume).
+# `COURSE_MODE`; unset, the course picks `gpu` when it sees a GPU and `cpu`
+# otherwise (the test suite uses a tiny `ci` volume).
 
 # %%
 settings = get_settings()
@@ -145,10 +147,10 @@ print("tumour centre, voxel", centre, "-> scanner mm", np.round(nib.affines.appl
 # No single sequence shows all three tumour classes, which is why the network
 # gets all four as input channels.
 
-# %%
+# %% alt="Axial slice through the tumour in the four MRI sequences (FLAIR, T1w, T1gd, T2w) and the label map: edema red, non-enhancing tumour green, enhancing tumour blue."
 fig = show_sequences(case.image, case.label, axis=2, spacing=case.spacing)
 
-# %%
+# %% alt="Coronal slice through the tumour in the four MRI sequences and the label map in the course colours."
 fig = show_sequences(case.image, case.label, axis=1, spacing=case.spacing)
 
 # %% [markdown]
@@ -184,13 +186,15 @@ class_intensity_table(case.image, case.label)
 # nilearn draws the label in scanner coordinates, on three planes through the
 # tumour, the way a radiology viewer does.
 
-# %%
+# %% alt="Labels over the T1gd scan on sagittal, coronal and axial planes through the tumour centre, in scanner coordinates, with a legend of the three classes."
 seqs, label_img = to_nifti_images(case.image, case.label, case.affine)
-cmap, norm = label_colormap()
+cmap, norm = label_colormap(alpha=0.6)   # the overlay's opacity is part of the colormap
 world = nib.affines.apply_affine(case.affine, centre)
 display_ = plotting.plot_anat(seqs["T1gd"], cut_coords=world, title=f"{case.case_id}: labels on T1gd",
-                              draw_cross=False, dim=-0.3)
-display_.add_overlay(label_img, cmap=cmap, vmin=0, vmax=3, alpha=0.6, interpolation="nearest")
+                              draw_cross=False, dim=-0.3, colorbar=False)
+display_.add_overlay(label_img, cmap=cmap, vmin=-0.5, vmax=3.5, interpolation="nearest")
+label_legend(display_.frame_axes, loc="lower center", bbox_to_anchor=(0.5, -0.01), ncol=3, fontsize=9,
+             labelcolor="white")
 plt.show()
 
 # %% [markdown]
@@ -208,7 +212,7 @@ slice_viewer(case.image, case.label, case.spacing)
 # The same walk as an animation, bottom to top through the axial slices of
 # FLAIR.
 
-# %%
+# %% alt="Animation through the axial FLAIR slices from bottom to top with the label overlay."
 step = max(1, case.image.shape[2] // 40)
 gif = slices_gif(case.image, case.label, axis=2, channel=0, step=step, size=160)
 display(Image(data=gif))
@@ -249,7 +253,7 @@ print(f"tumour voxels: {tumour_share:.2%} of the volume, "
 # outside the skull-stripped brain would swamp them if we counted them.
 # Lesson 02 turns these into comparable numbers.
 
-# %%
+# %% alt="Histograms of brain-voxel intensities for each of the four sequences."
 fig = intensity_histograms(case.image)
 
 # %% [markdown]

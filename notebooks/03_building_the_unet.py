@@ -31,20 +31,21 @@
 # Setup: on Colab, install the course package (locally, `make` has done it).
 import sys
 
+RELEASE = "COURSE_REF"  # the course release this notebook belongs to; "main" follows the newest course
 if "google.colab" in sys.modules:
     import subprocess
 
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/COURSE_REPO"], check=True)
+                    f"git+https://github.com/COURSE_REPO@{RELEASE}"], check=True)
 
 # %% tags=["imports"]
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
+import utils  # before keras: it keeps TensorFlow's start-up notices out of the lesson
 import keras
 from keras import layers
 
-import utils
 from utils import get_dataset, get_settings, list_cases, load_case
 from utils.checks import check_conv_block, check_upsampling_block
 from utils.labels import CLASS_NAMES
@@ -82,7 +83,7 @@ print(f"Keras {keras.__version__} on {keras.backend.backend()}; mode {settings.m
 # - A final 1x1x1 convolution with a **sigmoid** gives, per voxel, one
 #   independent probability per class (edema, non-enhancing, enhancing).
 
-# %%
+# %% alt="Diagram of the U-Net levels: feature-map size and channels of each encoder and decoder level."
 fig = plot_unet_levels(build_unet((*PATCH, 4), depth=DEPTH, base_filters=BASE_FILTERS))
 plt.show()
 
@@ -241,7 +242,7 @@ except ValueError as err:
 # random, so the sigmoid outputs hover around 0.5 - it knows nothing yet.
 # Lesson 05 trains it.
 
-# %%
+# %% alt="A FLAIR input patch, the three target masks, and the three probability maps of the untrained network with a probability colour bar."
 data_dir = get_dataset(DATASET)
 case = load_case(data_dir, list_cases(data_dir)[0])
 patch = sample_foreground_patch(standardize_nonzero(case.image), case.label, PATCH, foreground_fraction=1.0,
@@ -252,19 +253,19 @@ print("input", patch.X.shape, "-> output", probabilities.shape,
       f"range {probabilities.min():.3f} .. {probabilities.max():.3f}")
 
 z = PATCH[2] // 2
-fig, axes = plt.subplots(2, 4, figsize=(13, 6.5))
+fig, axes = plt.subplots(2, 4, figsize=(13, 7), layout="constrained")
 axes[0, 0].imshow(patch.X[:, :, z, 0].T, cmap="gray", origin="lower")
 axes[0, 0].set_title("FLAIR (input)")
 axes[1, 0].axis("off")
 for k, name in enumerate(CLASS_NAMES):
     axes[0, k + 1].imshow(patch.y[:, :, z, k].T, cmap="gray", origin="lower", vmin=0, vmax=1)
-    axes[0, k + 1].set_title(f"target: {name}", fontsize=9)
+    axes[0, k + 1].set_title(f"target:\n{name}", fontsize=10)
     im = axes[1, k + 1].imshow(probabilities[:, :, z, k].T, cmap="magma", origin="lower", vmin=0, vmax=1)
-    axes[1, k + 1].set_title(f"untrained output: {name}", fontsize=9)
+    axes[1, k + 1].set_title(f"untrained output:\n{name}", fontsize=10)
 for ax in axes.ravel():
     ax.set_xticks([])
     ax.set_yticks([])
-fig.colorbar(im, ax=axes[1, 1:].tolist(), shrink=0.8, label="probability")
+fig.colorbar(im, ax=axes[1, 1:].tolist(), shrink=0.8, label="probability", location="bottom")
 plt.show()
 
 # %% [markdown]

@@ -31,21 +31,22 @@
 # Setup: on Colab, install the course package (locally, `make` has done it).
 import sys
 
+RELEASE = "COURSE_REF"  # the course release this notebook belongs to; "main" follows the newest course
 if "google.colab" in sys.modules:
     import subprocess
 
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/COURSE_REPO"], check=True)
+                    f"git+https://github.com/COURSE_REPO@{RELEASE}"], check=True)
 
 # %% tags=["imports"]
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
+import utils  # before keras: it keeps TensorFlow's start-up notices out of the lesson
 import keras
 from keras import ops
 from scipy import ndimage
 
-import utils
 from utils import get_dataset, list_cases, load_case, one_hot
 from utils.checks import (check_compute_class_sens_spec, check_dice_coefficient, check_get_sens_spec_df,
                           check_single_class_dice_coefficient, check_soft_dice_loss)

@@ -26,7 +26,7 @@
 #
 # **Accelerator: GPU** - on Colab choose *Runtime > Change runtime type > T4 GPU*.
 # Without a GPU the lesson trains a small model on the phantom (the `cpu`
-# mode, about ten minutes on two cores).
+# mode); section 5 prints how long that took on your machine.
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](COLAB_URL)
 
@@ -34,35 +34,38 @@
 # Setup: on Colab, install the course package (locally, `make` has done it).
 import sys
 
+RELEASE = "COURSE_REF"  # the course release this notebook belongs to; "main" follows the newest course
 if "google.colab" in sys.modules:
     import subprocess
 
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/COURSE_REPO"], check=True)
+                    f"git+https://github.com/COURSE_REPO@{RELEASE}"], check=True)
 
 # %% tags=["imports"]
-import os
+import json
+import shutil
+import tempfile
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
+import utils  # before keras: it keeps TensorFlow's start-up notices out of the lesson
 import keras
 
-import utils
-from utils import course_mode, data_root
+from utils.config import course_mode, gpu_count, preset, run_dir, use_drive
 from utils.download import fetch_msd
 from utils.inference import evaluate_model
 from utils.labels import CLASS_NAMES
 from utils.pipeline import PatchDataset, PatchSampler
-from utils.train import gpu_count, prepare_data, preset, train
-from utils.viz import label_colormap, label_legend
+from utils.train import prepare_data, train
+from utils.viz import label_colormap, label_legend, plot_learning_curves
 
 # %% tags=["parameters"]
-MODE = None          # None: $COURSE_MODE (cpu by default; ci in the test suite; gpu on Colab)
 DATASET = None       # None: the mode's default ("phantom"); "msd" for the real data
-USE_DRIVE = False    # Colab: keep data and checkpoints on Google Drive (survives a cut session)
+USE_DRIVE = False    # Colab: data, cache and runs on Google Drive (set it alike in lessons 05, 06 and 07)
 OVERRIDES = {}       # any TrainConfig field, e.g. {"epochs": 50, "batch_size": 4}
 
 # %% [markdown]
@@ -71,27 +74,30 @@ OVERRIDES = {}       # any TrainConfig field, e.g. {"epochs": 50, "batch_size": 
 # | mode | where | data | model | budget |
 # |---|---|---|---|---|
 # | `ci` | the test suite | tiny phantom 64x64x40 | depth 3, 4 filters | a few steps |
-# | `cpu` | your laptop (default) | full-size phantom | depth 4, 8 filters, at half resolution | ~10 min on 2 cores |
-# | `gpu` | Colab T4 | MSD Task01 (or the phantom) | the assignment's: depth 4, 32 filters, 160x160x16 patches | hours |
+# | `cpu` | no GPU visible (default) | full-size phantom | depth 4, 8 filters, at half resolution | 10 epochs of 30 steps |
+# | `gpu` | a GPU visible (Colab T4) | MSD Task01 (or the phantom) | the assignment's: depth 4, 32 filters, 160x160x16 patches | 100 epochs of 250 steps |
 #
-# Every parameter lives in one `TrainConfig`; the command line
-# `python -m utils.train --mode gpu --epochs 100` runs the same code with the
-# same fields.
+# One function, `utils.config.course_mode()`, picks the mode: the
+# environment variable `COURSE_MODE` if it is set, otherwise `gpu` when
+# Keras sees a GPU (Colab sets no variable), otherwise `cpu`. Lessons 06 and
+# 07 and the command line ask the same function, so they find this lesson's
+# run. Every parameter lives in one `TrainConfig` (`utils.config.preset`);
+# `python -m utils.train` runs the same code with the same fields.
+#
+# On Colab, `USE_DRIVE = True` keeps data, training cache and runs on Google
+# Drive (`utils.config.use_drive` sets `COURSE_DATA_DIR`): a cut session
+# loses nothing. Set it in lessons 06 and 07 too.
 
-# %%
-mode = MODE or ("gpu" if gpu_count() and course_mode() != "ci" else course_mode())
-if "google.colab" in sys.modules and USE_DRIVE:
-    from google.colab import drive
-
-    drive.mount("/content/drive")
-    os.environ["COURSE_DATA_DIR"] = "/content/drive/MyDrive/brats-course/data"
+# %% tags=["run-config"]
+use_drive(USE_DRIVE)
+mode = course_mode()
 overrides = dict(OVERRIDES)
 if DATASET:
     overrides["dataset"] = DATASET
-if "google.colab" in sys.modules and USE_DRIVE:
-    overrides.setdefault("output_dir", f"/content/drive/MyDrive/brats-course/runs/{mode}")
 config = preset(mode, **overrides)
-print(f"mode {mode}, {gpu_count()} GPU(s), Keras {keras.__version__} on {keras.backend.backend()}")
+checkpoint = run_dir(config) / "best.keras"
+print(f"mode {mode} ({gpu_count()} GPU), Keras {keras.__version__} on {keras.backend.backend()}; "
+      f"run folder {run_dir(config)}")
 pd.Series({k: str(v) for k, v in asdict(config).items()}, name="value").to_frame()
 
 # %% [markdown]
@@ -140,7 +146,7 @@ manifest[["shape", "crop_box", "voxels"]].head()
 # epoch `e` depends only on `(seed, e, i)`: runs are reproducible and a
 # resumed run sees the batches it would have seen.
 
-# %%
+# %% alt="Four augmented training patches: FLAIR slices above, their label maps in the course colours below."
 sampler = PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction)
 demo = PatchDataset(sampler, batch_size=4, steps=1, seed=config.seed)
 X, y = demo[0]
@@ -172,42 +178,66 @@ print(f"{n / (time.perf_counter() - start):.1f} patches/s from the cache, one th
 # by default, lesson 04) and the per-class Dice metrics, and fits it with:
 #
 # - validation on patches of the held-out cases after every epoch;
-# - `last.keras` every epoch and `best.keras` at the best validation Dice,
-#   each written to a temporary file and renamed, so a crash never leaves a
-#   broken checkpoint;
+# - `last.keras` every epoch and `best.keras` at the best validation Dice
+#   (`val_pooled_dice`, section 6 explains which Dice), each written to a
+#   temporary file and renamed, so a crash never leaves a broken checkpoint;
 # - `log.csv` (appended across resumed runs) and TensorBoard logs;
 # - a cosine learning-rate schedule (a function of the epoch number, so it
 #   continues correctly after a resume), optional early stopping;
 # - on a GPU, mixed precision (float16 compute, float32 weights and loss);
 #   with several GPUs, `tf.distribute.MirroredStrategy`.
+#
+# If the run folder already holds a finished run (you ran this lesson
+# before), `train` trains nothing: it says so and reuses the run. Ask for
+# more epochs (`OVERRIDES = {"epochs": ...}`) to continue it, or call
+# `train(config, resume=False)` to start over (the old run is moved aside,
+# not deleted).
 
 # %%
 result = train(config)
-print(f"trained epochs {result.initial_epoch}..{len(result.history)} in {result.seconds:.0f} s -> {result.output_dir}")
+state = json.loads((result.output_dir / "state.json").read_text())
+if result.initial_epoch >= config.epochs:
+    print(f"reused the finished run in {result.output_dir}: {len(result.history)} epochs, "
+          f"{state['seconds']:.0f} s of training in all")
+else:
+    print(f"trained epochs {result.initial_epoch + 1}..{len(result.history)} in {result.seconds:.0f} s "
+          f"-> {result.output_dir}" + (f" ({state['seconds']:.0f} s of training over all sessions)"
+                                       if result.initial_epoch else ""))
 
 # %% [markdown]
-# ## 6. Learning curves
+# ## 6. Learning curves, and which Dice to trust
+#
+# Keras reports the soft Dice metrics of lesson 04 as a **mean over
+# patches**: one Dice per patch and class, then averaged. A validation patch
+# often lacks a class - a patch of pure edema has no enhancing tumour. If
+# the network predicts even a few voxels of that class there, the patch
+# scores about 0 for it (the epsilon is tiny); if it predicts exactly
+# nothing, about 1. So the mean per patch mixes real overlap with many
+# near-0 and near-1 scores, and stays far below what the model achieves on
+# whole cases.
+#
+# `best.keras` is chosen by a Dice that means what it says: `val_pooled_dice`
+# (`utils.losses.PooledDice`) thresholds the prediction at 0.5 and adds up
+# intersections and sizes over **all** validation patches of the epoch, as
+# if they were one volume, before dividing. A class missing from a patch
+# then adds its false positives and nothing else. Below, solid lines are
+# pooled Dice, dotted lines the mean per patch; the dashed line marks the
+# epoch of `best.keras`.
 
-# %%
+# %% alt="Learning curves: training and validation loss per epoch; validation Dice per class, pooled over patches (solid) and mean per patch (dotted), with the best.keras epoch marked."
 history = result.history
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-axes[0].plot(history["epoch"] + 1, history["loss"], label="training")
-axes[0].plot(history["epoch"] + 1, history["val_loss"], label="validation")
-axes[0].set_title(f"loss ({config.loss})")
-for key, name in zip(("dice_edema", "dice_non_enhancing", "dice_enhancing"), CLASS_NAMES):
-    line, = axes[1].plot(history["epoch"] + 1, history["val_" + key], label=f"{name} (val)")
-    axes[1].plot(history["epoch"] + 1, history[key], color=line.get_color(), linestyle=":", alpha=0.6)
-axes[1].set_title("soft Dice per class (dotted: training)")
-for ax in axes:
-    ax.set_xlabel("epoch")
-    ax.legend(fontsize=8)
-fig.tight_layout()
+best_epoch = int(history["val_pooled_dice"].idxmax()) + 1
+fig = plot_learning_curves(history, config.loss, best_epoch)
 plt.show()
+at_best = history.iloc[best_epoch - 1]
+pd.DataFrame({"mean per patch (soft)": [at_best[f"val_dice_{k}"] for k in ("edema", "non_enhancing", "enhancing")],
+              "pooled over patches": [at_best[f"val_pooled_dice_{k}"] for k in ("edema", "non_enhancing", "enhancing")]},
+             index=list(CLASS_NAMES)).round(3).rename_axis(f"validation Dice, epoch {best_epoch} (best.keras)")
 
 # %% [markdown]
 # ## 7. A prediction on a validation patch
 
-# %%
+# %% alt="A validation patch: FLAIR, ground truth and prediction of best.keras in the course colours."
 best = keras.models.load_model(result.output_dir / "best.keras")
 val_sampler = PatchSampler(cache, val_ids, config.patch_shape, foreground_fraction=1.0, augment=False)
 Xv, yv = val_sampler.sample(np.random.default_rng(0))
@@ -232,14 +262,23 @@ plt.show()
 # %% [markdown]
 # ## 8. Whole held-out cases
 #
-# Patch scores flatter or punish depending on where the patches fall. The
-# real test is a whole scan: lesson 06 explains the sliding-window
-# prediction used here. Region Dice for whole tumour (WT), tumour core (TC)
-# and enhancing tumour (ET), and the Dice of each class:
+# Patch scores depend on where the patches fall. The real test is a whole
+# scan: lesson 06 explains the sliding-window prediction used here. Region
+# Dice for whole tumour (WT), tumour core (TC) and enhancing tumour (ET),
+# and the Dice of each class:
 
 # %%
-scores, _ = evaluate_model(best, data_dir, val_ids, with_hd95=False)
+scores, _ = evaluate_model(best, data_dir, val_ids, with_hd95=False, progress=False)
 scores[["Dice WT", "Dice TC", "Dice ET", *[f"Dice {n}" for n in CLASS_NAMES], "Dice mean (classes)"]]
+
+# %% [markdown]
+# The three Dice of `best.keras`, mean of the three classes, side by side:
+
+# %%
+pd.Series({"validation patches, mean per patch (soft Dice)": at_best["val_dice_coefficient"],
+           "validation patches, pooled (selects best.keras)": at_best["val_pooled_dice"],
+           "whole held-out cases (mean over cases)": scores.loc["mean", "Dice mean (classes)"]},
+          name="Dice, mean of classes").round(3).to_frame()
 
 # %% [markdown]
 # ## 9. Resuming a cut session
@@ -253,19 +292,28 @@ scores[["Dice WT", "Dice TC", "Dice ET", *[f"Dice {n}" for n in CLASS_NAMES], "D
 # than mixing two runs in one folder.) The same from the command line:
 # `python -m utils.train --mode gpu` again.
 #
-# Here we ask for one more epoch than was trained: the call resumes.
+# To see it without touching your run, we copy the run folder and ask the
+# copy for one epoch more than it holds: the call resumes after the last
+# epoch. (Your run stays as it is, so re-running this lesson gives the same
+# answer.)
 
 # %%
-more = train(preset(mode, **dict(overrides, epochs=config.epochs + 1)))
-print(f"resumed after epoch {more.initial_epoch}; the log now has {len(more.history)} epochs")
+with tempfile.TemporaryDirectory() as scratch:
+    copy = Path(scratch) / "run-copy"
+    shutil.copytree(result.output_dir, copy)
+    done = len(pd.read_csv(copy / "log.csv"))
+    more = train(preset(mode, **dict(overrides, output_dir=str(copy), epochs=done + 1, verbose=0)))
+    print(f"resumed after epoch {more.initial_epoch}; the copy's log now has {len(more.history)} epochs, "
+          f"{result.output_dir} still has {len(pd.read_csv(result.output_dir / 'log.csv'))}")
 
 # %% [markdown]
 # ## 10. What to expect on a GPU
 #
-# In `gpu` mode (Colab T4, MSD data, the assignment's network, 160x160x16
-# patches, batch 4, 250 steps per epoch, mixed precision) an epoch takes a
-# few minutes and 100 epochs most of a day of Colab sessions - which is why
-# resume matters. Published 3D U-Nets trained this way on BraTS reach whole
+# In `gpu` mode (MSD data, the assignment's network, 160x160x16 patches,
+# batch 4, 250 steps per epoch, mixed precision) the run is 100 epochs: the
+# time section 5 prints after the first session, divided by the epochs done,
+# tells you how many Colab sessions the rest needs - which is why resume
+# matters. Published 3D U-Nets trained this way on BraTS reach whole
 # tumour Dice around 0.85-0.90, tumour core 0.75-0.85 and enhancing tumour
 # 0.70-0.80 (nnU-Net, with 5x the training, about 0.91 / 0.85 / 0.80).
 # The phantom is easier than real gliomas: its tumours are smoother and

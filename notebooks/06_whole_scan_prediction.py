@@ -36,11 +36,12 @@
 # Setup: on Colab, install the course package (locally, `make` has done it).
 import sys
 
+RELEASE = "COURSE_REF"  # the course release this notebook belongs to; "main" follows the newest course
 if "google.colab" in sys.modules:
     import subprocess
 
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/COURSE_REPO"], check=True)
+                    f"git+https://github.com/COURSE_REPO@{RELEASE}"], check=True)
 
 # %% tags=["imports"]
 import subprocess
@@ -52,10 +53,9 @@ import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 import nibabel as nib
+import utils  # before keras: it keeps TensorFlow's start-up notices out of the lesson
 import keras
 
-import utils
-from utils import course_mode
 from utils.checks import check_blend_windows, check_region_dice
 from utils.data import load_case
 from utils.inference import (gaussian_weights, predict_case, preprocess_for_model, probabilities_to_labels,
@@ -63,28 +63,35 @@ from utils.inference import (gaussian_weights, predict_case, preprocess_for_mode
 from scipy import ndimage
 from utils.metrics import class_scores, evaluate_cases, hd95, lesion_wise_region, region_scores
 from utils.labels import CLASS_NAMES, REGIONS
-from utils.config import project_path
-from utils.train import prepare_data, preset, train
+from utils.config import course_mode, preset, run_dir, use_drive
+from utils.train import prepare_data, train
 from utils.viz import AXIS_NAMES, label_colormap, label_legend, take_slice, tumour_center
 
 # %% tags=["parameters"]
 MODEL_PATH = None    # None: the best model of lesson 05 for this mode (trained now if missing)
+USE_DRIVE = False    # Colab: data, cache and runs on Google Drive, as in lesson 05
 OVERLAP = 0.5
 MIRROR = False       # test-time mirroring: 8x the work, usually a little better
 
 # %% [markdown]
 # ## 1. The model and a held-out case
 #
-# We reuse lesson 05's run for the current mode (or train it now, which in
-# `cpu` mode takes about ten minutes) and its validation cases, which the
-# network never trained on.
+# We reuse lesson 05's run - the same mode (`utils.config.course_mode()`),
+# the same preset, the same run folder, on Google Drive too when
+# `USE_DRIVE = True` in both lessons - or train it now as lesson 05 would,
+# and its validation cases, which the network never trained on.
+
+# %% tags=["run-config"]
+use_drive(USE_DRIVE)
+config = preset()
+model_path = Path(MODEL_PATH) if MODEL_PATH else run_dir(config) / "best.keras"
+print(f"mode {course_mode()}: model {model_path}")
 
 # %%
-config = preset(course_mode())
-model_path = Path(MODEL_PATH) if MODEL_PATH else project_path(config.output_dir) / "best.keras"
 if not model_path.is_file():
-    print(f"{model_path} not found: training it first (lesson 05)")
-    train(config)
+    print(f"{model_path} not found: training it first, as lesson 05 does")
+    trained = train(config)
+    print(f"trained {len(trained.history)} epochs in {trained.seconds:.0f} s")
 model = keras.models.load_model(model_path)
 data_dir, cache, train_ids, val_ids = prepare_data(config, progress=False)
 case = load_case(data_dir, val_ids[0])
@@ -98,7 +105,7 @@ print(f"model {model_path} ({model.count_params():,} parameters), window {window
 # The network maps one window to three probability maps. Here the window
 # sits on the tumour centre; the threshold 0.5 turns probabilities into masks.
 
-# %%
+# %% alt="One window through the tumour: FLAIR and the three predicted probability maps with the true outline of each class."
 image = preprocess_for_model(case.image)
 centre = tumour_center(case.label, case.label.shape)
 corner = [int(np.clip(c - w // 2, 0, max(s - w, 0))) for c, w, s in zip(centre, window, case.label.shape)]
@@ -129,17 +136,24 @@ plt.show()
 # that trust each window's centre more than its border - a Gaussian, as
 # nnU-Net and MONAI do.
 
-# %%
+# %% alt="Gaussian weights of one window, and the overlapping windows along the x axis of the scan."
 w = gaussian_weights(window)
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-axes[0].imshow(w[:, :, window[2] // 2].T, cmap="viridis", origin="lower")
-axes[0].set_title(f"Gaussian weights, {window}")
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), width_ratios=(1, 1.6))
+shown = axes[0].imshow(w[:, :, window[2] // 2].T, cmap="viridis", origin="lower")
+axes[0].set_title(f"Gaussian weights, window {window}\n(middle slice)", fontsize=10)
+axes[0].set_xlabel("x in the window")
+axes[0].set_ylabel("y in the window")
+fig.colorbar(shown, ax=axes[0], label="weight")
 starts = window_starts(case.label.shape[0], window[0], OVERLAP)
-for s in starts:
-    axes[1].axvspan(s, s + window[0], alpha=0.15)
+for i, s in enumerate(starts):
+    axes[1].barh(i, window[0], left=s, height=0.6, color="tab:purple", alpha=0.7)
+    axes[1].text(s + window[0] / 2, i, f"{s}..{s + window[0]}", ha="center", va="center", fontsize=8,
+                 color="white")
 axes[1].set_xlim(0, case.label.shape[0])
-axes[1].set_title(f"{len(starts)} windows along x (overlap {OVERLAP:.0%})")
-axes[1].set_yticks([])
+axes[1].set_yticks(range(len(starts)), [f"window {i + 1}" for i in range(len(starts))])
+axes[1].invert_yaxis()
+axes[1].set_xlabel(f"x (voxel), the scan is {case.label.shape[0]} wide")
+axes[1].set_title(f"{len(starts)} windows along x, overlap {OVERLAP:.0%}", fontsize=10)
 fig.tight_layout()
 plt.show()
 
@@ -214,8 +228,9 @@ pd.Series(timings, name="seconds").round(1).to_frame()
 # Look at the edema probability on one axial slice. With tiles, the
 # predictions jump where tiles meet (the difference between neighbouring
 # voxels lights up along straight lines); blending smooths those seams away.
+# The red marks above the bottom-left panel show where the tiles meet.
 
-# %%
+# %% alt="Edema probability on one axial slice for tiles, constant-weight and Gaussian blending, and the differences between neighbouring voxels that show the tile seams."
 zc = centre[2]
 fig, axes = plt.subplots(2, 3, figsize=(13, 8))
 for col, (name, volume) in enumerate((("tiles", tiles), ("constant weights", flat), ("Gaussian", probabilities))):
@@ -225,8 +240,11 @@ for col, (name, volume) in enumerate((("tiles", tiles), ("constant weights", fla
     jump = np.abs(np.diff(sl, axis=0))
     axes[1, col].imshow(jump.T, cmap="gray", vmin=0, vmax=0.2, origin="lower")
     axes[1, col].set_title("|difference between neighbours|")
-for s in range(window[0], case.label.shape[0], window[0]):
-    axes[1, 0].axvline(s - 0.5, color="tab:red", linewidth=0.5, alpha=0.5)
+seams = np.arange(window[0], case.label.shape[0], window[0]) - 1   # column of the jump across each tile border
+limits = axes[1, 0].get_xlim(), axes[1, 0].get_ylim()
+axes[1, 0].plot(seams, np.full(len(seams), sl.shape[1] + 2), "v", color="tab:red", markersize=7, clip_on=False)
+axes[1, 0].set_xlim(limits[0])
+axes[1, 0].set_ylim(limits[1])
 for ax in axes.ravel():
     ax.set_axis_off()
 fig.tight_layout()
@@ -252,11 +270,13 @@ print("ground truth:                  ", np.bincount(case.label.ravel(), minleng
 # %% [markdown]
 # ## 5. Prediction against ground truth
 #
-# Three planes through the tumour centre. Bottom row: the errors - **false
-# positives** (predicted tumour where there is none, orange) and **false
-# negatives** (missed tumour, cyan), for the whole tumour.
+# Three planes through the tumour centre, zoomed on the true tumour (the
+# errors are thin rims, invisible at whole-brain scale; errors far from the
+# tumour fall outside the zoom but count in the numbers of section 6). Bottom row: the errors -
+# **false positives** (predicted tumour where there is none, orange) and
+# **false negatives** (missed tumour, cyan), for the whole tumour.
 
-# %%
+# %% alt="Ground truth, prediction and whole-tumour errors (false positives orange, false negatives cyan) on three planes, zoomed on the tumour."
 cmap, norm = label_colormap()
 flair = case.image[..., 0]
 errors = np.zeros(case.label.shape, np.uint8)
@@ -265,7 +285,12 @@ errors[(prediction == 0) & (case.label > 0)] = 2
 error_cmap = plt.matplotlib.colors.ListedColormap([(0, 0, 0, 0), (1.0, 0.55, 0.0, 1), (0.0, 0.9, 0.9, 1)])
 fig, axes = plt.subplots(3, 3, figsize=(12, 11))
 lo, hi = np.percentile(flair[flair > 0], [1, 99])
+tumour = np.argwhere(case.label > 0)   # zoom: the true tumour and a margin of half its size around it
+margin = np.maximum((tumour.max(axis=0) - tumour.min(axis=0)) // 2, 8)
+box_lo = np.maximum(tumour.min(axis=0) - margin, 0)
+box_hi = np.minimum(tumour.max(axis=0) + margin, np.array(case.label.shape) - 1)
 for col, axis in enumerate((2, 1, 0)):
+    shown_x, shown_y = [a for a in (0, 1, 2) if a != axis]   # take_slice shows these array axes as x and y
     idx = centre[axis]
     for row, (overlay, cm, nm, title) in enumerate(((case.label, cmap, norm, "ground truth"),
                                                     (prediction, cmap, norm, "prediction"),
@@ -274,6 +299,8 @@ for col, axis in enumerate((2, 1, 0)):
         ax.imshow(take_slice(flair, axis, idx), cmap="gray", vmin=lo, vmax=hi, origin="lower")
         ax.imshow(take_slice(overlay, axis, idx), cmap=cm, norm=nm, alpha=0.55, origin="lower",
                   interpolation="nearest", vmin=None if nm else 0, vmax=None if nm else 2)
+        ax.set_xlim(box_lo[shown_x] - 0.5, box_hi[shown_x] + 0.5)
+        ax.set_ylim(box_lo[shown_y] - 0.5, box_hi[shown_y] + 0.5)
         ax.set_title(f"{title}, {AXIS_NAMES[axis]}", fontsize=10)
         ax.set_axis_off()
 label_legend(axes[1, 2])

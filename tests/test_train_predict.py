@@ -2,6 +2,7 @@
 to mix runs; the atomic checkpoint; the predict command line."""
 
 import json
+import shutil
 
 import keras
 import nibabel as nib
@@ -34,7 +35,7 @@ class _Crash(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated crash mid-epoch")
 
 
-def test_train_crash_and_resume(workdir):
+def test_train_crash_and_resume(workdir, capsys):
     config = preset("ci", output_dir=str(workdir / "run"), epochs=3, verbose=0)
     with pytest.raises(KeyboardInterrupt):
         train(config, progress=False, callbacks=[_Crash(epoch=1)])
@@ -49,8 +50,15 @@ def test_train_crash_and_resume(workdir):
     assert json.loads((out / "state.json").read_text())["epochs_done"] == 3
     assert (out / "best.keras").is_file() and (out / "tensorboard").is_dir()
     assert len(result.train_cases) + len(result.val_cases) == 6 and set(result.train_cases).isdisjoint(result.val_cases)
+    capsys.readouterr()
     again = train(config, progress=False)  # nothing left to do
     assert again.initial_epoch == 3 and len(again.history) == 3
+    assert "already holds a finished run (3 epochs, 3 asked for): nothing to train, reusing it" in capsys.readouterr().out
+    moved = workdir / "moved"   # a run folder moved elsewhere (e.g. to Drive) resumes there
+    shutil.copytree(out, moved)
+    more = train(preset("ci", output_dir=str(moved), epochs=4, verbose=0), progress=False)
+    assert more.initial_epoch == 3 and more.history["epoch"].tolist() == [0, 1, 2, 3]
+    assert len(train(config, progress=False).history) == 3, "the original run is untouched"
     with pytest.raises(ValueError, match=r"holds a run with other parameters \(patch_shape"):
         train(preset("ci", output_dir=str(out), patch_shape=(32, 32, 8), verbose=0), progress=False)
 
@@ -61,7 +69,7 @@ def test_checkpoint_write_is_atomic(workdir, monkeypatch):
     out.mkdir()
     saver = Checkpoints(out)
     saver.set_model(model)
-    saver.on_epoch_end(0, {"val_dice_coefficient": 0.5})
+    saver.on_epoch_end(0, {"val_pooled_dice": 0.5})
     good = keras.models.load_model(out / "last.keras").get_weights()
 
     def broken_save(self, path, *args, **kwargs):
@@ -72,7 +80,7 @@ def test_checkpoint_write_is_atomic(workdir, monkeypatch):
     monkeypatch.setattr(keras.Model, "save", broken_save)
     model.set_weights([w + 1 for w in model.get_weights()])
     with pytest.raises(OSError, match="disk full"):
-        saver.on_epoch_end(1, {"val_dice_coefficient": 0.6})
+        saver.on_epoch_end(1, {"val_pooled_dice": 0.6})
     monkeypatch.undo()
     for a, b in zip(keras.models.load_model(out / "last.keras").get_weights(), good):
         np.testing.assert_array_equal(a, b)  # the previous checkpoint survived intact

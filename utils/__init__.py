@@ -5,7 +5,8 @@ e.g. ``from utils import standardize``. Importing the package also registers
 the course's loss and metrics with Keras, so ``keras.models.load_model(path)``
 works on a saved course model without ``custom_objects``. Processes that only
 build data (the phantom's workers) set ``BRATS_COURSE_NO_KERAS=1`` to skip the
-Keras import.
+Keras import. Before Keras it starts TensorFlow quietly (``utils.backend``),
+so a lesson imports ``utils`` first.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from .preprocessing import (
 )
 
 if not os.environ.get("BRATS_COURSE_NO_KERAS"):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of lessons
+    from .backend import quiet_start
+
+    quiet_start()  # before Keras: TensorFlow's start-up notices stay out of the lessons
     from .losses import (
         compute_class_sens_spec,
         dice_bce_loss,

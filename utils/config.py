@@ -1,13 +1,30 @@
-"""The one knob that sizes the course, and where its data lives.
+"""The course mode, every preset that follows from it, and where files live.
 
-Every lesson reads its sizes from :func:`get_settings`, which looks at one
-environment variable, ``COURSE_MODE``:
+One function decides the mode, :func:`course_mode`:
+
+1. ``$COURSE_MODE`` if it is set (``ci``, ``cpu`` or ``gpu``);
+2. otherwise ``gpu`` when the Keras backend sees a GPU (Colab with a GPU
+   runtime sets no variable);
+3. otherwise ``cpu``.
+
+Everything sized by the mode is here: :func:`get_settings` (the phantom
+dataset and the patch lessons 02-03 cut) and :func:`preset` (the training
+run: patch, model, budget, run folder). Lessons 05, 06 and 07, the command
+line (``python -m utils.train``) and ``make demo`` all go through them, so
+they agree on the run and its checkpoints.
 
 * ``ci``  - a tiny phantom (64x64x40) and a handful of steps, so the test suite
   executes every notebook in minutes on two CPU cores;
-* ``cpu`` - the default: full-size (240x240x155) phantom cases, a small model
-  and a training budget a laptop finishes in about ten minutes;
-* ``gpu`` - the assignment-size model and the real MSD data when it is there.
+* ``cpu`` - full-size (240x240x155) phantom cases, a small half-resolution
+  model and a short training run;
+* ``gpu`` - the assignment-size model (32 filters, 160x160x16 patches).
+
+Where files live: one setting, ``$COURSE_DATA_DIR``. Unset, data and the
+training cache go to ``data/`` and runs to ``runs/`` of the course checkout
+(``./data`` and ``./runs`` outside one). Set, all three live under it
+(``$COURSE_DATA_DIR/phantom``, ``.../cache``, ``.../runs/gpu``): on Colab,
+:func:`use_drive` points it at Google Drive, so a cut session resumes its
+training and lesson 06 finds the model.
 
 Nothing rewrites notebook text: the same cells run in every mode.
 """
@@ -15,13 +32,17 @@ Nothing rewrites notebook text: the same cells run in every mode.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .backend import gpu_count
 
 MODE_ENV = "COURSE_MODE"
 DATA_ENV = "COURSE_DATA_DIR"
 MODES = ("ci", "cpu", "gpu")
-DEFAULT_MODE = "cpu"
+DRIVE_DIR = "/content/drive/MyDrive/brats-course"
+"""Where :func:`use_drive` keeps data, cache and runs on Colab."""
 
 BRATS_SHAPE = (240, 240, 155)
 TINY_SHAPE = (64, 64, 40)
@@ -29,7 +50,7 @@ TINY_SHAPE = (64, 64, 40)
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes for one course mode.
+    """Data sizes of one course mode.
 
     Attributes:
         mode: ``"ci"``, ``"cpu"`` or ``"gpu"``.
@@ -37,7 +58,9 @@ class Settings:
         phantom_train: number of labelled phantom cases (``imagesTr``).
         phantom_test: number of unlabelled phantom cases (``imagesTs``).
         phantom_dir_name: folder under the data root that holds this phantom.
-        patch_shape: default training patch ``(x, y, z)``.
+        patch_shape: the patch lessons 02 and 03 cut and build for (the
+            assignment's 160x160x16); the training patch is
+            ``preset(mode).patch_shape``.
     """
 
     mode: str
@@ -55,26 +78,115 @@ _SETTINGS = {
 }
 
 
+@dataclass
+class TrainConfig:
+    """Every training parameter (the CLI ``python -m utils.train`` has one flag per field).
+
+    ``output_dir`` is the run folder; a relative one is resolved by
+    :func:`run_dir` (under ``$COURSE_DATA_DIR`` when set, else the checkout).
+    The command line makes ``--output-dir`` absolute first: there a relative
+    path means the current folder, as usual.
+    """
+
+    dataset: str = "phantom"               # "phantom", "msd", or the path of a dataset folder (any layout)
+    output_dir: str = "runs/cpu"
+    patch_shape: tuple[int, int, int] = (160, 160, 16)
+    batch_size: int = 2
+    epochs: int = 20
+    steps_per_epoch: int = 50
+    validation_steps: int = 8
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"            # "cosine", "plateau" or "constant"
+    depth: int = 4
+    base_filters: int = 32
+    normalization: str | None = None       # None, "batch" or "instance"
+    downsample: int = 1                    # 2: the U-Net works at half resolution (CPU demo)
+    loss: str = "dice_bce"                 # "dice" or "dice_bce"
+    foreground_fraction: float = 0.5
+    val_fraction: float = 0.2
+    max_cases: int | None = None           # use only the first N labelled cases
+    early_stopping_patience: int = 0       # 0: off
+    mixed_precision: str = "auto"          # "auto" (on a GPU), "on", "off"
+    jit_compile: str = "auto"              # "auto", "on", "off"
+    workers: int = 2
+    seed: int = 0
+    verbose: int = 2
+
+
+PRESETS = {
+    "ci": TrainConfig(output_dir="runs/ci", patch_shape=(32, 32, 16), batch_size=2, epochs=2, steps_per_epoch=3,
+                      validation_steps=1, depth=3, base_filters=4, workers=1),
+    "cpu": TrainConfig(output_dir="runs/cpu", patch_shape=(96, 96, 32), batch_size=2, epochs=10, steps_per_epoch=30,
+                       validation_steps=4, learning_rate=3e-3, depth=4, base_filters=8, normalization="instance",
+                       downsample=2, foreground_fraction=0.6, workers=1),
+    "gpu": TrainConfig(output_dir="runs/gpu", patch_shape=(160, 160, 16), batch_size=4, epochs=100,
+                       steps_per_epoch=250, validation_steps=30, learning_rate=1e-3, depth=4, base_filters=32,
+                       normalization="instance", foreground_fraction=0.33),
+}
+
+
 def course_mode() -> str:
-    """Return the course mode named by ``$COURSE_MODE`` (default ``cpu``).
+    """The course mode: ``$COURSE_MODE`` if set, else ``gpu`` when Keras sees a GPU, else ``cpu``.
 
     Raises:
         ValueError: if the variable holds something other than ci/cpu/gpu.
     """
-    mode = os.environ.get(MODE_ENV, DEFAULT_MODE).strip().lower() or DEFAULT_MODE
+    mode = os.environ.get(MODE_ENV, "").strip().lower()
+    if not mode:
+        return "gpu" if gpu_count() > 0 else "cpu"
     if mode not in MODES:
-        raise ValueError(
-            f"{MODE_ENV} must be one of {', '.join(MODES)}; found {mode!r}."
-        )
+        raise ValueError(f"{MODE_ENV} must be one of {', '.join(MODES)}; found {mode!r}.")
+    return mode
+
+
+def _check_mode(mode: str | None) -> str:
+    mode = course_mode() if mode is None else mode
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; found {mode!r}.")
     return mode
 
 
 def get_settings(mode: str | None = None) -> Settings:
-    """Return the sizes for ``mode`` (default: the current :func:`course_mode`)."""
-    mode = course_mode() if mode is None else mode
-    if mode not in _SETTINGS:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; found {mode!r}.")
-    return _SETTINGS[mode]
+    """Return the data sizes for ``mode`` (default: :func:`course_mode`)."""
+    return _SETTINGS[_check_mode(mode)]
+
+
+def preset(mode: str | None = None, **overrides) -> TrainConfig:
+    """The training configuration of ``mode`` (default: :func:`course_mode`), with overrides.
+
+    Raises:
+        ValueError: for an unknown mode or parameter.
+    """
+    config = TrainConfig(**asdict(PRESETS[_check_mode(mode)]))
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"unknown training parameter {key!r}; expected one of {sorted(asdict(config))}")
+        setattr(config, key, tuple(value) if key == "patch_shape" else value)
+    return config
+
+
+def use_drive(enabled: bool = True, folder: str = DRIVE_DIR) -> Path | None:
+    """On Colab, keep data, cache and runs on Google Drive (sets ``$COURSE_DATA_DIR``).
+
+    Lessons 05, 06 and 07 call it from their ``USE_DRIVE`` parameter, so all
+    three find the same run. Elsewhere it does nothing but say so.
+
+    Returns:
+        The folder now used for data and runs (None when not enabled).
+    """
+    if not enabled:
+        return None
+    if "google.colab" not in sys.modules:
+        print(f"USE_DRIVE: not on Colab, keeping data in {data_root()} and runs in {project_path('runs')}")
+        return None
+    if not Path("/content/drive/MyDrive").is_dir():
+        from google.colab import drive
+
+        drive.mount("/content/drive")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    os.environ[DATA_ENV] = folder
+    print(f"data, cache and runs on Google Drive: {folder}")
+    return Path(folder)
 
 
 def repo_root(start: Path | None = None) -> Path | None:
@@ -87,16 +199,25 @@ def repo_root(start: Path | None = None) -> Path | None:
 
 
 def project_path(path: Path | str) -> Path:
-    """Resolve a relative path (e.g. ``runs/cpu``) against the course checkout.
+    """Resolve a relative path (e.g. ``runs/cpu``) against ``$COURSE_DATA_DIR`` or the checkout.
 
     Lessons run with their own folder as working directory (``notebooks/``
     or ``notebooks/solutions/``) and the CLI from the repository root; all of
-    them must find the same ``runs/`` folder.
+    them must find the same ``runs/`` folder. With ``$COURSE_DATA_DIR`` set
+    (e.g. on Google Drive), runs live beside the data.
     """
     path = Path(path).expanduser()
     if path.is_absolute():
         return path
-    return (repo_root() or Path.cwd()) / path
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser().resolve() / path
+    return (repo_root() or Path.cwd()).resolve() / path
+
+
+def run_dir(config: TrainConfig | None = None) -> Path:
+    """The run folder of ``config`` (default: the current mode's preset), resolved."""
+    return project_path((config or preset()).output_dir)
 
 
 def data_root() -> Path:

@@ -119,6 +119,62 @@ dice_enhancing = _class_dice(2, "dice_enhancing")
 CLASS_DICE_METRICS = (dice_edema, dice_non_enhancing, dice_enhancing)
 
 
+@register
+class PooledDice(keras.metrics.Metric):
+    """Hard Dice of each class pooled over every voxel seen since the last reset.
+
+    The soft Dice metrics above average one Dice per patch and class; a patch
+    that lacks a class scores about 0 as soon as the network predicts a
+    little of it there (the epsilon is tiny), so their mean sits far below
+    the Dice of whole cases. This metric thresholds the prediction, adds up
+    intersections and sizes over all the patches of an epoch (as if they
+    were one volume), and only then divides: a class absent from a patch
+    adds its false positives and nothing else. It is what the course selects
+    ``best.keras`` by (``val_pooled_dice``).
+
+    Args:
+        class_index: report this class (0 edema, 1 non-enhancing, 2 enhancing);
+            None: the mean of the three.
+        threshold: probability above which a voxel counts as predicted.
+    """
+
+    def __init__(self, class_index: int | None = None, threshold: float = 0.5, name: str | None = None, **kwargs):
+        if name is None:
+            name = "pooled_dice" if class_index is None else f"pooled_dice_{METRIC_NAMES[class_index]}"
+        super().__init__(name=name, **kwargs)
+        self.class_index, self.threshold = class_index, float(threshold)
+        n = len(CLASS_NAMES)
+        self.intersection = self.add_variable(shape=(n,), initializer="zeros", name="intersection")
+        self.total = self.add_variable(shape=(n,), initializer="zeros", name="total")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(y_true, "float32")
+        predicted = ops.cast(ops.cast(y_pred, "float32") > self.threshold, "float32")
+        axes = tuple(range(len(y_true.shape) - 1))  # every axis but the class axis
+        self.intersection.assign_add(ops.sum(y_true * predicted, axis=axes))
+        self.total.assign_add(ops.sum(y_true, axis=axes) + ops.sum(predicted, axis=axes))
+
+    def result(self):
+        # A class absent from truth and prediction alike scores 1 (the BraTS convention).
+        dice = ops.where(self.total > 0, 2.0 * self.intersection / ops.maximum(self.total, 1.0), 1.0)
+        return ops.mean(dice) if self.class_index is None else dice[self.class_index]
+
+    def reset_state(self):
+        self.intersection.assign(ops.zeros_like(self.intersection))
+        self.total.assign(ops.zeros_like(self.total))
+
+    def get_config(self):
+        return {**super().get_config(), "class_index": self.class_index, "threshold": self.threshold}
+
+
+METRIC_NAMES = ("edema", "non_enhancing", "enhancing")
+
+
+def pooled_dice_metrics() -> list[PooledDice]:
+    """Fresh pooled Dice metrics: the mean of the classes, then one per class."""
+    return [PooledDice(), *(PooledDice(k) for k in range(len(CLASS_NAMES)))]
+
+
 def compute_class_sens_spec(pred, label, class_num):
     """Sensitivity and specificity of one class.
 

@@ -13,7 +13,11 @@ format. From it this module generates
   filled in between ``### START CODE HERE ###`` and ``### END CODE HERE ###``.
 
 The token ``COLAB_URL`` in a source becomes the Colab link of the notebook it
-lands in, and ``COURSE_REPO`` the GitHub repository. Generated files are never
+lands in, ``COURSE_REPO`` the GitHub repository and ``COURSE_REF`` the git
+tag of this release (``v`` + the package version): the Colab setup cell
+installs the course from ``COURSE_REPO@COURSE_REF``, the release the notebook
+belongs to. The README's Colab badges follow ``COURSE_REPO`` too (rewritten
+by the same command). Generated files are never
 edited by hand: ``python -m utils.notebooks`` rewrites them and
 ``python -m utils.notebooks --check`` fails when one is stale.
 """
@@ -28,8 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 COURSE_REPO = "brats-course/brain-tumor-segmentation"
-"""``owner/name`` of the course on GitHub (Colab badges and the Colab install)."""
+"""``owner/name`` of the course on GitHub (Colab badges and the Colab install).
+
+A fork that publishes the course changes this one line and runs
+``python -m utils.notebooks``."""
 BRANCH = "main"
+"""The branch the Colab badges open."""
 SOURCE_GLOB = "[0-9][0-9]_*.py"
 
 BEGIN = "### BEGIN SOLUTION"
@@ -74,6 +82,13 @@ def lessons(folder: Path | None = None) -> list[Lesson]:
     """Every lesson source, in course order."""
     folder = notebooks_dir() if folder is None else Path(folder)
     return [Lesson(p) for p in sorted(folder.glob(SOURCE_GLOB))]
+
+
+def course_ref() -> str:
+    """The git tag of this release, ``v<package version>``: what the Colab setup cell installs."""
+    from . import __version__
+
+    return f"v{__version__}"
 
 
 def colab_url(path_in_repo: str) -> str:
@@ -154,7 +169,7 @@ def _to_notebook(text: str, url: str, learner: bool, stamp: dict[str, str]) -> s
     import jupytext
     import nbformat
 
-    text = text.replace("COLAB_URL", url).replace("COURSE_REPO", COURSE_REPO)
+    text = text.replace("COLAB_URL", url).replace("COURSE_REPO", COURSE_REPO).replace("COURSE_REF", course_ref())
     nb = jupytext.reads(text, fmt="py:percent")
     nb.metadata.pop("jupytext", None)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -189,15 +204,28 @@ def render(lesson: Lesson) -> dict[Path, str]:
     }
 
 
+_BADGE = re.compile(r"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/[\w.-]+/notebooks/")
+
+
+def render_readme(readme: Path) -> dict[Path, str]:
+    """The README with its Colab badges pointing at ``COURSE_REPO`` (empty if there is no README)."""
+    if not readme.is_file():
+        return {}
+    url = f"https://colab.research.google.com/github/{COURSE_REPO}/blob/{BRANCH}/notebooks/"
+    return {readme: _BADGE.sub(url, readme.read_text())}
+
+
 def build(folder: Path | None = None, check: bool = False) -> list[Path]:
-    """Regenerate every lesson's notebooks (or, with ``check``, list the stale ones).
+    """Regenerate every lesson's notebooks and the README's badges (or, with ``check``, list the stale ones).
 
     Returns:
         The files that were rewritten (or that are stale).
     """
     changed = []
-    for lesson in lessons(folder):
-        for path, text in render(lesson).items():
+    folder = notebooks_dir() if folder is None else Path(folder)
+    outputs = [render(lesson) for lesson in lessons(folder)] + [render_readme(folder.parent / "README.md")]
+    for rendered in outputs:
+        for path, text in rendered.items():
             if not path.is_file() or path.read_text() != text:
                 changed.append(path)
                 if not check:

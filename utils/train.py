@@ -5,7 +5,8 @@ the same code: build or reuse the phantom / MSD data, split cases by seed,
 build the training cache, stream augmented patches, fit a U-Net with soft Dice
 (or Dice + BCE), validate on held-out cases, and keep, in the output folder:
 
-* ``last.keras`` (every epoch) and ``best.keras`` (best validation Dice),
+* ``last.keras`` (every epoch) and ``best.keras`` (best ``val_pooled_dice``:
+  hard Dice pooled over the validation patches, see ``losses.PooledDice``),
   written atomically - a run killed mid-write never loses a checkpoint;
 * ``state.json`` (epochs done, best score) and ``config.json``;
 * ``log.csv`` (one row per epoch, appended across resumed runs) and
@@ -18,7 +19,9 @@ row is lost and no epoch is trained twice without saying so
 (:class:`Checkpoints`, :func:`recover_run`). The output folder carries an
 ownership marker: a non-empty folder that training did not create (the
 checkout, ``notebooks/``, home) is refused, and ``--no-resume`` moves only an
-earlier run aside, never deleting anything.
+earlier run aside, never deleting anything. A run that already has its
+epochs is reused as it is (ask for more epochs to continue it). The mode and
+its presets live in ``utils.config``.
 On a GPU it turns on mixed precision; with several GPUs (TensorFlow) it
 trains under ``tf.distribute.MirroredStrategy``.
 """
@@ -41,75 +44,22 @@ import numpy as np
 import pandas as pd
 
 from .cache import build_cache
-from .config import course_mode, data_root, project_path
+from .backend import gpu_count
+from .config import PRESETS, TrainConfig, data_root, preset, run_dir
 from .data import get_dataset, list_cases, split_cases
-from .losses import CLASS_DICE_METRICS, dice_bce_loss, dice_coefficient, soft_dice_loss
+from .losses import CLASS_DICE_METRICS, dice_bce_loss, dice_coefficient, pooled_dice_metrics, soft_dice_loss
 from .model import build_unet, load_model
 from .pipeline import PatchDataset, PatchSampler
 from .safety import (OwnedFiles, UnsafeWriteError, atomic_path, check_target, file_record, matches_record,
                      read_json_object, write_bytes_atomic, write_json_atomic)
 
 LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss}
-MONITOR = "val_dice_coefficient"
+MONITOR = "val_pooled_dice"   # Dice pooled over the validation patches (see losses.PooledDice)
 # Parameters that may change when a run is resumed; any other change is refused.
-RESUMABLE_CHANGES = ("epochs", "workers", "verbose", "early_stopping_patience")
+RESUMABLE_CHANGES = ("epochs", "workers", "verbose", "early_stopping_patience", "output_dir")
 PENDING = ".last.pending.keras"
 """The next ``last.keras`` while an epoch is being committed (see :class:`Checkpoints`)."""
 TOOL = "utils.train"
-
-
-@dataclass
-class TrainConfig:
-    """Every training parameter (the CLI has one flag per field)."""
-
-    dataset: str = "phantom"               # "phantom", "msd", or the path of a dataset folder (any layout)
-    output_dir: str = "runs/cpu"
-    patch_shape: tuple[int, int, int] = (160, 160, 16)
-    batch_size: int = 2
-    epochs: int = 20
-    steps_per_epoch: int = 50
-    validation_steps: int = 8
-    learning_rate: float = 1e-3
-    lr_schedule: str = "cosine"            # "cosine", "plateau" or "constant"
-    depth: int = 4
-    base_filters: int = 32
-    normalization: str | None = None       # None, "batch" or "instance"
-    downsample: int = 1                    # 2: the U-Net works at half resolution (CPU demo)
-    loss: str = "dice_bce"                 # "dice" or "dice_bce"
-    foreground_fraction: float = 0.5
-    val_fraction: float = 0.2
-    max_cases: int | None = None           # use only the first N labelled cases
-    early_stopping_patience: int = 0       # 0: off
-    mixed_precision: str = "auto"          # "auto" (on a GPU), "on", "off"
-    jit_compile: str = "auto"              # "auto", "on", "off"
-    workers: int = 2
-    seed: int = 0
-    verbose: int = 2
-
-
-PRESETS = {
-    "ci": TrainConfig(output_dir="runs/ci", patch_shape=(32, 32, 16), batch_size=2, epochs=2, steps_per_epoch=3,
-                      validation_steps=1, depth=3, base_filters=4, workers=1),
-    "cpu": TrainConfig(output_dir="runs/cpu", patch_shape=(96, 96, 32), batch_size=2, epochs=10, steps_per_epoch=30,
-                       validation_steps=4, learning_rate=3e-3, depth=4, base_filters=8, normalization="instance",
-                       downsample=2, foreground_fraction=0.6, workers=1),
-    "gpu": TrainConfig(output_dir="runs/gpu", patch_shape=(160, 160, 16), batch_size=4, epochs=100,
-                       steps_per_epoch=250, validation_steps=30, learning_rate=1e-3, depth=4, base_filters=32,
-                       normalization="instance", foreground_fraction=0.33),
-}
-
-
-def preset(mode: str | None = None, **overrides) -> TrainConfig:
-    """The configuration of a course mode (``ci``, ``cpu``, ``gpu``) with overrides."""
-    mode = course_mode() if mode is None else mode
-    if mode not in PRESETS:
-        raise ValueError(f"mode must be one of {sorted(PRESETS)}; found {mode!r}")
-    config = TrainConfig(**asdict(PRESETS[mode]))
-    for key, value in overrides.items():
-        if not hasattr(config, key):
-            raise ValueError(f"unknown training parameter {key!r}")
-        setattr(config, key, tuple(value) if key == "patch_shape" else value)
-    return config
 
 
 @dataclass
@@ -187,7 +137,7 @@ class Checkpoints(keras.callbacks.Callback):
         pending = self.output_dir / PENDING
         save_atomic(self.model, pending)
         append_log_row(self.output_dir / "log.csv", epoch, logs)
-        value = logs.get(self.monitor, logs.get("dice_coefficient"))
+        value = logs.get(self.monitor)
         improved = value is not None and float(value) > self.best
         if improved:
             self.best = float(value)
@@ -296,27 +246,6 @@ def _read_state(output_dir: Path) -> dict:
 # Devices
 # ----------------------------------------------------------------------------
 
-def gpu_count() -> int:
-    """Number of GPUs visible to the current Keras backend."""
-    backend = keras.backend.backend()
-    try:
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            return len(tf.config.list_physical_devices("GPU"))
-        if backend == "jax":
-            import jax
-
-            return len([d for d in jax.devices() if d.platform == "gpu"])
-        if backend == "torch":
-            import torch
-
-            return torch.cuda.device_count()
-    except Exception:  # pragma: no cover - a broken driver counts as no GPU
-        return 0
-    return 0
-
-
 def _strategy_scope():
     if keras.backend.backend() == "tensorflow" and gpu_count() > 1:
         import tensorflow as tf
@@ -409,7 +338,7 @@ def build_model(config: TrainConfig) -> keras.Model:
                        normalization=config.normalization, downsample=config.downsample)
     jit = {"auto": "auto", "on": True, "off": False}[str(config.jit_compile)]
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSSES[config.loss],
-                  metrics=[dice_coefficient, *CLASS_DICE_METRICS], jit_compile=jit)
+                  metrics=[dice_coefficient, *CLASS_DICE_METRICS, *pooled_dice_metrics()], jit_compile=jit)
     return model
 
 
@@ -425,14 +354,16 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
 
     Returns:
         A :class:`TrainResult` (the model holds the last epoch's weights;
-        ``output_dir/best.keras`` the best validation Dice).
+        ``output_dir/best.keras`` the best ``val_pooled_dice``).
     """
     if config.loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}; found {config.loss!r}")
     if config.lr_schedule not in ("cosine", "plateau", "constant"):
         raise ValueError(f"lr_schedule must be cosine, plateau or constant; found {config.lr_schedule!r}")
-    output_dir = prepare_output_dir(project_path(config.output_dir), config, resume)
+    output_dir = prepare_output_dir(run_dir(config), config, resume)
     state = recover_run(output_dir)
+    if state.get("monitor", MONITOR) != MONITOR:  # a run from before the monitor changed: its best is not comparable
+        state = {k: v for k, v in state.items() if k not in ("best", "best_epoch")}
 
     keras.utils.set_random_seed(config.seed)
     on_gpu = gpu_count() > 0
@@ -446,8 +377,13 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
     with _strategy_scope():
         if initial_epoch:
             model = load_model(output_dir / "last.keras")
-            print(f"resuming {output_dir} after epoch {initial_epoch} (best {state.get('monitor')} "
-                  f"{state.get('best', float('nan')):.4f})")
+            if initial_epoch >= config.epochs:
+                print(f"{output_dir} already holds a finished run ({initial_epoch} epochs, {config.epochs} asked "
+                      f"for): nothing to train, reusing it. Ask for more epochs to continue it, or pass "
+                      "resume=False to start over.")
+            else:
+                print(f"resuming {output_dir} after epoch {initial_epoch} (best {state.get('monitor')} "
+                      f"{state.get('best', float('nan')):.4f})")
         else:
             model = build_model(config)
     write_json_atomic(output_dir / "config.json", json.loads(json.dumps(asdict(config))))
@@ -489,7 +425,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m utils.train",
         description="Train the course U-Net (the same parameters as lesson 05's TrainConfig).")
     parser.add_argument("--mode", choices=sorted(PRESETS), default=None,
-                        help="start from this preset (default: $COURSE_MODE or cpu)")
+                        help="start from this preset (default: $COURSE_MODE, else gpu when a GPU is visible, else cpu)")
     parser.add_argument("--no-resume", action="store_true", help="start over (the old run is moved aside)")
     parser.add_argument("--evaluate", action="store_true",
                         help="afterwards, predict the whole validation cases with best.keras and print the scores")
@@ -510,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m utils.train --mode cpu --epochs 20 --output-dir runs/mine``."""
     args = _parser().parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    if args.output_dir is not None:  # a path typed on the command line is relative to where it was typed
+        overrides["output_dir"] = str(Path(args.output_dir).expanduser().absolute())
     from .cache import CacheError
 
     try:

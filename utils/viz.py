@@ -21,9 +21,14 @@ from .labels import CLASS_COLORS, CLASS_NAMES, MODALITIES
 AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 
 
-def label_colormap() -> tuple[ListedColormap, BoundaryNorm]:
-    """Colormap and norm for label maps 0-3: transparent, red, green, blue."""
-    cmap = ListedColormap([(0.0, 0.0, 0.0, 0.0)] + [(*c, 1.0) for c in CLASS_COLORS])
+def label_colormap(alpha: float = 1.0) -> tuple[ListedColormap, BoundaryNorm]:
+    """Colormap and norm for label maps 0-3: transparent, red, green, blue.
+
+    Args:
+        alpha: opacity of the three classes, baked into the colormap (for
+            plotting functions, like nilearn's overlays, that take no alpha).
+    """
+    cmap = ListedColormap([(0.0, 0.0, 0.0, 0.0)] + [(*c, alpha) for c in CLASS_COLORS])
     return cmap, BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], cmap.N)
 
 
@@ -293,4 +298,49 @@ def plot_unet_levels(model, ax=None):
     ax.set_ylim(-(depth - 1) - 0.6, 0.9)
     ax.set_axis_off()
     ax.set_title(f"{model.name}: {model.count_params():,} parameters")
+    return fig
+
+
+CURVE_KEYS = ("edema", "non_enhancing", "enhancing")
+"""Suffixes of the per-class metrics in a training log (``dice_edema``, ``pooled_dice_edema`` ...)."""
+
+
+def plot_learning_curves(history, loss_name: str = "loss", best_epoch: int | None = None) -> plt.Figure:
+    """Learning curves of a course training log, in the class colours.
+
+    Left: training and validation loss. Right: per class, the validation Dice
+    pooled over all validation patches (solid, what ``best.keras`` is chosen
+    by) and the mean per-patch soft Dice (dotted); black, the pooled mean.
+
+    Args:
+        history: the run's ``log.csv`` as a DataFrame (``epoch`` from 0).
+        loss_name: the loss, for the axis label.
+        best_epoch: the epoch (from 1) of ``best.keras``, marked by a vertical line.
+
+    Returns:
+        The figure.
+    """
+    epochs = np.asarray(history["epoch"]) + 1
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    axes[0].plot(epochs, history["loss"], color="0.45", label="training")
+    axes[0].plot(epochs, history["val_loss"], color="black", label="validation")
+    axes[0].set_ylabel(f"loss ({loss_name})")
+    axes[0].set_title("loss")
+    for key, name, color in zip(CURVE_KEYS, CLASS_NAMES, CLASS_COLORS):
+        axes[1].plot(epochs, history[f"val_pooled_dice_{key}"], color=color, label=f"{name}, pooled")
+        axes[1].plot(epochs, history[f"val_dice_{key}"], color=color, linestyle=":", label=f"{name}, mean per patch")
+    axes[1].plot(epochs, history["val_pooled_dice"], color="black", linewidth=2, label="pooled, mean of classes")
+    axes[1].set_ylabel("validation Dice")
+    axes[1].set_ylim(0, 1)
+    axes[1].set_title("validation Dice per class", fontsize=11)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="0.6", linestyle="--", linewidth=1)
+            ax.annotate("best.keras", (best_epoch, 0.02), xycoords=("data", "axes fraction"), rotation=90,
+                        ha="right", va="bottom", fontsize=8, color="0.4")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
     return fig

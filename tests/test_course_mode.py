@@ -1,0 +1,74 @@
+"""One mode everywhere: lessons 05, 06 and 07 resolve the same preset and checkpoint."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+
+import utils.config as config_module
+from utils import notebooks as nbtools
+from utils.config import course_mode, preset, project_path, run_dir
+
+RUN_LESSONS = ("05_training", "06_whole_scan_prediction", "07_bonus_2d_unet")
+CHECKPOINT_NAMES = {"05_training": "checkpoint", "06_whole_scan_prediction": "model_path",
+                    "07_bonus_2d_unet": "checkpoint"}
+
+
+def _resolve(lesson_name: str) -> dict:
+    """Run a solution notebook's imports, parameters and run-config cells; return its namespace."""
+    lesson = next(lesson for lesson in nbtools.lessons() if lesson.name == lesson_name)
+    cells = json.loads(lesson.solution.read_text())["cells"]
+    namespace: dict = {}
+    wanted = ("imports", "parameters", "run-config")
+    for tag in wanted:
+        chosen = [c for c in cells if tag in c.get("metadata", {}).get("tags", [])]
+        assert len(chosen) == 1, f"{lesson_name}: expected one cell tagged {tag!r}, found {len(chosen)}"
+        exec("".join(chosen[0]["source"]), namespace)
+    return namespace
+
+
+@pytest.fixture()
+def no_mode(monkeypatch):
+    monkeypatch.delenv("COURSE_MODE", raising=False)
+    monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+    return monkeypatch
+
+
+def test_mode_follows_env_then_gpu_then_cpu(no_mode):
+    no_mode.setattr(config_module, "gpu_count", lambda: 0)
+    assert course_mode() == "cpu"
+    no_mode.setattr(config_module, "gpu_count", lambda: 1)
+    assert course_mode() == "gpu"
+    no_mode.setenv("COURSE_MODE", "ci")
+    assert course_mode() == "ci"
+    no_mode.setenv("COURSE_MODE", "tpu")
+    with pytest.raises(ValueError, match="COURSE_MODE must be one of ci, cpu, gpu; found 'tpu'"):
+        course_mode()
+
+
+@pytest.mark.parametrize("drive", [False, True], ids=["checkout", "COURSE_DATA_DIR"])
+@pytest.mark.parametrize("gpus", [0, 1], ids=["no-gpu", "gpu"])
+def test_lessons_05_to_07_agree_on_preset_and_checkpoint(no_mode, tmp_path, gpus, drive):
+    no_mode.setattr(config_module, "gpu_count", lambda: gpus)
+    if drive:
+        no_mode.setenv("COURSE_DATA_DIR", str(tmp_path / "drive"))
+    expected_mode = "gpu" if gpus else "cpu"
+    expected_dir = (tmp_path / "drive" / "runs" / expected_mode) if drive else project_path(f"runs/{expected_mode}")
+    resolved = {}
+    for name in RUN_LESSONS:
+        namespace = _resolve(name)
+        resolved[name] = (asdict(namespace["config"]), namespace[CHECKPOINT_NAMES[name]])
+    configs = {name: cfg for name, (cfg, _) in resolved.items()}
+    checkpoints = {name: path for name, (_, path) in resolved.items()}
+    assert all(cfg == asdict(preset(expected_mode)) for cfg in configs.values()), configs
+    assert set(checkpoints.values()) == {expected_dir / "best.keras"}, checkpoints
+    assert run_dir(preset(expected_mode)) == expected_dir
+
+
+def test_data_and_runs_share_one_setting(no_mode, tmp_path):
+    no_mode.setenv("COURSE_DATA_DIR", str(tmp_path))
+    assert config_module.data_root() == tmp_path.resolve()
+    assert run_dir(preset("ci")) == tmp_path.resolve() / "runs" / "ci"
+    assert project_path(tmp_path / "elsewhere") == tmp_path / "elsewhere"
