@@ -18,6 +18,7 @@ import nbformat
 import numpy as np
 import pytest
 
+import utils
 from utils import grade
 from utils import notebooks as nbtools
 from utils.safety import OWNER_FILE, OwnedFiles, UnsafeWriteError
@@ -54,7 +55,7 @@ def test_every_generated_notebook_says_its_lesson_and_version(lessons):
         for path in (lesson.learner, lesson.solution):
             meta = _read(path).metadata["course"]
             assert meta["lesson"] == lesson.name
-            assert meta["version"] == nbtools.course_version()
+            assert meta["version"] == utils.__version__
             assert meta["digest"] == hashlib.sha1(lesson.source.read_bytes()).hexdigest()[:12]
             assert meta["variant"] == ("learner" if path == lesson.learner else "solution")
 
@@ -81,7 +82,7 @@ def test_a_huge_file_is_not_read(tmp_path):
 
 def test_lesson_is_identified_from_metadata_title_or_functions(lessons):
     nb = _read(LEARNER_NB)
-    assert grade.identify_lesson(nb, lessons)[:2] == (LESSON, f"course {nbtools.course_version()}, lesson "
+    assert grade.identify_lesson(nb, lessons)[:2] == (LESSON, f"course {utils.__version__}, lesson "
                                                                f"{nb.metadata['course']['digest']}")
     assert grade.identify_lesson(nb, lessons)[2] == []
 

@@ -147,14 +147,6 @@ def _check_markers(text: str) -> None:
         raise ValueError(f"unbalanced solution markers: {begins} {BEGIN!r} and {ends} {END!r}")
 
 
-def course_version(root: Path | None = None) -> str:
-    """The course version: ``project.version`` in the checkout's pyproject.toml."""
-    path = (notebooks_dir().parent if root is None else root) / "pyproject.toml"
-    text = path.read_text() if path.is_file() else ""
-    match = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
-    return match.group(1) if match else "unknown"
-
-
 def lesson_stamp(lesson: Lesson) -> dict[str, str]:
     """What the generated notebooks record about their origin (``metadata.course``).
 
@@ -162,7 +154,9 @@ def lesson_stamp(lesson: Lesson) -> dict[str, str]:
     notebook released from an older version of the lesson.
     """
     digest = hashlib.sha1(lesson.source.read_bytes()).hexdigest()[:12]
-    return {"lesson": lesson.name, "version": course_version(), "digest": digest}
+    from . import __version__
+
+    return {"lesson": lesson.name, "version": __version__, "digest": digest}
 
 
 def _to_notebook(text: str, url: str, learner: bool, stamp: dict[str, str]) -> str:
