@@ -37,7 +37,8 @@ def _worker(models: list[str], steps: int, warmup: int) -> None:
 
     import numpy as np
 
-    from utils.train import build_model, preset
+    from utils.config import preset
+from utils.train import build_model
 
     for name in models:
         mode, overrides, batch = MODELS[name]

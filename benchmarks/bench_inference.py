@@ -20,7 +20,8 @@ from utils.config import BRATS_SHAPE
 from utils.inference import preprocess_for_model, sliding_window_predict, tile_predict
 from utils.model import build_unet
 from utils.phantom import make_phantom_case
-from utils.train import build_model, preset
+from utils.config import preset
+from utils.train import build_model
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ import numpy as np
 from utils.config import get_settings
 from utils.data import load_case
 from utils.preprocessing import sample_foreground_patch, standardize_nonzero
-from utils.train import build_model, prepare_data, preset
+from utils.config import preset
+from utils.train import build_model, prepare_data
 
 
 def rate(fn, n: int) -> float:

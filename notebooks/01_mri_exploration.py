@@ -63,7 +63,8 @@ CASE_INDEX = 0       # which training case to explore
 #
 # - **the phantom** (default): real brain anatomy - the MNI ICBM152 template
 #   that ships with nilearn - with a tumour planted in each case, written in
-#   the MSD Task01 layout. It is built on first use in a few seconds.
+#   the MSD Task01 layout. It is built on first use (ten full-size cases
+#   took 44 s on a busy two-core machine) and reused after that.
 # - **MSD Task01_BrainTumour**: 484 labelled glioma cases from the BraTS
 #   2016/2017 challenges (7 GB, one download, no sign-up). Set
 #   `DATASET = "msd"` once it is in `data/` (lesson 05 downloads it).
@@ -236,6 +237,30 @@ label_volume_table(case.label, case.spacing)
 # %%
 volumes = dataset_volume_table(data_dir)
 volumes
+
+# %% [markdown]
+# The same table condensed into **label statistics**: for each class and
+# region, in how many cases it is present and how its volume spreads (over
+# the cases that have it). Real glioma collections look like this too: edema
+# is usually the largest class; the enhancing tumour is often small, and
+# lower-grade tumours have none at all. The phantom generator prints this
+# table when it builds a dataset (`python -m utils.phantom`), from the volumes
+# it records in `phantom.json`.
+
+# %%
+from utils.analysis import label_statistics
+
+stats = label_statistics(volumes)
+n_cases = len(volumes) - 2  # the table ends with its mean and median rows
+print(f"{n_cases} cases; enhancing tumour absent in {n_cases - stats.loc['Enhancing Tumor', 'cases']}, "
+      f"whole tumour from {stats.loc['whole tumour (WT)', 'min_mL']} to {stats.loc['whole tumour (WT)', 'max_mL']} mL")
+stats
+
+# %% [markdown]
+# A model trained on these cases sees enhancing tumour in only some of them,
+# and then in few voxels. On real data it is usually the hardest region to
+# segment (lesson 05 quotes published scores), and a case without enhancing
+# tumour needs a metric that copes with an empty region (lessons 04 and 06).
 
 # %% [markdown]
 # Even in a large tumour, almost every voxel is background:

@@ -316,8 +316,9 @@ with tempfile.TemporaryDirectory() as scratch:
 # matters. Published 3D U-Nets trained this way on BraTS reach whole
 # tumour Dice around 0.85-0.90, tumour core 0.75-0.85 and enhancing tumour
 # 0.70-0.80 (nnU-Net, with 5x the training, about 0.91 / 0.85 / 0.80).
-# The phantom is easier than real gliomas: its tumours are smoother and
-# their contrasts cleaner.
+# The phantom's tumours vary in shape, grade and contrast, but they are still
+# easier than real gliomas (one template brain, cleaner contrasts): expect
+# real data to score lower than the phantom does in section 8.
 #
 # ## Summary
 #

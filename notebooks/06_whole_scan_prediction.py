@@ -369,7 +369,10 @@ pd.Series(region_scores(case.label, prediction, case.spacing)).round(3).to_frame
 # %%
 pairs = []
 for case_id in val_ids:
-    other = case if case_id == case.case_id else load_case(data_dir, case_id)
+    if case_id == case.case_id:  # the case above: reuse its prediction, so both tables agree
+        pairs.append((case_id, case.label, prediction, case.spacing))
+        continue
+    other = load_case(data_dir, case_id)
     pred, _ = predict_case(model, other.image, overlap=OVERLAP, mirror=MIRROR, largest_component=True,
                            progress=False)
     pairs.append((case_id, other.label, pred, other.spacing))

@@ -78,3 +78,37 @@ def class_intensity_table(image: np.ndarray, label: np.ndarray) -> pd.DataFrame:
         index=list(rows),
     )
     return (table / table.loc["healthy brain"]).round(2)
+
+
+def label_statistics(volumes: pd.DataFrame) -> pd.DataFrame:
+    """How often each class is present across cases, and how its volume spreads.
+
+    Args:
+        volumes: one row per case and one column per class (``CLASS_NAMES``,
+            in mL), e.g. from :func:`dataset_volume_table` (whose ``mean`` and
+            ``median`` rows are skipped).
+
+    Returns:
+        DataFrame indexed by class and region (WT, TC) with columns ``cases``
+        (where present), ``share`` (fraction of all cases) and ``min_mL``,
+        ``median_mL``, ``max_mL`` over the cases where it is present.
+    """
+    missing = [c for c in CLASS_NAMES if c not in volumes.columns]
+    if missing:
+        raise ValueError(f"expected one column per class {list(CLASS_NAMES)}; missing {missing}")
+    per_case = volumes.drop(index=[r for r in ("mean", "median") if r in volumes.index])
+    table = per_case[list(CLASS_NAMES)].astype(float)
+    for region in ("WT", "TC"):
+        names = [CLASS_NAMES[v - 1] for v in REGIONS[region]]
+        table[f"{REGION_NAMES[region]} ({region})"] = table[names].sum(axis=1)
+    rows = {}
+    for name in table.columns:
+        present = table[name][table[name] > 0]
+        rows[name] = {
+            "cases": len(present),
+            "share": round(len(present) / max(len(table), 1), 2),
+            "min_mL": round(float(present.min()), 1) if len(present) else np.nan,
+            "median_mL": round(float(present.median()), 1) if len(present) else np.nan,
+            "max_mL": round(float(present.max()), 1) if len(present) else np.nan,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -2,12 +2,22 @@
 
 The anatomy is the MNI ICBM152 2009a template that ships inside the nilearn
 wheel (T1 image, grey- and white-matter maps, brain mask; no download). CSF is
-what the brain mask holds beyond grey and white matter. Each case plants one
-tumour (necrotic/non-enhancing core, enhancing rim, surrounding edema that
-follows the white matter), pushes the tissue around it aside (mass effect),
-synthesises the four sequences with BraTS-like contrast, multiplies a smooth
-bias field, adds Rician noise and zeroes everything outside the brain
-(skull-stripped, like BraTS).
+what the brain mask holds beyond grey and white matter.
+
+Each case plants a glioma drawn from its seed: a lobulated solid mass (several
+overlapping blobs with noise-deformed borders), sometimes with satellites
+(multifocal); off-centre irregular necrosis; a thin, patchy enhancing rim,
+absent in lower-grade tumours (about 30 % of cases, no enhancing label);
+edema that reaches further along white matter than into grey matter, from
+thin to extensive; whole tumours of about 5 to 150 mL. The tissue around the
+tumour is pushed aside (mass effect). Unlabelled look-alikes appear away from
+the tumour: periventricular and small white-matter hyperintensities (bright on
+FLAIR/T2) and vessels (bright on T1gd). The four sequences get BraTS-like
+contrast with overlapping classes and heterogeneous texture, then per-case
+"scanner" differences: intensity scale and gamma, bias field strength,
+through-plane blur, Rician noise level. Everything outside the brain is zero
+(skull-stripped, like BraTS). :func:`phantom_label_statistics` summarises the
+labels (presence per class, volume spread); the command line prints it.
 
 The same code writes the full BraTS grid (240x240x155 at 1 mm) and the tiny CI
 grid (64x64x40): the field of view stays 240x240x155 mm and only the voxel
@@ -41,7 +51,7 @@ from .config import BRATS_SHAPE, TINY_SHAPE
 from .labels import LABEL_NAMES, MODALITIES
 from .safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 NO_KERAS_ENV = "BRATS_COURSE_NO_KERAS"
 MARKER_FILE = "phantom.json"
 TOOL = "utils.phantom"
@@ -61,11 +71,21 @@ TISSUE_CONTRAST = {
     "T2w": (0.62, 0.42, 1.00),
 }
 TUMOUR_CONTRAST = {
-    #         edema  core   enhancing
-    "FLAIR": (1.00, 0.55, 0.80),
-    "T1w": (0.55, 0.30, 0.55),
-    "T1gd": (0.57, 0.33, 1.30),
-    "T2w": (1.00, 1.05, 0.75),
+    # tumour compartment: edema, non-enhancing, enhancing, necrosis (labelled
+    # non-enhancing too). Classes overlap within each sequence, as in real
+    # gliomas: edema and non-enhancing tumour are both FLAIR/T2 bright, and
+    # necrosis is dark on T1gd like the tumour around it.
+    "FLAIR": (0.95, 1.00, 0.85, 0.60),
+    "T1w": (0.55, 0.50, 0.55, 0.30),
+    "T1gd": (0.57, 0.52, 1.25, 0.30),
+    "T2w": (0.95, 0.90, 0.75, 1.10),
+}
+LOOKALIKE_CONTRAST = {
+    # unlabelled look-alikes: white-matter / periventricular hyperintensity, vessel
+    "FLAIR": (0.95, 0.35),
+    "T1w": (0.70, 0.65),
+    "T1gd": (0.72, 1.30),
+    "T2w": (0.90, 0.35),
 }
 EDEMA_TISSUE_SHARE = 0.35
 """Edema is swollen tissue: this share of the healthy signal shows through."""
@@ -167,12 +187,30 @@ def anatomy(shape: tuple[int, int, int] = BRATS_SHAPE) -> dict:
     out["depth"] = ndi.distance_transform_edt(coarse, sampling=spacing * DEPTH_STRIDE).astype(np.float32)
     out["healthy"] = np.stack([_healthy_channel(name, out) for name in MODALITIES])
     out["mask_index"] = np.flatnonzero(brain_mask)
+    out["brain_box"] = _bbox(brain_mask, 2, shape)
+    pv = _periventricular(out, coarse, spacing)
+    out["periventricular_box"] = _bbox(pv > 0.02, 0, shape)
+    out["periventricular"] = pv[out["periventricular_box"]]
     out["affine"] = affine
     out["spacing"] = tuple(float(s) for s in spacing)
     for value in out.values():
         if isinstance(value, np.ndarray):
             value.setflags(write=False)
     return out
+
+
+def _periventricular(maps: dict, coarse_mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Where periventricular FLAIR hyperintensity can appear: white matter hugging the ventricles.
+
+    Ventricles are the CSF deep inside the brain; the band is a few mm wide.
+    Computed on the coarse depth grid, then repeated up to the full grid.
+    """
+    k = DEPTH_STRIDE
+    ventricles = (maps["csf"][::k, ::k, ::k] > 0.6) & (maps["depth"] > 15.0) & coarse_mask
+    near = ndi.gaussian_filter(ventricles.astype(np.float32), 4.0 / (spacing * k))
+    band = np.clip(5.0 * near, 0.0, 1.0) * ~ventricles
+    full = band.repeat(k, 0).repeat(k, 1).repeat(k, 2)[tuple(slice(0, n) for n in maps["csf"].shape)]
+    return (full * np.clip(2.0 * maps["wm"] - 0.4, 0.0, 1.0)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------
@@ -182,14 +220,28 @@ def anatomy(shape: tuple[int, int, int] = BRATS_SHAPE) -> dict:
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], coarse: int = 5) -> np.ndarray:
     """Smooth random field in about [-1, 1] on ``shape``.
 
-    Cubic upsampling from ``coarse`` knots to an intermediate grid, then linear
-    to the full grid: smooth to the eye at a fraction of a full cubic zoom.
+    Random values on ``coarse`` knots per axis, interpolated by separable
+    Catmull-Rom cubics: three small matrix products, far cheaper than a zoom.
     """
-    low = rng.uniform(-1.0, 1.0, size=(coarse,) * len(shape)).astype(np.float32)
-    mid_shape = [min(s, 4 * coarse) for s in shape]
-    mid = ndi.zoom(low, [m / coarse for m in mid_shape], order=3, mode="nearest", grid_mode=True)
-    field = ndi.zoom(mid, [s / m for s, m in zip(shape, mid.shape)], order=1, mode="nearest", grid_mode=True)
-    return field[tuple(slice(0, s) for s in shape)]
+    field = rng.uniform(-1.0, 1.0, size=(coarse,) * len(shape)).astype(np.float32)
+    for axis, n in enumerate(shape):  # contract each knot axis with its interpolation matrix
+        field = np.moveaxis(np.tensordot(_cubic_matrix(n, coarse), field, axes=(1, axis)), 0, axis)
+    return np.ascontiguousarray(field)
+
+
+@lru_cache(maxsize=256)
+def _cubic_matrix(n: int, coarse: int) -> np.ndarray:
+    """``(n, coarse)`` Catmull-Rom weights from ``coarse`` knots to ``n`` samples (knots at cell centres)."""
+    t = (np.arange(n) + 0.5) * coarse / n - 0.5
+    i0 = np.floor(t).astype(int)
+    f = t - i0
+    weights = ((-f ** 3 + 2 * f ** 2 - f) / 2, (3 * f ** 3 - 5 * f ** 2 + 2) / 2,
+               (-3 * f ** 3 + 4 * f ** 2 + f) / 2, (f ** 3 - f ** 2) / 2)
+    matrix = np.zeros((n, coarse), dtype=np.float32)
+    for k, w in enumerate(weights):
+        np.add.at(matrix, (np.arange(n), np.clip(i0 - 1 + k, 0, coarse - 1)), w)
+    matrix.setflags(write=False)
+    return matrix
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -200,80 +252,240 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q
 
 
-def _tumour_parameters(rng: np.random.Generator, anat: dict) -> dict:
-    spacing = np.asarray(anat["spacing"])
-    r_edema = rng.uniform(24.0, 36.0)
-    r_enh = r_edema * rng.uniform(0.5, 0.7)
-    r_core = r_enh * rng.uniform(0.55, 0.80)
-    kind = rng.choice(["full", "no_core", "no_enhancing"], p=[0.8, 0.1, 0.1])
-    # centre: in white matter of the cerebrum, deep enough for the solid part
+def _unit_vector(rng: np.random.Generator) -> np.ndarray:
+    v = rng.normal(size=3)
+    return v / np.linalg.norm(v)
+
+
+def _candidate_centres(anat: dict, min_depth_mm: float) -> np.ndarray:
+    """Voxel positions (every DEPTH_STRIDE-th) in cerebral white matter at least ``min_depth_mm`` deep."""
     affine, k = anat["affine"], DEPTH_STRIDE
     wm = anat["wm"][::k, ::k, ::k]
     z_mm = affine[2, 2] * np.arange(0, anat["mask"].shape[2], k) + affine[2, 3]
-    candidates = (anat["depth"] > max(0.8 * r_enh, 10.0)) & (wm > 0.5)
+    candidates = (anat["depth"] > min_depth_mm) & (wm > 0.5)
     candidates &= (z_mm > -10.0)[None, None, :]  # cerebrum, above the cerebellum
-    idx = np.flatnonzero(candidates)
-    if len(idx) == 0:
-        raise RuntimeError("no voxel deep enough in white matter to plant a tumour")
-    center = np.array(np.unravel_index(idx[rng.integers(len(idx))], candidates.shape), dtype=float) * k
-    center += rng.uniform(-0.5, 0.5, size=3) * k
+    return np.argwhere(candidates).astype(float) * k
+
+
+def _focus(rng: np.random.Generator, centre: np.ndarray, r_solid: float, grade: str, main: bool) -> dict:
+    """Shape and composition of one tumour focus (all lengths in mm)."""
+    n_lobes = int(rng.integers(3, 8)) if main else int(rng.integers(1, 4))
+    lobes = [(np.zeros(3), r_solid * rng.uniform(0.6, 0.85))]
+    for _ in range(n_lobes - 1):  # overlapping blobs make a lobulated mass
+        lobes.append((_unit_vector(rng) * r_solid * rng.uniform(0.45, 1.0), r_solid * rng.uniform(0.3, 0.65)))
+    high = grade == "high"
+    necrosis = high and main and r_solid > 8.0 and rng.random() < 0.75
     return {
-        "center_vox": center,
-        "r_edema": r_edema,
-        "r_enh": r_enh,
-        "r_core": r_core,
-        "kind": str(kind),
-        "axes": rng.uniform(0.8, 1.25, size=3),
+        "centre_vox": centre,
+        "r_solid": r_solid,
+        "lobes": lobes,
+        "axes": rng.uniform(0.75, 1.3, size=3),
         "rotation": _random_rotation(rng),
-        "mass_effect": rng.uniform(0.15, 0.35),
+        "roughness": rng.uniform(0.15, 0.35),
+        "necrosis": bool(necrosis),
+        # necrosis: irregular, often off-centre, a share of the solid radius
+        "necrosis_offset": _unit_vector(rng) * r_solid * rng.uniform(0.0, 0.4),
+        "necrosis_radius": r_solid * rng.uniform(0.35, 0.65),
+        # enhancement: a thin, patchy rim (none in lower-grade tumours)
+        "enhancing": high,
+        "outer_rim": (not necrosis) or rng.random() < 0.5,
+        "rim_mm": rng.uniform(2.0, 6.0),
+        "rim_gaps": rng.uniform(0.15, 0.5),
+    }
+
+
+def _tumour_parameters(rng: np.random.Generator, anat: dict) -> dict:
+    """Draw everything a case's tumour and its look-alikes need from ``rng``.
+
+    About 30 % of cases are lower grade (no enhancing label, thin edema),
+    about 20 % multifocal; the whole tumour spans about 5 to 150 mL.
+    """
+    spacing = np.asarray(anat["spacing"])
+    grade = "low" if rng.random() < 0.3 else "high"
+    r_solid = float(np.exp(rng.uniform(np.log(8.0), np.log(26.0))))
+    edema_mm = float(np.exp(rng.uniform(np.log(2.5), np.log(22.0 if grade == "high" else 10.0))))
+    points = _candidate_centres(anat, max(0.7 * r_solid, 10.0))
+    if len(points) == 0:
+        raise RuntimeError("no voxel deep enough in white matter to plant a tumour")
+    centre = points[rng.integers(len(points))] + rng.uniform(-0.5, 0.5, size=3) * DEPTH_STRIDE
+    foci = [_focus(rng, centre, r_solid, grade, main=True)]
+    if rng.random() < 0.2:  # multifocal disease: one or two satellites nearby
+        near = _candidate_centres(anat, 8.0)
+        for _ in range(int(rng.integers(1, 3))):
+            r_sat = rng.uniform(4.0, 9.0)
+            dist = np.sqrt((((near - centre) * spacing) ** 2).sum(1))
+            ok = np.flatnonzero((dist > r_solid + r_sat + 8.0) & (dist < r_solid + 45.0))
+            if len(ok):
+                foci.append(_focus(rng, near[ok[rng.integers(len(ok))]], r_sat, grade, main=False))
+    return {
+        "grade": grade,
+        "foci": foci,
+        "edema_mm": edema_mm,
+        "mass_effect": rng.uniform(0.1, 0.3) * min(1.0, r_solid / 15.0),
         "spacing": spacing,
     }
 
 
-def _plant_tumour(rng: np.random.Generator, anat: dict, p: dict):
-    """Return the box slices, the displaced tissue maps and the label in the box."""
-    shape = anat["mask"].shape
-    spacing = p["spacing"]
-    half = np.ceil(1.7 * p["r_edema"] / spacing).astype(int)
-    c = np.round(p["center_vox"]).astype(int)
-    box = tuple(slice(max(ci - h, 0), min(ci + h + 1, s)) for ci, h, s in zip(c, half, shape))
-    box_shape = tuple(sl.stop - sl.start for sl in box)
-    grids = np.meshgrid(*[np.arange(sl.start, sl.stop, dtype=np.float32) for sl in box], indexing="ij")
-    offset_mm = np.stack([(g - ci) * s for g, ci, s in zip(grids, p["center_vox"], spacing)])
+def _box(centre_vox: np.ndarray, half_mm: float, spacing: np.ndarray, shape) -> tuple[slice, ...]:
+    half = np.ceil(half_mm / spacing).astype(int)
+    c = np.round(centre_vox).astype(int)
+    return tuple(slice(min(max(ci - h, 0), s), max(min(ci + h + 1, s), 0)) for ci, h, s in zip(c, half, shape))
 
-    # mass effect: a voxel shows the tissue that sat closer to the tumour centre
-    dist = np.sqrt((offset_mm ** 2).sum(0))
-    pull = 1.0 - p["mass_effect"] * np.exp(-((dist / (1.2 * p["r_enh"])) ** 2))
-    src = np.stack([ci + (g - ci) * pull for g, ci in zip(grids, p["center_vox"])])
+
+def _offsets_mm(box: tuple[slice, ...], centre_vox: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    axes = [(np.arange(sl.start, sl.stop, dtype=np.float32) - c) * s for sl, c, s in zip(box, centre_vox, spacing)]
+    return np.stack(np.meshgrid(*axes, indexing="ij"))
+
+
+def _displace_tissue(anat: dict, p: dict) -> tuple[tuple[slice, ...], dict]:
+    """Mass effect: around the main focus a voxel shows tissue that sat closer to its centre."""
+    main = p["foci"][0]
+    r = 1.2 * main["r_solid"]
+    box = _box(main["centre_vox"], 2.0 * r, p["spacing"], anat["mask"].shape)  # beyond: under 0.1 mm
+    offset = _offsets_mm(box, main["centre_vox"], p["spacing"])
+    dist = np.sqrt((offset ** 2).sum(0))
+    pull = 1.0 - p["mass_effect"] * np.exp(-((dist / r) ** 2))
+    src = np.stack([c + o / s * pull for o, c, s in zip(offset, main["centre_vox"], p["spacing"])])
     tissue = {
         name: ndi.map_coordinates(anat[name], src, order=1, mode="nearest").astype(np.float32)
         for name in ("t1", "gm", "wm", "csf")
     }
+    return box, tissue
 
-    # irregular, anisotropic, rotated shells
-    q = np.tensordot(p["rotation"], offset_mm, axes=1) / p["axes"][:, None, None, None]
-    d = np.sqrt((q ** 2).sum(0))
-    rho_edema = d / (p["r_edema"] * (1.0 + 0.35 * _smooth_noise(rng, box_shape)))
-    rho_enh = d / (p["r_enh"] * (1.0 + 0.3 * _smooth_noise(rng, box_shape)))
-    rho_core = d / (p["r_core"] * (1.0 + 0.3 * _smooth_noise(rng, box_shape)))
 
+def _plant_focus(rng: np.random.Generator, anat: dict, wm: np.ndarray, csf: np.ndarray,
+                 f: dict, edema_mm: float, spacing: np.ndarray):
+    """Compartments of one focus in its box: 0 none, 1 edema, 2 non-enhancing, 3 enhancing, 4 necrosis.
+
+    Shapes are signed distances in mm (negative inside), deformed by smooth
+    noise; the box is large enough for the farthest edema, so nothing is cut.
+    """
+    r = f["r_solid"]
+    rough = f["roughness"] * r
+    reach_max = edema_mm * 1.15 * 1.4
+    extent = max(np.linalg.norm(shift) + radius for shift, radius in f["lobes"]) * f["axes"].max()
+    box = _box(f["centre_vox"], extent + 1.1 * rough + 2.0 + reach_max + 2.0 * spacing.max(), spacing,
+               anat["mask"].shape)
+    box_shape = tuple(sl.stop - sl.start for sl in box)
+    offset = _offsets_mm(box, f["centre_vox"], spacing)
+    q = np.tensordot(f["rotation"], offset, axes=1) / f["axes"][:, None, None, None]
+    sd = np.full(box_shape, np.inf, dtype=np.float32)
+    for shift, radius in f["lobes"]:  # distance to the nearest of the overlapping lobes
+        np.minimum(sd, np.sqrt(((q - shift[:, None, None, None]) ** 2).sum(0)) - radius, out=sd)
+    sd += rough * _smooth_noise(rng, box_shape, coarse=7) + 2.0 * _smooth_noise(rng, box_shape, coarse=16)
     brain = anat["mask"][box]
-    solid = (rho_enh < 1.0) & brain
-    if p["kind"] == "no_core":
-        core = np.zeros_like(solid)
-    elif p["kind"] == "no_enhancing":
-        core = solid
-    else:
-        core = solid & (rho_core < 1.0)
-    enhancing = solid & ~core
-    edema = (rho_edema < 1.0) & brain & ~solid
-    edema &= (tissue["wm"] > 0.3) | (rho_edema < 0.72)
-    edema &= tissue["csf"] < 0.6
-    label = np.zeros(box_shape, dtype=np.uint8)
-    label[edema] = 1
-    label[core] = 2
-    label[enhancing] = 3
-    return box, tissue, label
+    solid = (sd < 0.0) & brain
+    comp = np.zeros(box_shape, dtype=np.uint8)
+    comp[solid] = 2
+    rim = np.maximum(f["rim_mm"] * (1.0 + 0.7 * _smooth_noise(rng, box_shape, coarse=8)), spacing.max())
+    if f["necrosis"]:
+        r_nec = f["necrosis_radius"]
+        sd_nec = np.sqrt(((offset - f["necrosis_offset"][:, None, None, None]) ** 2).sum(0)) - r_nec
+        sd_nec += 0.45 * r_nec * _smooth_noise(rng, box_shape, coarse=7)
+        necrosis = solid & (sd_nec < 0.0) & (sd < -rim)
+        comp[necrosis] = 4
+    if f["enhancing"]:
+        candidate = np.zeros(box_shape, dtype=bool)
+        if f["outer_rim"]:
+            candidate |= solid & (sd > -rim)
+        if f["necrosis"]:
+            candidate |= solid & ~necrosis & (sd_nec < rim)
+        if candidate.any():  # break the rim in places
+            gaps = _smooth_noise(rng, box_shape, coarse=12)
+            candidate &= gaps > np.quantile(gaps[candidate], f["rim_gaps"])
+        comp[candidate & (comp == 2)] = 3
+    # edema reaches further along white matter than into grey matter, none into CSF
+    reach = edema_mm * (0.25 + 0.9 * wm[box]) * (1.0 + 0.4 * _smooth_noise(rng, box_shape, coarse=7))
+    edema = ~solid & brain & (sd < reach) & (csf[box] < 0.5)
+    comp[edema] = 1
+    return box, comp
+
+
+def _plant_tumour(rng: np.random.Generator, anat: dict, p: dict):
+    """Return the mass-effect box with its displaced tissue, and the full-size compartment map."""
+    shape = anat["mask"].shape
+    mbox, tissue = _displace_tissue(anat, p)
+    wm, csf = np.array(anat["wm"]), np.array(anat["csf"])
+    wm[mbox], csf[mbox] = tissue["wm"], tissue["csf"]
+    comp = np.zeros(shape, dtype=np.uint8)
+    for f in p["foci"]:
+        box, focus = _plant_focus(rng, anat, wm, csf, f, p["edema_mm"] * (1.0 if f is p["foci"][0] else 0.6),
+                                  p["spacing"])
+        np.maximum(comp[box], focus, out=comp[box])  # solid parts win over another focus' edema
+    return mbox, tissue, comp
+
+
+def _bbox(mask: np.ndarray, pad: int, shape) -> tuple[slice, ...] | None:
+    """Bounding box of ``mask`` grown by ``pad`` voxels (None if it is empty)."""
+    out = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if len(hit) == 0:
+            return None
+        out.append(slice(max(hit[0] - pad, 0), min(hit[-1] + pad + 1, shape[axis])))
+    return tuple(out)
+
+
+def _lookalikes(rng: np.random.Generator, anat: dict, comp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unlabelled tumour look-alikes, as soft maps in [0, 1] over the full grid.
+
+    Returns ``(hyper, vessel)``: FLAIR/T2-bright white-matter and
+    periventricular hyperintensities, and gadolinium-bright vessels. Both
+    stay at least a few millimetres away from the tumour.
+    """
+    shape, spacing = anat["mask"].shape, np.asarray(anat["spacing"])
+    hyper = np.zeros(shape, dtype=np.float32)
+    vessel = np.zeros(shape, dtype=np.float32)
+    # periventricular caps and rims, patchy, in about 60 % of cases
+    pv_box = anat["periventricular_box"]
+    if rng.random() < 0.6:
+        patches = 0.5 + 0.5 * _smooth_noise(rng, anat["periventricular"].shape, coarse=7)
+        hyper[pv_box] = anat["periventricular"] * rng.uniform(0.5, 1.0) * np.clip(1.6 * patches, 0.0, 1.0)
+    # small deep white-matter hyperintensities
+    points = _candidate_centres(anat, 10.0)
+    for _ in range(int(rng.integers(0, 7))):
+        c = points[rng.integers(len(points))]
+        radius = rng.uniform(2.0, 5.0)
+        box = _box(c, radius + 2.0 * spacing.max(), spacing, shape)
+        d = np.sqrt((_offsets_mm(box, c, spacing) ** 2).sum(0))
+        np.maximum(hyper[box], np.clip(1.5 - d / radius, 0.0, 1.0) * rng.uniform(0.6, 1.0), out=hyper[box])
+    # vessels near the surface: smooth random walks, bright after gadolinium
+    surface = np.argwhere(anat["depth"] > 3.0) * DEPTH_STRIDE
+    for _ in range(int(rng.integers(0, 5))):
+        pos = surface[rng.integers(len(surface))].astype(float)
+        direction, radius = _unit_vector(rng), rng.uniform(0.8, 1.6)
+        for _ in range(int(rng.integers(20, 60))):
+            direction = direction + 0.35 * _unit_vector(rng)
+            direction /= np.linalg.norm(direction)
+            pos = pos + direction * 1.5 / spacing
+            inside = np.all((pos >= 0) & (pos < np.asarray(shape) - 1))
+            if not inside or not anat["mask"][tuple(np.round(pos).astype(int))]:
+                break  # the vessel leaves the brain
+            box = _box(pos, radius + spacing.max(), spacing, shape)
+            d = np.sqrt((_offsets_mm(box, pos, spacing) ** 2).sum(0))
+            np.maximum(vessel[box], np.clip(1.0 - (d - radius) / spacing.min(), 0.0, 1.0), out=vessel[box])
+    # keep them apart from the tumour so the label stays unambiguous
+    tbox = _bbox(comp > 0, int(np.ceil(6.0 / spacing.min())) + 1, shape)
+    if tbox is not None:
+        near = ndi.binary_dilation(comp[tbox] > 0, iterations=int(np.ceil(4.0 / spacing.min())))
+        hyper[tbox][near] = 0.0
+        vessel[tbox][near] = 0.0
+    hyper *= anat["mask"]
+    vessel *= anat["mask"]
+    return hyper, vessel
+
+
+def _scanner(rng: np.random.Generator) -> dict:
+    """Per-case acquisition differences: scale, contrast, bias, noise, blur."""
+    return {
+        "scale": rng.uniform(0.8, 1.25, size=4) * INTENSITY_SCALE,
+        "gamma": rng.uniform(0.8, 1.25, size=4),
+        "bias": rng.uniform(0.02, 0.18),
+        "noise": rng.uniform(0.01, 0.06, size=4),
+        "blur_mm": rng.uniform(0.0, 1.6, size=4),  # through-plane: thick-slice acquisitions
+        "contrast": rng.uniform(0.85, 1.15, size=(4, 4)),  # tumour class x sequence
+        "texture": rng.uniform(0.1, 0.25),
+    }
 
 
 def make_phantom_case(seed: int, shape: tuple[int, int, int] = BRATS_SHAPE):
@@ -287,43 +499,63 @@ def make_phantom_case(seed: int, shape: tuple[int, int, int] = BRATS_SHAPE):
         ``(image, label, affine)``: int16 ``(x, y, z, 4)`` in the MSD channel
         order, uint8 ``(x, y, z)`` in the MSD label values, 4x4 affine.
     """
+    case = _synthesise(seed, shape)
+    return case["image"], case["label"], case["affine"]
+
+
+def _synthesise(seed: int, shape: tuple[int, int, int]) -> dict:
+    """:func:`make_phantom_case`, plus what went into it: ``params`` and the look-alike maps."""
     anat = anatomy(tuple(int(s) for s in shape))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), GENERATOR_VERSION]))
     params = _tumour_parameters(rng, anat)
-    box, tissue, box_label = _plant_tumour(rng, anat, params)
+    mbox, tissue, comp = _plant_tumour(rng, anat, params)
+    hyper, vessel = _lookalikes(rng, anat, comp)
+    scanner = _scanner(rng)
     spacing = np.asarray(anat["spacing"])
-
-    # soft class weights so tumour borders are partial-volume, not jagged
-    sigma = 0.8 / spacing
-    weights = [ndi.gaussian_filter((box_label == k).astype(np.float32), sigma) for k in (1, 2, 3)]
-    texture = 1.0 + 0.08 * _smooth_noise(rng, box_label.shape, coarse=9)
-    brain_box = anat["mask"][box]
-
-    channel_scale = rng.uniform(0.85, 1.2, size=4) * INTENSITY_SCALE
     mask = anat["mask"]
+
+    # soft compartment weights so tumour borders are partial-volume, not jagged
+    tbox = _bbox(comp > 0, 3, mask.shape)
+    sigma = 0.7 / spacing
+    weights = [ndi.gaussian_filter((comp[tbox] == k).astype(np.float32), sigma, truncate=3.0)
+               for k in (1, 2, 3, 4)]
+    texture = (1.0 + scanner["texture"] * _smooth_noise(rng, comp[tbox].shape, coarse=8)
+               + 0.5 * scanner["texture"] * _smooth_noise(rng, comp[tbox].shape, coarse=24))
+    tumour_w = np.clip(weights[0] * (1.0 - EDEMA_TISSUE_SHARE) + sum(weights[1:]), 0.0, 1.0)
+    lbox = _bbox((hyper > 0) | (vessel > 0), 0, mask.shape)
+    bbox = anat["brain_box"]
     inside = anat["mask_index"]
     ijk = np.unravel_index(inside, mask.shape)
     image = np.zeros((*mask.shape, 4), dtype=np.int16)
-    w_e, w_c, w_x = weights
-    tumour_w = np.clip(w_e * (1.0 - EDEMA_TISSUE_SHARE) + w_c + w_x, 0.0, 1.0)
     for ch, name in enumerate(MODALITIES):
-        box_healthy = _healthy_channel(name, tissue)
-        edema_v, core_v, enh_v = TUMOUR_CONTRAST[name]
-        tumour_v = w_e * (1.0 - EDEMA_TISSUE_SHARE) * edema_v + w_c * core_v + w_x * enh_v
         channel = anat["healthy"][ch].copy()
-        channel[box] = np.where(brain_box, box_healthy * (1.0 - tumour_w) + tumour_v * texture, 0.0)
-        values = channel.ravel()[inside] * (channel_scale[ch] * _bias_field(rng, ijk, mask.shape))
-        noise_sd = rng.uniform(0.015, 0.035) * channel_scale[ch]
+        channel[mbox] = np.where(mask[mbox], _healthy_channel(name, tissue), 0.0)
+        if lbox is not None:
+            hyper_v, vessel_v = LOOKALIKE_CONTRAST[name]
+            h, v = hyper[lbox], vessel[lbox]
+            healthy = channel[lbox]
+            channel[lbox] = healthy * (1.0 - h) * (1.0 - v) + h * (1.0 - v) * hyper_v + v * vessel_v
+        values = [c * s for c, s in zip(TUMOUR_CONTRAST[name], scanner["contrast"][:, ch])]
+        tumour_v = weights[0] * ((1.0 - EDEMA_TISSUE_SHARE) * values[0])
+        for w, v in zip(weights[1:], values[1:]):
+            tumour_v += w * v
+        channel[tbox] = np.where(mask[tbox], channel[tbox] * (1.0 - tumour_w) + tumour_v * texture, 0.0)
+        if scanner["blur_mm"][ch] > 0.2 * spacing[2]:
+            channel[bbox] = ndi.gaussian_filter1d(channel[bbox], scanner["blur_mm"][ch] / spacing[2], axis=2)
+        signal = np.power(np.maximum(channel.ravel()[inside], 0.0), scanner["gamma"][ch])
+        values_out = signal * (scanner["scale"][ch] * _bias_field(rng, ijk, mask.shape, scanner["bias"]))
+        noise_sd = scanner["noise"][ch] * scanner["scale"][ch]
         n1 = rng.standard_normal(len(inside), dtype=np.float32) * noise_sd
         n2 = rng.standard_normal(len(inside), dtype=np.float32) * noise_sd
-        values = np.sqrt((values + n1) ** 2 + n2 ** 2)  # Rician magnitude noise
+        values_out = np.sqrt((values_out + n1) ** 2 + n2 ** 2)  # Rician magnitude noise
         flat = np.zeros(mask.size, dtype=np.int16)
-        flat[inside] = np.clip(np.rint(values), 0, np.iinfo(np.int16).max)
+        flat[inside] = np.clip(np.rint(values_out), 0, np.iinfo(np.int16).max)
         image[..., ch] = flat.reshape(mask.shape)
 
-    label = np.zeros(mask.shape, dtype=np.uint8)
-    label[box] = box_label
-    return image, label, anat["affine"].copy()
+    label = np.where(comp == 4, 2, comp).astype(np.uint8)
+    label[~mask] = 0
+    return {"image": image, "label": label, "affine": anat["affine"].copy(), "params": params,
+            "hyperintensity": hyper, "vessel": vessel}
 
 
 def _healthy_channel(name: str, maps: dict) -> np.ndarray:
@@ -334,12 +566,13 @@ def _healthy_channel(name: str, maps: dict) -> np.ndarray:
     return (maps["gm"] * gm_v + maps["wm"] * wm_v + maps["csf"] * csf_v).astype(np.float32)
 
 
-def _bias_field(rng: np.random.Generator, ijk: tuple[np.ndarray, ...], shape: tuple[int, ...]) -> np.ndarray:
-    """A smooth multiplicative field (separable, about +-15 %) at the voxels ``ijk``."""
+def _bias_field(rng: np.random.Generator, ijk: tuple[np.ndarray, ...], shape: tuple[int, ...],
+                strength: float = 0.07) -> np.ndarray:
+    """A smooth multiplicative field (separable, about +-2 ``strength``) at the voxels ``ijk``."""
     field = np.ones(len(ijk[0]), dtype=np.float32)
     for idx, n in zip(ijk, shape):
         t = np.linspace(-1.0, 1.0, n, dtype=np.float32)
-        a, b = rng.uniform(-0.07, 0.07, size=2)
+        a, b = rng.uniform(-strength, strength, size=2)
         field *= np.exp(a * t + b * (t ** 2 - 1.0 / 3.0)).astype(np.float32)[idx]
     return field
 
@@ -575,6 +808,29 @@ def _run_tasks(tasks: list[tuple], workers: int | None, progress: bool, desc: st
         bar.close()
 
 
+def phantom_label_statistics(folder: Path | str):
+    """Label statistics of a phantom's training cases, from the volumes its ``phantom.json`` records.
+
+    Returns:
+        the :func:`utils.analysis.label_statistics` table: per class and
+        region, in how many cases it is present and its min / median / max mL.
+
+    Raises:
+        FileNotFoundError: if ``folder`` holds no phantom marker.
+    """
+    import pandas as pd
+
+    from .analysis import label_statistics
+    from .labels import CLASS_NAMES
+
+    marker = read_marker(folder)
+    if marker is None or not isinstance(marker.get("cases"), list):
+        raise FileNotFoundError(f"expected a phantom made by utils.phantom in {folder}; found no {MARKER_FILE}")
+    rows = {c["case_id"]: [c["volume_ml"][LABEL_NAMES[k]] for k in (1, 2, 3)]
+            for c in marker["cases"] if c.get("labelled")}
+    return label_statistics(pd.DataFrame.from_dict(rows, orient="index", columns=list(CLASS_NAMES)))
+
+
 def ensure_phantom(mode: str | None = None, progress: bool = True) -> Path:
     """Build (once) and return the phantom dataset the course mode asks for."""
     from .config import get_settings, phantom_dir
@@ -611,6 +867,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"phantom dataset ready in {out} ({time.perf_counter() - start:.1f} s)")
+    print("label statistics of the training cases (volumes in mL):")
+    print(phantom_label_statistics(out).to_string())
     return 0
 
 

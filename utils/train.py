@@ -336,7 +336,9 @@ def build_model(config: TrainConfig) -> keras.Model:
     """The U-Net of ``config``, compiled with its loss and the Dice metrics."""
     model = build_unet((*config.patch_shape, 4), depth=config.depth, base_filters=config.base_filters,
                        normalization=config.normalization, downsample=config.downsample)
-    jit = {"auto": "auto", "on": True, "off": False}[str(config.jit_compile)]
+    # XLA on a CPU measured 4.5-8x slower per training step (issue 18): "auto" means off
+    # there, whatever Keras's own "auto" would pick on a given version; on a GPU Keras decides.
+    jit = {"auto": "auto" if gpu_count() else False, "on": True, "off": False}[str(config.jit_compile)]
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSSES[config.loss],
                   metrics=[dice_coefficient, *CLASS_DICE_METRICS, *pooled_dice_metrics()], jit_compile=jit)
     return model
