@@ -3,6 +3,7 @@
 #   make test   - create .venv, run pytest on utils and nbval on every notebook (tiny volume)
 #   make lab    - open the lessons in JupyterLab
 #   make notebooks - regenerate the learner/solution notebooks from notebooks/NN_*.py
+#   make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04] - score learner notebooks (README, instructors)
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -14,10 +15,10 @@ LAB_STAMP := $(VENV)/.installed-lab
 SOLUTIONS := $(sort $(wildcard notebooks/solutions/[0-9][0-9]_*.ipynb))
 BUILD := build/lessons
 
-.PHONY: help install demo test lab notebooks data clean
+.PHONY: help install demo test lab notebooks data grade clean
 
 help:
-	@sed -n '2,6p' Makefile
+	@sed -n '2,7p' Makefile
 
 $(DEV_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info; assert v >= (3, 10), f"Python 3.10+ needed; found {sys.version}"'
@@ -54,6 +55,10 @@ lab: $(LAB_STAMP)
 
 notebooks: $(DEV_STAMP)
 	$(PY) -m utils.notebooks
+
+grade: $(DEV_STAMP)
+	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04]"; exit 2; }
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m utils.grade $(SUBMISSIONS) --out $(OUT) $(if $(LESSON),--lesson $(LESSON))
 
 clean:
 	rm -rf build .pytest_cache
