@@ -263,7 +263,7 @@ def graded(tmp_path_factory):
     out = base / "out" / "grades.csv"
     with pytest.MonkeyPatch.context() as env:  # the phantom copy each kernel gets is built here
         env.setenv("COURSE_DATA_DIR", str(tmp_path_factory.mktemp("data")))
-        code = grade.main([str(subs), "--out", str(out), "--lesson", "04", "--cell-timeout", "60",
+        code = grade.main([str(subs), "--out", str(out), "--lesson", "04", "--cell-timeout", "30",
                            "--score-timeout", "120", "--timeout", "600"])
     rows: dict[str, dict[str, dict]] = {}
     for row in csv.DictReader(out.open()):
