@@ -3,7 +3,11 @@
 #   make test   - create .venv, run pytest on utils and nbval on every notebook (tiny volume)
 #   make lab    - open the lessons in JupyterLab
 #   make notebooks - regenerate the learner/solution notebooks from notebooks/NN_*.py
+<<<<<<< HEAD
 #   make report-check - open the HTML case report in headless Chromium (apt-get install chromium)
+=======
+#   make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04] - score learner notebooks (README, instructors)
+>>>>>>> main
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -15,7 +19,11 @@ LAB_STAMP := $(VENV)/.installed-lab
 SOLUTIONS := $(sort $(wildcard notebooks/solutions/[0-9][0-9]_*.ipynb))
 BUILD := build/lessons
 
+<<<<<<< HEAD
 .PHONY: help install demo test lab notebooks data clean report-check
+=======
+.PHONY: help install demo test lab notebooks data grade clean
+>>>>>>> main
 
 help:
 	@sed -n '2,7p' Makefile
@@ -56,6 +64,7 @@ lab: $(LAB_STAMP)
 notebooks: $(DEV_STAMP)
 	$(PY) -m utils.notebooks
 
+<<<<<<< HEAD
 # The report in a real browser (not part of `make test`: Debian's chromium is needed, and the full-size
 # case takes minutes in software WebGL). Screenshots and reports land in build/report-check/.
 REPORT_CHECK_SHAPE ?= 240x240x155
@@ -63,6 +72,11 @@ report-check: $(DEV_STAMP)
 	@command -v chromium >/dev/null || { echo "chromium not found: apt-get install chromium"; exit 1; }
 	REPORT_CHECK_SHAPE=$(REPORT_CHECK_SHAPE) REPORT_CHECK_DIR=$(CURDIR)/build/report-check \
 	  $(PY) -m pytest tests/test_report_browser.py -s -p no:cacheprovider
+=======
+grade: $(DEV_STAMP)
+	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04]"; exit 2; }
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m utils.grade $(SUBMISSIONS) --out $(OUT) $(if $(LESSON),--lesson $(LESSON))
+>>>>>>> main
 
 clean:
 	rm -rf build .pytest_cache

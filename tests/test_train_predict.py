@@ -124,3 +124,16 @@ def test_jit_compile_auto_is_off_on_a_cpu(monkeypatch):
     monkeypatch.setattr(train_module, "gpu_count", lambda: 1)
     assert train_module.build_model(preset("ci", jit_compile="off")).jit_compile is False
     assert train_module.build_model(preset("ci", jit_compile="on")).jit_compile is True
+
+
+def test_a_run_from_an_older_course_version_is_not_silently_reused(workdir):
+    config = preset("ci", output_dir=str(workdir / "old-run"))
+    train(config, progress=False)
+    state_path = workdir / "old-run" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["monitor"] = "val_dice_coefficient"  # what runs saved before the pooled Dice chose best.keras
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="older version of the course.*resume=False"):
+        train(config, progress=False)
+    again = train(config, resume=False, progress=False)
+    assert again.initial_epoch == 0 and "val_pooled_dice" in again.history.columns

@@ -147,7 +147,19 @@ def _check_markers(text: str) -> None:
         raise ValueError(f"unbalanced solution markers: {begins} {BEGIN!r} and {ends} {END!r}")
 
 
-def _to_notebook(text: str, url: str, learner: bool) -> str:
+def lesson_stamp(lesson: Lesson) -> dict[str, str]:
+    """What the generated notebooks record about their origin (``metadata.course``).
+
+    ``digest`` changes whenever the lesson's source does, so a grader can tell a
+    notebook released from an older version of the lesson.
+    """
+    digest = hashlib.sha1(lesson.source.read_bytes()).hexdigest()[:12]
+    from . import __version__
+
+    return {"lesson": lesson.name, "version": __version__, "digest": digest}
+
+
+def _to_notebook(text: str, url: str, learner: bool, stamp: dict[str, str]) -> str:
     import jupytext
     import nbformat
 
@@ -158,6 +170,7 @@ def _to_notebook(text: str, url: str, learner: bool) -> str:
     nb.metadata["language_info"] = {"name": "python"}
     nb.metadata["colab"] = {"provenance": []}
     nb.metadata["accelerator"] = "GPU" if "Accelerator: GPU" in text else "None"
+    nb.metadata["course"] = {**stamp, "variant": "learner" if learner else "solution"}
     for i, cell in enumerate(nb.cells):
         digest = hashlib.sha1(f"{i}:{cell.source}".encode()).hexdigest()[:8]
         cell["id"] = f"c{i:03d}-{digest}"
@@ -178,9 +191,10 @@ def render(lesson: Lesson) -> dict[Path, str]:
     root = lesson.source.parent.parent
     learner_rel = lesson.learner.relative_to(root).as_posix()
     solution_rel = lesson.solution.relative_to(root).as_posix()
+    stamp = lesson_stamp(lesson)
     return {
-        lesson.learner: _to_notebook(learner_source(text), colab_url(learner_rel), learner=True),
-        lesson.solution: _to_notebook(solution_source(text), colab_url(solution_rel), learner=False),
+        lesson.learner: _to_notebook(learner_source(text), colab_url(learner_rel), learner=True, stamp=stamp),
+        lesson.solution: _to_notebook(solution_source(text), colab_url(solution_rel), learner=False, stamp=stamp),
     }
 
 

@@ -364,8 +364,14 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
         raise ValueError(f"lr_schedule must be cosine, plateau or constant; found {config.lr_schedule!r}")
     output_dir = prepare_output_dir(run_dir(config), config, resume)
     state = recover_run(output_dir)
-    if state.get("monitor", MONITOR) != MONITOR:  # a run from before the monitor changed: its best is not comparable
-        state = {k: v for k, v in state.items() if k not in ("best", "best_epoch")}
+    if resume and state.get("monitor", MONITOR) != MONITOR:
+        # A run from an older course version: its model logs other metrics and its best.keras
+        # was chosen by another score, so neither reusing nor resuming it would be what it says.
+        raise ValueError(
+            f"{output_dir} holds a run from an older version of the course (best.keras chosen by "
+            f"{state['monitor']}; the course now chooses by {MONITOR}). Pass resume=False (--no-resume) "
+            "to move it aside and train again."
+        )
 
     keras.utils.set_random_seed(config.seed)
     on_gpu = gpu_count() > 0
