@@ -180,7 +180,7 @@ print("X:", X.shape, " y:", y.shape)
 print("share of each class in the patch:",
       {name: f"{share:.1%}" for name, share in zip(CLASS_NAMES, y.mean(axis=(0, 1, 2)))})
 
-# %%
+# %% alt="Four sequences of a training patch (FLAIR, T1w, T1gd, T2w) and its labels over FLAIR in the course colours."
 def show_patch(X, y, title, z=None):
     """Each sequence of a patch, and its labels, at slice z."""
     z = X.shape[2] // 2 if z is None else z
@@ -250,7 +250,7 @@ check_standardize(standardize)
 # What standardization does to the patch: every sequence now lives on the same
 # scale, centred on 0.
 
-# %%
+# %% alt="Histograms of each sequence's intensities in the patch, raw (top row) and standardized (bottom row)."
 X_std = utils.standardize(X)
 fig, axes = plt.subplots(2, 4, figsize=(14, 5))
 for c, name in enumerate(MODALITIES):
@@ -282,7 +282,7 @@ print("per-slice std of channel 0: ", np.round(X_std[..., 0].std(axis=(0, 1)), 3
 # voxels of the whole volume** and leave the background at 0. In the course
 # we use `utils.standardize_nonzero` for training (lesson 05).
 
-# %%
+# %% alt="Log-scale FLAIR histograms of a whole case standardized per z-slice and over the brain, all voxels against brain voxels."
 full_slice = utils.standardize(image)
 full_brain = standardize_nonzero(image)
 brain = np.any(image != 0, axis=-1)
@@ -332,7 +332,7 @@ table = compare_samplers([(c.image, c.label) for c in cases], n_patches=N_PATCHE
                          seed=SEED)
 table.T
 
-# %%
+# %% alt="The four sequences and labels of a patch whose corner was forced onto the tumour."
 rng = np.random.default_rng(SEED)
 fg = sample_foreground_patch(image, label, PATCH, foreground_fraction=1.0, rng=rng)
 show_patch(fg.X, fg.y, f"foreground-forced patch at corner {fg.start}")

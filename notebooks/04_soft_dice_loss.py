@@ -245,7 +245,7 @@ check_soft_dice_loss(soft_dice_loss)
 # prediction turns wrong; soft Dice stays bounded in [0, 1]. Both pull $p$
 # towards the target.
 
-# %%
+# %% alt="Soft Dice loss and binary cross-entropy of one voxel against its predicted probability, for target 1 and target 0."
 p = np.linspace(0.0, 1.0, 201, dtype=np.float32)
 voxels = p.reshape(-1, 1, 1, 1, 1)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
