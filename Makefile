@@ -4,6 +4,7 @@
 #   make lab    - open the lessons in JupyterLab
 #   make notebooks - regenerate the learner/solution notebooks from notebooks/NN_*.py
 #   make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04] - score learner notebooks (README, instructors)
+#   make report-check - open the HTML case report in headless Chromium (apt-get install chromium)
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -15,10 +16,10 @@ LAB_STAMP := $(VENV)/.installed-lab
 SOLUTIONS := $(sort $(wildcard notebooks/solutions/[0-9][0-9]_*.ipynb))
 BUILD := build/lessons
 
-.PHONY: help install demo test lab notebooks data grade clean
+.PHONY: help install demo test lab notebooks data grade clean report-check
 
 help:
-	@sed -n '2,7p' Makefile
+	@sed -n '2,8p' Makefile
 
 $(DEV_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info; assert v >= (3, 10), f"Python 3.10+ needed; found {sys.version}"'
@@ -59,6 +60,14 @@ notebooks: $(DEV_STAMP)
 grade: $(DEV_STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04]"; exit 2; }
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m utils.grade $(SUBMISSIONS) --out $(OUT) $(if $(LESSON),--lesson $(LESSON))
+
+# The report in a real browser (not part of `make test`: Debian's chromium is needed, and the full-size
+# case takes minutes in software WebGL). Screenshots and reports land in build/report-check/.
+REPORT_CHECK_SHAPE ?= 240x240x155
+report-check: $(DEV_STAMP)
+	@command -v chromium >/dev/null || { echo "chromium not found: apt-get install chromium"; exit 1; }
+	REPORT_CHECK_SHAPE=$(REPORT_CHECK_SHAPE) REPORT_CHECK_DIR=$(CURDIR)/build/report-check \
+	  $(PY) -m pytest tests/test_report_browser.py -s -p no:cacheprovider
 
 clean:
 	rm -rf build .pytest_cache

@@ -220,6 +220,25 @@ display(Image(data=gif))
 print(f"{case.image.shape[2] // step} frames, {len(gif) / 1024:.0f} KiB")
 
 # %% [markdown]
+# ### The whole volume at once, in 3-D
+#
+# A radiologist scrolls three planes together and turns the brain around.
+# NiiVue, a WebGL viewer made for neuroimaging, does both in the notebook
+# (through its Jupyter widget `ipyniivue`): axial, coronal and sagittal
+# slices through the tumour centre, and a 3-D render. Pick the sequence,
+# switch the labels on and off, change their opacity; click in a slice to
+# move the crosshair, drag the render to rotate it. The labels keep the
+# course colours: edema red, non-enhancing tumour green, enhancing tumour blue.
+#
+# The viewer needs a live kernel with widgets (JupyterLab, VS Code, Colab);
+# a static copy of this lesson shows a one-line note instead.
+
+# %%
+from utils.viewer3d import show_3d
+
+show_3d(case.image, case.affine, {"labels": case.label})
+
+# %% [markdown]
 # ## 6. How big is the tumour?
 #
 # Counting voxels and multiplying by the voxel volume from the header gives

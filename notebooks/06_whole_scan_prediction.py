@@ -476,6 +476,40 @@ cli = subprocess.run([sys.executable, "-m", "utils.predict", "--model", str(mode
 print(cli.stdout.strip() or cli.stderr[-2000:])
 
 # %% [markdown]
+# ## 8. See the errors in 3-D, and share the case
+#
+# The same case in NiiVue: the ground truth and the prediction as two
+# overlays you can switch on and off, and the whole-tumour errors as a third -
+# **false positives orange, false negatives cyan**. Switch the prediction off
+# and the truth on to see what the network missed; drag the 3-D render to see
+# where the errors sit on the tumour's surface. (A live kernel with widgets
+# shows the viewer; a static copy shows a one-line note.)
+
+# %%
+from utils.viewer3d import show_3d
+
+show_3d(case.image, case.affine, {"ground truth": case.label, "prediction": prediction},
+        errors=(case.label, prediction))
+
+# %% [markdown]
+# A colleague without Python wants to look too. `utils.report` writes **one
+# HTML file** that opens offline in any recent browser: the viewer with the
+# four sequences and the label maps embedded (compressed), the volumes in mL
+# and the Dice / HD95 table. The same from a terminal:
+#
+# ```bash
+# python -m utils.report --image CASE.nii.gz --segmentation CASE_seg.nii.gz --truth LABEL.nii.gz --out case.html
+# ```
+
+# %%
+from utils.report import write_report
+
+report_path = write_report(out_dir / f"{case.case_id}_report.html", case.image, case.affine, prediction,
+                           case.spacing, truth=case.label, case_id=case.case_id,
+                           sources={"model": model_path.name})
+print(f"report: {report_path} ({report_path.stat().st_size / 2**20:.1f} MiB)")
+
+# %% [markdown]
 # ## Summary
 #
 # - Predict whole scans with overlapping windows blended by Gaussian weights:
