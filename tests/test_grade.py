@@ -326,7 +326,7 @@ def test_endless_loop_is_stopped_and_the_rest_scored(graded):
     rows, outputs, _ = graded
     assert all(_full(rows["loop"][name]) for name in EX04), rows["loop"]
     text = (outputs.feedback / "loop.md").read_text()
-    assert "ran past its 60 s time limit" in text and "did not stop when interrupted" in text
+    assert "ran past its 30 s time limit" in text and "did not stop when interrupted" in text
 
 
 def test_corrupt_file_gets_rows_saying_unreadable(graded):
