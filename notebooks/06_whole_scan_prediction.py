@@ -228,7 +228,8 @@ pd.Series(timings, name="seconds").round(1).to_frame()
 # Look at the edema probability on one axial slice. With tiles, the
 # predictions jump where tiles meet (the difference between neighbouring
 # voxels lights up along straight lines); blending smooths those seams away.
-# The red marks above the bottom-left panel show where the tiles meet.
+# The red marks below and left of the bottom-left panel show where the tiles
+# meet.
 
 # %% alt="Edema probability on one axial slice for tiles, constant-weight and Gaussian blending, and the differences between neighbouring voxels that show the tile seams."
 zc = centre[2]
@@ -237,12 +238,16 @@ for col, (name, volume) in enumerate((("tiles", tiles), ("constant weights", fla
     sl = volume[:, :, zc, 0]
     axes[0, col].imshow(sl.T, cmap="magma", vmin=0, vmax=1, origin="lower")
     axes[0, col].set_title(f"P(edema): {name}")
-    jump = np.abs(np.diff(sl, axis=0))
-    axes[1, col].imshow(jump.T, cmap="gray", vmin=0, vmax=0.2, origin="lower")
+    jump = np.zeros_like(sl)  # the larger jump to the next voxel along x or along y
+    jump[:-1] = np.abs(np.diff(sl, axis=0))
+    jump[:, :-1] = np.maximum(jump[:, :-1], np.abs(np.diff(sl, axis=1)))
+    axes[1, col].imshow(jump.T, cmap="gray", vmin=0, vmax=0.05, origin="lower")
     axes[1, col].set_title("|difference between neighbours|")
-seams = np.arange(window[0], case.label.shape[0], window[0]) - 1   # column of the jump across each tile border
+seams_x = np.arange(window[0], sl.shape[0], window[0]) - 1   # the jump across each tile border
+seams_y = np.arange(window[1], sl.shape[1], window[1]) - 1
 limits = axes[1, 0].get_xlim(), axes[1, 0].get_ylim()
-axes[1, 0].plot(seams, np.full(len(seams), sl.shape[1] + 2), "v", color="tab:red", markersize=7, clip_on=False)
+axes[1, 0].plot(seams_x, np.full(len(seams_x), -4), "^", color="tab:red", markersize=7, clip_on=False)
+axes[1, 0].plot(np.full(len(seams_y), -4), seams_y, ">", color="tab:red", markersize=7, clip_on=False)
 axes[1, 0].set_xlim(limits[0])
 axes[1, 0].set_ylim(limits[1])
 for ax in axes.ravel():
