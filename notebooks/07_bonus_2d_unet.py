@@ -317,14 +317,17 @@ per_case_jumps = jumps.drop(index="mean")
 margin = round(max(JUMP_TOLERANCE, spread((per_case_jumps["3D U-Net"] - per_case_jumps["ground truth"]).abs()
                                     - (per_case_jumps["2D U-Net"] - per_case_jumps["ground truth"]).abs())), 3)
 gap = round(abs(distance_3d - distance_2d), 3)
-if gap <= margin:
+empty = [name[:2] for name in summary.index if not all(predictions[(name, c)].any() for c in val_ids)]
+if empty:   # no tumour predicted, so no change between slices: the value says nothing about consistency
+    verdict = f"not comparable: the {' and '.join(empty)} prediction is empty on at least one case"
+elif gap <= margin:
     verdict = f"no clear difference ({gap:.3f} <= {margin:.3f})"
 else:
     verdict = f"the {'3D' if distance_3d < distance_2d else '2D'} prediction is closer to the truth ({gap:.3f} > {margin:.3f})"
 print(f"slice-to-slice change of the tumour: ground truth {truth_jumps:.3f}, 3D {jumps_3d:.3f} "
       f"(distance {distance_3d:.3f}), 2D {jumps_2d:.3f} (distance {distance_2d:.3f}) -> {verdict}")
 for name, value in (("3D", jumps_3d), ("2D", jumps_2d)):
-    if round(abs(value - truth_jumps), 3) > JUMP_TOLERANCE:
+    if name not in empty and round(abs(value - truth_jumps), 3) > JUMP_TOLERANCE:
         print(f"  the {name} prediction changes {'more' if value > truth_jumps else 'less'} between "
               f"neighbouring slices than the ground truth")
 print(f"size and cost: 3D {costs.loc['3D U-Net', 'parameters']:,} parameters, 2D "
