@@ -378,7 +378,7 @@ show_patch(fg.X, fg.y, f"foreground-forced patch at corner {fg.start}")
 # - A whole volume needs more activation memory in a 3D U-Net than a 16 GB GPU
 #   holds, a 160x160x16 patch (the assignment's) under 1 GB (section 1): we
 #   train on patches.
-# - `get_sub_volume` draws patches until one is not mostly background;
+# - `get_sub_volume` draws patches until one is less than 95% background;
 #   `standardize` rescales each channel and slice to mean 0, std 1.
 # - On skull-stripped MRI, standardizing over the brain keeps the tissue
 #   scale consistent across slices and the background at 0.
