@@ -217,7 +217,7 @@ slice_viewer(case.image, case.label, case.spacing)
 step = max(1, case.image.shape[2] // 40)
 gif = slices_gif(case.image, case.label, axis=2, channel=0, step=step, size=160)
 display(Image(data=gif))
-print(f"{case.image.shape[2] // step} frames, {len(gif) / 1024:.0f} KiB")
+print(f"{len(range(0, case.image.shape[2], step))} frames, {len(gif) / 1024:.0f} KiB")
 
 # %% [markdown]
 # ### The whole volume at once, in 3-D

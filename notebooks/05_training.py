@@ -146,7 +146,7 @@ manifest[["shape", "crop_box", "voxels"]].head()
 # epoch `e` depends only on `(seed, e, i)`: runs are reproducible and a
 # resumed run sees the batches it would have seen.
 
-# %% alt="Four augmented training patches: FLAIR slices above, their label maps in the course colours below."
+# %% alt="Four augmented training patches: FLAIR slices above, their labels over FLAIR in the course colours below."
 sampler = PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction)
 demo = PatchDataset(sampler, batch_size=4, steps=1, seed=config.seed)
 X, y = demo[0]
@@ -157,11 +157,15 @@ fig, axes = plt.subplots(2, 4, figsize=(12, 6))
 for i in range(4):
     axes[0, i].imshow(X[i, :, :, z, 0].T, cmap="gray", origin="lower")
     labels = np.where(y[i, :, :, z].any(-1), y[i, :, :, z].argmax(-1) + 1, 0)
-    axes[1, i].imshow(labels.T, cmap=label_colormap()[0], norm=label_colormap()[1],
+    axes[1, i].imshow(X[i, :, :, z, 0].T, cmap="gray", origin="lower")
+    axes[1, i].imshow(labels.T, cmap=label_colormap(alpha=0.6)[0], norm=label_colormap()[1],
                       origin="lower", interpolation="nearest")
 for ax in axes.ravel():
     ax.set_axis_off()
 axes[0, 0].set_title("FLAIR, augmented patches", loc="left")
+axes[1, 0].set_title("their labels over FLAIR", loc="left")
+label_legend(axes[1, 3])
+fig.tight_layout()
 plt.show()
 
 start = time.perf_counter()

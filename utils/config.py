@@ -110,7 +110,7 @@ class TrainConfig:
     jit_compile: str = "auto"              # "auto", "on", "off"
     workers: int = 2
     seed: int = 0
-    verbose: int = 2
+    verbose: int = 2                       # 2: one short line per epoch, 1: Keras progress bar, 0: quiet
 
 
 PRESETS = {

@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     many = parser.add_argument_group("a folder of cases")
     many.add_argument("--input-dir", type=Path, help="a dataset: MSD, or a folder of BraTS 2020/2021 or 2023+ cases")
     many.add_argument("--output-dir", type=Path, help="where <case>.nii.gz and metrics.csv go")
-    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--overlap", type=float, default=0.5,
+                        help="fraction of a window shared with its neighbour, in [0, 1) (default 0.5)")
     parser.add_argument("--mirror", action="store_true", help="test-time mirroring (8x slower)")
     parser.add_argument("--no-largest-component", action="store_true",
                         help="keep every predicted blob, not only the largest tumour")
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 table.to_csv(tmp)
             OwnedFiles(args.output_dir, "utils.predict").record(csv)  # re-read: segment() recorded the cases
             print(table.loc[["mean", "median"]].T.to_string())
-            print(f"metrics of {len(scored)} labelled cases: {csv}")
+            print(f"metrics of {len(scored)} labelled cases: {csv} (every labelled case of the folder: "
+                  "this command does not know which of them a model trained on)")
         print(f"done in {time.perf_counter() - start:.1f} s")
         return 0
     except (DatasetError, ValueError, FileExistsError, ModelLoadError, OSError) as err:

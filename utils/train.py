@@ -199,6 +199,27 @@ def recover_run(output_dir: Path) -> dict:
     return state
 
 
+class EpochLine(keras.callbacks.Callback):
+    """One short line per epoch: time, losses and the Dice that selects ``best.keras``.
+
+    Keras's own ``verbose=2`` prints every metric (20 of them here) on one
+    very long line; the learning curves show those.
+    """
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs, self.start = epochs, time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"{key} {float(logs[key]):.4f}" for key in ("loss", "val_loss", MONITOR) if key in logs]
+        print(f"epoch {epoch + 1}/{self.epochs} - {time.perf_counter() - self.start:.0f} s - " + " - ".join(parts),
+              flush=True)
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Stop training once ``seconds`` of wall time have passed (checked after each batch)."""
 
@@ -312,7 +333,7 @@ def _check_resume(output_dir: Path, config: TrainConfig) -> None:
         details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise ValueError(
             f"{output_dir} holds a run with other parameters ({details}); choose another output_dir, "
-            "or resume=False to start over there"
+            "or resume=False (--no-resume) to start over there"
         )
 
 
@@ -388,7 +409,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
             if initial_epoch >= config.epochs:
                 print(f"{output_dir} already holds a finished run ({initial_epoch} epochs, {config.epochs} asked "
                       f"for): nothing to train, reusing it. Ask for more epochs to continue it, or pass "
-                      "resume=False to start over.")
+                      "resume=False (--no-resume) to start over.")
             else:
                 print(f"resuming {output_dir} after epoch {initial_epoch} (best {state.get('monitor')} "
                       f"{state.get('best', float('nan')):.4f})")
@@ -416,8 +437,10 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
                                         seconds=float(state.get("seconds", 0.0))))
     start = time.perf_counter()
     if initial_epoch < config.epochs:
+        lines = [EpochLine(config.epochs)] if config.verbose == 2 else []
         model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
-                  callbacks=course_callbacks + list(callbacks or []), verbose=config.verbose)
+                  callbacks=course_callbacks + lines + list(callbacks or []),
+                  verbose=1 if config.verbose == 1 else 0)
     seconds = time.perf_counter() - start
     log = output_dir / "log.csv"
     history = pd.read_csv(log) if log.is_file() else pd.DataFrame()
@@ -436,7 +459,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="start from this preset (default: $COURSE_MODE, else gpu when a GPU is visible, else cpu)")
     parser.add_argument("--no-resume", action="store_true", help="start over (the old run is moved aside)")
     parser.add_argument("--evaluate", action="store_true",
-                        help="afterwards, predict the whole validation cases with best.keras and print the scores")
+                        help="afterwards, predict the whole validation cases with best.keras and print their scores "
+                             "(the raw network output, as lesson 05 scores it)")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "patch_shape":
@@ -464,15 +488,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, CacheError) as err:  # refusals, bad data, a run with other parameters
         print(f"error: {err}", file=sys.stderr)
         return 2
-    last = result.history.iloc[-1].to_dict() if len(result.history) else {}
-    summary = {k: round(float(v), 4) for k, v in last.items() if "dice" in k}
-    print(f"done in {result.seconds:.0f} s; {result.output_dir}/best.keras; last epoch {summary}")
+    last = result.history.iloc[-1] if len(result.history) else {}
+    summary = ", ".join(f"{k} {float(last[k]):.4f}" for k in ("dice_coefficient", "val_dice_coefficient", MONITOR)
+                        if k in last)
+    print(f"done in {result.seconds:.0f} s; {result.output_dir}/best.keras; last epoch: {summary or 'none'}")
     if args.evaluate:
         from .inference import evaluate_model
 
         start = time.perf_counter()
         best = load_model(result.output_dir / "best.keras")
-        table, _ = evaluate_model(best, result.data_dir, result.val_cases, largest_component=True)
+        # the raw network output, as lesson 05 scores it (lesson 06 adds post-processing)
+        table, _ = evaluate_model(best, result.data_dir, result.val_cases)
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(table.T)
         print(f"evaluated {len(result.val_cases)} held-out cases in {time.perf_counter() - start:.0f} s")

@@ -333,14 +333,12 @@ def plot_learning_curves(history, loss_name: str = "loss", best_epoch: int | Non
     axes[1].set_ylabel("validation Dice")
     axes[1].set_ylim(0, 1)
     axes[1].set_title("validation Dice per class", fontsize=11)
-    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     for ax in axes:
         ax.set_xlabel("epoch")
         if best_epoch is not None:
-            ax.axvline(best_epoch, color="0.6", linestyle="--", linewidth=1)
-            ax.annotate("best.keras", (best_epoch, 0.02), xycoords=("data", "axes fraction"), rotation=90,
-                        ha="right", va="bottom", fontsize=8, color="0.4")
+            ax.axvline(best_epoch, color="0.5", linestyle="--", linewidth=1, label=f"best.keras (epoch {best_epoch})")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     return fig
