@@ -13,8 +13,8 @@
 # %% [markdown]
 # # Lesson 02 - Patches and standardization
 #
-# A whole MRI volume does not fit through a 3D U-Net on one GPU, and its raw
-# intensities mean different things from scanner to scanner. We fix both:
+# A whole MRI volume does not fit through a 3D U-Net on a 16 GB GPU such as
+# Colab's T4, and its raw intensities mean different things from scanner to scanner. We fix both:
 # we train on **patches** and feed the network **standardized** intensities.
 #
 # **You will learn to**
@@ -70,23 +70,30 @@ print(f"mode {settings.mode}: case {case.case_id}, image {image.shape}, patch {P
 # ## 1. Why patches?
 #
 # Training keeps every intermediate feature map of the forward pass in memory
-# for the backward pass. A 3D U-Net of depth 4 with 32 filters at the first
-# level (doubling at each level) holds, per level, two convolution outputs on
-# the way down and, on the way up, the up-sampled map, the concatenation and
-# two more convolution outputs. Let's count those floats for one whole
+# for the backward pass. Take the course's 3D U-Net (lesson 03): depth 4, that
+# is four resolution levels and three poolings, with 32 filters at the first
+# level, doubling at each level down to 256 at the bottom. Per level it keeps
+# two convolution outputs and their two ReLU outputs and, above the bottom,
+# the pooled map on the way down and, on the way up, the up-sampled map, the
+# concatenation with the skip and two more convolutions with their ReLUs; add
+# the input and the output. Let's count those floats for one whole
 # 240x240x155 volume and for one 160x160x16 patch.
 
 # %%
-def unet_activation_gb(shape, depth=4, base_filters=32, bytes_per_value=4):
-    """Rough memory of the feature maps a 3D U-Net keeps for backpropagation."""
+def unet_activation_gb(shape, depth=4, base_filters=32, channels=4, n_labels=3, bytes_per_value=4):
+    """Rough memory of the layer outputs a 3D U-Net keeps for backpropagation.
+
+    ``depth`` counts resolution levels, as in ``utils.build_unet``: ``depth - 1`` poolings.
+    """
     voxels = np.prod(shape)
-    total = 0
-    for level in range(depth + 1):
-        n = voxels / 8 ** level       # each level halves every axis
+    total = voxels * (channels + n_labels)     # input and output
+    for level in range(depth):
+        n = voxels / 8 ** level                # each pooling halves every axis
         f = base_filters * 2 ** level
-        total += 2 * n * f            # two convolutions on the way down (or at the bottom)
-        if level < depth:             # way up: up-sampled + concatenated + two convolutions
-            total += n * (2 * f) + n * (2 * f) + 2 * n * f
+        total += 2 * 2 * n * f                 # two convolutions + ReLUs on the way down (or at the bottom)
+        if level < depth - 1:
+            total += n / 8 * f                 # the pooled map
+            total += n * f + n * 2 * f + 2 * 2 * n * f  # up-sampled, concatenated, two convolutions + ReLUs
     return total * bytes_per_value / 1e9
 
 
@@ -94,22 +101,26 @@ memory = pd.DataFrame({
     "input": ["whole volume 240x240x155x4", "patch 160x160x16x4"],
     "input MB": [240 * 240 * 155 * 4 * 4 / 1e6, 160 * 160 * 16 * 4 * 4 / 1e6],
     "feature maps GB (batch 1)": [unet_activation_gb((240, 240, 155)), unet_activation_gb((160, 160, 16))],
-}).set_index("input").round(1)
-memory
+}).set_index("input")
+volume_gb, patch_gb = memory["feature maps GB (batch 1)"]
+print(f"feature maps for one sample: whole volume {volume_gb:.1f} GB, patch {patch_gb * 1000:.0f} MB")
+memory.round(2)
 
 # %% [markdown]
-# A whole volume needs about 12 GB of feature maps for a single sample (add
-# the weights, their gradients, the optimizer state and the convolution
-# workspace, and a 16 GB Colab T4 is full before a batch of two), while a
-# patch needs about 0.6 GB. Patches also give many different
-# training samples per case. The price: the network sees less context, and at
-# prediction time we must stitch patch predictions back together (lesson 06).
+# A whole volume needs more feature-map memory for a single sample than a
+# 16 GB Colab T4 holds, before adding the weights, their gradients, the
+# optimizer state and the convolution workspace; a patch needs under 1 GB -
+# the same count lesson 03 takes layer by layer from the built network.
+# Patches also give many different training samples per case. The price: the
+# network sees less context, and at prediction time we must stitch patch
+# predictions back together (lesson 06).
 #
 # ## 2. Exercise 1: `get_sub_volume`
 #
 # Most of a volume is healthy brain or empty space. A patch drawn anywhere is
-# usually pure background and teaches the network little, so the original
-# assignment keeps drawing until a patch holds enough tumour:
+# almost all background, with little or no tumour, and teaches the network
+# little, so the original assignment keeps drawing until a patch holds enough
+# tumour:
 #
 # 1. draw a corner `(start_x, start_y, start_z)` uniformly, so that the patch
 #    stays inside the volume: `start_x` is one of `0 .. orig_x - output_x`
@@ -262,8 +273,9 @@ for ax in axes.ravel():
     ax.set_yticks([])
 fig.tight_layout()
 plt.show()
-print("per-slice mean of channel 0:", np.round(X_std[..., 0].mean(axis=(0, 1)), 3)[:6], "...")
-print("per-slice std of channel 0: ", np.round(X_std[..., 0].std(axis=(0, 1)), 3)[:6], "...")
+# + 0.0 turns a rounded -0.0 into 0.0
+print("per-slice mean of channel 0:", np.round(X_std[..., 0].mean(axis=(0, 1)), 3)[:6] + 0.0, "...")
+print("per-slice std of channel 0: ", np.round(X_std[..., 0].std(axis=(0, 1)), 3)[:6] + 0.0, "...")
 
 # %% [markdown]
 # ## 4. Better on skull-stripped data: standardize over the brain
@@ -300,20 +312,35 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The same healthy tissue should read the same number in every slice. Per-slice
-# standardization breaks that; brain-mask standardization keeps it:
+# The same healthy tissue should read the same number in every slice. Take
+# five slices spread over the brain, each holding at least half as many
+# healthy brain voxels as the fullest slice (so every median below rests on
+# many voxels), and compare the median FLAIR of their healthy tissue:
 
 # %%
-z_levels = np.flatnonzero(healthy.any(axis=(0, 1)))
+healthy_per_slice = healthy.sum(axis=(0, 1))
+z_levels = np.flatnonzero(healthy_per_slice >= healthy_per_slice.max() / 2)
 picks = z_levels[np.linspace(0, len(z_levels) - 1, 5).astype(int)]
 rows = []
 for z in picks:
     m = healthy[:, :, z]
-    rows.append({"z": int(z), "brain voxels in slice": int(m.sum()),
+    rows.append({"z": int(z), "healthy brain voxels": int(m.sum()),
                  "raw FLAIR": float(np.median(image[:, :, z, 0][m])),
                  "per-slice z-score": float(np.median(full_slice[:, :, z, 0][m])),
                  "brain z-score": float(np.median(full_brain[:, :, z, 0][m]))})
-pd.DataFrame(rows).set_index("z").round(2)
+tissue = pd.DataFrame(rows).set_index("z")
+spread = tissue.max() - tissue.min()
+print(f"spread (max - min) over these slices: raw FLAIR {spread['raw FLAIR']:.1f}, per-slice z-score "
+      f"{spread['per-slice z-score']:.2f}, brain z-score {spread['brain z-score']:.2f}")
+tissue.round(2)
+
+# %% [markdown]
+# Both z-scores are in standard deviations, so their spreads compare
+# directly. The brain z-score is the raw value minus one number, divided by
+# one number, for the whole volume: it varies from slice to slice only as
+# much as the raw tissue does. Per-slice standardization adds its own
+# variation on top - the slices with less brain get the largest values -
+# so its spread is the larger one.
 
 # %% [markdown]
 # ## 5. Better sampling: foreground oversampling
@@ -332,6 +359,14 @@ table = compare_samplers([(c.image, c.label) for c in cases], n_patches=N_PATCHE
                          seed=SEED)
 table.T
 
+# %% [markdown]
+# Rejection sampling averages hundreds of draws per patch and gives up on
+# many (`failed`, each after 1000 draws). `patches with tumour` counts those
+# failures as patches without tumour: every patch it does return holds
+# tumour, at least 5% of its voxels by construction. Foreground oversampling
+# returns every patch in one draw, and some of its patches hold no tumour -
+# the healthy examples rejection sampling never gives.
+
 # %% alt="The four sequences and labels of a patch whose corner was forced onto the tumour."
 rng = np.random.default_rng(SEED)
 fg = sample_foreground_patch(image, label, PATCH, foreground_fraction=1.0, rng=rng)
@@ -340,9 +375,10 @@ show_patch(fg.X, fg.y, f"foreground-forced patch at corner {fg.start}")
 # %% [markdown]
 # ## Summary
 #
-# - A whole volume needs tens of GB of activations in a 3D U-Net: we train on
-#   patches (160x160x16 in the assignment).
-# - `get_sub_volume` draws patches until one is not mostly background;
+# - A whole volume needs more activation memory in a 3D U-Net than a 16 GB GPU
+#   holds, a 160x160x16 patch (the assignment's) under 1 GB (section 1): we
+#   train on patches.
+# - `get_sub_volume` draws patches until one is less than 95% background;
 #   `standardize` rescales each channel and slice to mean 0, std 1.
 # - On skull-stripped MRI, standardizing over the brain keeps the tissue
 #   scale consistent across slices and the background at 0.

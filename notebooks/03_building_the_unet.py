@@ -206,8 +206,9 @@ comparison
 # %% [markdown]
 # The 3D network has about three times the parameters (a 3x3x3 kernel holds
 # 27 weights per channel pair, a 3x3 one 9), and each training sample's
-# activations take several hundred MB: on a 16 GB GPU, batches of a few
-# patches. The 2D network sees one slice and no neighbours above or below it.
+# activations take several hundred MB - the 780 MB lesson 02 estimated by
+# hand - which the batch size multiplies: a batch of 8 patches holds over
+# 6 GB of activations, before their gradients. The 2D network sees one slice and no neighbours above or below it.
 #
 # ## 5. What the network sees
 #
@@ -220,9 +221,10 @@ for d in (2, 3, 4, 5):
     print(f"depth {d}: receptive field {receptive_field(d):3d} voxels per pooled axis")
 
 # %% [markdown]
-# At depth 4 an output voxel can see about 90 voxels across - roughly a
-# whole tumour with its edema. Along z the patch has only 16 slices, so
-# context there is limited by the patch, not the network.
+# At depth 4 an output voxel can see 96 voxels across (96 mm at the 1 mm
+# voxels of BraTS) - roughly a whole tumour with its edema. Along z the patch
+# has only 16 slices, so context there is limited by the patch, not the
+# network.
 #
 # **Pooling adapts.** The builder halves an axis only while it keeps at
 # least 2 voxels, and refuses a size it cannot halve cleanly:
@@ -275,8 +277,9 @@ plt.show()
 #   Decoder levels: transposed convolution, concatenation with the skip,
 #   two convolutions. Output: 1x1x1 convolution + sigmoid, one channel per class.
 # - The default 3D U-Net has about 5.6 M parameters; a 160x160x16 patch needs
-#   several hundred MB of activations per sample, a whole volume far more.
+#   several hundred MB of activations per sample, a whole volume more than a
+#   16 GB GPU holds (lesson 02).
 # - Depth sets the receptive field; pooling stops on axes that are too short.
 #
-# **Next:** lesson 04 - the loss that teaches this network despite 99%
-# background voxels.
+# **Next:** lesson 04 - the loss that teaches this network although almost
+# every voxel is background.
