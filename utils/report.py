@@ -341,17 +341,19 @@ def read_report(path: Path | str) -> dict:
 
 # --------------------------------------------------------------------------- command line
 
-def _load_label(path: Path, what: str, shape) -> tuple[np.ndarray, np.ndarray]:
-    from .data import DatasetError, _check_label, load_nifti
+def _load_label(path: Path, what: str, reference) -> np.ndarray:
+    """A label map on the grid of ``reference`` (the case's image), in MSD values."""
+    from .data import DatasetError, _check_label, check_same_grid, load_nifti
 
     img = load_nifti(path, what)
     label = np.asanyarray(img.dataobj)
     try:
-        label = _check_label(label, shape, path)
+        label = _check_label(label, reference.shape[:3], path)
     except DatasetError as err:
         raise DatasetError(f"{err} (expected an MSD label map: 0 background, 1 edema, 2 non-enhancing, "
                            f"3 enhancing, as utils.predict writes)") from err
-    return label, img.affine
+    check_same_grid(reference, "image", img, path, what)
+    return label
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,15 +375,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         case_id, image, reference, _, spacing, files, dirs = load_input(args.image)
-        affine = nib.load(str(reference)).affine
-        segmentation, seg_affine = _load_label(args.segmentation, "segmentation", image.shape[:3])
-        if not np.allclose(seg_affine, affine, atol=1e-3):
-            raise DatasetError(f"segmentation {args.segmentation} is not on the image's grid (affines differ)")
-        truth = None
-        if args.truth is not None:
-            truth, truth_affine = _load_label(args.truth, "ground truth", image.shape[:3])
-            if not np.allclose(truth_affine, affine, atol=1e-3):
-                raise DatasetError(f"ground truth {args.truth} is not on the image's grid (affines differ)")
+        ref = nib.load(str(reference))  # the header only
+        affine = ref.affine
+        segmentation = _load_label(args.segmentation, "segmentation", ref)
+        truth = None if args.truth is None else _load_label(args.truth, "ground truth", ref)
         sources = {"image": args.image.name, "segmentation": args.segmentation.name}
         if args.truth is not None:
             sources["truth"] = args.truth.name
