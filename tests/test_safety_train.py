@@ -74,13 +74,19 @@ def _epoch(saver, model, epoch, score):
     saver.on_epoch_end(epoch, {"loss": 1.0 - score, "val_pooled_dice": score, "learning_rate": 1e-3})
 
 
-def test_kill_after_logging_before_commit_drops_the_row_and_says_so(env, monkeypatch, capsys):
+def _run_after_one_epoch(env):
+    """A run folder whose checkpoint callback has committed epoch 0: ``(folder, model, callback)``."""
     out = env / "run"
     out.mkdir()
     model = _model()
     saver = Checkpoints(out)
     saver.set_model(model)
     _epoch(saver, model, 0, 0.5)
+    return out, model, saver
+
+
+def test_kill_after_logging_before_commit_drops_the_row_and_says_so(env, monkeypatch, capsys):
+    out, model, saver = _run_after_one_epoch(env)
     committed = [w.copy() for w in model.get_weights()]
 
     def killed(*args, **kwargs):
@@ -103,12 +109,7 @@ def test_kill_after_logging_before_commit_drops_the_row_and_says_so(env, monkeyp
 
 
 def test_kill_after_commit_before_rename_keeps_the_epoch(env, monkeypatch, capsys):
-    out = env / "run"
-    out.mkdir()
-    model = _model()
-    saver = Checkpoints(out)
-    saver.set_model(model)
-    _epoch(saver, model, 0, 0.5)
+    out, model, saver = _run_after_one_epoch(env)
     real_replace = train_module.os.replace
 
     def killed(src, dst):
