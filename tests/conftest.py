@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import shutil
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -47,3 +50,16 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Size and mtime of every file under ``root`` (to prove nothing was written)."""
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@contextmanager
+def local_http_server(handler: type[http.server.BaseHTTPRequestHandler]):
+    """Serve ``handler`` on a free loopback port in a thread; yields ``http://127.0.0.1:PORT``."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

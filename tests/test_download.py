@@ -8,11 +8,11 @@ import http.server
 import io
 import shutil
 import tarfile
-import threading
 from pathlib import Path
 
 import pytest
 
+from conftest import local_http_server
 from utils.data import list_cases, load_msd_case
 from utils.download import (DownloadError, UnsafeArchiveError, download_file, fetch_msd, md5sum,
                             safe_extract)
@@ -52,13 +52,10 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     _RangeHandler.requests = []
     _RangeHandler.cut_after = None
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/Task01_BrainTumour.tar"
-    httpd.shutdown()
+    with local_http_server(_RangeHandler) as base:
+        yield f"{base}/Task01_BrainTumour.tar"
 
 
 def _msd_archive(phantom_root: Path, path: Path, extra=None) -> bytes:

@@ -9,11 +9,11 @@ import http.server
 import io
 import json
 import tarfile
-import threading
 from pathlib import Path
 
 import pytest
 
+from conftest import local_http_server
 from utils.download import (STAGING_MARK, DownloadError, UnsafeArchiveError, download_file, safe_extract)
 
 
@@ -71,13 +71,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def url():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     _Handler.payload, _Handler.chunked, _Handler.cut_after, _Handler.content_length = b"", False, None, None
     _Handler.statuses = []
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/archive.tar"
-    httpd.shutdown()
+    with local_http_server(_Handler) as base:
+        yield f"{base}/archive.tar"
 
 
 PAYLOAD = bytes(range(256)) * 400
