@@ -227,7 +227,8 @@ def read_submission(path: Path, max_bytes: int) -> Any:
                          "(clear the outputs before handing in: Edit > Clear All Outputs)")
     raw = path.read_bytes()
     try:
-        data = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        data = json.loads(text)
     except UnicodeDecodeError as err:
         raise ValueError(f"not a notebook: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
@@ -239,7 +240,7 @@ def read_submission(path: Path, max_bytes: int) -> Any:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+            nb = nbformat.reads(text, as_version=4)
     except Exception as err:  # noqa: BLE001 - nbformat raises many kinds
         raise ValueError(f"not a readable notebook: {type(err).__name__}: {str(err)[:200]}") from None
     for cell in nb.cells:
