@@ -202,6 +202,12 @@ def test_region_and_class_scores():
     summary = evaluate_cases([("a", truth, pred, (1, 1, 1)), ("b", truth, truth, (1, 1, 1))])
     assert list(summary.index) == ["a", "b", "mean", "median"]
     assert summary.loc["mean", "Dice ET"] == 0.5
+    assert "Dice Edema" not in summary.columns
+    classes = evaluate_cases([("a", truth, pred, (1, 1, 1)), ("b", truth, truth, (1, 1, 1))], with_classes=True)
+    assert classes.loc["a", "Dice Edema"] == 1.0 and classes.loc["a", "Dice Enhancing Tumor"] == 0.0
+    assert classes.loc["a", "Dice mean (classes)"] == pytest.approx(classes.loc["a", [
+        "Dice Edema", "Dice Non-Enhancing Tumor", "Dice Enhancing Tumor"]].mean(), abs=1e-4)
+    assert classes.loc["mean", "Dice Enhancing Tumor"] == 0.5
 
 
 def test_predict_case_end_to_end(phantom_root):

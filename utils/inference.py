@@ -410,27 +410,18 @@ def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool
         plus mean and median rows,
         and ``{case_id: (label, prediction)}``.
     """
-    import pandas as pd
     from tqdm.auto import tqdm
 
     from .data import load_case
-    from .labels import CLASS_NAMES
-    from .metrics import dice_score, region_scores
+    from .metrics import evaluate_cases
 
-    rows, predictions = {}, {}
+    pairs, predictions = [], {}
     for case_id in tqdm(list(case_ids), desc="evaluate", unit="case", disable=not progress):
         case = load_case(data_dir, case_id)
         if case.label is None:
             raise ValueError(f"case {case_id} has no label to evaluate against")
         pred, _ = predict_case(model, case.image, overlap=overlap, mirror=mirror,
                                largest_component=largest_component, progress=False)
-        scores = region_scores(case.label, pred, case.spacing, with_hd95, lesion_wise)
-        for k, name in enumerate(CLASS_NAMES, start=1):
-            scores[f"Dice {name}"] = dice_score(case.label == k, pred == k)
-        rows[case_id] = scores
+        pairs.append((case_id, case.label, pred, case.spacing))
         predictions[case_id] = (case.label, pred)
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table["Dice mean (classes)"] = table[[f"Dice {n}" for n in CLASS_NAMES]].mean(axis=1)
-    table = pd.concat([table, table.agg(["mean", "median"])]).round(4)
-    table.index.name = "case"
-    return table, predictions
+    return evaluate_cases(pairs, with_hd95, lesion_wise, with_classes=True), predictions

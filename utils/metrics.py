@@ -299,16 +299,26 @@ def class_scores(truth_label: np.ndarray, pred_label: np.ndarray) -> pd.DataFram
     return table.round(4)
 
 
-def evaluate_cases(pairs, with_hd95: bool = True, lesion_wise: bool = True) -> pd.DataFrame:
+def evaluate_cases(pairs, with_hd95: bool = True, lesion_wise: bool = True,
+                   with_classes: bool = False) -> pd.DataFrame:
     """One row of region scores per case, then ``mean`` and ``median`` rows.
 
     Args:
         pairs: iterable of ``(case_id, truth_label, pred_label, spacing)``.
         with_hd95: also the HD95 columns (``"max"`` variant).
         lesion_wise: also the lesion-wise columns (``LW Dice WT`` ...).
+        with_classes: also the Dice of each class (``Dice Edema`` ...) and
+            their mean (``Dice mean (classes)``).
     """
-    rows = {case_id: region_scores(t, p, spacing, with_hd95, lesion_wise) for case_id, t, p, spacing in pairs}
+    rows = {}
+    for case_id, t, p, spacing in pairs:
+        rows[case_id] = region_scores(t, p, spacing, with_hd95, lesion_wise)
+        if with_classes:
+            for k, name in enumerate(CLASS_NAMES, start=1):
+                rows[case_id][f"Dice {name}"] = dice_score(t == k, p == k)
     table = pd.DataFrame.from_dict(rows, orient="index")
+    if with_classes:
+        table["Dice mean (classes)"] = table[[f"Dice {n}" for n in CLASS_NAMES]].mean(axis=1)
     table = pd.concat([table, table.agg(["mean", "median"])]).round(4)
     table.index.name = "case"
     return table
