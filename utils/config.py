@@ -73,7 +73,7 @@ class Settings:
 
 _SETTINGS = {
     "ci": Settings("ci", TINY_SHAPE, 6, 1, "phantom-ci", (32, 32, 16)),
-    "cpu": Settings("cpu", BRATS_SHAPE, 12, 2, "phantom", (160, 160, 16)),
+    "cpu": Settings("cpu", BRATS_SHAPE, 16, 2, "phantom", (160, 160, 16)),
     "gpu": Settings("gpu", BRATS_SHAPE, 24, 2, "phantom", (160, 160, 16)),
 }
 
@@ -116,9 +116,9 @@ class TrainConfig:
 PRESETS = {
     "ci": TrainConfig(output_dir="runs/ci", patch_shape=(32, 32, 16), batch_size=2, epochs=2, steps_per_epoch=3,
                       validation_steps=1, depth=3, base_filters=4, workers=1),
-    "cpu": TrainConfig(output_dir="runs/cpu", patch_shape=(96, 96, 32), batch_size=2, epochs=10, steps_per_epoch=30,
+    "cpu": TrainConfig(output_dir="runs/cpu", patch_shape=(80, 80, 32), batch_size=2, epochs=10, steps_per_epoch=30,
                        validation_steps=4, learning_rate=3e-3, depth=4, base_filters=8, normalization="instance",
-                       downsample=2, foreground_fraction=0.6, workers=1),
+                       foreground_fraction=0.6, val_fraction=0.375, workers=1),
     "gpu": TrainConfig(output_dir="runs/gpu", patch_shape=(160, 160, 16), batch_size=4, epochs=100,
                        steps_per_epoch=250, validation_steps=30, learning_rate=1e-3, depth=4, base_filters=32,
                        normalization="instance", foreground_fraction=0.33),

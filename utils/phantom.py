@@ -51,7 +51,7 @@ from .config import BRATS_SHAPE, TINY_SHAPE
 from .labels import LABEL_NAMES, MODALITIES
 from .safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 NO_KERAS_ENV = "BRATS_COURSE_NO_KERAS"
 MARKER_FILE = "phantom.json"
 TOOL = "utils.phantom"
@@ -87,8 +87,6 @@ LOOKALIKE_CONTRAST = {
     "T1gd": (0.72, 1.30),
     "T2w": (0.90, 0.35),
 }
-EDEMA_TISSUE_SHARE = 0.35
-"""Edema is swollen tissue: this share of the healthy signal shows through."""
 
 
 # ----------------------------------------------------------------------------
@@ -186,6 +184,7 @@ def anatomy(shape: tuple[int, int, int] = BRATS_SHAPE) -> dict:
     coarse = brain_mask[::DEPTH_STRIDE, ::DEPTH_STRIDE, ::DEPTH_STRIDE]
     out["depth"] = ndi.distance_transform_edt(coarse, sampling=spacing * DEPTH_STRIDE).astype(np.float32)
     out["healthy"] = np.stack([_healthy_channel(name, out) for name in MODALITIES])
+    out["healthy_wm"] = np.median(out["healthy"][:, out["wm"] > 0.9], axis=1).astype(np.float32)
     out["mask_index"] = np.flatnonzero(brain_mask)
     out["brain_box"] = _bbox(brain_mask, 2, shape)
     pv = _periventricular(out, coarse, spacing)
@@ -289,8 +288,8 @@ def _focus(rng: np.random.Generator, centre: np.ndarray, r_solid: float, grade: 
         # enhancement: a thin, patchy rim (none in lower-grade tumours)
         "enhancing": high,
         "outer_rim": (not necrosis) or rng.random() < 0.5,
-        "rim_mm": rng.uniform(2.0, 6.0),
-        "rim_gaps": rng.uniform(0.15, 0.5),
+        "rim_mm": rng.uniform(1.0, 4.0),
+        "rim_gaps": rng.uniform(0.3, 0.7),
     }
 
 
@@ -323,6 +322,13 @@ def _tumour_parameters(rng: np.random.Generator, anat: dict) -> dict:
         "edema_mm": edema_mm,
         "mass_effect": rng.uniform(0.1, 0.3) * min(1.0, r_solid / 15.0),
         "spacing": spacing,
+        # appearance of this tumour (shared by its foci)
+        "enhancement": rng.uniform(0.35, 1.0),       # how far the enhancing tumour rises on T1gd
+        "enhancement_patchiness": rng.uniform(0.3, 0.8),
+        "faint_enhancement": rng.uniform(0.0, 0.35),  # unlabelled enhancement inside the core
+        "core_distinctness": rng.uniform(0.25, 1.0),  # 0: the core looks like edema; 1: as TUMOUR_CONTRAST
+        "edema_tissue_share": rng.uniform(0.2, 0.5),
+        "partial_volume_mm": rng.uniform(0.6, 1.4),
     }
 
 
@@ -443,15 +449,15 @@ def _lookalikes(rng: np.random.Generator, anat: dict, comp: np.ndarray) -> tuple
         hyper[pv_box] = anat["periventricular"] * rng.uniform(0.5, 1.0) * np.clip(1.6 * patches, 0.0, 1.0)
     # small deep white-matter hyperintensities
     points = _candidate_centres(anat, 10.0)
-    for _ in range(int(rng.integers(0, 7))):
+    for _ in range(int(rng.integers(0, 11))):
         c = points[rng.integers(len(points))]
-        radius = rng.uniform(2.0, 5.0)
+        radius = rng.uniform(2.0, 7.0)
         box = _box(c, radius + 2.0 * spacing.max(), spacing, shape)
         d = np.sqrt((_offsets_mm(box, c, spacing) ** 2).sum(0))
         np.maximum(hyper[box], np.clip(1.5 - d / radius, 0.0, 1.0) * rng.uniform(0.6, 1.0), out=hyper[box])
     # vessels near the surface: smooth random walks, bright after gadolinium
     surface = np.argwhere(anat["depth"] > 3.0) * DEPTH_STRIDE
-    for _ in range(int(rng.integers(0, 5))):
+    for _ in range(int(rng.integers(0, 8))):
         pos = surface[rng.integers(len(surface))].astype(float)
         direction, radius = _unit_vector(rng), rng.uniform(0.8, 1.6)
         for _ in range(int(rng.integers(20, 60))):
@@ -480,11 +486,11 @@ def _scanner(rng: np.random.Generator) -> dict:
     return {
         "scale": rng.uniform(0.8, 1.25, size=4) * INTENSITY_SCALE,
         "gamma": rng.uniform(0.8, 1.25, size=4),
-        "bias": rng.uniform(0.02, 0.18),
-        "noise": rng.uniform(0.01, 0.06, size=4),
-        "blur_mm": rng.uniform(0.0, 1.6, size=4),  # through-plane: thick-slice acquisitions
-        "contrast": rng.uniform(0.85, 1.15, size=(4, 4)),  # tumour class x sequence
-        "texture": rng.uniform(0.1, 0.25),
+        "bias": rng.uniform(0.05, 0.3),
+        "noise": rng.uniform(0.02, 0.09, size=4),
+        "blur_mm": rng.uniform(0.0, 2.5, size=4),  # through-plane: thick-slice acquisitions
+        "contrast": rng.uniform(0.8, 1.2, size=(4, 4)),  # tumour class x sequence
+        "texture": rng.uniform(0.15, 0.3),
     }
 
 
@@ -515,13 +521,19 @@ def _synthesise(seed: int, shape: tuple[int, int, int]) -> dict:
     mask = anat["mask"]
 
     # soft compartment weights so tumour borders are partial-volume, not jagged
-    tbox = _bbox(comp > 0, 3, mask.shape)
-    sigma = 0.7 / spacing
-    weights = [ndi.gaussian_filter((comp[tbox] == k).astype(np.float32), sigma, truncate=3.0)
+    pv_mm = params["partial_volume_mm"]
+    tbox = _bbox(comp > 0, int(np.ceil(3.0 * pv_mm / spacing.min())) + 1, mask.shape)
+    weights = [ndi.gaussian_filter((comp[tbox] == k).astype(np.float32), pv_mm / spacing, truncate=3.0)
                for k in (1, 2, 3, 4)]
-    texture = (1.0 + scanner["texture"] * _smooth_noise(rng, comp[tbox].shape, coarse=8)
-               + 0.5 * scanner["texture"] * _smooth_noise(rng, comp[tbox].shape, coarse=24))
-    tumour_w = np.clip(weights[0] * (1.0 - EDEMA_TISSUE_SHARE) + sum(weights[1:]), 0.0, 1.0)
+    box_shape = comp[tbox].shape
+    texture = (1.0 + scanner["texture"] * _smooth_noise(rng, box_shape, coarse=8)
+               + 0.5 * scanner["texture"] * _smooth_noise(rng, box_shape, coarse=24))
+    # enhancement varies within the enhancing tumour (patchy uptake), and some uptake shows in
+    # the unlabelled core: T1gd alone does not draw the border between the two
+    uptake = np.clip(1.0 + params["enhancement_patchiness"] * _smooth_noise(rng, box_shape, coarse=14), 0.15, 1.8)
+    faint = params["faint_enhancement"] * np.clip(_smooth_noise(rng, box_shape, coarse=10), 0.0, 1.0)
+    share = params["edema_tissue_share"]
+    tumour_w = np.clip(weights[0] * (1.0 - share) + sum(weights[1:]), 0.0, 1.0)
     lbox = _bbox((hyper > 0) | (vessel > 0), 0, mask.shape)
     bbox = anat["brain_box"]
     inside = anat["mask_index"]
@@ -535,10 +547,17 @@ def _synthesise(seed: int, shape: tuple[int, int, int]) -> dict:
             h, v = hyper[lbox], vessel[lbox]
             healthy = channel[lbox]
             channel[lbox] = healthy * (1.0 - h) * (1.0 - v) + h * (1.0 - v) * hyper_v + v * vessel_v
-        values = [c * s for c, s in zip(TUMOUR_CONTRAST[name], scanner["contrast"][:, ch])]
-        tumour_v = weights[0] * ((1.0 - EDEMA_TISSUE_SHARE) * values[0])
-        for w, v in zip(weights[1:], values[1:]):
-            tumour_v += w * v
+        edema_v, core_v, enh_v, necrosis_v = (c * s for c, s in zip(TUMOUR_CONTRAST[name], scanner["contrast"][:, ch]))
+        # the core (and the enhancing tumour off T1gd) drawn towards what edema looks like
+        seen_edema = (1.0 - share) * edema_v + share * anat["healthy_wm"][ch]
+        d = params["core_distinctness"]
+        core_v, enh_v = (seen_edema + d * (v - seen_edema) for v in (core_v, enh_v))
+        if name == "T1gd":  # enhancement: how far above the core it rises, patchy
+            enh_v = core_v + params["enhancement"] * (TUMOUR_CONTRAST["T1gd"][2] * scanner["contrast"][2, ch]
+                                                      - core_v) * uptake
+            core_v = core_v + faint * (enh_v - core_v)
+        tumour_v = (weights[0] * ((1.0 - share) * edema_v) + weights[1] * core_v + weights[2] * enh_v
+                    + weights[3] * necrosis_v)
         channel[tbox] = np.where(mask[tbox], channel[tbox] * (1.0 - tumour_w) + tumour_v * texture, 0.0)
         if scanner["blur_mm"][ch] > 0.2 * spacing[2]:
             channel[bbox] = ndi.gaussian_filter1d(channel[bbox], scanner["blur_mm"][ch] / spacing[2], axis=2)
