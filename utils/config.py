@@ -15,8 +15,9 @@ they agree on the run and its checkpoints.
 
 * ``ci``  - a tiny phantom (64x64x40) and a handful of steps, so the test suite
   executes every notebook in minutes on two CPU cores;
-* ``cpu`` - full-size (240x240x155) phantom cases, a small half-resolution
-  model and a short training run;
+* ``cpu`` - full-size (240x240x155) phantom cases and a short training run of
+  the lesson-03 U-Net at full resolution, narrow (8 base filters) and on
+  80x80x32 patches; 6 of the 16 labelled cases are held out;
 * ``gpu`` - the assignment-size model (32 filters, 160x160x16 patches).
 
 Where files live: one setting, ``$COURSE_DATA_DIR``. Unset, data and the
@@ -100,7 +101,7 @@ class TrainConfig:
     depth: int = 4
     base_filters: int = 32
     normalization: str | None = None       # None, "batch" or "instance"
-    downsample: int = 1                    # 2: the U-Net works at half resolution (CPU demo)
+    downsample: int = 1                    # 2: the U-Net works at half resolution (build_unet)
     loss: str = "dice_bce"                 # "dice" or "dice_bce"
     foreground_fraction: float = 0.5
     val_fraction: float = 0.2

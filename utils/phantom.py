@@ -6,18 +6,25 @@ what the brain mask holds beyond grey and white matter.
 
 Each case plants a glioma drawn from its seed: a lobulated solid mass (several
 overlapping blobs with noise-deformed borders), sometimes with satellites
-(multifocal); off-centre irregular necrosis; a thin, patchy enhancing rim,
-absent in lower-grade tumours (about 30 % of cases, no enhancing label);
+(multifocal); off-centre irregular necrosis; a thin (1-4 mm), broken enhancing
+rim, absent in lower-grade tumours (about 30 % of cases, no enhancing label);
 edema that reaches further along white matter than into grey matter, from
 thin to extensive; whole tumours of about 5 to 150 mL. The tissue around the
 tumour is pushed aside (mass effect). Unlabelled look-alikes appear away from
 the tumour: periventricular and small white-matter hyperintensities (bright on
-FLAIR/T2) and vessels (bright on T1gd). The four sequences get BraTS-like
-contrast with overlapping classes and heterogeneous texture, then per-case
-"scanner" differences: intensity scale and gamma, bias field strength,
-through-plane blur, Rician noise level. Everything outside the brain is zero
-(skull-stripped, like BraTS). :func:`phantom_label_statistics` summarises the
-labels (presence per class, volume spread); the command line prints it.
+FLAIR/T2) and vessels (bright on T1gd).
+
+The four sequences get BraTS-like contrast in which the classes overlap, and
+each tumour draws its own appearance: how far the enhancement rises on T1gd
+(weak in some cases) and how patchy it is, faint unlabelled uptake inside the
+core (so T1gd alone does not draw the enhancing border), how distinct the
+core is from edema on every sequence (in some cases hardly at all), how much
+healthy signal shows through the edema, how wide the partial-volume borders
+are, heterogeneous texture. Then per-case "scanner" differences: intensity
+scale and gamma, bias field strength, through-plane blur, Rician noise level.
+Everything outside the brain is zero (skull-stripped, like BraTS).
+:func:`phantom_label_statistics` summarises the labels (presence per class,
+volume spread); the command line prints it.
 
 The same code writes the full BraTS grid (240x240x155 at 1 mm) and the tiny CI
 grid (64x64x40): the field of view stays 240x240x155 mm and only the voxel
@@ -25,7 +32,7 @@ size changes, so tumour volumes in mL agree between the two.
 
 Command line::
 
-    python -m utils.phantom --out data/phantom --train 12 --test 2
+    python -m utils.phantom --out data/phantom --train 16 --test 2
     python -m utils.phantom --out data/phantom-ci --shape 64 64 40
 """
 
@@ -699,7 +706,7 @@ def _ownership(folder: Path, marker: dict | None) -> OwnedFiles:
 
 def make_phantom_dataset(
     out_dir: Path | str,
-    n_train: int = 12,
+    n_train: int = 16,
     n_test: int = 2,
     shape: tuple[int, int, int] = BRATS_SHAPE,
     seed: int = 0,
@@ -867,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Write a phantom brain-tumour dataset in the MSD Task01 layout.",
     )
     parser.add_argument("--out", required=True, type=Path, help="target folder")
-    parser.add_argument("--train", type=int, default=12, help="labelled cases (default 12)")
+    parser.add_argument("--train", type=int, default=16, help="labelled cases (default 16, as the cpu mode)")
     parser.add_argument("--test", type=int, default=2, help="unlabelled cases (default 2)")
     parser.add_argument("--shape", type=int, nargs=3, default=list(BRATS_SHAPE), metavar=("X", "Y", "Z"),
                         help="grid size (default 240 240 155, the BraTS grid)")
