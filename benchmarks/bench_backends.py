@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # name -> (training preset, overrides of that preset, batch size)
 MODELS = {
     "cpu": ("cpu", {}, None),                                # the CPU demo's model and patch
-    "cpu-full-res": ("cpu", {"downsample": 1}, None),        # the same network at full resolution
+    "cpu-half-res": ("cpu", {"downsample": 2}, None),        # the same network at half resolution (the old CPU preset)
     "assignment": ("gpu", {}, 1),                             # 160x160x16, 32 base filters, batch 1
 }
 

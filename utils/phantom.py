@@ -456,15 +456,15 @@ def _lookalikes(rng: np.random.Generator, anat: dict, comp: np.ndarray) -> tuple
         hyper[pv_box] = anat["periventricular"] * rng.uniform(0.5, 1.0) * np.clip(1.6 * patches, 0.0, 1.0)
     # small deep white-matter hyperintensities
     points = _candidate_centres(anat, 10.0)
-    for _ in range(int(rng.integers(0, 11))):
+    for _ in range(int(rng.integers(0, 8))):
         c = points[rng.integers(len(points))]
-        radius = rng.uniform(2.0, 7.0)
+        radius = rng.uniform(2.0, 6.0)
         box = _box(c, radius + 2.0 * spacing.max(), spacing, shape)
         d = np.sqrt((_offsets_mm(box, c, spacing) ** 2).sum(0))
         np.maximum(hyper[box], np.clip(1.5 - d / radius, 0.0, 1.0) * rng.uniform(0.6, 1.0), out=hyper[box])
     # vessels near the surface: smooth random walks, bright after gadolinium
     surface = np.argwhere(anat["depth"] > 3.0) * DEPTH_STRIDE
-    for _ in range(int(rng.integers(0, 8))):
+    for _ in range(int(rng.integers(0, 6))):
         pos = surface[rng.integers(len(surface))].astype(float)
         direction, radius = _unit_vector(rng), rng.uniform(0.8, 1.6)
         for _ in range(int(rng.integers(20, 60))):
@@ -493,8 +493,8 @@ def _scanner(rng: np.random.Generator) -> dict:
     return {
         "scale": rng.uniform(0.8, 1.25, size=4) * INTENSITY_SCALE,
         "gamma": rng.uniform(0.8, 1.25, size=4),
-        "bias": rng.uniform(0.05, 0.3),
-        "noise": rng.uniform(0.02, 0.09, size=4),
+        "bias": rng.uniform(0.03, 0.2),
+        "noise": rng.uniform(0.01, 0.05, size=4),
         "blur_mm": rng.uniform(0.0, 2.5, size=4),  # through-plane: thick-slice acquisitions
         "contrast": rng.uniform(0.8, 1.2, size=(4, 4)),  # tumour class x sequence
         "texture": rng.uniform(0.15, 0.3),
