@@ -197,9 +197,9 @@ def test_appearance_varies_between_tumours(tiny_cases):
     assert np.median(enhancement) > 1.2, "enhancement stands out in the typical tumour"
     assert core_vs_edema.min() < 0.05 and core_vs_edema.max() > 0.2, np.round(core_vs_edema, 2)
     params = [c["params"] for c in tiny_cases]
-    for key, low, high in (("enhancement", 0.35, 1.0), ("core_distinctness", 0.25, 1.0)):
+    for key, low, high in (("enhancement", 0.6, 1.0), ("core_distinctness", 0.5, 1.0)):
         values = np.array([p[key] for p in params])
-        assert low <= values.min() and values.max() <= high and values.std() > 0.1
+        assert low <= values.min() and values.max() <= high and values.std() > 0.08
 
 
 def test_full_size_case_on_the_brats_grid():

@@ -295,8 +295,8 @@ def _focus(rng: np.random.Generator, centre: np.ndarray, r_solid: float, grade: 
         # enhancement: a thin, patchy rim (none in lower-grade tumours)
         "enhancing": high,
         "outer_rim": (not necrosis) or rng.random() < 0.5,
-        "rim_mm": rng.uniform(1.0, 4.0),
-        "rim_gaps": rng.uniform(0.3, 0.7),
+        "rim_mm": rng.uniform(1.5, 4.5),
+        "rim_gaps": rng.uniform(0.25, 0.6),
     }
 
 
@@ -330,10 +330,10 @@ def _tumour_parameters(rng: np.random.Generator, anat: dict) -> dict:
         "mass_effect": rng.uniform(0.1, 0.3) * min(1.0, r_solid / 15.0),
         "spacing": spacing,
         # appearance of this tumour (shared by its foci)
-        "enhancement": rng.uniform(0.35, 1.0),       # how far the enhancing tumour rises on T1gd
-        "enhancement_patchiness": rng.uniform(0.3, 0.8),
-        "faint_enhancement": rng.uniform(0.0, 0.35),  # unlabelled enhancement inside the core
-        "core_distinctness": rng.uniform(0.25, 1.0),  # 0: the core looks like edema; 1: as TUMOUR_CONTRAST
+        "enhancement": rng.uniform(0.6, 1.0),        # how far the enhancing tumour rises on T1gd
+        "enhancement_patchiness": rng.uniform(0.2, 0.5),
+        "faint_enhancement": rng.uniform(0.0, 0.2),   # unlabelled enhancement inside the core
+        "core_distinctness": rng.uniform(0.5, 1.0),   # 0: the core looks like edema; 1: as TUMOUR_CONTRAST
         "edema_tissue_share": rng.uniform(0.2, 0.5),
         "partial_volume_mm": rng.uniform(0.6, 1.4),
     }
@@ -537,7 +537,7 @@ def _synthesise(seed: int, shape: tuple[int, int, int]) -> dict:
                + 0.5 * scanner["texture"] * _smooth_noise(rng, box_shape, coarse=24))
     # enhancement varies within the enhancing tumour (patchy uptake), and some uptake shows in
     # the unlabelled core: T1gd alone does not draw the border between the two
-    uptake = np.clip(1.0 + params["enhancement_patchiness"] * _smooth_noise(rng, box_shape, coarse=14), 0.15, 1.8)
+    uptake = np.clip(1.0 + params["enhancement_patchiness"] * _smooth_noise(rng, box_shape, coarse=14), 0.4, 1.6)
     faint = params["faint_enhancement"] * np.clip(_smooth_noise(rng, box_shape, coarse=10), 0.0, 1.0)
     share = params["edema_tissue_share"]
     tumour_w = np.clip(weights[0] * (1.0 - share) + sum(weights[1:]), 0.0, 1.0)
