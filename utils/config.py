@@ -119,7 +119,7 @@ PRESETS = {
                       validation_steps=1, depth=3, base_filters=4, workers=1),
     "cpu": TrainConfig(output_dir="runs/cpu", patch_shape=(80, 80, 32), batch_size=2, epochs=10, steps_per_epoch=30,
                        validation_steps=4, learning_rate=3e-3, depth=4, base_filters=8, normalization="instance",
-                       foreground_fraction=0.4, val_fraction=0.375, workers=1),
+                       foreground_fraction=0.5, val_fraction=0.375, workers=1),
     "gpu": TrainConfig(output_dir="runs/gpu", patch_shape=(160, 160, 16), batch_size=4, epochs=100,
                        steps_per_epoch=250, validation_steps=30, learning_rate=1e-3, depth=4, base_filters=32,
                        normalization="instance", foreground_fraction=0.33),

@@ -89,10 +89,10 @@ TUMOUR_CONTRAST = {
 }
 LOOKALIKE_CONTRAST = {
     # unlabelled look-alikes: white-matter / periventricular hyperintensity, vessel
-    "FLAIR": (0.95, 0.35),
+    "FLAIR": (0.85, 0.35),
     "T1w": (0.70, 0.65),
     "T1gd": (0.72, 1.30),
-    "T2w": (0.90, 0.35),
+    "T2w": (0.80, 0.35),
 }
 
 
@@ -334,8 +334,8 @@ def _tumour_parameters(rng: np.random.Generator, anat: dict) -> dict:
         "enhancement_patchiness": rng.uniform(0.2, 0.5),
         "faint_enhancement": rng.uniform(0.0, 0.2),   # unlabelled enhancement inside the core
         "core_distinctness": rng.uniform(0.5, 1.0),   # 0: the core looks like edema; 1: as TUMOUR_CONTRAST
-        "edema_tissue_share": rng.uniform(0.2, 0.5),
-        "partial_volume_mm": rng.uniform(0.6, 1.4),
+        "edema_tissue_share": rng.uniform(0.15, 0.4),
+        "partial_volume_mm": rng.uniform(0.6, 1.0),
     }
 
 
@@ -495,9 +495,9 @@ def _scanner(rng: np.random.Generator) -> dict:
         "gamma": rng.uniform(0.8, 1.25, size=4),
         "bias": rng.uniform(0.03, 0.2),
         "noise": rng.uniform(0.01, 0.05, size=4),
-        "blur_mm": rng.uniform(0.0, 2.5, size=4),  # through-plane: thick-slice acquisitions
-        "contrast": rng.uniform(0.8, 1.2, size=(4, 4)),  # tumour class x sequence
-        "texture": rng.uniform(0.15, 0.3),
+        "blur_mm": rng.uniform(0.0, 1.6, size=4),  # through-plane: thick-slice acquisitions
+        "contrast": rng.uniform(0.85, 1.15, size=(4, 4)),  # tumour class x sequence
+        "texture": rng.uniform(0.1, 0.25),
     }
 
 
