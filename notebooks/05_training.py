@@ -77,6 +77,15 @@ OVERRIDES = {}       # any TrainConfig field, e.g. {"epochs": 50, "batch_size": 
 # | `cpu` | no GPU visible (default) | full-size phantom | depth 4, 8 filters, 80x80x32 patches | 10 epochs of 30 steps |
 # | `gpu` | a GPU visible (Colab T4) | MSD Task01 (or the phantom) | the assignment's: depth 4, 32 filters, 160x160x16 patches | 100 epochs of 250 steps |
 #
+# The `cpu` mode trains the U-Net of lesson 03 as it is, at full
+# resolution - only narrower (8 base filters instead of 32, so each
+# convolution has a sixteenth of the weights) and on smaller patches; it
+# holds out 6 of its 16 phantom cases to judge the result. On a busy,
+# shared two-core machine a training step took STEP_TIME s, so the 300 steps
+# take a few minutes. (`build_unet(..., downsample=2)` would run the network
+# at half resolution, about STEP_RATIO times faster per step, for a blurrier
+# segmentation; the course does not need it.)
+#
 # One function, `utils.config.course_mode()`, picks the mode: the
 # environment variable `COURSE_MODE` if it is set, otherwise `gpu` when
 # Keras sees a GPU (Colab sets no variable), otherwise `cpu`. Lessons 06 and
@@ -336,13 +345,14 @@ with tempfile.TemporaryDirectory() as scratch:
 # matters. Published 3D U-Nets trained this way on BraTS reach whole
 # tumour Dice around 0.85-0.90, tumour core 0.75-0.85 and enhancing tumour
 # 0.70-0.80 (nnU-Net, with 5x the training, about 0.91 / 0.85 / 0.80).
-# The phantom was made hard on purpose so that this short CPU run lands
-# near a modest model on real data and keeps its order (whole tumour best,
-# enhancing tumour worst): enhancement that is thin, broken, weak in some
-# tumours and absent in about a third of them, a core that in some cases
-# hardly differs from edema, scanner differences and unlabelled look-alikes.
-# It is still one template brain: real data brings variation it lacks, so
-# read section 8 as a rehearsal, not a forecast.
+# The phantom is made hard on purpose, with the difficulties of real
+# gliomas: enhancement that is thin, broken, weak in some tumours and absent
+# in about a third of them, a core that in some cases hardly differs from
+# edema, scanner differences, and unlabelled look-alikes that a model must
+# learn to leave alone. Section 8 printed where this short run landed and
+# whether it keeps the order of real data. The phantom is still one template
+# brain: real data brings variation it lacks, so read section 8 as a
+# rehearsal, not a forecast.
 #
 # ## Summary
 #
