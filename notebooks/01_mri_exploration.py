@@ -64,7 +64,7 @@ CASE_INDEX = 0       # which training case to explore
 # - **the phantom** (default): real brain anatomy - the MNI ICBM152 template
 #   that ships with nilearn - with a tumour planted in each case, written in
 #   the MSD Task01 layout. It is built on first use (ten full-size cases
-#   took 44 s on a busy two-core machine) and reused after that.
+#   took 34 s on a busy two-core machine) and reused after that.
 # - **MSD Task01_BrainTumour**: 484 labelled glioma cases from the BraTS
 #   2016/2017 challenges (7 GB, one download, no sign-up). Set
 #   `DATASET = "msd"` once it is in `data/` (lesson 05 downloads it).
