@@ -55,7 +55,7 @@ lab: $(LAB_STAMP)
 	$(BIN)/jupyter lab notebooks
 
 notebooks: $(DEV_STAMP)
-	$(PY) -m utils.notebooks
+	$(PY) scripts/notebooks.py
 
 grade: $(DEV_STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04]"; exit 2; }

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import pytest
 
 import utils.config as config_module
-from utils import notebooks as nbtools
+import notebooks as nbtools
 from utils.config import course_mode, preset, project_path, run_dir
 
 RUN_LESSONS = ("05_training", "06_whole_scan_prediction", "07_bonus_2d_unet")

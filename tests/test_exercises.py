@@ -11,8 +11,10 @@ import jupytext
 import numpy as np
 import pytest
 
-from utils import notebooks as nbtools
-from utils.checks import EXERCISES, ExerciseCheckError
+import notebooks as nbtools
+from exercise_registry import EXERCISES
+
+from utils.checks import ExerciseCheckError
 
 
 def _graded_cells(lesson: nbtools.Lesson, version: str) -> dict[str, tuple[str, dict]]:
@@ -28,7 +30,7 @@ def _graded_cells(lesson: nbtools.Lesson, version: str) -> dict[str, tuple[str, 
     for cell in nb.cells:  # in notebook order, so a later exercise may call an earlier one
         if cell.cell_type == "code" and nbtools.START_HERE in cell.source:
             exec(compile(cell.source, f"<{lesson.name} {version}>", "exec"), namespace)
-            for name in nbtools._DEF.findall(cell.source):
+            for name in nbtools.DEF.findall(cell.source):
                 if name in EXERCISES:
                     graded[name] = namespace[name]
     return graded

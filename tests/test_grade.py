@@ -18,9 +18,12 @@ import nbformat
 import numpy as np
 import pytest
 
+from exercise_registry import EXERCISES
+
 import utils
 from utils import grade
-from utils import notebooks as nbtools
+import notebooks as nbtools
+from utils.checks import run_check
 from utils.safety import OWNER_FILE, OwnedFiles, UnsafeWriteError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,8 +202,6 @@ def test_outputs_are_replaced_only_when_this_grader_wrote_them(tmp_path):
 
 def _hard_coded_source(name: str, signature: str) -> str:
     """A function that returns, for the lesson's public test inputs, the answers it has memorised, and 0.5 else."""
-    from utils.checks import EXERCISES, run_check
-
     reference = EXERCISES[name].reference_function()
     table: dict[str, float] = {}
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 import os
 
+__version__ = "0.1.0"  # first: modules imported below may read it
+
 from .config import course_mode, data_root, get_settings, phantom_dir
 from .data import (
     Case,
@@ -62,8 +64,6 @@ if not os.environ.get("BRATS_COURSE_NO_KERAS"):
     from .model import build_unet, conv_block, load_model, upsampling_block
     from .inference import blend_windows, sliding_window_predict
     from .metrics import region_dice
-
-__version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
     "ensure_phantom": "phantom",

@@ -50,6 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checks import CHECKS
+from .lessons import DEF, lesson_stamp
+from .lessons import lessons as lesson_sources
+
 PASS, FAIL = "\u2714", "\u2718"
 MARK = "@@course-grade@@"
 WRITTEN_BY = "utils.grade"
@@ -195,13 +199,10 @@ class LessonInfo:
 
 def course_lessons() -> dict[str, LessonInfo]:
     """The current course's lessons that have graded exercises, by lesson name."""
-    from . import notebooks as nbtools
-    from .checks import EXERCISES
-
     by_lesson: dict[str, list[str]] = {}
-    for name, exercise in EXERCISES.items():
-        by_lesson.setdefault(exercise.lesson, []).append(name)
-    stamps = {lesson.name: nbtools.lesson_stamp(lesson) for lesson in nbtools.lessons()}
+    for name, check in CHECKS.items():
+        by_lesson.setdefault(check.lesson, []).append(name)
+    stamps = {lesson.name: lesson_stamp(lesson) for lesson in lesson_sources()}
     return {name: LessonInfo(name, names, stamps.get(name, {})) for name, names in by_lesson.items()}
 
 
@@ -210,7 +211,6 @@ def course_lessons() -> dict[str, LessonInfo]:
 # ----------------------------------------------------------------------------
 
 _TITLE = re.compile(r"^#\s*Lesson\s+(\d+)", re.MULTILINE)
-_DEF = re.compile(r"^def\s+(\w+)\s*\(", re.MULTILINE)
 
 
 def read_submission(path: Path, max_bytes: int) -> Any:
@@ -253,7 +253,7 @@ def identify_lesson(nb: Any, lessons: dict[str, LessonInfo]) -> tuple[str, str, 
     """Return ``(lesson name, version text, notes)`` for a notebook.
 
     The lesson comes from the notebook's ``course`` metadata (written by
-    ``utils.notebooks``), else from its title ("# Lesson 04 ..."), else from
+    ``scripts/notebooks.py``), else from its title ("# Lesson 04 ..."), else from
     the graded functions it defines; ``""`` when none of these says.
     """
     notes: list[str] = []
@@ -277,7 +277,7 @@ def identify_lesson(nb: Any, lessons: dict[str, LessonInfo]) -> tuple[str, str, 
                     notes.append(f"its title says lesson {number}, which has no graded exercises")
                 break
     if not lesson:
-        defined = {name for cell in nb.cells if cell.cell_type == "code" for name in _DEF.findall(cell.source)}
+        defined = {name for cell in nb.cells if cell.cell_type == "code" for name in DEF.findall(cell.source)}
         votes = {name: len(defined & set(info.exercises)) for name, info in lessons.items()}
         best = max(votes, key=votes.get, default="")
         if best and votes[best]:
