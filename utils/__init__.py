@@ -16,6 +16,7 @@ import os
 
 __version__ = "0.1.0"  # first: modules imported below may read it
 
+from .errors import CourseError
 from .config import course_mode, data_root, get_settings, phantom_dir
 from .data import (
     Case,

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import list_cases, load_case
+from .errors import CourseError
 from .preprocessing import standardize_nonzero
 from .safety import (OwnedFiles, UnsafeWriteError, atomic_path, file_record, read_json_object,
                      write_json_atomic)
@@ -55,7 +56,7 @@ class CacheParams:
     version: int = CACHE_VERSION
 
 
-class CacheError(RuntimeError):
+class CacheError(CourseError, RuntimeError):
     """The cache is unusable (missing case, wrong parameters)."""
 
 

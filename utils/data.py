@@ -30,6 +30,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .errors import CourseError
 from .labels import LABEL_NAMES, MODALITIES, brats2023_to_msd, brats_to_msd
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -63,7 +64,7 @@ SKIPPED_FOLDERS = ("__MACOSX",)
 """Folders that are never cases (macOS archive metadata)."""
 
 
-class DatasetError(ValueError):
+class DatasetError(CourseError, ValueError):
     """A dataset file is missing, unreadable or not in the expected format."""
 
 

@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
+from .errors import CourseError
 from .safety import read_json_object, write_json_atomic
 
 MSD_URL = "https://msd-for-monai.s3-us-west-2.amazonaws.com/Task01_BrainTumour.tar"
@@ -40,11 +41,11 @@ MAX_BYTES = 32 << 30
 STAGING_MARK = ".course-staging"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(CourseError, RuntimeError):
     """A download failed or its checksum did not match."""
 
 
-class UnsafeArchiveError(RuntimeError):
+class UnsafeArchiveError(CourseError, RuntimeError):
     """An archive member would escape the target folder or is not a plain file."""
 
 

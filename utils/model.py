@@ -15,6 +15,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from .errors import CourseError
+
 NORMALIZATIONS = (None, "batch", "instance")
 UPSAMPLINGS = ("transpose", "upsample")
 MIN_POOLED_SIZE = 2
@@ -264,7 +266,7 @@ def activation_memory_mb(model: keras.Model, batch_size: int = 1, bytes_per_valu
     return total * batch_size * bytes_per_value / 1e6
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(CourseError, ValueError):
     """A file is not a loadable ``.keras`` model of the course."""
 
 

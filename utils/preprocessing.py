@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import CourseError
 from .labels import NUM_CLASSES
 
 
-class PatchSamplingError(ValueError):
+class PatchSamplingError(CourseError, ValueError):
     """No patch met the background threshold within ``max_tries``."""
 
 

@@ -29,11 +29,13 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .errors import CourseError
+
 OWNER_FILE = ".course-files.json"
 """Ownership marker: the files course commands wrote in a folder, with sizes and hashes."""
 
 
-class UnsafeWriteError(ValueError):
+class UnsafeWriteError(CourseError, ValueError):
     """A write, replacement or deletion was refused to protect the user's files."""
 
 

@@ -30,6 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import CourseError
+
 PASS, FAIL = "\u2714", "\u2718"
 VARIANTS = ("public", "grading")
 TIME_LIMIT_S = 120
@@ -71,7 +73,7 @@ def exercise(name: str, lesson: str) -> Callable[[Tests], Tests]:
     return register
 
 
-class ExerciseCheckError(AssertionError):
+class ExerciseCheckError(CourseError, AssertionError):
     """One or more tests of an exercise failed.
 
     In a notebook IPython shows only its one line (``_render_traceback_``):
