@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 
 import jupytext
 import numpy as np
@@ -169,3 +170,11 @@ def test_common_mistakes_of_lesson_03_fail():
         return layers.Conv3D(filters, 3, padding="same", activation="relu")(up)
 
     _fails("upsampling_block", no_skip, "concatenates the skip")
+
+
+@pytest.mark.parametrize("lesson,name", GRADED, ids=[name for _, name in GRADED])
+def test_each_reference_says_which_lesson_and_exercise_teach_it(lesson, name):
+    headings = re.findall(r"^# #+ .*?Exercise (\d+): `(\w+)`", lesson.source.read_text(), re.MULTILINE)
+    number = {fn: k for k, fn in headings}[name]
+    taught = f"Taught in lesson {lesson.name[:2]}, exercise {number}."
+    assert taught in (EXERCISES[name].reference_function().__doc__ or ""), f"{name}: its docstring lacks {taught!r}"

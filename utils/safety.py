@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -43,10 +44,21 @@ class UnsafeWriteError(CourseError, ValueError):
 # Atomic writes
 # ----------------------------------------------------------------------------
 
+TEMPORARY_PREFIX = ".tmp-"
+_TEMPORARY = re.compile(re.escape(TEMPORARY_PREFIX) + r"\d+-(?P<name>.+)")
+
+
 def temporary_path(path: Path | str) -> Path:
-    """A hidden temporary name beside ``path`` with the same extension(s)."""
+    """A hidden temporary name beside ``path`` with the same extension(s): ``.tmp-<pid>-<name>``."""
     path = Path(path)
-    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    return path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{path.name}")
+
+
+def stale_temporaries(folder: Path | str, names: Iterable[str]) -> list[Path]:
+    """Temporary files that :func:`temporary_path` left in ``folder`` (a killed write) for one of ``names``."""
+    names = set(names)
+    return [p for p in sorted(Path(folder).glob(TEMPORARY_PREFIX + "*"))
+            if (m := _TEMPORARY.fullmatch(p.name)) and m["name"] in names and p.is_file() and not p.is_symlink()]
 
 
 @contextlib.contextmanager

@@ -43,15 +43,25 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .cache import build_cache
 from .backend import gpu_count
+from .cache import CacheError, build_cache
 from .config import PRESETS, TrainConfig, data_root, preset, run_dir
 from .data import get_dataset, list_cases, split_cases
+from .inference import evaluate_model
 from .losses import CLASS_DICE_METRICS, dice_bce_loss, dice_coefficient, pooled_dice_metrics, soft_dice_loss
 from .model import build_unet, load_model
 from .pipeline import PatchDataset, PatchSampler
-from .safety import (OwnedFiles, UnsafeWriteError, atomic_path, check_target, file_record, matches_record,
-                     read_json_object, write_bytes_atomic, write_json_atomic)
+from .safety import (
+    OwnedFiles,
+    UnsafeWriteError,
+    atomic_path,
+    check_target,
+    file_record,
+    matches_record,
+    read_json_object,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss}
 MONITOR = "val_pooled_dice"   # Dice pooled over the validation patches (see losses.PooledDice)
@@ -269,7 +279,7 @@ def _read_state(output_dir: Path) -> dict:
 
 def _strategy_scope():
     if keras.backend.backend() == "tensorflow" and gpu_count() > 1:
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: only the TensorFlow backend with several GPUs needs it
 
         return tf.distribute.MirroredStrategy().scope()
     return contextlib.nullcontext()
@@ -480,7 +490,6 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     if args.output_dir is not None:  # a path typed on the command line is relative to where it was typed
         overrides["output_dir"] = str(Path(args.output_dir).expanduser().absolute())
-    from .cache import CacheError
 
     try:
         config = preset(args.mode, **overrides)
@@ -493,8 +502,6 @@ def main(argv: list[str] | None = None) -> int:
                         if k in last)
     print(f"done in {result.seconds:.0f} s; {result.output_dir}/best.keras; last epoch: {summary or 'none'}")
     if args.evaluate:
-        from .inference import evaluate_model
-
         start = time.perf_counter()
         best = load_model(result.output_dir / "best.keras")
         # the raw network output, as lesson 05 scores it (lesson 06 adds post-processing)
