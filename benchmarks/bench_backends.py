@@ -97,7 +97,7 @@ def main() -> None:
             continue
         shape = f"{any_row['batch']} x {'x'.join(map(str, any_row['patch']))}"
         cells = []
-        for backend, rows in results.items():
+        for rows in results.values():
             if name not in rows:
                 cells.append(f"{'-':>22}")
                 continue

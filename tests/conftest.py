@@ -17,6 +17,7 @@ from utils.data import BRATS_SUFFIXES
 from utils.labels import msd_to_brats
 from utils.phantom import make_phantom_dataset
 
+
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory) -> Path:
     """A tiny phantom in the MSD layout: 5 labelled cases, 1 test case."""

@@ -10,8 +10,8 @@ tests themselves live in ``utils.checks`` (:data:`utils.checks.CHECKS`).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import keras
 import numpy as np

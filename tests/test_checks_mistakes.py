@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from exercise_registry import EXERCISES
-
 from utils.checks import ExerciseCheckError, run_check
 from utils.checks import runner as check_runner
 from utils.labels import CLASS_NAMES
+
+from exercise_registry import EXERCISES
 
 WRONG: dict[str, list] = {name: [] for name in EXERCISES}
 CORRECT: dict[str, list] = {name: [] for name in EXERCISES}
@@ -887,7 +887,7 @@ def test_record_mode_prints_nothing_and_raises_nothing(capsys):
         print("debug output of the learner")
         import warnings
 
-        warnings.warn("a learner warning")
+        warnings.warn("a learner warning", stacklevel=2)
         return "not a number"
 
     results = run_check("soft_dice_loss", noisy, variant="grading", record=True)

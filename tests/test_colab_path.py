@@ -12,9 +12,8 @@ import sysconfig
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import utils
+
 import notebooks as nbtools
 
 ROOT = nbtools.notebooks_dir().parent

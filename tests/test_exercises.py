@@ -12,10 +12,10 @@ import jupytext
 import numpy as np
 import pytest
 
+from utils.checks import ExerciseCheckError
+
 import notebooks as nbtools
 from exercise_registry import EXERCISES
-
-from utils.checks import ExerciseCheckError
 
 
 def _graded_cells(lesson: nbtools.Lesson, version: str) -> dict[str, tuple[str, dict]]:

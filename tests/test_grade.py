@@ -18,13 +18,13 @@ import nbformat
 import numpy as np
 import pytest
 
-from exercise_registry import EXERCISES
-
 import utils
 from utils import grade
-import notebooks as nbtools
 from utils.checks import run_check
 from utils.safety import OWNER_FILE, OwnedFiles, UnsafeWriteError
+
+import notebooks as nbtools
+from exercise_registry import EXERCISES
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = "04_soft_dice_loss"
@@ -295,7 +295,7 @@ def test_solution_scores_full_marks(graded):
 
 def test_untouched_learner_notebook_scores_zero(graded):
     rows, outputs, _ = graded
-    for name, row in rows["untouched"].items():
+    for row in rows["untouched"].values():
         assert row["score"] == "0.0" and row["public_passed"] == "0" and int(row["public_total"]) > 0, row
         assert row["grading_passed"] == "0" and "not attempted" in row["note"]
 

@@ -575,7 +575,7 @@ def _score(client: Any, run_nb: Any, scorer: str, exercises: list[str], nonce: s
         error = client.error()
         if k == 0:
             if error:
-                notes.append("the scoring code could not be defined in the kernel: %s: %s" % error)
+                notes.append("the scoring code could not be defined in the kernel: {}: {}".format(*error))
                 return results
             continue
         name = exercises[k - 1]

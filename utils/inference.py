@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import nibabel as nib
 import numpy as np

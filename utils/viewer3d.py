@@ -228,7 +228,7 @@ def build_niivue(layers: list[Layer], background: int = 0, height: int = 480, fo
         volumes.append(vol)
     # Every sequence is loaded; the one shown has opacity 1, the others 0. (Switching by
     # replacing the first volume leaves ipyniivue 2.4 with a stale NiiVue background.)
-    for k, (vol, layer) in enumerate((v, layer) for v, layer in zip(volumes, layers) if layer.kind == "image"):
+    for k, vol in enumerate(v for v, layer in zip(volumes, layers) if layer.kind == "image"):
         vol.opacity = 1.0 if k == background else 0.0
     nv.load_volumes(volumes)
     if focus is not None:
