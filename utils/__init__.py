@@ -1,7 +1,9 @@
 """Shared code of the brain-tumour segmentation course.
 
 Graded-style functions keep the course's names and are importable from here,
-e.g. ``from utils import standardize``. Importing the package also registers
+e.g. ``from utils import standardize``; each names the lesson that teaches it.
+Every error the course raises derives from :class:`CourseError`
+(``utils.errors``). Importing the package also registers
 the course's loss and metrics with Keras, so ``keras.models.load_model(path)``
 works on a saved course model without ``custom_objects``. Processes that only
 build data (the phantom's workers) set ``BRATS_COURSE_NO_KERAS=1`` to skip the
