@@ -136,3 +136,34 @@ def test_two_local_workers_train_and_resume_one_run(tmp_path, phantom_root):
     assert list(log["epoch"]) == [0, 1] and json.loads((run / "state.json").read_text())["epochs_done"] == 2
     assert log.iloc[0].equals(first.iloc[0]), "the first epoch's row is kept"
     assert [p.name for p in (tmp_path / "data" / "runs").iterdir()] == ["two"]
+
+
+MIRRORED_SCRIPT = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import utils.train as train_module
+from utils import distribute
+# stands for a machine with two GPUs: two logical CPUs under the strategy train() picks for 2 GPUs
+train_module.gpu_count = lambda: 2
+distribute.make_strategy = lambda kind: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if kind == "mirrored" else None
+config = train_module.preset("ci", dataset=sys.argv[1], output_dir=sys.argv[2], epochs=1, steps_per_epoch=2,
+                             mixed_precision="off", jit_compile="off")
+result = train_module.train(config, progress=False)
+print("epochs logged:", len(result.history))
+"""
+
+
+def test_two_replicas_on_one_machine_train_one_run(tmp_path, phantom_root):
+    env = {**os.environ, "COURSE_DATA_DIR": str(tmp_path / "data"), "COURSE_MODE": "ci", "PYTHONPATH": str(REPO),
+           "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_CONFIG", None)
+    run = tmp_path / "data" / "runs" / "mirrored"
+    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(phantom_root), str(run)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    print(proc.stdout, proc.stderr[-2000:])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed training on MirroredStrategy: 2 replicas, batch_size 2 per replica, 4 patches per step" \
+        in proc.stdout and "epochs logged: 1" in proc.stdout
+    assert json.loads((run / "state.json").read_text())["epochs_done"] == 1 and (run / "best.keras").is_file()
