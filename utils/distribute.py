@@ -226,13 +226,18 @@ def build_on_local_batch(model, strategy) -> None:
     model._maybe_symbolic_build = maybe_symbolic_build
 
 
+class ClusterError(RuntimeError):
+    """The workers of a cluster could not meet, or disagree on the run."""
+
+
 def check_same(strategy, value: int, what: str) -> None:
     """Check that every worker holds the same ``value`` (a collective: every worker must call it).
 
     Also a barrier: no worker returns before all have called it.
 
     Raises:
-        RuntimeError: the workers disagree (they do not see the same run folder).
+        ClusterError: the workers disagree (they do not see the same run
+            folder), or one of them stopped (its own output says why).
     """
     import tensorflow as tf
 
@@ -240,9 +245,15 @@ def check_same(strategy, value: int, what: str) -> None:
     def gather():
         return strategy.gather(strategy.run(lambda: tf.constant([float(value)])), axis=0)
 
-    values = gather().numpy()
+    try:
+        values = gather().numpy()
+    except tf.errors.OpError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = next((line for line in lines if "aborted" in line), lines[0] if lines else type(err).__name__)
+        raise ClusterError(f"the workers could not meet at {what}: {reason}. Another worker stopped "
+                           "(the chief, worker 0, refuses a bad run folder or data): see its output") from err
     if values.min() != values.max():
-        raise RuntimeError(f"the workers disagree on {what} ({values.min():g} to {values.max():g}; this worker: "
+        raise ClusterError(f"the workers disagree on {what} ({values.min():g} to {values.max():g}; this worker: "
                            f"{value}): every worker must see the same run folder and data (a shared filesystem)")
 
 

@@ -519,12 +519,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     if args.output_dir is not None:  # a path typed on the command line is relative to where it was typed
         overrides["output_dir"] = str(Path(args.output_dir).expanduser().absolute())
-    from .cache import CacheError
-
     try:
         config = preset(args.mode, **overrides)
         result = train(config, resume=not args.no_resume)
-    except (ValueError, OSError, CacheError) as err:  # refusals, bad data, a run with other parameters
+    except (ValueError, OSError, CacheError, distribute.ClusterError) as err:  # refusals, bad data, a run with
+        # other parameters, a cluster whose workers cannot meet
         print(f"error: {err}", file=sys.stderr)
         return 2
     last = result.history.iloc[-1] if len(result.history) else {}
