@@ -161,7 +161,7 @@ def test_two_replicas_on_one_machine_train_one_run(tmp_path, phantom_root):
     env.pop("TF_CONFIG", None)
     run = tmp_path / "data" / "runs" / "mirrored"
     proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(phantom_root), str(run)], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=240)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False)
     print(proc.stdout, proc.stderr[-2000:])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed training on MirroredStrategy: 2 replicas, batch_size 2 per replica, 4 patches per step" \

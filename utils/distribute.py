@@ -132,7 +132,7 @@ def strategy_kind(cluster: Cluster | None, gpus: int, backend: str = "tensorflow
     return "default"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_strategy(kind: str):
     """The ``tf.distribute`` strategy of ``kind`` (None for ``"default"``); one per process.
 

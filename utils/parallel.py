@@ -10,9 +10,9 @@ saves seconds and memory in each.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from typing import Callable, Iterable, Iterator
 
 NO_KERAS_ENV = "BRATS_COURSE_NO_KERAS"
 MAX_WORKERS = 4

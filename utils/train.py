@@ -47,8 +47,8 @@ import numpy as np
 import pandas as pd
 
 from . import distribute
-from .cache import CacheError, TrainingCache, build_cache
 from .backend import gpu_count
+from .cache import CacheError, TrainingCache, build_cache
 from .config import PRESETS, TrainConfig, data_root, preset, run_dir
 from .data import get_dataset, list_cases, split_cases
 from .losses import CLASS_DICE_METRICS, dice_bce_loss, dice_coefficient, pooled_dice_metrics, soft_dice_loss
@@ -468,8 +468,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
     course_callbacks.append(Checkpoints(write_dir, best=float(state.get("best", -math.inf)),
                                         seconds=float(state.get("seconds", 0.0))))
     # a distributed dataset repeats: fit needs to be told where epochs end
-    steps = dict(steps_per_epoch=config.steps_per_epoch, validation_steps=config.validation_steps,
-                 shuffle=False) if strategy else {}
+    steps = {"steps_per_epoch": config.steps_per_epoch, "validation_steps": config.validation_steps,
+             "shuffle": False} if strategy else {}
     start = time.perf_counter()
     try:
         if initial_epoch < config.epochs:
