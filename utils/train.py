@@ -436,16 +436,15 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
     if chief:
         write_json_atomic(output_dir / "config.json", json.loads(json.dumps(asdict(config))))
 
+    replicas = strategy.num_replicas_in_sync if strategy else 1  # each draws its own batches of the streams
     train_data = PatchDataset(PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction),
-                              config.batch_size, config.steps_per_epoch, seed=config.seed,
+                              config.batch_size, config.steps_per_epoch * replicas, seed=config.seed,
                               initial_epoch=initial_epoch, workers=config.workers)
     val_data = PatchDataset(PatchSampler(cache, val_ids, config.patch_shape, foreground_fraction=0.5,
                                          augment=False),
-                            config.batch_size, config.validation_steps, seed=config.seed + 1, fixed=True,
+                            config.batch_size, config.validation_steps * replicas, seed=config.seed + 1, fixed=True,
                             workers=config.workers)
-    if strategy is not None:  # each replica draws its own batches of the same streams
-        replicas = strategy.num_replicas_in_sync
-        train_data.steps, val_data.steps = config.steps_per_epoch * replicas, config.validation_steps * replicas
+    if strategy is not None:
         train_data = distribute.distributed_patches(strategy, train_data, config.steps_per_epoch, initial_epoch,
                                                     config.workers)
         val_data = distribute.distributed_patches(strategy, val_data, config.validation_steps,
