@@ -12,8 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.checks import EXERCISES, run_check
+from utils.checks import ExerciseCheckError, run_check
+from utils.checks import runner as check_runner
 from utils.labels import CLASS_NAMES
+
+from exercise_registry import EXERCISES
 
 WRONG: dict[str, list] = {name: [] for name in EXERCISES}
 CORRECT: dict[str, list] = {name: [] for name in EXERCISES}
@@ -884,7 +887,7 @@ def test_record_mode_prints_nothing_and_raises_nothing(capsys):
         print("debug output of the learner")
         import warnings
 
-        warnings.warn("a learner warning")
+        warnings.warn("a learner warning", stacklevel=2)
         return "not a number"
 
     results = run_check("soft_dice_loss", noisy, variant="grading", record=True)
@@ -902,9 +905,7 @@ def test_the_stub_is_recorded_as_not_written():
 
 
 def test_an_endless_loop_is_stopped_in_record_mode(monkeypatch):
-    import utils.checks
-
-    monkeypatch.setattr(utils.checks, "TIME_LIMIT_S", 0.2)
+    monkeypatch.setattr(check_runner, "TIME_LIMIT_S", 0.2)
 
     def endless(truth_label, pred_label):
         while True:
@@ -941,8 +942,6 @@ def test_a_keras_error_is_shown_at_the_learners_line_not_inside_keras():
 
 
 def test_a_failed_check_ends_in_one_line_in_a_notebook(capsys):
-    from utils.checks import ExerciseCheckError
-
     with pytest.raises(ExerciseCheckError) as info:
         run_check("dice_coefficient", dc_pooled_batch)
     lines = info.value._render_traceback_()
