@@ -536,12 +536,20 @@ def sdl_fixed_epsilon(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
     return 1.0 - _ops().mean(_dice_parts(y_true, y_pred, axis, 0.00001, squares=True))
 
 
-@correct("soft_dice_loss")
+@wrong("soft_dice_loss")
 def sdl_numpy(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     num = 2 * (y_true * y_pred).sum(axis=axis) + epsilon
     den = (y_true ** 2).sum(axis=axis) + (y_pred ** 2).sum(axis=axis) + epsilon
     return 1 - (num / den).mean()
+
+
+@correct("soft_dice_loss")
+def sdl_keras_backend_style(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
+    ops = _ops()
+    num = 2.0 * ops.sum(ops.multiply(y_true, y_pred), axis=axis) + epsilon
+    den = ops.sum(y_true * y_true, axis=axis) + ops.sum(y_pred * y_pred, axis=axis) + epsilon
+    return 1.0 - ops.mean(ops.divide(num, den))
 
 
 @correct("soft_dice_loss")

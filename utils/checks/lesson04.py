@@ -213,6 +213,18 @@ def _soft_dice_loss_tests(fn: Callable, run: Run, grading: bool) -> None:
     run.test("a perfect prediction has (almost) zero loss, even with a class empty in both (default epsilon)",
              lambda: _expect_dice("loss", t0, t0, 1e-5, fn(t0, t0), **kw))
 
+    def trains_keras():
+        # A loss is only useful if Keras can differentiate it: NumPy turns the tensors into plain arrays.
+        got = fn(ops.convert_to_tensor(t, "float32"), ops.convert_to_tensor(q, "float32"), epsilon=1)
+        if not ops.is_tensor(got):
+            raise Mismatch("on Keras tensors the loss must come back as a tensor", "a tensor",
+                           f"{type(got).__module__}.{type(got).__name__}",
+                           "NumPy (np.sum, .sum(), np.asarray) drops the gradient Keras trains with; "
+                           "use ops.sum, ops.square and ops.mean")
+        _expect_dice("loss", t, q, 1.0, got, **kw)
+
+    run.test("on Keras tensors it returns a Keras tensor, so Keras can train with it", trains_keras)
+
 
 def _pair(result: Any) -> np.ndarray:
     """(sensitivity, specificity) from a tuple, list or array of two numbers."""

@@ -135,6 +135,8 @@ _SMALL = 12  # arrays up to this many values are printed whole
 
 def fmt(value: Any) -> str:
     """A value for a ✘ line: small arrays whole, large ones summarised (shape, dtype, a few values)."""
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        value = value.item()  # a NumPy scalar reads like a Python number
     if isinstance(value, np.ndarray):
         with np.printoptions(precision=4, suppress=True, threshold=_SMALL, edgeitems=2, linewidth=100):
             if value.size <= _SMALL:
