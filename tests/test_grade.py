@@ -216,12 +216,12 @@ def _hard_coded_source(name: str, signature: str) -> str:
 
     results = run_check(name, recorder, variant="public", record=True)
     assert all(r.passed for r in results) and table
-    return (f"import hashlib\nimport numpy as np\n_ANSWERS = {json.dumps(table)}\n\n"
+    return (f"import hashlib\nimport numpy as np\nfrom keras import ops\n_ANSWERS = {json.dumps(table)}\n\n"
             f"def {name}{signature}:\n"
             "    args, kwargs = (y_true, y_pred), ({} if epsilon == 0.00001 else {'epsilon': epsilon})\n"
             "    parts = [np.asarray(a, dtype=np.float64).tobytes() + str(np.shape(a)).encode() for a in args]\n"
             "    key = hashlib.sha1(b'|'.join(parts) + repr(sorted(kwargs.items())).encode()).hexdigest()\n"
-            "    return _ANSWERS.get(key, 0.5)\n")
+            "    return ops.convert_to_tensor(_ANSWERS.get(key, 0.5))\n")
 
 
 @pytest.fixture(scope="module")
