@@ -38,7 +38,7 @@ def _worker(models: list[str], steps: int, warmup: int) -> None:
     import numpy as np
 
     from utils.config import preset
-from utils.train import build_model
+    from utils.train import build_model
 
     for name in models:
         mode, overrides, batch = MODELS[name]
@@ -97,7 +97,7 @@ def main() -> None:
             continue
         shape = f"{any_row['batch']} x {'x'.join(map(str, any_row['patch']))}"
         cells = []
-        for backend, rows in results.items():
+        for rows in results.values():
             if name not in rows:
                 cells.append(f"{'-':>22}")
                 continue

@@ -16,11 +16,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from utils.config import BRATS_SHAPE
+from utils.config import BRATS_SHAPE, preset
 from utils.inference import preprocess_for_model, sliding_window_predict, tile_predict
 from utils.model import build_unet
 from utils.phantom import make_phantom_case
-from utils.config import preset
 from utils.train import build_model
 
 

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from utils.inference import (blend_windows, gaussian_weights, predict_case, probabilities_to_labels, save_segmentation,
-                             sliding_window_predict, tile_predict, window_starts)
+from utils.inference import (
+    blend_windows,
+    gaussian_weights,
+    predict_case,
+    probabilities_to_labels,
+    save_segmentation,
+    sliding_window_predict,
+    tile_predict,
+    window_starts,
+)
 from utils.metrics import class_scores, dice_score, evaluate_cases, hd95, jaccard_score, region_scores
 from utils.model import build_unet
 

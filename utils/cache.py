@@ -32,30 +32,57 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .data import list_cases, load_case
+from .errors import CourseError
+from .parallel import default_workers, map_in_processes
 from .preprocessing import standardize_nonzero
-from .safety import (OwnedFiles, UnsafeWriteError, atomic_path, file_record, read_json_object,
-                     write_json_atomic)
+from .safety import (
+    OwnedFiles,
+    UnsafeWriteError,
+    atomic_path,
+    file_record,
+    read_json_object,
+    stale_temporaries,
+    write_json_atomic,
+)
 
 CACHE_VERSION = 2
 MANIFEST = "manifest.json"
 TOOL = "utils.cache"
 FILE_KINDS = ("image", "label", "locations")
 MAX_LOCATIONS = 10_000
+CROP_MARGIN = 2
+"""Voxels kept around the brain's bounding box: by the cache, and by whole-case prediction (the same crop)."""
+NORMALIZATIONS = {"nonzero_zscore": standardize_nonzero}
+"""The intensity normalizations a cache can apply, by the name :class:`CacheParams` records."""
+PARALLEL_BYTES = 64 << 20
+"""Dataset bytes to build from above which :func:`build_cache` uses several processes by default."""
 
 
 @dataclass(frozen=True)
 class CacheParams:
-    """Everything that changes what the cache holds."""
+    """Everything that changes what the cache holds.
 
-    margin: int = 2
+    Attributes:
+        margin: voxels kept around the brain's bounding box.
+        normalization: a key of :data:`NORMALIZATIONS`.
+        image_dtype: the stored images' dtype.
+        version: :data:`CACHE_VERSION`, so a format change rebuilds old caches.
+    """
+
+    margin: int = CROP_MARGIN
     normalization: str = "nonzero_zscore"
     image_dtype: str = "float16"
     version: int = CACHE_VERSION
 
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {sorted(NORMALIZATIONS)}; found {self.normalization!r}")
 
-class CacheError(RuntimeError):
+
+class CacheError(CourseError, RuntimeError):
     """The cache is unusable (missing case, wrong parameters)."""
 
 
@@ -176,8 +203,48 @@ class TrainingCache:
         return self.cases[case_id]
 
 
+def _source_bytes(dataset_root: Path, case_ids: list[str]) -> int:
+    """Estimated bytes of the dataset files of ``case_ids`` (the dataset's NIfTI bytes per case)."""
+    total = sum(p.stat().st_size for p in dataset_root.rglob("*.nii*") if p.is_file())
+    return total * len(case_ids) // max(len(list_cases(dataset_root)), 1)
+
+
+def _build_case(task: tuple) -> dict:
+    """Preprocess one case and write its files atomically (in a worker process); return its manifest entry."""
+    dataset_root, cache_dir, case_id, names, params, seed = task
+    case = load_case(dataset_root, case_id)
+    where = case.image_paths[0] if case.image_paths else dataset_root
+    if case.label is None:
+        raise CacheError(f"case {case_id} has no label; the training cache needs labelled cases")
+    if not np.any(case.image):
+        raise CacheError(f"case {case_id}: the image is all zero (no brain to crop or standardize): {where}")
+    box = brain_bbox(case.image, params.margin)
+    window = tuple(slice(a, b) for a, b in box)
+    image = NORMALIZATIONS[params.normalization](case.image[window]).astype(params.image_dtype)
+    label = np.ascontiguousarray(case.label[window])
+    if not np.all(np.isfinite(image)):
+        raise CacheError(f"case {case_id}: standardization gave NaN/Inf (a channel without contrast "
+                         f"or out of {params.image_dtype} range?): {where}")
+    if label.size and int(label.max()) > 3:
+        raise CacheError(f"case {case_id}: label values must be 0-3; found {int(label.max())}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, int(hashlib.sha1(case_id.encode()).hexdigest()[:8], 16)]))
+    entry = {"case_id": case_id, "shape": list(label.shape), "crop_box": [list(b) for b in box],
+             "original_shape": list(case.label.shape), "spacing": list(case.spacing),
+             "voxels": {str(k): int((label == k).sum()) for k in (1, 2, 3)}, **names,
+             "source": _source_stats([*case.image_paths, *([case.label_path] if case.label_path else [])])}
+    paths = [cache_dir / entry[kind] for kind in FILE_KINDS]
+    for path, array in zip(paths[:2], (image, label)):
+        with atomic_path(path) as tmp:
+            np.save(tmp, array)
+    with atomic_path(paths[2]) as tmp:
+        np.savez(tmp, **class_locations(label, rng))
+    entry["bytes"] = {kind: path.stat().st_size for kind, path in zip(FILE_KINDS, paths)}
+    return entry
+
+
 def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[str] | None = None,
-                params: CacheParams = CacheParams(), seed: int = 0, progress: bool = True) -> TrainingCache:
+                params: CacheParams = CacheParams(), seed: int = 0, progress: bool = True,
+                workers: int | None = None) -> TrainingCache:
     """Preprocess labelled cases into ``cache_dir`` (resumable, idempotent).
 
     Args:
@@ -187,12 +254,15 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
         params: preprocessing parameters; a cache with others is rebuilt.
         seed: seed of the class-location subsampling.
         progress: show a progress bar.
+        workers: processes that build cases in parallel (default: up to 4,
+            one per CPU, when the cases' files hold at least
+            :data:`PARALLEL_BYTES`; below that one, as starting processes
+            would cost more than it saves). The cache is the same whatever
+            the number.
 
     Returns:
         The :class:`TrainingCache`.
     """
-    from tqdm.auto import tqdm
-
     dataset_root, cache_dir = Path(dataset_root), Path(cache_dir)
     case_ids = list_cases(dataset_root) if case_ids is None else list(case_ids)
     expected = {"params": asdict(params), "dataset": str(dataset_root.resolve()),
@@ -234,9 +304,8 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
     elif cache_dir.exists() and any(p.name != ".gitkeep" for p in cache_dir.iterdir()) and not ours:
         raise CacheError(f"{cache_dir} is not empty and holds no cache manifest; choose another folder")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for stale in cache_dir.glob(".tmp-*"):  # temporary files of a killed build, named after our files
-        if stale.name.split("-", 2)[-1] in owned.files:
-            stale.unlink()
+    for stale in stale_temporaries(cache_dir, owned.files):  # a killed build's temporary files of our files
+        stale.unlink()
     if manifest is None:
         manifest = dict(expected, tool=TOOL, cases=[])
     owned.claim(manifest_path, strict=False)  # a listed file in a folder we made, even if damaged
@@ -254,41 +323,24 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
               f"files are damaged: {redo[:5]}{' ...' if len(redo) > 5 else ''}")
     manifest["cases"] = [c for c in manifest["cases"] if c["case_id"] in done]
     todo = [c for c in case_ids if c not in done]
-    for case_id in tqdm(todo, desc="cache", unit="case", disable=not progress or not todo):
-        case = load_case(dataset_root, case_id)
-        where = case.image_paths[0] if case.image_paths else dataset_root
-        if case.label is None:
-            raise CacheError(f"case {case_id} has no label; the training cache needs labelled cases")
-        if not np.any(case.image):
-            raise CacheError(f"case {case_id}: the image is all zero (no brain to crop or standardize): {where}")
-        box = brain_bbox(case.image, params.margin)
-        window = tuple(slice(a, b) for a, b in box)
-        image = standardize_nonzero(case.image[window]).astype(params.image_dtype)
-        label = np.ascontiguousarray(case.label[window])
-        if not np.all(np.isfinite(image)):
-            raise CacheError(f"case {case_id}: standardization gave NaN/Inf (a channel without contrast "
-                             f"or out of {params.image_dtype} range?): {where}")
-        if label.size and int(label.max()) > 3:
-            raise CacheError(f"case {case_id}: label values must be 0-3; found {int(label.max())}")
-        rng = np.random.default_rng(np.random.SeedSequence([seed, int(hashlib.sha1(case_id.encode()).hexdigest()[:8], 16)]))
-        entry = {"case_id": case_id, "shape": list(label.shape), "crop_box": [list(b) for b in box],
-                 "original_shape": list(case.label.shape), "spacing": list(case.spacing),
-                 "voxels": {str(k): int((label == k).sum()) for k in (1, 2, 3)},
-                 "image": f"{case_id}_image.npy", "label": f"{case_id}_label.npy",
-                 "locations": f"{case_id}_locations.npz",
-                 "source": _source_stats([*case.image_paths, *([case.label_path] if case.label_path else [])])}
-        paths = [cache_dir / entry[kind] for kind in FILE_KINDS]
-        owned.claim(*paths, strict=False)
-        for path, array in zip(paths[:2], (image, label)):
-            with atomic_path(path) as tmp:
-                np.save(tmp, array)
-        with atomic_path(paths[2]) as tmp:
-            np.savez(tmp, **class_locations(label, rng))
-        owned.record(*paths)
-        entry["bytes"] = {kind: path.stat().st_size for kind, path in zip(FILE_KINDS, paths)}
-        manifest["cases"].append(entry)
-        write_json_atomic(manifest_path, manifest)
-        owned.record(manifest_path)
+    names = {c: {kind: f"{c}_{kind}{suffix}" for kind, suffix in zip(FILE_KINDS, (".npy", ".npy", ".npz"))}
+             for c in todo}
+    # the names are reserved first, so files a killed build leaves behind are still provably ours
+    owned.claim(*(cache_dir / name for c in todo for name in names[c].values()), strict=False)
+    if workers is None:
+        workers = default_workers(len(todo)) if _source_bytes(dataset_root, todo) >= PARALLEL_BYTES else 1
+    tasks = [(dataset_root, cache_dir, c, names[c], params, seed) for c in todo]
+    bar = tqdm(total=len(todo), desc="cache", unit="case", disable=not progress or not todo)
+    try:
+        for entry in map_in_processes(_build_case, tasks, workers):
+            paths = [cache_dir / entry[kind] for kind in FILE_KINDS]
+            owned.record(*paths)
+            manifest["cases"].append(entry)
+            write_json_atomic(manifest_path, manifest)
+            owned.record(manifest_path)
+            bar.update()
+    finally:
+        bar.close()
     cache = TrainingCache(cache_dir)
     missing = sorted(set(case_ids) - set(cache.case_ids))
     if missing:

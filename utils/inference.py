@@ -12,10 +12,19 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+import nibabel as nib
 import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from .cache import CROP_MARGIN, brain_bbox
+from .data import load_case
+from .metrics import evaluate_cases
+from .preprocessing import standardize_nonzero
+from .safety import atomic_path, check_target
 
 WEIGHTINGS = ("gaussian", "constant")
 
@@ -112,6 +121,8 @@ class WindowBlender:
 def blend_windows(window_predictions, starts, volume_shape, weights=None) -> np.ndarray:
     """Stitch overlapping window predictions into one volume by weighted averaging.
 
+    Taught in lesson 06, exercise 1.
+
     Each voxel gets ``sum_w(weight * prediction) / sum_w(weight)`` over the
     windows ``w`` that cover it.
 
@@ -164,8 +175,6 @@ def sliding_window_predict(model, image: np.ndarray, window=None, overlap: float
         ValueError: on a channel mismatch between model and image, a bad
             overlap or weighting, or no window.
     """
-    from tqdm.auto import tqdm
-
     image = np.asarray(image)
     if image.ndim != 4:
         raise ValueError(f"expected a channels-last volume (x, y, z, C); found shape {image.shape}")
@@ -250,8 +259,6 @@ def keep_largest_component(label: np.ndarray) -> np.ndarray:
     nnU-Net's most common post-processing: a glioma is one connected lesion,
     so small far-away false positives are dropped.
     """
-    from scipy import ndimage
-
     components, count = ndimage.label(label > 0, structure=np.ones((3,) * label.ndim))
     if count <= 1:
         return label
@@ -308,10 +315,6 @@ def save_segmentation(label: np.ndarray, reference, out_path: Path | str, overwr
         ValueError: if ``out_path`` is the input file or the label does not
             match the input grid. FileExistsError: if it exists and not ``overwrite``.
     """
-    import nibabel as nib
-
-    from .safety import atomic_path, check_target
-
     out_path = Path(out_path)
     if isinstance(reference, (str, Path)):
         ref_path = Path(reference)
@@ -358,8 +361,6 @@ def probabilities_path(out_path: Path | str) -> Path:
 
 def preprocess_for_model(image: np.ndarray) -> np.ndarray:
     """The preprocessing the course trains with: brain-mask z-score per channel."""
-    from .preprocessing import standardize_nonzero
-
     return standardize_nonzero(image)
 
 
@@ -368,18 +369,16 @@ def predict_case(model, image: np.ndarray, overlap: float = 0.5, weighting: str 
                  progress: bool = True):
     """Preprocess a raw case, predict it whole, and merge to a label map.
 
-    The prediction covers the brain's bounding box (nonzero voxels plus a
-    2-voxel margin, the crop the training cache uses); outside it the
+    The prediction covers the brain's bounding box (nonzero voxels plus
+    ``CROP_MARGIN`` voxels, the crop the training cache uses); outside it the
     probabilities are 0.
 
     Returns:
         ``(label, probabilities)``: uint8 ``(x, y, z)`` and float32 ``(x, y, z, 3)``.
     """
-    from .cache import brain_bbox
-
     # Windows only over the brain (nonzero voxels): the zeros around a
     # skull-stripped brain need no prediction, and a quarter of the windows go.
-    box = brain_bbox(image, margin=2)
+    box = brain_bbox(image, margin=CROP_MARGIN)
     window = tuple(slice(a, b) for a, b in box)
     cropped = sliding_window_predict(model, preprocess_for_model(image[window]), overlap=overlap,
                                      weighting=weighting, mirror=mirror, batch_size=batch_size,
@@ -410,11 +409,6 @@ def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool
         plus mean and median rows,
         and ``{case_id: (label, prediction)}``.
     """
-    from tqdm.auto import tqdm
-
-    from .data import load_case
-    from .metrics import evaluate_cases
-
     pairs, predictions = [], {}
     for case_id in tqdm(list(case_ids), desc="evaluate", unit="case", disable=not progress):
         case = load_case(data_dir, case_id)
