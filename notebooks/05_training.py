@@ -82,9 +82,9 @@ OVERRIDES = {}       # any TrainConfig field, e.g. {"epochs": 50, "batch_size": 
 # resolution - only narrower (8 base filters instead of 32, so each
 # convolution has a sixteenth of the weights) and on smaller patches; it
 # holds out 6 of its 16 phantom cases to judge the result. On a busy,
-# shared two-core machine a training step took STEP_TIME s, so the 300 steps
+# shared two-core machine a training step took about 0.4 s, so the 300 steps
 # take a few minutes. (`build_unet(..., downsample=2)` would run the network
-# at half resolution, about STEP_RATIO times faster per step, for a blurrier
+# at half resolution, about twice as fast per step, for a blurrier
 # segmentation; the course does not need it.)
 #
 # One function, `utils.config.course_mode()`, picks the mode: the
