@@ -1,13 +1,16 @@
 """Sliding-window inference, the label-merge rule, NIfTI export and the metrics."""
 
+import itertools
+
 import keras
 import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from utils.inference import (blend_windows, gaussian_weights, predict_case, probabilities_to_labels, save_segmentation,
-                             sliding_window_predict, tile_predict, window_starts)
+from utils.inference import (WindowBlender, blend_windows, gaussian_profiles, gaussian_weights, predict_case,
+                             probabilities_to_labels, save_segmentation, sliding_window_predict, tile_predict,
+                             window_starts)
 from utils.metrics import class_scores, dice_score, evaluate_cases, hd95, jaccard_score, region_scores
 from utils.model import build_unet
 
@@ -66,6 +69,83 @@ def _nnunet_steps(size, window, overlap):
 @pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
 def test_window_starts_place_windows_as_nnunet(size, window, overlap):
     assert window_starts(size, window, overlap) == _nnunet_steps(size, window, overlap)
+
+
+def _blend64(starts, preds, shape, weights):
+    """Lesson 06's rule in float64, one window at a time: sum(weight * prediction) / sum(weight)."""
+    window = weights.shape
+    total, norm = np.zeros((*shape, preds[0].shape[-1])), np.zeros(shape)
+    for (a, b, c), pred in zip(starts, preds):
+        region = (slice(a, a + window[0]), slice(b, b + window[1]), slice(c, c + window[2]))
+        total[region] += np.asarray(pred, np.float64) * weights[..., None]
+        norm[region] += weights
+    return total / norm[..., None]
+
+
+def _content_and_position(batch):
+    """A prediction that changes with each window's content and with the position in the window."""
+    batch = np.asarray(batch, np.float64)
+    ramp = np.linspace(-1.0, 1.0, batch.shape[1])[:, None, None]
+    window_mean = np.broadcast_to(batch.mean(axis=(1, 2, 3, 4))[:, None, None, None], batch.shape[:4])
+    logits = np.stack([batch[..., 0] - batch[..., 1] + ramp, window_mean - ramp, batch[..., 1] * ramp], axis=-1)
+    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+@pytest.mark.parametrize("window", [(15, 11, 7), (16, 12, 8)])
+@pytest.mark.parametrize("overlap", [0.25, 0.5])
+@pytest.mark.parametrize("weighting", ["gaussian", "constant"])
+def test_sliding_window_equals_the_plain_weighted_average(window, overlap, weighting):
+    image = np.random.default_rng(4).normal(size=(37, 29, 23, 2)).astype(np.float32)
+    weights = gaussian_weights(window).astype(np.float64) if weighting == "gaussian" else np.ones(window)
+    starts = list(itertools.product(*[window_starts(s, w, overlap) for s, w in zip(image.shape[:3], window)]))
+    preds = [_content_and_position(image[a:a + window[0], b:b + window[1], c:c + window[2]][None])[0]
+             for a, b, c in starts]
+    expected = _blend64(starts, preds, image.shape[:3], weights)
+    out = sliding_window_predict(None, image, window=window, overlap=overlap, weighting=weighting, batch_size=3,
+                                 progress=False, predict_fn=_content_and_position)
+    assert out.dtype == np.float32 and out.shape == (37, 29, 23, 3)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
+
+
+def test_sliding_window_places_windows_as_nnunet():
+    shape, window = (37, 29, 23), (15, 11, 7)
+    image = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).astype(np.float32)
+    seen = []
+
+    def record_corners(batch):
+        seen.extend(tuple(int(v) for v in corner) for corner in batch[:, 0, 0, 0, :])
+        return np.ones((*batch.shape[:4], 1), np.float32)
+
+    sliding_window_predict(None, image, window=window, overlap=0.5, batch_size=4, progress=False,
+                           predict_fn=record_corners)
+    assert seen == list(itertools.product(*[_nnunet_steps(s, w, 0.5) for s, w in zip(shape, window)]))
+
+
+def test_separable_normalizer_equals_the_summed_weights():
+    """Profiles on a grid: 1-D sums; an array, or windows off a grid: the weights summed window by window."""
+    rng = np.random.default_rng(5)
+    window, shape = (6, 5, 4), (14, 11, 9)
+    grid = list(itertools.product(*[window_starts(s, w, 0.5) for s, w in zip(shape, window)]))
+    for starts in (grid, grid + [(3, 2, 1)]):  # a grid, then a grid plus one more window
+        preds = rng.random((len(starts), *window, 2)).astype(np.float32)
+        separable = WindowBlender(shape, window, 2, gaussian_profiles(window))
+        dense = WindowBlender(shape, window, 2, gaussian_weights(window))
+        for start, pred in zip(starts, preds):
+            separable.add(start, pred.copy())
+            dense.add(start, pred.copy())
+        assert (separable._grid_sums() is not None) == (starts is grid)  # the 1-D path is the one taken on a grid
+        expected = _blend64(starts, preds, shape, gaussian_weights(window).astype(np.float64))
+        np.testing.assert_allclose(separable.result(), expected, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(dense.result(), expected, rtol=0, atol=1e-6)
+
+
+def test_blender_rejects_a_window_outside_the_volume():
+    blender = WindowBlender((8, 8, 8), (4, 4, 4), 1)
+    with pytest.raises(ValueError, match=r"a window at \(6, 0, 0\) of size \(4, 4, 4\) leaves the volume"):
+        blender.add((6, 0, 0), np.zeros((4, 4, 4, 1), np.float32))
+    with pytest.raises(ValueError, match="some voxels are covered by no window"):
+        blender.add((0, 0, 0), np.zeros((4, 4, 4, 1), np.float32))
+        blender.result()
 
 
 def test_odd_window_gets_no_extra_window():
