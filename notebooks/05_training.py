@@ -56,6 +56,7 @@ import utils  # before keras: it keeps TensorFlow's start-up notices out of the 
 import keras
 
 from utils.config import course_mode, gpu_count, preset, run_dir, use_drive
+from utils.distribute import current_cluster, parse_tf_config, strategy_kind
 from utils.download import fetch_msd
 from utils.inference import evaluate_model
 from utils.labels import CLASS_NAMES
@@ -189,7 +190,7 @@ print(f"{n / (time.perf_counter() - start):.1f} patches/s from the cache, one th
 # - a cosine learning-rate schedule (a function of the epoch number, so it
 #   continues correctly after a resume), optional early stopping;
 # - on a GPU, mixed precision (float16 compute, float32 weights and loss);
-#   with several GPUs, `tf.distribute.MirroredStrategy`.
+#   with several GPUs or machines, a `tf.distribute` strategy (section 11).
 #
 # If the run folder already holds a finished run (you ran this lesson
 # before), `train` trains nothing: it says so and reuses the run. Ask for
@@ -323,7 +324,47 @@ with tempfile.TemporaryDirectory() as scratch:
 # The phantom's tumours vary in shape, grade and contrast, but they are still
 # easier than real gliomas (one template brain, cleaner contrasts): expect
 # real data to score lower than the phantom does in section 8.
+
+# %% [markdown]
+# ## 11. Beyond one GPU
 #
+# Training is data parallel: every device (a *replica*) holds a copy of the
+# model, trains on its own batch, and the replicas add up their gradients
+# (an *all-reduce*) before each update, so the copies stay identical. A
+# step then sees `batch_size x replicas` patches: more data per second, not
+# a bigger model.
+#
+# - **Several GPUs in one machine**: `tf.distribute.MirroredStrategy`, one
+#   process, one replica per GPU. `train` uses it by itself when it sees more
+#   than one GPU.
+# - **Several machines**: `tf.distribute.MultiWorkerMirroredStrategy`, one
+#   process per machine (a *worker*). Each worker learns the cluster from the
+#   `TF_CONFIG` environment variable: the list of workers (`host:port`) and
+#   which one it is. Slurm job scripts and Kubernetes operators (Kubeflow's
+#   TFJob) set it in every process; then each runs the same command,
+#   `python -m utils.train --mode gpu`.
+#
+# What the course code does then (`utils.distribute`): `batch_size` is per
+# replica; each replica draws its own batches of the same deterministic
+# stream, so no two see the same patches and a resumed run continues it.
+# Only the *chief* (worker 0) writes the run folder and its checkpoints; the
+# other workers save into a temporary folder that they delete, because
+# saving can need every worker. All workers must see the same run folder (a
+# shared filesystem), and they check that they resume from the same epoch.
+# The course's test starts two CPU workers on one machine and trains one run
+# with them. Below: which strategy this session gets, and how a worker reads a
+# two-machine `TF_CONFIG`.
+
+# %%
+print(f"this session: {gpu_count()} GPU, TF_CONFIG {'set' if current_cluster() else 'not set'} "
+      f"-> strategy {strategy_kind(current_cluster(), gpu_count(), keras.backend.backend())!r}")
+example = json.dumps({"cluster": {"worker": ["node1:12345", "node2:12345"]},
+                      "task": {"type": "worker", "index": 1}})
+cluster = parse_tf_config(example)
+print(f"TF_CONFIG={example}\n-> {cluster.workers} workers, this is {cluster.name}, "
+      f"chief: {cluster.is_chief}, strategy {strategy_kind(cluster, 0)!r}")
+
+# %% [markdown]
 # ## Summary
 #
 # - Preprocess once into a memory-mapped cache; sample patches from it with
@@ -331,6 +372,8 @@ with tempfile.TemporaryDirectory() as scratch:
 # - Checkpoint atomically, log every epoch, and make the schedule a function
 #   of the epoch: then a cut session simply resumes.
 # - Judge the model on whole held-out cases, not on patches.
+# - More GPUs or machines add replicas, each on its own batch; only the chief
+#   writes the run.
 #
 # **Next:** lesson 06 predicts whole scans, exports NIfTI and evaluates with
 # the BraTS metrics.

@@ -9,6 +9,7 @@ from utils.cache import MANIFEST, CacheError, CacheParams, TrainingCache, brain_
 from utils.data import list_cases, load_msd_case
 from utils.pipeline import PatchDataset, PatchSampler
 from utils.preprocessing import standardize_nonzero
+from utils.safety import OWNER_FILE
 
 
 @pytest.fixture()
@@ -119,3 +120,40 @@ def test_dataset_is_deterministic_and_epoch_dependent(cache):
     np.testing.assert_array_equal(fixed[0][0], first)
     with pytest.raises(IndexError):
         a[3]
+
+
+def _arrays(folder):
+    out = {}
+    for path in sorted(folder.glob("*.np[yz]")):
+        if path.suffix == ".npy":
+            out[path.name] = np.load(path)
+        else:
+            with np.load(path) as data:
+                out.update({f"{path.name}:{k}": data[k] for k in data.files})
+    return out
+
+
+def test_parallel_build_equals_the_serial_build(phantom_root, tmp_path):
+    serial = build_cache(phantom_root, tmp_path / "serial", progress=False, workers=1)
+    parallel = build_cache(phantom_root, tmp_path / "parallel", progress=False, workers=2)
+    assert parallel.manifest["cases"] == serial.manifest["cases"], "same entries, in the same order"
+    a, b = _arrays(tmp_path / "serial"), _arrays(tmp_path / "parallel")
+    assert sorted(a) == sorted(b) and len(a) == 5 * 5  # image, label, 3 location arrays per case
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    marker = json.loads((tmp_path / "parallel" / OWNER_FILE).read_text())
+    assert sorted(marker["files"]) == sorted([MANIFEST, *(p.name for p in (tmp_path / "parallel").glob("*.np?"))])
+    assert not any("claimed" in record for record in marker["files"].values()), "every file recorded"
+    assert not list((tmp_path / "parallel").glob(".tmp-*"))
+
+
+def test_an_error_in_a_worker_process_names_the_case(msd_copy, tmp_path):
+    import nibabel as nib
+
+    path = msd_copy / "imagesTr" / "PHANTOM_003.nii.gz"
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.int16), img.affine), path)
+    with pytest.raises(CacheError, match=r"PHANTOM_003: the image is all zero .*PHANTOM_003.nii.gz"):
+        build_cache(msd_copy, tmp_path / "cache", progress=False, workers=2)
+    done = [c["case_id"] for c in json.loads((tmp_path / "cache" / MANIFEST).read_text())["cases"]]
+    assert done == ["PHANTOM_001", "PHANTOM_002"], "the cases before it are committed"

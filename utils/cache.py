@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import list_cases, load_case
+from .parallel import default_workers, map_in_processes
 from .preprocessing import standardize_nonzero
 from .safety import (OwnedFiles, UnsafeWriteError, atomic_path, file_record, read_json_object,
                      write_json_atomic)
@@ -43,6 +44,8 @@ MANIFEST = "manifest.json"
 TOOL = "utils.cache"
 FILE_KINDS = ("image", "label", "locations")
 MAX_LOCATIONS = 10_000
+PARALLEL_BYTES = 64 << 20
+"""Dataset bytes to build from above which :func:`build_cache` uses several processes by default."""
 
 
 @dataclass(frozen=True)
@@ -176,8 +179,48 @@ class TrainingCache:
         return self.cases[case_id]
 
 
+def _source_bytes(dataset_root: Path, case_ids: list[str]) -> int:
+    """Estimated bytes of the dataset files of ``case_ids`` (the dataset's NIfTI bytes per case)."""
+    total = sum(p.stat().st_size for p in dataset_root.rglob("*.nii*") if p.is_file())
+    return total * len(case_ids) // max(len(list_cases(dataset_root)), 1)
+
+
+def _build_case(task: tuple) -> dict:
+    """Preprocess one case and write its files atomically (in a worker process); return its manifest entry."""
+    dataset_root, cache_dir, case_id, names, params, seed = task
+    case = load_case(dataset_root, case_id)
+    where = case.image_paths[0] if case.image_paths else dataset_root
+    if case.label is None:
+        raise CacheError(f"case {case_id} has no label; the training cache needs labelled cases")
+    if not np.any(case.image):
+        raise CacheError(f"case {case_id}: the image is all zero (no brain to crop or standardize): {where}")
+    box = brain_bbox(case.image, params.margin)
+    window = tuple(slice(a, b) for a, b in box)
+    image = standardize_nonzero(case.image[window]).astype(params.image_dtype)
+    label = np.ascontiguousarray(case.label[window])
+    if not np.all(np.isfinite(image)):
+        raise CacheError(f"case {case_id}: standardization gave NaN/Inf (a channel without contrast "
+                         f"or out of {params.image_dtype} range?): {where}")
+    if label.size and int(label.max()) > 3:
+        raise CacheError(f"case {case_id}: label values must be 0-3; found {int(label.max())}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, int(hashlib.sha1(case_id.encode()).hexdigest()[:8], 16)]))
+    entry = {"case_id": case_id, "shape": list(label.shape), "crop_box": [list(b) for b in box],
+             "original_shape": list(case.label.shape), "spacing": list(case.spacing),
+             "voxels": {str(k): int((label == k).sum()) for k in (1, 2, 3)}, **names,
+             "source": _source_stats([*case.image_paths, *([case.label_path] if case.label_path else [])])}
+    paths = [cache_dir / entry[kind] for kind in FILE_KINDS]
+    for path, array in zip(paths[:2], (image, label)):
+        with atomic_path(path) as tmp:
+            np.save(tmp, array)
+    with atomic_path(paths[2]) as tmp:
+        np.savez(tmp, **class_locations(label, rng))
+    entry["bytes"] = {kind: path.stat().st_size for kind, path in zip(FILE_KINDS, paths)}
+    return entry
+
+
 def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[str] | None = None,
-                params: CacheParams = CacheParams(), seed: int = 0, progress: bool = True) -> TrainingCache:
+                params: CacheParams = CacheParams(), seed: int = 0, progress: bool = True,
+                workers: int | None = None) -> TrainingCache:
     """Preprocess labelled cases into ``cache_dir`` (resumable, idempotent).
 
     Args:
@@ -187,6 +230,11 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
         params: preprocessing parameters; a cache with others is rebuilt.
         seed: seed of the class-location subsampling.
         progress: show a progress bar.
+        workers: processes that build cases in parallel (default: up to 4,
+            one per CPU, when the cases' files hold at least
+            :data:`PARALLEL_BYTES`; below that one, as starting processes
+            would cost more than it saves). The cache is the same whatever
+            the number.
 
     Returns:
         The :class:`TrainingCache`.
@@ -254,41 +302,24 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
               f"files are damaged: {redo[:5]}{' ...' if len(redo) > 5 else ''}")
     manifest["cases"] = [c for c in manifest["cases"] if c["case_id"] in done]
     todo = [c for c in case_ids if c not in done]
-    for case_id in tqdm(todo, desc="cache", unit="case", disable=not progress or not todo):
-        case = load_case(dataset_root, case_id)
-        where = case.image_paths[0] if case.image_paths else dataset_root
-        if case.label is None:
-            raise CacheError(f"case {case_id} has no label; the training cache needs labelled cases")
-        if not np.any(case.image):
-            raise CacheError(f"case {case_id}: the image is all zero (no brain to crop or standardize): {where}")
-        box = brain_bbox(case.image, params.margin)
-        window = tuple(slice(a, b) for a, b in box)
-        image = standardize_nonzero(case.image[window]).astype(params.image_dtype)
-        label = np.ascontiguousarray(case.label[window])
-        if not np.all(np.isfinite(image)):
-            raise CacheError(f"case {case_id}: standardization gave NaN/Inf (a channel without contrast "
-                             f"or out of {params.image_dtype} range?): {where}")
-        if label.size and int(label.max()) > 3:
-            raise CacheError(f"case {case_id}: label values must be 0-3; found {int(label.max())}")
-        rng = np.random.default_rng(np.random.SeedSequence([seed, int(hashlib.sha1(case_id.encode()).hexdigest()[:8], 16)]))
-        entry = {"case_id": case_id, "shape": list(label.shape), "crop_box": [list(b) for b in box],
-                 "original_shape": list(case.label.shape), "spacing": list(case.spacing),
-                 "voxels": {str(k): int((label == k).sum()) for k in (1, 2, 3)},
-                 "image": f"{case_id}_image.npy", "label": f"{case_id}_label.npy",
-                 "locations": f"{case_id}_locations.npz",
-                 "source": _source_stats([*case.image_paths, *([case.label_path] if case.label_path else [])])}
-        paths = [cache_dir / entry[kind] for kind in FILE_KINDS]
-        owned.claim(*paths, strict=False)
-        for path, array in zip(paths[:2], (image, label)):
-            with atomic_path(path) as tmp:
-                np.save(tmp, array)
-        with atomic_path(paths[2]) as tmp:
-            np.savez(tmp, **class_locations(label, rng))
-        owned.record(*paths)
-        entry["bytes"] = {kind: path.stat().st_size for kind, path in zip(FILE_KINDS, paths)}
-        manifest["cases"].append(entry)
-        write_json_atomic(manifest_path, manifest)
-        owned.record(manifest_path)
+    names = {c: {kind: f"{c}_{kind}{suffix}" for kind, suffix in zip(FILE_KINDS, (".npy", ".npy", ".npz"))}
+             for c in todo}
+    # the names are reserved first, so files a killed build leaves behind are still provably ours
+    owned.claim(*(cache_dir / name for c in todo for name in names[c].values()), strict=False)
+    if workers is None:
+        workers = default_workers(len(todo)) if _source_bytes(dataset_root, todo) >= PARALLEL_BYTES else 1
+    tasks = [(dataset_root, cache_dir, c, names[c], params, seed) for c in todo]
+    bar = tqdm(total=len(todo), desc="cache", unit="case", disable=not progress or not todo)
+    try:
+        for entry in map_in_processes(_build_case, tasks, workers):
+            paths = [cache_dir / entry[kind] for kind in FILE_KINDS]
+            owned.record(*paths)
+            manifest["cases"].append(entry)
+            write_json_atomic(manifest_path, manifest)
+            owned.record(manifest_path)
+            bar.update()
+    finally:
+        bar.close()
     cache = TrainingCache(cache_dir)
     missing = sorted(set(case_ids) - set(cache.case_ids))
     if missing:

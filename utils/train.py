@@ -22,8 +22,11 @@ checkout, ``notebooks/``, home) is refused, and ``--no-resume`` moves only an
 earlier run aside, never deleting anything. A run that already has its
 epochs is reused as it is (ask for more epochs to continue it). The mode and
 its presets live in ``utils.config``.
-On a GPU it turns on mixed precision; with several GPUs (TensorFlow) it
-trains under ``tf.distribute.MirroredStrategy``.
+On a GPU it turns on mixed precision. With several GPUs (TensorFlow) it
+trains under ``tf.distribute.MirroredStrategy``, and on several machines,
+when ``TF_CONFIG`` names several workers, under
+``MultiWorkerMirroredStrategy``: ``batch_size`` is then per replica and only
+the chief writes the run folder (:mod:`utils.distribute`).
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .cache import build_cache
+from . import distribute
 from .backend import gpu_count
+from .cache import CacheError, TrainingCache, build_cache
 from .config import PRESETS, TrainConfig, data_root, preset, run_dir
 from .data import get_dataset, list_cases, split_cases
 from .losses import CLASS_DICE_METRICS, dice_bce_loss, dice_coefficient, pooled_dice_metrics, soft_dice_loss
@@ -264,18 +268,6 @@ def _read_state(output_dir: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------
-# Devices
-# ----------------------------------------------------------------------------
-
-def _strategy_scope():
-    if keras.backend.backend() == "tensorflow" and gpu_count() > 1:
-        import tensorflow as tf
-
-        return tf.distribute.MirroredStrategy().scope()
-    return contextlib.nullcontext()
-
-
-# ----------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------
 
@@ -337,8 +329,15 @@ def _check_resume(output_dir: Path, config: TrainConfig) -> None:
         )
 
 
-def prepare_data(config: TrainConfig, progress: bool = True):
+def prepare_data(config: TrainConfig, progress: bool = True, reuse: bool = False):
     """Dataset, split and training cache for ``config``.
+
+    Args:
+        config: the parameters.
+        progress: progress bars.
+        reuse: open the cache as it is when it holds every case, without
+            touching it (a non-chief worker, after the chief built it on the
+            shared filesystem); otherwise, or when that fails, build it.
 
     Returns:
         ``(data_dir, cache, train_ids, val_ids)``.
@@ -349,7 +348,14 @@ def prepare_data(config: TrainConfig, progress: bool = True):
         case_ids = case_ids[: config.max_cases]
     train_ids, val_ids = split_cases(case_ids, config.val_fraction, config.seed)
     cache_dir = data_root() / "cache" / data_dir.name
-    cache = build_cache(data_dir, cache_dir, train_ids + val_ids, progress=progress)
+    cache = None
+    if reuse:
+        with contextlib.suppress(CacheError):
+            cache = TrainingCache(cache_dir)
+        if cache is not None and set(train_ids + val_ids) - set(cache.case_ids):
+            cache = None
+    if cache is None:
+        cache = build_cache(data_dir, cache_dir, train_ids + val_ids, progress=progress)
     return data_dir, cache, train_ids, val_ids
 
 
@@ -383,27 +389,39 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
         raise ValueError(f"loss must be one of {sorted(LOSSES)}; found {config.loss!r}")
     if config.lr_schedule not in ("cosine", "plateau", "constant"):
         raise ValueError(f"lr_schedule must be cosine, plateau or constant; found {config.lr_schedule!r}")
-    output_dir = prepare_output_dir(run_dir(config), config, resume)
-    state = recover_run(output_dir)
-    if resume and state.get("monitor", MONITOR) != MONITOR:
-        # A run from an older course version: its model logs other metrics and its best.keras
-        # was chosen by another score, so neither reusing nor resuming it would be what it says.
-        raise ValueError(
-            f"{output_dir} holds a run from an older version of the course (best.keras chosen by "
-            f"{state['monitor']}; the course now chooses by {MONITOR}). Pass resume=False (--no-resume) "
-            "to move it aside and train again."
-        )
-
+    # The strategy first: a multi-worker one must exist before TensorFlow runs anything.
+    cluster = distribute.current_cluster()
     keras.utils.set_random_seed(config.seed)
+    strategy = distribute.make_strategy(distribute.strategy_kind(cluster, gpu_count(), keras.backend.backend()))
+    chief = cluster is None or cluster.is_chief
+    output_dir = run_dir(config)
+    if chief:  # only the chief checks, creates, moves aside or repairs the run folder and builds the data
+        output_dir = prepare_output_dir(output_dir, config, resume)
+        state = recover_run(output_dir)
+        if resume and state.get("monitor", MONITOR) != MONITOR:
+            # A run from an older course version: its model logs other metrics and its best.keras
+            # was chosen by another score, so neither reusing nor resuming it would be what it says.
+            raise ValueError(
+                f"{output_dir} holds a run from an older version of the course (best.keras chosen by "
+                f"{state['monitor']}; the course now chooses by {MONITOR}). Pass resume=False (--no-resume) "
+                "to move it aside and train again."
+            )
+        data_dir, cache, train_ids, val_ids = prepare_data(config, progress)
+    if cluster is not None:
+        distribute.check_same(strategy, 0, "the start (a barrier: the chief has prepared the run folder)")
+    if not chief:  # reads what the chief prepared (a shared filesystem)
+        state = _read_state(output_dir)
+        data_dir, cache, train_ids, val_ids = prepare_data(config, progress=False, reuse=True)
+    initial_epoch = int(state.get("epochs_done", 0)) if (output_dir / "last.keras").is_file() else 0
+    if cluster is not None:
+        distribute.check_same(strategy, initial_epoch, f"the epochs already done in {output_dir}")
+
     on_gpu = gpu_count() > 0
     if config.mixed_precision == "on" or (config.mixed_precision == "auto" and on_gpu):
         keras.mixed_precision.set_global_policy("mixed_float16")
     else:
         keras.mixed_precision.set_global_policy("float32")
-
-    data_dir, cache, train_ids, val_ids = prepare_data(config, progress)
-    initial_epoch = int(state.get("epochs_done", 0)) if (output_dir / "last.keras").is_file() else 0
-    with _strategy_scope():
+    with strategy.scope() if strategy else contextlib.nullcontext():
         if initial_epoch:
             model = load_model(output_dir / "last.keras")
             if initial_epoch >= config.epochs:
@@ -415,16 +433,29 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
                       f"{state.get('best', float('nan')):.4f})")
         else:
             model = build_model(config)
-    write_json_atomic(output_dir / "config.json", json.loads(json.dumps(asdict(config))))
+    if chief:
+        write_json_atomic(output_dir / "config.json", json.loads(json.dumps(asdict(config))))
 
+    replicas = strategy.num_replicas_in_sync if strategy else 1  # each draws its own batches of the streams
     train_data = PatchDataset(PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction),
-                              config.batch_size, config.steps_per_epoch, seed=config.seed,
+                              config.batch_size, config.steps_per_epoch * replicas, seed=config.seed,
                               initial_epoch=initial_epoch, workers=config.workers)
     val_data = PatchDataset(PatchSampler(cache, val_ids, config.patch_shape, foreground_fraction=0.5,
                                          augment=False),
-                            config.batch_size, config.validation_steps, seed=config.seed + 1, fixed=True,
+                            config.batch_size, config.validation_steps * replicas, seed=config.seed + 1, fixed=True,
                             workers=config.workers)
-    course_callbacks = [keras.callbacks.TensorBoard(str(output_dir / "tensorboard"), write_graph=False)]
+    if strategy is not None:
+        train_data = distribute.distributed_patches(strategy, train_data, config.steps_per_epoch, initial_epoch,
+                                                    config.workers)
+        val_data = distribute.distributed_patches(strategy, val_data, config.validation_steps,
+                                                  parallel=config.workers)
+        if cluster is not None:
+            distribute.build_on_local_batch(model, strategy)
+        if chief:
+            print(distribute.describe(strategy, cluster, config.batch_size), flush=True)
+    # The other workers run the same callbacks (saving may need every worker) into a scratch folder.
+    write_dir = output_dir if chief else cluster.scratch_dir()
+    course_callbacks = [keras.callbacks.TensorBoard(str(write_dir / "tensorboard"), write_graph=False)]
     if config.lr_schedule == "cosine":
         course_callbacks.append(keras.callbacks.LearningRateScheduler(cosine_schedule(config.learning_rate, config.epochs)))
     elif config.lr_schedule == "plateau":
@@ -433,17 +464,24 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
         course_callbacks.append(ResumableEarlyStopping(initial_best=state.get("best"), monitor=MONITOR, mode="max",
                                                 patience=config.early_stopping_patience))
     # last: it commits the epoch (log row, checkpoints, state) with the learning rate the schedulers logged
-    course_callbacks.append(Checkpoints(output_dir, best=float(state.get("best", -math.inf)),
+    course_callbacks.append(Checkpoints(write_dir, best=float(state.get("best", -math.inf)),
                                         seconds=float(state.get("seconds", 0.0))))
+    # a distributed dataset repeats: fit needs to be told where epochs end
+    steps = {"steps_per_epoch": config.steps_per_epoch, "validation_steps": config.validation_steps,
+             "shuffle": False} if strategy else {}
     start = time.perf_counter()
-    if initial_epoch < config.epochs:
-        lines = [EpochLine(config.epochs)] if config.verbose == 2 else []
-        model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
-                  callbacks=course_callbacks + lines + list(callbacks or []),
-                  verbose=1 if config.verbose == 1 else 0)
-    seconds = time.perf_counter() - start
-    log = output_dir / "log.csv"
-    history = pd.read_csv(log) if log.is_file() else pd.DataFrame()
+    try:
+        if initial_epoch < config.epochs:
+            lines = [EpochLine(config.epochs)] if config.verbose == 2 and chief else []
+            model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
+                      callbacks=course_callbacks + lines + list(callbacks or []),
+                      verbose=1 if config.verbose == 1 and chief else 0, **steps)
+        seconds = time.perf_counter() - start
+        log = (output_dir if chief or initial_epoch >= config.epochs else write_dir) / "log.csv"
+        history = pd.read_csv(log) if log.is_file() else pd.DataFrame()
+    finally:
+        if not chief:
+            cluster.remove_scratch(write_dir)
     return TrainResult(model, history, output_dir, train_ids, val_ids, seconds, initial_epoch, data_dir)
 
 
@@ -480,12 +518,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     if args.output_dir is not None:  # a path typed on the command line is relative to where it was typed
         overrides["output_dir"] = str(Path(args.output_dir).expanduser().absolute())
-    from .cache import CacheError
-
     try:
         config = preset(args.mode, **overrides)
         result = train(config, resume=not args.no_resume)
-    except (ValueError, OSError, CacheError) as err:  # refusals, bad data, a run with other parameters
+    except (ValueError, OSError, CacheError, distribute.ClusterError) as err:  # refusals, bad data, a run with
+        # other parameters, a cluster whose workers cannot meet
         print(f"error: {err}", file=sys.stderr)
         return 2
     last = result.history.iloc[-1] if len(result.history) else {}
