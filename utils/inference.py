@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     target_step = window * (1.0 - overlap)
     count = math.ceil((size - window) / target_step) + 1
     step = (size - window) / (count - 1)
-    return [int(round(step * i)) for i in range(count)]
+    return [round(step * i) for i in range(count)]
 
 
 class WindowBlender:
