@@ -1,8 +1,8 @@
 # Brain tumour segmentation course: one command to run the course, one to test it.
 #   make demo   - create .venv, build the phantom data, execute every lesson into build/ (COURSE_MODE=cpu to force the CPU demo)
-#   make test   - create .venv, run pytest on utils and nbval on every notebook (tiny volume)
+#   make test   - create .venv, run ruff (lint, format check), pytest on utils and nbval on every notebook (tiny volume)
 #   make lab    - open the lessons in JupyterLab
-#   make notebooks - regenerate the learner/solution notebooks from notebooks/NN_*.py
+#   make notebooks - regenerate the learner/solution notebooks from notebooks/NN_*.py (scripts/notebooks.py)
 #   make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04] - score learner notebooks (README, instructors)
 #   make report-check - open the HTML case report in headless Chromium (apt-get install chromium)
 
@@ -35,6 +35,8 @@ $(LAB_STAMP): $(DEV_STAMP)
 install: $(LAB_STAMP)
 
 test: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	COURSE_MODE=ci $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
 data: $(DEV_STAMP)
@@ -55,7 +57,7 @@ lab: $(LAB_STAMP)
 	$(BIN)/jupyter lab notebooks
 
 notebooks: $(DEV_STAMP)
-	$(PY) -m utils.notebooks
+	$(PY) scripts/notebooks.py
 
 grade: $(DEV_STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04]"; exit 2; }

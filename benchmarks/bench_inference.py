@@ -28,8 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from utils.config import BRATS_SHAPE, PRESETS, preset
-from utils.inference import (gaussian_weights, preprocess_for_model, sliding_window_predict, tile_predict,
-                             window_starts)
+from utils.inference import gaussian_weights, preprocess_for_model, sliding_window_predict, tile_predict, window_starts
 from utils.model import build_unet
 from utils.phantom import make_phantom_case
 from utils.train import build_model
@@ -42,8 +41,8 @@ def original_sliding_window(predict_fn, image: np.ndarray, window, overlap: floa
     starts = list(itertools.product(*[window_starts(s, w, overlap) for s, w in zip(shape, window)]))
     output, norm = None, np.zeros(shape, dtype=np.float64)
     for i in range(0, len(starts), batch_size):
-        chunk = starts[i:i + batch_size]
-        batch = np.stack([image[a:a + window[0], b:b + window[1], c:c + window[2]] for a, b, c in chunk])
+        chunk = starts[i : i + batch_size]
+        batch = np.stack([image[a : a + window[0], b : b + window[1], c : c + window[2]] for a, b, c in chunk])
         pred = np.asarray(predict_fn(batch.astype(np.float32, copy=False)), dtype=np.float32)
         if output is None:
             output = np.zeros((*shape, pred.shape[-1]), dtype=np.float64)
@@ -57,10 +56,18 @@ def original_sliding_window(predict_fn, image: np.ndarray, window, overlap: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="cpu", choices=list(PRESETS),
-                        help="use the model and patch of this training preset (default: the CPU demo's)")
-    parser.add_argument("--base-filters", type=int, default=None,
-                        help="instead of the preset's model, a plain U-Net of this width on --window")
+    parser.add_argument(
+        "--preset",
+        default="cpu",
+        choices=list(PRESETS),
+        help="use the model and patch of this training preset (default: the CPU demo's)",
+    )
+    parser.add_argument(
+        "--base-filters",
+        type=int,
+        default=None,
+        help="instead of the preset's model, a plain U-Net of this width on --window",
+    )
     parser.add_argument("--window", type=int, nargs=3, default=[160, 160, 16])
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (medians reported)")
@@ -91,8 +98,9 @@ def main() -> None:
         elif name == "original":
             out = original_sliding_window(timed, image, window, 0.5, args.batch_size)
         else:
-            out = sliding_window_predict(None, image, window, overlap=0.5, batch_size=args.batch_size,
-                                         progress=False, predict_fn=timed)
+            out = sliding_window_predict(
+                None, image, window, overlap=0.5, batch_size=args.batch_size, progress=False, predict_fn=timed
+            )
         total = time.perf_counter() - start
         return out, total, model_time[0]
 
@@ -112,12 +120,15 @@ def main() -> None:
     print(f"case {image.shape}, window {window}, {label}, {model.count_params():,} parameters")
     print(f"{windows} windows at 50% overlap, batch {args.batch_size}; medians of {args.repeats} interleaved rounds")
     print(f"{'':<52}{'total':>8}{'model':>8}{'outside':>9}{'share':>8}")
-    rows = {"tiles": "tile loop, no overlap, 1 window per call (assignment)",
-            "original": "sliding window, original (float64, copies)",
-            "now": "sliding window, utils.inference"}
+    rows = {
+        "tiles": "tile loop, no overlap, 1 window per call (assignment)",
+        "original": "sliding window, original (float64, copies)",
+        "now": "sliding window, utils.inference",
+    }
     for name in names:
-        total, model_s, outside, share = (float(np.median(values)) for values in zip(
-            *[(t, m, t - m, (t - m) / t) for t, m in times[name]]))
+        total, model_s, outside, share = (
+            float(np.median(values)) for values in zip(*[(t, m, t - m, (t - m) / t) for t, m in times[name]])
+        )
         print(f"{rows[name]:<52}{total:7.2f}s{model_s:7.2f}s{outside:8.2f}s{share:8.1%}")
     print(f"largest difference between the two sliding windows' outputs: {difference:.1e}")
 

@@ -15,10 +15,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from utils.config import get_settings
+from utils.config import get_settings, preset
 from utils.data import load_case
 from utils.preprocessing import sample_foreground_patch, standardize_nonzero
-from utils.config import preset
 from utils.train import build_model, prepare_data
 
 

@@ -13,7 +13,24 @@ import numpy as np
 
 from utils.config import BRATS_SHAPE
 from utils.phantom import make_phantom_case
-from utils.preprocessing import standardize, standardize_nonzero, standardize_slices_loop
+from utils.preprocessing import standardize, standardize_nonzero
+
+
+def standardize_slices_loop(image: np.ndarray) -> np.ndarray:
+    """The original assignment's per-slice loop: the baseline (and tests/test_preprocessing.py's oracle).
+
+    Same result as :func:`standardize`, one ``(channel, z)`` slice at a time.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    out = np.zeros_like(image)
+    for c in range(image.shape[3]):
+        for z in range(image.shape[2]):
+            sl = image[:, :, z, c]
+            centred = sl - sl.mean(dtype=np.float64)
+            std = sl.std(dtype=np.float64)
+            if std != 0:
+                out[:, :, z, c] = centred / std
+    return out
 
 
 def best_of(fn, arg, repeats: int) -> float:

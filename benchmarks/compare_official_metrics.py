@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import warnings
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import nibabel as nib

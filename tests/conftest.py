@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 from utils.config import TINY_SHAPE
+from utils.data import BRATS_SUFFIXES
 from utils.labels import msd_to_brats
 from utils.phantom import make_phantom_dataset
-
-BRATS_FILES = {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +38,7 @@ def write_brats_case(folder: Path, image: np.ndarray, label_msd: np.ndarray | No
     """Write one case in the BraTS 2020 layout (labels 1/2/4)."""
     case_id = case_id or folder.name
     folder.mkdir(parents=True, exist_ok=True)
-    for name, ch in BRATS_FILES.items():
+    for ch, name in enumerate(BRATS_SUFFIXES.values()):
         nib.save(nib.Nifti1Image(image[..., ch], affine), folder / f"{case_id}_{name}{suffix}")
     if label_msd is not None:
         nib.save(nib.Nifti1Image(msd_to_brats(label_msd), affine), folder / f"{case_id}_seg{suffix}")

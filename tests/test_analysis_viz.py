@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from utils.analysis import class_intensity_table, dataset_volume_table, label_volume_table
-from utils.viz import (label_colormap, overlay_rgb, show_sequences, slice_viewer, slices_gif,
-                       take_slice, tumour_center)
+from utils.viz import label_colormap, overlay_rgb, show_sequences, slice_viewer, slices_gif, take_slice, tumour_center
 
 
 def test_label_volume_table_uses_the_voxel_size():

@@ -12,8 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.checks import EXERCISES, run_check
+from utils.checks import ExerciseCheckError, run_check
+from utils.checks import runner as check_runner
 from utils.labels import CLASS_NAMES
+
+from exercise_registry import EXERCISES
 
 WRONG: dict[str, list] = {name: [] for name in EXERCISES}
 CORRECT: dict[str, list] = {name: [] for name in EXERCISES}
@@ -533,12 +536,20 @@ def sdl_fixed_epsilon(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
     return 1.0 - _ops().mean(_dice_parts(y_true, y_pred, axis, 0.00001, squares=True))
 
 
-@correct("soft_dice_loss")
+@wrong("soft_dice_loss")
 def sdl_numpy(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     num = 2 * (y_true * y_pred).sum(axis=axis) + epsilon
     den = (y_true ** 2).sum(axis=axis) + (y_pred ** 2).sum(axis=axis) + epsilon
     return 1 - (num / den).mean()
+
+
+@correct("soft_dice_loss")
+def sdl_keras_backend_style(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
+    ops = _ops()
+    num = 2.0 * ops.sum(ops.multiply(y_true, y_pred), axis=axis) + epsilon
+    den = ops.sum(y_true * y_true, axis=axis) + ops.sum(y_pred * y_pred, axis=axis) + epsilon
+    return 1.0 - ops.mean(ops.divide(num, den))
 
 
 @correct("soft_dice_loss")
@@ -884,7 +895,7 @@ def test_record_mode_prints_nothing_and_raises_nothing(capsys):
         print("debug output of the learner")
         import warnings
 
-        warnings.warn("a learner warning")
+        warnings.warn("a learner warning", stacklevel=2)
         return "not a number"
 
     results = run_check("soft_dice_loss", noisy, variant="grading", record=True)
@@ -902,9 +913,7 @@ def test_the_stub_is_recorded_as_not_written():
 
 
 def test_an_endless_loop_is_stopped_in_record_mode(monkeypatch):
-    import utils.checks
-
-    monkeypatch.setattr(utils.checks, "TIME_LIMIT_S", 0.2)
+    monkeypatch.setattr(check_runner, "TIME_LIMIT_S", 0.2)
 
     def endless(truth_label, pred_label):
         while True:
@@ -941,8 +950,6 @@ def test_a_keras_error_is_shown_at_the_learners_line_not_inside_keras():
 
 
 def test_a_failed_check_ends_in_one_line_in_a_notebook(capsys):
-    from utils.checks import ExerciseCheckError
-
     with pytest.raises(ExerciseCheckError) as info:
         run_check("dice_coefficient", dc_pooled_batch)
     lines = info.value._render_traceback_()

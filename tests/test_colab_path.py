@@ -12,10 +12,9 @@ import sysconfig
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import utils
-from utils import notebooks as nbtools
+
+import notebooks as nbtools
 
 ROOT = nbtools.notebooks_dir().parent
 WHEEL_LESSONS = ("01_mri_exploration", "06_whole_scan_prediction")

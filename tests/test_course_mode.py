@@ -8,8 +8,9 @@ from dataclasses import asdict
 import pytest
 
 import utils.config as config_module
-from utils import notebooks as nbtools
 from utils.config import course_mode, preset, project_path, run_dir
+
+import notebooks as nbtools
 
 RUN_LESSONS = ("05_training", "06_whole_scan_prediction", "07_bonus_2d_unet")
 CHECKPOINT_NAMES = {"05_training": "checkpoint", "06_whole_scan_prediction": "model_path",

@@ -7,11 +7,22 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import snapshot, write_brats_case
 from utils.config import TINY_SHAPE
-from utils.data import (DatasetError, detect_layout, get_dataset, list_cases, load_brats_case,
-                        load_case, load_label, load_msd_case, read_dataset_json, split_cases)
+from utils.data import (
+    DatasetError,
+    detect_layout,
+    get_dataset,
+    list_cases,
+    load_brats_case,
+    load_case,
+    load_label,
+    load_msd_case,
+    read_dataset_json,
+    split_cases,
+)
 from utils.labels import MODALITIES
+
+from conftest import snapshot, write_brats_case
 
 
 def test_dataset_json(phantom_root):

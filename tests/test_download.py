@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import local_http_server
 from utils.data import list_cases, load_msd_case
-from utils.download import (DownloadError, UnsafeArchiveError, download_file, fetch_msd, md5sum,
-                            safe_extract)
+from utils.download import DownloadError, UnsafeArchiveError, download_file, fetch_msd, md5sum, safe_extract
+
+from conftest import local_http_server
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):

@@ -1,8 +1,9 @@
 """One dependency list, one test command, and CI calling exactly that command."""
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +42,7 @@ def test_readme_test_command_is_what_ci_runs():
     test_recipe = makefile.split("\ntest:")[1].split("\n\n")[0]
     assert "pytest tests notebooks" in test_recipe and "--nbval-lax" in test_recipe
     assert "COURSE_MODE=ci" in test_recipe
+    assert "ruff check ." in test_recipe and "ruff format --check ." in test_recipe
     assert "pip install --quiet -e \".[dev]\"" in makefile
 
 

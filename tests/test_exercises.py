@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 
 import jupytext
 import numpy as np
 import pytest
 
-from utils import notebooks as nbtools
-from utils.checks import EXERCISES, ExerciseCheckError
+from utils.checks import ExerciseCheckError
+
+import notebooks as nbtools
+from exercise_registry import EXERCISES
 
 
 def _graded_cells(lesson: nbtools.Lesson, version: str) -> dict[str, tuple[str, dict]]:
@@ -28,7 +31,7 @@ def _graded_cells(lesson: nbtools.Lesson, version: str) -> dict[str, tuple[str, 
     for cell in nb.cells:  # in notebook order, so a later exercise may call an earlier one
         if cell.cell_type == "code" and nbtools.START_HERE in cell.source:
             exec(compile(cell.source, f"<{lesson.name} {version}>", "exec"), namespace)
-            for name in nbtools._DEF.findall(cell.source):
+            for name in nbtools.DEF.findall(cell.source):
                 if name in EXERCISES:
                     graded[name] = namespace[name]
     return graded
@@ -167,3 +170,11 @@ def test_common_mistakes_of_lesson_03_fail():
         return layers.Conv3D(filters, 3, padding="same", activation="relu")(up)
 
     _fails("upsampling_block", no_skip, "concatenates the skip")
+
+
+@pytest.mark.parametrize("lesson,name", GRADED, ids=[name for _, name in GRADED])
+def test_each_reference_says_which_lesson_and_exercise_teach_it(lesson, name):
+    headings = re.findall(r"^# #+ .*?Exercise (\d+): `(\w+)`", lesson.source.read_text(), re.MULTILINE)
+    number = {fn: k for k, fn in headings}[name]
+    taught = f"Taught in lesson {lesson.name[:2]}, exercise {number}."
+    assert taught in (EXERCISES[name].reference_function().__doc__ or ""), f"{name}: its docstring lacks {taught!r}"

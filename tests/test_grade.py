@@ -20,8 +20,11 @@ import pytest
 
 import utils
 from utils import grade
-from utils import notebooks as nbtools
+from utils.checks import run_check
 from utils.safety import OWNER_FILE, OwnedFiles, UnsafeWriteError
+
+import notebooks as nbtools
+from exercise_registry import EXERCISES
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = "04_soft_dice_loss"
@@ -199,8 +202,6 @@ def test_outputs_are_replaced_only_when_this_grader_wrote_them(tmp_path):
 
 def _hard_coded_source(name: str, signature: str) -> str:
     """A function that returns, for the lesson's public test inputs, the answers it has memorised, and 0.5 else."""
-    from utils.checks import EXERCISES, run_check
-
     reference = EXERCISES[name].reference_function()
     table: dict[str, float] = {}
 
@@ -215,12 +216,12 @@ def _hard_coded_source(name: str, signature: str) -> str:
 
     results = run_check(name, recorder, variant="public", record=True)
     assert all(r.passed for r in results) and table
-    return (f"import hashlib\nimport numpy as np\n_ANSWERS = {json.dumps(table)}\n\n"
+    return (f"import hashlib\nimport numpy as np\nfrom keras import ops\n_ANSWERS = {json.dumps(table)}\n\n"
             f"def {name}{signature}:\n"
             "    args, kwargs = (y_true, y_pred), ({} if epsilon == 0.00001 else {'epsilon': epsilon})\n"
             "    parts = [np.asarray(a, dtype=np.float64).tobytes() + str(np.shape(a)).encode() for a in args]\n"
             "    key = hashlib.sha1(b'|'.join(parts) + repr(sorted(kwargs.items())).encode()).hexdigest()\n"
-            "    return _ANSWERS.get(key, 0.5)\n")
+            "    return ops.convert_to_tensor(_ANSWERS.get(key, 0.5))\n")
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +295,7 @@ def test_solution_scores_full_marks(graded):
 
 def test_untouched_learner_notebook_scores_zero(graded):
     rows, outputs, _ = graded
-    for name, row in rows["untouched"].items():
+    for row in rows["untouched"].values():
         assert row["score"] == "0.0" and row["public_passed"] == "0" and int(row["public_total"]) > 0, row
         assert row["grading_passed"] == "0" and "not attempted" in row["note"]
 

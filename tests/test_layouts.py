@@ -7,10 +7,19 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import write_brats_case
-from utils.data import (LAYOUTS, DatasetError, detect_layout, get_dataset, list_cases, load_brats_case, load_case,
-                        load_label)
+from utils.data import (
+    LAYOUTS,
+    DatasetError,
+    detect_layout,
+    get_dataset,
+    list_cases,
+    load_brats_case,
+    load_case,
+    load_label,
+)
 from utils.labels import brats2023_to_msd
+
+from conftest import write_brats_case
 
 SHAPE = (8, 8, 6)
 AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])

@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from utils.metrics import (LESION_MISS_HD95, dice_score, evaluate_cases, hd95, lesion_wise_region, lesion_wise_scores,
-                           region_scores)
+from utils.metrics import (
+    LESION_MISS_HD95,
+    dice_score,
+    evaluate_cases,
+    hd95,
+    lesion_wise_region,
+    lesion_wise_scores,
+    region_scores,
+)
 
 SHAPE = (40, 40, 30)
 

@@ -6,8 +6,15 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from utils.losses import (compute_class_sens_spec, dice_bce_loss, dice_coefficient, dice_edema, dice_enhancing,
-                          get_sens_spec_df, single_class_dice_coefficient, soft_dice_loss)
+from utils.losses import (
+    dice_bce_loss,
+    dice_coefficient,
+    dice_edema,
+    dice_enhancing,
+    single_class_dice_coefficient,
+    soft_dice_loss,
+)
+from utils.metrics import compute_class_sens_spec, get_sens_spec_df
 
 
 def _np(x):

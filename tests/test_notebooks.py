@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from utils import notebooks as nbtools
+import notebooks as nbtools
 
 LESSONS = nbtools.lessons()
 

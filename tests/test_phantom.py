@@ -8,13 +8,22 @@ import pytest
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull
 
-from conftest import snapshot
 from utils.analysis import class_intensity_table, dataset_volume_table, label_statistics, label_volume_table
 from utils.config import BRATS_SHAPE, TINY_SHAPE
 from utils.data import list_cases, load_msd_case
 from utils.labels import CLASS_NAMES
-from utils.phantom import (MARKER_FILE, _case_seed, _synthesise, anatomy, main, make_phantom_case,
-                           make_phantom_dataset, phantom_label_statistics)
+from utils.phantom import (
+    MARKER_FILE,
+    _case_seed,
+    _synthesise,
+    anatomy,
+    main,
+    make_phantom_case,
+    make_phantom_dataset,
+    phantom_label_statistics,
+)
+
+from conftest import snapshot
 
 N_SEEDS = 30
 """Tiny-grid cases drawn for the statistics tests (about 0.2 s each)."""

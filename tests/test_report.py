@@ -71,7 +71,7 @@ def test_embedded_volumes_decode_to_the_inputs(written):
     out, image, truth, seg, affine = written
     layers = read_report(out)
     assert list(layers) == ["FLAIR", "T1w", "T1gd", "T2w", "ground truth", "segmentation", "errors"]
-    for name, (kind, img) in layers.items():
+    for name, (_kind, img) in layers.items():
         assert img.shape == SHAPE, name
         np.testing.assert_allclose(img.affine, affine, atol=1e-6, err_msg=name)
     for name, expected in (("ground truth", truth), ("segmentation", seg), ("errors", error_map(truth, seg))):

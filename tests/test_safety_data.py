@@ -8,8 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import write_brats_case
 from utils.data import DatasetError, load_brats_case, load_label, load_msd_case, read_dataset_json
+
+from conftest import write_brats_case
 
 
 def _flip_x(affine):

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from utils.download import STAGING_MARK, DownloadError, UnsafeArchiveError, download_file, safe_extract
+
 from conftest import local_http_server
-from utils.download import (STAGING_MARK, DownloadError, UnsafeArchiveError, download_file, safe_extract)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

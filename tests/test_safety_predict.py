@@ -12,10 +12,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import write_brats_case
 from utils.data import load_msd_case
 from utils.model import build_unet
 from utils.predict import main as predict_main
+
+from conftest import write_brats_case
 
 
 def _tree(root):

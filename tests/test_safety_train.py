@@ -12,7 +12,8 @@ import pytest
 
 import utils.train as train_module
 from utils.safety import OWNER_FILE
-from utils.train import PENDING, Checkpoints, main as train_main, prepare_output_dir, preset, recover_run
+from utils.train import PENDING, Checkpoints, prepare_output_dir, preset, recover_run
+from utils.train import main as train_main
 
 
 def _tree(root):

@@ -9,7 +9,7 @@ import pytest
 from utils.cache import build_cache
 from utils.data import list_cases, load_brats_case, load_msd_case
 from utils.model import build_unet
-from utils.slices import (SliceDataset, SliceSampler, export_brats, fit_slice, predict_slices, unfit_slice)
+from utils.slices import SliceDataset, SliceSampler, export_brats, fit_slice, predict_slices, unfit_slice
 
 
 def test_brats_export_round_trip(phantom_root, tmp_path):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from utils.predict import main as predict_main
-from utils.train import Checkpoints, main as train_main, preset, train
+from utils.train import Checkpoints, preset, train
+from utils.train import main as train_main
 
 
 @pytest.fixture()

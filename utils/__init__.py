@@ -1,7 +1,9 @@
 """Shared code of the brain-tumour segmentation course.
 
 Graded-style functions keep the course's names and are importable from here,
-e.g. ``from utils import standardize``. Importing the package also registers
+e.g. ``from utils import standardize``; each names the lesson that teaches it.
+Every error the course raises derives from :class:`CourseError`
+(``utils.errors``). Importing the package also registers
 the course's loss and metrics with Keras, so ``keras.models.load_model(path)``
 works on a saved course model without ``custom_objects``. Processes that only
 build data (the phantom's workers) set ``BRATS_COURSE_NO_KERAS=1`` to skip the
@@ -14,6 +16,8 @@ from __future__ import annotations
 import importlib
 import os
 
+__version__ = "0.1.0"  # first: modules imported below may read it
+
 from .config import course_mode, data_root, get_settings, phantom_dir
 from .data import (
     Case,
@@ -21,13 +25,14 @@ from .data import (
     detect_layout,
     get_dataset,
     list_cases,
-    load_label,
     load_brats_case,
     load_case,
+    load_label,
     load_msd_case,
     read_dataset_json,
     split_cases,
 )
+from .errors import CourseError
 from .labels import (
     CLASS_COLORS,
     CLASS_NAMES,
@@ -38,7 +43,6 @@ from .labels import (
     msd_to_brats,
     one_hot,
 )
-
 from .preprocessing import (
     PatchSamplingError,
     get_sub_volume,
@@ -51,19 +55,15 @@ if not os.environ.get("BRATS_COURSE_NO_KERAS"):
     from .backend import quiet_start
 
     quiet_start()  # before Keras: TensorFlow's start-up notices stay out of the lessons
+    from .inference import blend_windows, sliding_window_predict
     from .losses import (
-        compute_class_sens_spec,
         dice_bce_loss,
         dice_coefficient,
-        get_sens_spec_df,
         single_class_dice_coefficient,
         soft_dice_loss,
     )
+    from .metrics import compute_class_sens_spec, get_sens_spec_df, region_dice
     from .model import build_unet, conv_block, load_model, upsampling_block
-    from .inference import blend_windows, sliding_window_predict
-    from .metrics import region_dice
-
-__version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
     "ensure_phantom": "phantom",

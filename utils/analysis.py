@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .data import list_cases, load_label
 from .labels import CLASS_NAMES, MODALITIES, REGION_NAMES, REGIONS
 
 
@@ -45,8 +46,6 @@ def dataset_volume_table(root, case_ids: list[str] | None = None) -> pd.DataFram
     Returns:
         DataFrame indexed by case id, with ``mean`` and ``median`` rows after them.
     """
-    from .data import list_cases, load_label
-
     case_ids = list_cases(root) if case_ids is None else case_ids
     rows = {}
     for case_id in case_ids:

@@ -32,33 +32,57 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .data import list_cases, load_case
+from .errors import CourseError
 from .parallel import default_workers, map_in_processes
 from .preprocessing import standardize_nonzero
-from .safety import (OwnedFiles, UnsafeWriteError, atomic_path, file_record, read_json_object,
-                     write_json_atomic)
+from .safety import (
+    OwnedFiles,
+    UnsafeWriteError,
+    atomic_path,
+    file_record,
+    read_json_object,
+    stale_temporaries,
+    write_json_atomic,
+)
 
 CACHE_VERSION = 2
 MANIFEST = "manifest.json"
 TOOL = "utils.cache"
 FILE_KINDS = ("image", "label", "locations")
 MAX_LOCATIONS = 10_000
+CROP_MARGIN = 2
+"""Voxels kept around the brain's bounding box: by the cache, and by whole-case prediction (the same crop)."""
+NORMALIZATIONS = {"nonzero_zscore": standardize_nonzero}
+"""The intensity normalizations a cache can apply, by the name :class:`CacheParams` records."""
 PARALLEL_BYTES = 64 << 20
 """Dataset bytes to build from above which :func:`build_cache` uses several processes by default."""
 
 
 @dataclass(frozen=True)
 class CacheParams:
-    """Everything that changes what the cache holds."""
+    """Everything that changes what the cache holds.
 
-    margin: int = 2
+    Attributes:
+        margin: voxels kept around the brain's bounding box.
+        normalization: a key of :data:`NORMALIZATIONS`.
+        image_dtype: the stored images' dtype.
+        version: :data:`CACHE_VERSION`, so a format change rebuilds old caches.
+    """
+
+    margin: int = CROP_MARGIN
     normalization: str = "nonzero_zscore"
     image_dtype: str = "float16"
     version: int = CACHE_VERSION
 
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {sorted(NORMALIZATIONS)}; found {self.normalization!r}")
 
-class CacheError(RuntimeError):
+
+class CacheError(CourseError, RuntimeError):
     """The cache is unusable (missing case, wrong parameters)."""
 
 
@@ -196,7 +220,7 @@ def _build_case(task: tuple) -> dict:
         raise CacheError(f"case {case_id}: the image is all zero (no brain to crop or standardize): {where}")
     box = brain_bbox(case.image, params.margin)
     window = tuple(slice(a, b) for a, b in box)
-    image = standardize_nonzero(case.image[window]).astype(params.image_dtype)
+    image = NORMALIZATIONS[params.normalization](case.image[window]).astype(params.image_dtype)
     label = np.ascontiguousarray(case.label[window])
     if not np.all(np.isfinite(image)):
         raise CacheError(f"case {case_id}: standardization gave NaN/Inf (a channel without contrast "
@@ -239,8 +263,6 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
     Returns:
         The :class:`TrainingCache`.
     """
-    from tqdm.auto import tqdm
-
     dataset_root, cache_dir = Path(dataset_root), Path(cache_dir)
     case_ids = list_cases(dataset_root) if case_ids is None else list(case_ids)
     expected = {"params": asdict(params), "dataset": str(dataset_root.resolve()),
@@ -282,9 +304,8 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
     elif cache_dir.exists() and any(p.name != ".gitkeep" for p in cache_dir.iterdir()) and not ours:
         raise CacheError(f"{cache_dir} is not empty and holds no cache manifest; choose another folder")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for stale in cache_dir.glob(".tmp-*"):  # temporary files of a killed build, named after our files
-        if stale.name.split("-", 2)[-1] in owned.files:
-            stale.unlink()
+    for stale in stale_temporaries(cache_dir, owned.files):  # a killed build's temporary files of our files
+        stale.unlink()
     if manifest is None:
         manifest = dict(expected, tool=TOOL, cases=[])
     owned.claim(manifest_path, strict=False)  # a listed file in a folder we made, even if damaged

@@ -180,7 +180,7 @@ def use_drive(enabled: bool = True, folder: str = DRIVE_DIR) -> Path | None:
         print(f"USE_DRIVE: not on Colab, keeping data in {data_root()} and runs in {project_path('runs')}")
         return None
     if not Path("/content/drive/MyDrive").is_dir():
-        from google.colab import drive
+        from google.colab import drive  # exists only on Colab
 
         drive.mount("/content/drive")
     Path(folder).mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .config import msd_dir
+from .errors import CourseError
 from .labels import LABEL_NAMES, MODALITIES, brats2023_to_msd, brats_to_msd
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -63,7 +65,7 @@ SKIPPED_FOLDERS = ("__MACOSX",)
 """Folders that are never cases (macOS archive metadata)."""
 
 
-class DatasetError(ValueError):
+class DatasetError(CourseError, ValueError):
     """A dataset file is missing, unreadable or not in the expected format."""
 
 
@@ -148,7 +150,8 @@ def _check_finite(data: np.ndarray, path: Path) -> None:
         )
 
 
-def _check_label(label: np.ndarray, spatial_shape: tuple[int, ...], path: Path) -> np.ndarray:
+def check_label(label: np.ndarray, spatial_shape: tuple[int, ...], path: Path) -> np.ndarray:
+    """``label`` as uint8 after checking its shape and values (0-3, integers); DatasetError naming ``path`` else."""
     if label.shape != tuple(spatial_shape):
         raise DatasetError(
             f"label shape {label.shape} does not match image shape {tuple(spatial_shape)}: {path}"
@@ -164,7 +167,8 @@ def _check_label(label: np.ndarray, spatial_shape: tuple[int, ...], path: Path) 
     return label.astype(np.uint8)
 
 
-def _spacing(img: nib.Nifti1Image) -> tuple[float, float, float]:
+def voxel_spacing(img: nib.Nifti1Image) -> tuple[float, float, float]:
+    """Voxel size in mm along x, y, z from a NIfTI header."""
     return tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
@@ -417,12 +421,30 @@ def list_cases(root: Path | str, subset: str = "training") -> list[str]:
     return sorted(_entry_id(e) for e in entries if not is_hidden_file(e))
 
 
-def _find_msd_file(folder: Path, case_id: str) -> Path:
+def find_msd_file(folder: Path, case_id: str) -> Path:
+    """``folder/<case_id>.nii.gz`` (or ``.nii``); DatasetError naming the expected path when absent."""
     for suffix in NIFTI_SUFFIXES:
         candidate = folder / f"{case_id}{suffix}"
         if candidate.is_file():
             return candidate
     raise DatasetError(f"case {case_id!r} not found: expected {folder / (case_id + '.nii.gz')}")
+
+
+def load_msd_image(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """Read one MSD image file: the NIfTI and its float32 ``(x, y, z, 4)`` intensities.
+
+    Raises:
+        DatasetError: naming ``path`` when it is not 4-D with the four MSD channels or holds NaN/Inf.
+    """
+    img = load_nifti(path, "image")
+    if img.ndim != 4 or img.shape[3] != len(MODALITIES):
+        raise DatasetError(
+            f"expected a 4-D image (x, y, z, {len(MODALITIES)}) with channels {MODALITIES}; "
+            f"found shape {img.shape} in {path}"
+        )
+    image = np.asarray(img.get_fdata(dtype=np.float32))
+    _check_finite(image, path)
+    return img, image
 
 
 def load_msd_case(root: Path | str, case_id: str, subset: str = "training") -> Case:
@@ -443,22 +465,15 @@ def load_msd_case(root: Path | str, case_id: str, subset: str = "training") -> C
     root = Path(root)
     read_dataset_json(root)
     images_dir = root / ("imagesTr" if subset == "training" else "imagesTs")
-    image_path = _find_msd_file(images_dir, case_id)
-    img = load_nifti(image_path, "image")
-    if img.ndim != 4 or img.shape[3] != len(MODALITIES):
-        raise DatasetError(
-            f"expected a 4-D image (x, y, z, {len(MODALITIES)}) with channels {MODALITIES}; "
-            f"found shape {img.shape} in {image_path}"
-        )
-    image = np.asarray(img.get_fdata(dtype=np.float32))
-    _check_finite(image, image_path)
+    image_path = find_msd_file(images_dir, case_id)
+    img, image = load_msd_image(image_path)
     label, label_path = None, None
     if subset == "training":
-        label_path = _find_msd_file(root / "labelsTr", case_id)
+        label_path = find_msd_file(root / "labelsTr", case_id)
         lab = load_nifti(label_path, "label")
-        label = _check_label(np.asanyarray(lab.dataobj), image.shape[:3], label_path)
+        label = check_label(np.asanyarray(lab.dataobj), image.shape[:3], label_path)
         check_same_grid(img, "image", lab, label_path, "label")
-    return Case(case_id, image, label, img.affine.copy(), _spacing(img), (image_path,), label_path)
+    return Case(case_id, image, label, img.affine.copy(), voxel_spacing(img), (image_path,), label_path)
 
 
 # ----------------------------------------------------------------------------
@@ -547,7 +562,7 @@ def load_brats_case(folder: Path | str) -> Case:
         )
     if seg is not None:
         check_same_grid(ref, "FLAIR", seg, label_path, "segmentation")
-    return Case(folder.name, image, label, ref.affine.copy(), _spacing(ref), tuple(paths), label_path)
+    return Case(folder.name, image, label, ref.affine.copy(), voxel_spacing(ref), tuple(paths), label_path)
 
 
 # ----------------------------------------------------------------------------
@@ -584,13 +599,13 @@ def load_label(root: Path | str, case_id: str) -> tuple[np.ndarray, tuple[float,
         flair = _one_file(root / case_id, layout, layout.suffixes["FLAIR"], "FLAIR image")
         if flair is not None:  # the header only: no image data is read
             check_same_grid(nib.load(str(flair)), "FLAIR", img, path, "segmentation")
-        return label, _spacing(img)
-    path = _find_msd_file(root / "labelsTr", case_id)
+        return label, voxel_spacing(img)
+    path = find_msd_file(root / "labelsTr", case_id)
     img = load_nifti(path, "label")
-    image_path = _find_msd_file(root / "imagesTr", case_id)
+    image_path = find_msd_file(root / "imagesTr", case_id)
     label = np.asanyarray(img.dataobj)
     check_same_grid(nib.load(str(image_path)), "image", img, path, "label")  # header only
-    return _check_label(label, label.shape, path), _spacing(img)
+    return check_label(label, label.shape, path), voxel_spacing(img)
 
 
 DATASETS = ("phantom", "msd")
@@ -610,10 +625,8 @@ def get_dataset(name: str | Path = "phantom") -> Path:
         DatasetError: for ``"msd"`` when the data is not there yet, or for a
             path that is not a dataset in a known layout.
     """
-    from .config import msd_dir
-
     if name == "phantom":
-        from .phantom import ensure_phantom
+        from .phantom import ensure_phantom  # lazy: nilearn's atlas tools load only when the phantom is asked for
 
         return ensure_phantom()
     if name == "msd":

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CourseError
+
 TF_CONFIG = "TF_CONFIG"
 KINDS = ("multi_worker", "mirrored", "default")
 
@@ -226,7 +228,7 @@ def build_on_local_batch(model, strategy) -> None:
     model._maybe_symbolic_build = maybe_symbolic_build
 
 
-class ClusterError(RuntimeError):
+class ClusterError(CourseError, RuntimeError):
     """The workers of a cluster could not meet, or disagree on the run."""
 
 

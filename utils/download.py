@@ -27,6 +27,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
+from tqdm.auto import tqdm
+
+from .config import data_root
+from .data import read_dataset_json
+from .errors import CourseError
 from .safety import read_json_object, write_json_atomic
 
 MSD_URL = "https://msd-for-monai.s3-us-west-2.amazonaws.com/Task01_BrainTumour.tar"
@@ -40,11 +45,11 @@ MAX_BYTES = 32 << 30
 STAGING_MARK = ".course-staging"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(CourseError, RuntimeError):
     """A download failed or its checksum did not match."""
 
 
-class UnsafeArchiveError(RuntimeError):
+class UnsafeArchiveError(CourseError, RuntimeError):
     """An archive member would escape the target folder or is not a plain file."""
 
 
@@ -80,8 +85,6 @@ def download_file(url: str, dest: Path | str, md5: str | None = None, progress: 
         DownloadError: on a network error (the partial file is kept for the
             next try) or an md5 mismatch (the bad file is deleted).
     """
-    from tqdm.auto import tqdm
-
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.is_file():
@@ -273,8 +276,6 @@ def safe_extract(archive_path: Path | str, target: Path | str, progress: bool = 
         UnsafeArchiveError: an unsafe, oversized, truncated or unreadable archive.
         FileExistsError: an entry of the archive already exists in ``target``.
     """
-    from tqdm.auto import tqdm
-
     archive_path, target = Path(archive_path), Path(target)
     target.mkdir(parents=True, exist_ok=True)
     journal = _journal(target, archive_path)
@@ -345,9 +346,6 @@ def fetch_msd(data_dir: Path | str | None = None, url: str = MSD_URL, md5: str |
     Returns:
         The dataset folder (with ``dataset.json``).
     """
-    from .config import data_root
-    from .data import read_dataset_json
-
     data_dir = Path(data_dir) if data_dir is not None else data_root()
     root = data_dir / MSD_FOLDER
     if (root / "dataset.json").is_file():

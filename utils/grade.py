@@ -37,6 +37,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -46,9 +47,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .checks import CHECKS
+from .config import repo_root
+from .lessons import DEF, lesson_stamp
+from .lessons import lessons as lesson_sources
+from .safety import OwnedFiles, check_target, foreign_files, install_folder, write_bytes_atomic
 
 PASS, FAIL = "\u2714", "\u2718"
 MARK = "@@course-grade@@"
@@ -195,13 +203,10 @@ class LessonInfo:
 
 def course_lessons() -> dict[str, LessonInfo]:
     """The current course's lessons that have graded exercises, by lesson name."""
-    from . import notebooks as nbtools
-    from .checks import EXERCISES
-
     by_lesson: dict[str, list[str]] = {}
-    for name, exercise in EXERCISES.items():
-        by_lesson.setdefault(exercise.lesson, []).append(name)
-    stamps = {lesson.name: nbtools.lesson_stamp(lesson) for lesson in nbtools.lessons()}
+    for name, check in CHECKS.items():
+        by_lesson.setdefault(check.lesson, []).append(name)
+    stamps = {lesson.name: lesson_stamp(lesson) for lesson in lesson_sources()}
     return {name: LessonInfo(name, names, stamps.get(name, {})) for name, names in by_lesson.items()}
 
 
@@ -210,7 +215,6 @@ def course_lessons() -> dict[str, LessonInfo]:
 # ----------------------------------------------------------------------------
 
 _TITLE = re.compile(r"^#\s*Lesson\s+(\d+)", re.MULTILINE)
-_DEF = re.compile(r"^def\s+(\w+)\s*\(", re.MULTILINE)
 
 
 def read_submission(path: Path, max_bytes: int) -> Any:
@@ -236,8 +240,6 @@ def read_submission(path: Path, max_bytes: int) -> Any:
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
         raise ValueError("not a notebook: the JSON has no 'cells' list")
     try:
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             nb = nbformat.reads(text, as_version=4)
@@ -253,7 +255,7 @@ def identify_lesson(nb: Any, lessons: dict[str, LessonInfo]) -> tuple[str, str, 
     """Return ``(lesson name, version text, notes)`` for a notebook.
 
     The lesson comes from the notebook's ``course`` metadata (written by
-    ``utils.notebooks``), else from its title ("# Lesson 04 ..."), else from
+    ``scripts/notebooks.py``), else from its title ("# Lesson 04 ..."), else from
     the graded functions it defines; ``""`` when none of these says.
     """
     notes: list[str] = []
@@ -277,7 +279,7 @@ def identify_lesson(nb: Any, lessons: dict[str, LessonInfo]) -> tuple[str, str, 
                     notes.append(f"its title says lesson {number}, which has no graded exercises")
                 break
     if not lesson:
-        defined = {name for cell in nb.cells if cell.cell_type == "code" for name in _DEF.findall(cell.source)}
+        defined = {name for cell in nb.cells if cell.cell_type == "code" for name in DEF.findall(cell.source)}
         votes = {name: len(defined & set(info.exercises)) for name, info in lessons.items()}
         best = max(votes, key=votes.get, default="")
         if best and votes[best]:
@@ -304,6 +306,7 @@ def identify_lesson(nb: Any, lessons: dict[str, LessonInfo]) -> tuple[str, str, 
 
 def _limited_client_classes():
     """nbclient/jupyter_client subclasses: limits on the kernel process, bounded outputs."""
+    # lazy here and below: nbformat / nbclient / jupyter_client are the dev extra, needed only to grade
     from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
     from traitlets import Int
@@ -415,8 +418,6 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
         ``(results by exercise, notes, errors)``: the scoring cells' JSON
         results, what happened to the run as a whole, and the cells that raised.
     """
-    import logging
-
     import nbformat
     from nbclient.exceptions import DeadKernelError
 
@@ -574,7 +575,7 @@ def _score(client: Any, run_nb: Any, scorer: str, exercises: list[str], nonce: s
         error = client.error()
         if k == 0:
             if error:
-                notes.append("the scoring code could not be defined in the kernel: %s: %s" % error)
+                notes.append("the scoring code could not be defined in the kernel: {}: {}".format(*error))
                 return results
             continue
         name = exercises[k - 1]
@@ -838,8 +839,6 @@ def check_outputs(outputs: Outputs, forbidden: list[Path], overwrite: bool,
     Raises:
         FileExistsError / ValueError (``UnsafeWriteError``): with what to do instead.
     """
-    from .safety import OwnedFiles, check_target, foreign_files
-
     for target, what in ((outputs.csv, "--out"), (outputs.summary, "the summary"),
                          (outputs.feedback, "the feedback folder")):
         for folder in forbidden:
@@ -871,8 +870,6 @@ def write_outputs(subs: list[Submission], outputs: Outputs, show_grading: bool =
 
     ``show_grading`` puts the grading tests' inputs and expected values in the feedback (instructors only).
     """
-    from .safety import OwnedFiles, install_folder, write_bytes_atomic
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -954,7 +951,6 @@ def main(argv: list[str] | None = None) -> int:
                              "instructor's eyes: learners could hard-code them)")
     args = parser.parse_args(argv)
 
-    from .config import repo_root
 
     try:
         lessons = course_lessons()
@@ -970,7 +966,7 @@ def main(argv: list[str] | None = None) -> int:
     if not found:
         print("error: no .ipynb submissions found in " + ", ".join(map(str, args.submissions)), file=sys.stderr)
         return 2
-    from .phantom import ensure_phantom
+    from .phantom import ensure_phantom  # lazy: nilearn loads only once submissions are found
 
     data_source = ensure_phantom("ci", progress=False)
     limits = Limits(args.cell_timeout, args.timeout, args.score_timeout, args.memory_gb, args.max_mb)

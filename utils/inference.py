@@ -15,7 +15,16 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from .cache import CROP_MARGIN, brain_bbox
+from .data import load_case
+from .metrics import evaluate_cases
+from .preprocessing import standardize_nonzero
+from .safety import atomic_path, check_target
 
 WEIGHTINGS = ("gaussian", "constant")
 
@@ -114,8 +123,10 @@ class WindowBlender:
         if isinstance(weights, (list, tuple)):
             self.profiles = [np.asarray(p, np.float64).ravel() for p in weights]
             if tuple(len(p) for p in self.profiles) != self.window:
-                raise ValueError(f"weight profiles of lengths {[len(p) for p in self.profiles]} do not match "
-                                 f"the window {self.window}")
+                raise ValueError(
+                    f"weight profiles of lengths {[len(p) for p in self.profiles]} do not match "
+                    f"the window {self.window}"
+                )
             self.weights = _outer(self.profiles).astype(np.float32)
         else:
             self.profiles = None
@@ -137,12 +148,14 @@ class WindowBlender:
         if pred.dtype != np.float32 or not pred.flags.writeable:
             pred = pred.astype(np.float32)
         if pred.shape != self._weights_k.shape:
-            raise ValueError(f"a window prediction of shape {pred.shape} does not match the window and channels "
-                             f"{self._weights_k.shape}")
+            raise ValueError(
+                f"a window prediction of shape {pred.shape} does not match the window and channels "
+                f"{self._weights_k.shape}"
+            )
         if min(a, b, c) < 0 or any(s + w > n for s, w, n in zip((a, b, c), self.window, self.shape)):
             raise ValueError(f"a window at {(a, b, c)} of size {self.window} leaves the volume {self.shape}")
         np.multiply(pred, self._weights_k, out=pred)
-        self.total[a:a + self.window[0], b:b + self.window[1], c:c + self.window[2]] += pred
+        self.total[a : a + self.window[0], b : b + self.window[1], c : c + self.window[2]] += pred
         self.starts.append((a, b, c))
 
     def _grid_sums(self) -> list[np.ndarray] | None:
@@ -156,7 +169,7 @@ class WindowBlender:
         for starts, profile, size in zip(axes, self.profiles, self.shape):
             line = np.zeros(size, np.float64)
             for s in starts:
-                line[s:s + len(profile)] += profile
+                line[s : s + len(profile)] += profile
             sums.append(line)
         return sums
 
@@ -173,7 +186,7 @@ class WindowBlender:
             return self.total
         norm = np.zeros(self.shape, np.float32)
         for a, b, c in self.starts:
-            norm[a:a + self.window[0], b:b + self.window[1], c:c + self.window[2]] += self.weights
+            norm[a : a + self.window[0], b : b + self.window[1], c : c + self.window[2]] += self.weights
         if np.any(norm == 0):
             raise ValueError("some voxels are covered by no window")
         self.total /= norm[..., None]
@@ -182,6 +195,8 @@ class WindowBlender:
 
 def blend_windows(window_predictions, starts, volume_shape, weights=None) -> np.ndarray:
     """Stitch overlapping window predictions into one volume by weighted averaging.
+
+    Taught in lesson 06, exercise 1.
 
     Each voxel gets ``sum_w(weight * prediction) / sum_w(weight)`` over the
     windows ``w`` that cover it.
@@ -211,9 +226,17 @@ def _model_window(model) -> tuple[tuple[int, ...] | None, int | None]:
     return tuple(shape[1:-1]), shape[-1]
 
 
-def sliding_window_predict(model, image: np.ndarray, window=None, overlap: float = 0.5,
-                           weighting: str = "gaussian", batch_size: int = 4, mirror: bool = False,
-                           progress: bool = True, predict_fn: Callable | None = None) -> np.ndarray:
+def sliding_window_predict(
+    model,
+    image: np.ndarray,
+    window=None,
+    overlap: float = 0.5,
+    weighting: str = "gaussian",
+    batch_size: int = 4,
+    mirror: bool = False,
+    progress: bool = True,
+    predict_fn: Callable | None = None,
+) -> np.ndarray:
     """Predict a whole volume by overlapping windows.
 
     Args:
@@ -235,8 +258,6 @@ def sliding_window_predict(model, image: np.ndarray, window=None, overlap: float
         ValueError: on a channel mismatch between model and image, a bad
             overlap or weighting, or no window.
     """
-    from tqdm.auto import tqdm
-
     image = np.asarray(image)
     if image.ndim != 4:
         raise ValueError(f"expected a channels-last volume (x, y, z, C); found shape {image.shape}")
@@ -267,10 +288,10 @@ def sliding_window_predict(model, image: np.ndarray, window=None, overlap: float
     blender = None
     buffer = np.empty((batch_size, *window, padded.shape[-1]), np.float32)  # reused for every batch
     for i in tqdm(range(0, len(starts), batch_size), desc="windows", unit="batch", disable=not progress):
-        chunk = starts[i:i + batch_size]
-        batch = buffer[:len(chunk)]
+        chunk = starts[i : i + batch_size]
+        batch = buffer[: len(chunk)]
         for j, (a, b, c) in enumerate(chunk):
-            batch[j] = padded[a:a + window[0], b:b + window[1], c:c + window[2]]
+            batch[j] = padded[a : a + window[0], b : b + window[1], c : c + window[2]]
         pred = None
         for axes in flips:
             flipped = np.flip(batch, axes) if axes else batch
@@ -290,8 +311,9 @@ def sliding_window_predict(model, image: np.ndarray, window=None, overlap: float
     return output[: shape[0], : shape[1], : shape[2]]
 
 
-def tile_predict(model, image: np.ndarray, window=None, progress: bool = False,
-                 predict_fn: Callable | None = None) -> np.ndarray:
+def tile_predict(
+    model, image: np.ndarray, window=None, progress: bool = False, predict_fn: Callable | None = None
+) -> np.ndarray:
     """The original assignment's approach: non-overlapping tiles, one per call.
 
     Kept as the baseline of the benchmark and to show the seams in lesson 06.
@@ -307,11 +329,11 @@ def tile_predict(model, image: np.ndarray, window=None, progress: bool = False,
     for a in range(0, full[0], window[0]):
         for b in range(0, full[1], window[1]):
             for c in range(0, full[2], window[2]):
-                tile = padded[a:a + window[0], b:b + window[1], c:c + window[2]][None].astype(np.float32)
+                tile = padded[a : a + window[0], b : b + window[1], c : c + window[2]][None].astype(np.float32)
                 pred = np.asarray(predict_fn(tile), dtype=np.float32)[0]
                 if output is None:
                     output = np.zeros((*full, pred.shape[-1]), dtype=np.float32)
-                output[a:a + window[0], b:b + window[1], c:c + window[2]] = pred
+                output[a : a + window[0], b : b + window[1], c : c + window[2]] = pred
     return output[: shape[0], : shape[1], : shape[2]]
 
 
@@ -321,8 +343,6 @@ def keep_largest_component(label: np.ndarray) -> np.ndarray:
     nnU-Net's most common post-processing: a glioma is one connected lesion,
     so small far-away false positives are dropped.
     """
-    from scipy import ndimage
-
     components, count = ndimage.label(label > 0, structure=np.ones((3,) * label.ndim))
     if count <= 1:
         return label
@@ -359,8 +379,9 @@ def probabilities_to_labels(probabilities: np.ndarray, threshold=0.5, largest_co
     return keep_largest_component(label) if largest_component else label
 
 
-def save_segmentation(label: np.ndarray, reference, out_path: Path | str, overwrite: bool = False,
-                      probabilities: np.ndarray | None = None) -> Path:
+def save_segmentation(
+    label: np.ndarray, reference, out_path: Path | str, overwrite: bool = False, probabilities: np.ndarray | None = None
+) -> Path:
     """Write a label map as NIfTI on the grid of the input image.
 
     Args:
@@ -379,10 +400,6 @@ def save_segmentation(label: np.ndarray, reference, out_path: Path | str, overwr
         ValueError: if ``out_path`` is the input file or the label does not
             match the input grid. FileExistsError: if it exists and not ``overwrite``.
     """
-    import nibabel as nib
-
-    from .safety import atomic_path, check_target
-
     out_path = Path(out_path)
     if isinstance(reference, (str, Path)):
         ref_path = Path(reference)
@@ -429,40 +446,58 @@ def probabilities_path(out_path: Path | str) -> Path:
 
 def preprocess_for_model(image: np.ndarray) -> np.ndarray:
     """The preprocessing the course trains with: brain-mask z-score per channel."""
-    from .preprocessing import standardize_nonzero
-
     return standardize_nonzero(image)
 
 
-def predict_case(model, image: np.ndarray, overlap: float = 0.5, weighting: str = "gaussian",
-                 mirror: bool = False, batch_size: int = 4, threshold=0.5, largest_component: bool = False,
-                 progress: bool = True):
+def predict_case(
+    model,
+    image: np.ndarray,
+    overlap: float = 0.5,
+    weighting: str = "gaussian",
+    mirror: bool = False,
+    batch_size: int = 4,
+    threshold=0.5,
+    largest_component: bool = False,
+    progress: bool = True,
+):
     """Preprocess a raw case, predict it whole, and merge to a label map.
 
-    The prediction covers the brain's bounding box (nonzero voxels plus a
-    2-voxel margin, the crop the training cache uses); outside it the
+    The prediction covers the brain's bounding box (nonzero voxels plus
+    ``CROP_MARGIN`` voxels, the crop the training cache uses); outside it the
     probabilities are 0.
 
     Returns:
         ``(label, probabilities)``: uint8 ``(x, y, z)`` and float32 ``(x, y, z, 3)``.
     """
-    from .cache import brain_bbox
-
     # Windows only over the brain (nonzero voxels): the zeros around a
     # skull-stripped brain need no prediction, and a quarter of the windows go.
-    box = brain_bbox(image, margin=2)
+    box = brain_bbox(image, margin=CROP_MARGIN)
     window = tuple(slice(a, b) for a, b in box)
-    cropped = sliding_window_predict(model, preprocess_for_model(image[window]), overlap=overlap,
-                                     weighting=weighting, mirror=mirror, batch_size=batch_size,
-                                     progress=progress)
+    cropped = sliding_window_predict(
+        model,
+        preprocess_for_model(image[window]),
+        overlap=overlap,
+        weighting=weighting,
+        mirror=mirror,
+        batch_size=batch_size,
+        progress=progress,
+    )
     probabilities = np.zeros((*image.shape[:3], cropped.shape[-1]), dtype=np.float32)
     probabilities[window] = cropped
     return probabilities_to_labels(probabilities, threshold, largest_component), probabilities
 
 
-def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool = False,
-                   largest_component: bool = False, with_hd95: bool = True, progress: bool = True,
-                   lesion_wise: bool = True):
+def evaluate_model(
+    model,
+    data_dir,
+    case_ids,
+    overlap: float = 0.5,
+    mirror: bool = False,
+    largest_component: bool = False,
+    with_hd95: bool = True,
+    progress: bool = True,
+    lesion_wise: bool = True,
+):
     """Predict whole labelled cases and score them (BraTS regions and classes).
 
     Args:
@@ -481,18 +516,14 @@ def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool
         plus mean and median rows,
         and ``{case_id: (label, prediction)}``.
     """
-    from tqdm.auto import tqdm
-
-    from .data import load_case
-    from .metrics import evaluate_cases
-
     pairs, predictions = [], {}
     for case_id in tqdm(list(case_ids), desc="evaluate", unit="case", disable=not progress):
         case = load_case(data_dir, case_id)
         if case.label is None:
             raise ValueError(f"case {case_id} has no label to evaluate against")
-        pred, _ = predict_case(model, case.image, overlap=overlap, mirror=mirror,
-                               largest_component=largest_component, progress=False)
+        pred, _ = predict_case(
+            model, case.image, overlap=overlap, mirror=mirror, largest_component=largest_component, progress=False
+        )
         pairs.append((case_id, case.label, pred, case.spacing))
         predictions[case_id] = (case.label, pred)
     return evaluate_cases(pairs, with_hd95, lesion_wise, with_classes=True), predictions

@@ -1,4 +1,4 @@
-"""Soft Dice loss, Dice metrics and per-class sensitivity / specificity (lesson 04).
+"""Soft Dice loss and Dice metrics (lesson 04); sensitivity / specificity are in :mod:`utils.metrics`.
 
 Loss and metrics use ``keras.ops`` only, so they run on the TensorFlow, JAX and
 PyTorch backends alike. Batches are channels-last ``(B, x, y, z, C)``:
@@ -14,8 +14,6 @@ loads with ``keras.models.load_model(path)`` and no ``custom_objects``.
 from __future__ import annotations
 
 import keras
-import numpy as np
-import pandas as pd
 from keras import ops
 
 from .labels import CLASS_NAMES
@@ -31,6 +29,8 @@ def _as_float(*tensors):
 @register
 def single_class_dice_coefficient(y_true, y_pred, axis=(0, 1, 2), epsilon=0.00001):
     """Dice coefficient of one class in one volume.
+
+    Taught in lesson 04, exercise 1.
 
     ``(2 * sum(y_true * y_pred) + epsilon) / (sum(y_true) + sum(y_pred) + epsilon)``
 
@@ -53,6 +53,8 @@ def single_class_dice_coefficient(y_true, y_pred, axis=(0, 1, 2), epsilon=0.0000
 def dice_coefficient(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
     """Mean Dice over the samples and classes of a batch.
 
+    Taught in lesson 04, exercise 2.
+
     Args:
         y_true, y_pred: ``(B, x, y, z, C)``.
         axis: the spatial axes (per sample and class sums).
@@ -70,6 +72,8 @@ def dice_coefficient(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
 @register
 def soft_dice_loss(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
     """Soft Dice loss: 1 - mean over samples and classes of the soft Dice.
+
+    Taught in lesson 04, exercise 3.
 
     ``1 - mean((2 * sum(p * y) + eps) / (sum(p^2) + sum(y^2) + eps))``
 
@@ -175,47 +179,3 @@ METRIC_NAMES = ("edema", "non_enhancing", "enhancing")
 def pooled_dice_metrics() -> list[PooledDice]:
     """Fresh pooled Dice metrics: the mean of the classes, then one per class."""
     return [PooledDice(), *(PooledDice(k) for k in range(len(CLASS_NAMES)))]
-
-
-def compute_class_sens_spec(pred, label, class_num):
-    """Sensitivity and specificity of one class.
-
-    Args:
-        pred: binary prediction, channels-last ``(..., C)``.
-        label: binary ground truth of the same shape.
-        class_num: the channel to evaluate.
-
-    Returns:
-        ``(sensitivity, specificity)`` as floats: TP / (TP + FN) and
-        TN / (TN + FP). A ratio whose denominator is 0 is undefined and comes
-        back as NaN (no positive voxels in ``label`` for the sensitivity, no
-        negative voxels for the specificity); pandas skips NaN in means.
-    """
-    pred, label = np.asarray(pred), np.asarray(label)
-    if pred.shape != label.shape:
-        raise ValueError(f"pred shape {pred.shape} differs from label shape {label.shape}")
-    p = pred[..., class_num].astype(bool)
-    t = label[..., class_num].astype(bool)
-    tp = np.sum(p & t)
-    tn = np.sum(~p & ~t)
-    fp = np.sum(p & ~t)
-    fn = np.sum(~p & t)
-    sensitivity = tp / (tp + fn) if tp + fn > 0 else np.nan
-    specificity = tn / (tn + fp) if tn + fp > 0 else np.nan
-    return float(sensitivity), float(specificity)
-
-
-def get_sens_spec_df(pred, label):
-    """Sensitivity and specificity of each class as a table.
-
-    Args:
-        pred, label: binary ``(..., 3)`` arrays (edema, non-enhancing, enhancing).
-
-    Returns:
-        DataFrame with columns Edema / Non-Enhancing Tumor / Enhancing Tumor and
-        rows Sensitivity / Specificity, rounded to 4 decimals.
-    """
-    table = pd.DataFrame(index=["Sensitivity", "Specificity"], columns=list(CLASS_NAMES), dtype=float)
-    for class_num, name in enumerate(CLASS_NAMES):
-        table.loc[:, name] = compute_class_sens_spec(pred, label, class_num)
-    return table.round(4)

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .labels import CLASS_NAMES, REGIONS
+from .labels import CLASS_NAMES, REGIONS, one_hot
 
 
 def dice_score(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -240,6 +240,8 @@ def lesion_wise_scores(truth_label: np.ndarray, pred_label: np.ndarray, spacing=
 def region_dice(truth_label: np.ndarray, pred_label: np.ndarray) -> dict[str, float]:
     """Dice of the BraTS regions: ``{"WT": ..., "TC": ..., "ET": ...}``.
 
+    Taught in lesson 06, exercise 2.
+
     WT = labels {1, 2, 3}, TC = {2, 3}, ET = {3}. A region empty in both maps
     scores 1.0; empty in exactly one, 0.0.
     """
@@ -281,6 +283,54 @@ def region_scores(truth_label: np.ndarray, pred_label: np.ndarray, spacing=(1.0,
     return scores
 
 
+def compute_class_sens_spec(pred, label, class_num):
+    """Sensitivity and specificity of one class.
+
+    Taught in lesson 04, exercise 4.
+
+    Args:
+        pred: binary prediction, channels-last ``(..., C)``.
+        label: binary ground truth of the same shape.
+        class_num: the channel to evaluate.
+
+    Returns:
+        ``(sensitivity, specificity)`` as floats: TP / (TP + FN) and
+        TN / (TN + FP). A ratio whose denominator is 0 is undefined and comes
+        back as NaN (no positive voxels in ``label`` for the sensitivity, no
+        negative voxels for the specificity); pandas skips NaN in means.
+    """
+    pred, label = np.asarray(pred), np.asarray(label)
+    if pred.shape != label.shape:
+        raise ValueError(f"pred shape {pred.shape} differs from label shape {label.shape}")
+    p = pred[..., class_num].astype(bool)
+    t = label[..., class_num].astype(bool)
+    tp = np.sum(p & t)
+    tn = np.sum(~p & ~t)
+    fp = np.sum(p & ~t)
+    fn = np.sum(~p & t)
+    sensitivity = tp / (tp + fn) if tp + fn > 0 else np.nan
+    specificity = tn / (tn + fp) if tn + fp > 0 else np.nan
+    return float(sensitivity), float(specificity)
+
+
+def get_sens_spec_df(pred, label):
+    """Sensitivity and specificity of each class as a table.
+
+    Taught in lesson 04, exercise 5.
+
+    Args:
+        pred, label: binary ``(..., 3)`` arrays (edema, non-enhancing, enhancing).
+
+    Returns:
+        DataFrame with columns Edema / Non-Enhancing Tumor / Enhancing Tumor and
+        rows Sensitivity / Specificity, rounded to 4 decimals.
+    """
+    table = pd.DataFrame(index=["Sensitivity", "Specificity"], columns=list(CLASS_NAMES), dtype=float)
+    for class_num, name in enumerate(CLASS_NAMES):
+        table.loc[:, name] = compute_class_sens_spec(pred, label, class_num)
+    return table.round(4)
+
+
 def class_scores(truth_label: np.ndarray, pred_label: np.ndarray) -> pd.DataFrame:
     """Per-class Dice, sensitivity and specificity of two label maps (the assignment's table).
 
@@ -288,10 +338,7 @@ def class_scores(truth_label: np.ndarray, pred_label: np.ndarray) -> pd.DataFram
         DataFrame, columns the three classes, rows Dice / Sensitivity /
         Specificity (NaN where a denominator is 0, see ``compute_class_sens_spec``).
     """
-    from .losses import compute_class_sens_spec
-
-    truth = np.stack([truth_label == k for k in (1, 2, 3)], axis=-1)
-    pred = np.stack([pred_label == k for k in (1, 2, 3)], axis=-1)
+    truth, pred = one_hot(truth_label).astype(bool), one_hot(pred_label).astype(bool)
     table = pd.DataFrame(index=["Dice", "Sensitivity", "Specificity"], columns=list(CLASS_NAMES), dtype=float)
     for k, name in enumerate(CLASS_NAMES):
         table.loc["Dice", name] = dice_score(truth[..., k], pred[..., k])

@@ -9,11 +9,16 @@ the assignment.
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 from keras import layers, ops
+
+from . import losses  # noqa: F401  (registers the course's loss and metrics, so load_model finds them)
+from .errors import CourseError
 
 NORMALIZATIONS = (None, "batch", "instance")
 UPSAMPLINGS = ("transpose", "upsample")
@@ -30,6 +35,8 @@ def _spatial_dims(x) -> int:
 
 def conv_block(x, filters: int, normalization: str | None = None, name: str | None = None):
     """Two 3x3(x3) convolutions, each followed by optional normalization and ReLU.
+
+    Taught in lesson 03, exercise 1.
 
     Args:
         x: a Keras tensor ``(B, x, y, z, C)`` or ``(B, x, y, C)``.
@@ -60,6 +67,8 @@ def conv_block(x, filters: int, normalization: str | None = None, name: str | No
 def upsampling_block(x, skip, filters: int, pool_size=None, normalization: str | None = None,
                      upsampling: str = "transpose", name: str | None = None):
     """Up-sample ``x`` to the size of ``skip``, concatenate them, then a conv block.
+
+    Taught in lesson 03, exercise 2.
 
     Args:
         x: the coarser tensor from the level below.
@@ -225,8 +234,6 @@ def level_table(model: keras.Model):
         pandas DataFrame with one row per block (``enc0`` ... ``bottom`` ...
         ``dec0``, ``probabilities``).
     """
-    import pandas as pd
-
     rows: dict[str, dict] = {}
     for layer in model.layers:
         block = layer.name.split("_")[0]
@@ -264,7 +271,7 @@ def activation_memory_mb(model: keras.Model, batch_size: int = 1, bytes_per_valu
     return total * batch_size * bytes_per_value / 1e6
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(CourseError, ValueError):
     """A file is not a loadable ``.keras`` model of the course."""
 
 
@@ -278,10 +285,6 @@ def load_model(path, compile: bool = True) -> keras.Model:
         ModelLoadError: one line naming the file when it is missing, not a
             ``.keras`` archive, damaged, or holds a layer refused by safe mode.
     """
-    import zipfile
-
-    from . import losses  # noqa: F401  (registers the custom objects)
-
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model not found: {path}")

@@ -16,13 +16,10 @@ run continues with the batches it would have seen.
 from __future__ import annotations
 
 import numpy as np
+from keras.utils import PyDataset
 
 from .cache import TrainingCache
-
-try:  # Keras is a dependency, but the sampler itself needs only NumPy
-    from keras.utils import PyDataset as _PyDataset
-except ImportError:  # pragma: no cover
-    _PyDataset = object
+from .labels import one_hot
 
 
 class PatchSampler:
@@ -85,11 +82,11 @@ class PatchSampler:
             scale = rng.uniform(1 - self.scale_range, 1 + self.scale_range, size=X.shape[-1]).astype(np.float32)
             shift = rng.uniform(-self.shift_range, self.shift_range, size=X.shape[-1]).astype(np.float32)
             X = np.where(brain[..., None], X * scale + shift, 0.0).astype(np.float32)
-        y = (lab[..., None] == np.arange(1, 4, dtype=np.uint8)).astype(np.float32)
+        y = one_hot(lab)
         return np.ascontiguousarray(X), y
 
 
-class PatchDataset(_PyDataset):
+class PatchDataset(PyDataset):
     """Batches of patches for ``model.fit``, deterministic by ``(seed, epoch, index)``.
 
     Args:
@@ -105,8 +102,7 @@ class PatchDataset(_PyDataset):
 
     def __init__(self, sampler: PatchSampler, batch_size: int, steps: int, seed: int = 0, fixed: bool = False,
                  initial_epoch: int = 0, workers: int = 1, max_queue_size: int = 8):
-        if _PyDataset is not object:
-            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
         if batch_size < 1 or steps < 1:
             raise ValueError(f"batch_size and steps must be >= 1; found {batch_size}, {steps}")
         self.sampler, self.batch_size, self.steps = sampler, batch_size, steps

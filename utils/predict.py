@@ -31,6 +31,21 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import (
+    DatasetError,
+    detect_layout,
+    find_msd_file,
+    list_cases,
+    load_brats_case,
+    load_label,
+    load_msd_image,
+    strip_nifti_suffix,
+    voxel_spacing,
+)
+from .inference import predict_case, probabilities_path, save_segmentation
+from .metrics import evaluate_cases
+from .model import ModelLoadError, load_model
+from .safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target
 
 MSD_FOLDERS = ("imagesTr", "labelsTr", "imagesTs")
 """The folders of an MSD dataset; prediction never writes into them."""
@@ -42,35 +57,25 @@ def load_input(path: Path):
     ``path`` is an MSD 4-D file or a BraTS case folder. The input files (every
     modality and the label) and folders are what prediction must never write.
     """
-    from .data import DatasetError, MODALITIES, _spacing, load_brats_case, load_nifti, strip_nifti_suffix
-
     path = Path(path)
     if path.is_dir():
         case = load_brats_case(path)
         files = [*case.image_paths, *([case.label_path] if case.label_path else [])]
         return case.case_id, case.image, case.image_paths[0], case.label, case.spacing, files, [path]
-    img = load_nifti(path, "image")
-    if img.ndim != 4 or img.shape[3] != len(MODALITIES):
-        raise DatasetError(f"expected a 4-D image (x, y, z, {len(MODALITIES)}) with channels {MODALITIES}; "
-                           f"found shape {img.shape} in {path}")
-    image = np.asarray(img.get_fdata(dtype=np.float32))
-    if not np.all(np.isfinite(image)):
-        raise DatasetError(f"expected finite intensities; found NaN/Inf in {path}")
+    img, image = load_msd_image(path)
     dirs = []
     if path.parent.name in MSD_FOLDERS and (path.parent.parent / "dataset.json").is_file():
         dirs = [path.parent.parent / name for name in MSD_FOLDERS]  # an image of an MSD dataset
-    return strip_nifti_suffix(path.name), image, path, None, _spacing(img), [path], dirs
+    return strip_nifti_suffix(path.name), image, path, None, voxel_spacing(img), [path], dirs
 
 
 def _dataset_inputs(root: Path):
     """``([(input path, label path or None)], read-only folders)`` of every case in a dataset folder."""
-    from .data import _find_msd_file, detect_layout, list_cases
-
     if detect_layout(root) != "msd":  # a folder of BraTS case folders (2020/2021 or 2023+)
         cases = [root / c for c in list_cases(root)]
         return [(c, None) for c in cases], cases
-    items = [(_find_msd_file(root / "imagesTr", c), _find_msd_file(root / "labelsTr", c)) for c in list_cases(root)]
-    items += [(_find_msd_file(root / "imagesTs", c), None) for c in list_cases(root, "test")]
+    items = [(find_msd_file(root / "imagesTr", c), find_msd_file(root / "labelsTr", c)) for c in list_cases(root)]
+    items += [(find_msd_file(root / "imagesTs", c), None) for c in list_cases(root, "test")]
     return items, [root / name for name in MSD_FOLDERS]
 
 
@@ -82,10 +87,6 @@ def segment(model, source: Path, output: Path, overlap: float, mirror: bool, lar
     (through links too), lie in an input folder, or replace a file that
     utils.predict did not write (the folder's ownership marker proves which).
     """
-    from .data import DatasetError
-    from .inference import predict_case, probabilities_path, save_segmentation
-    from .safety import OwnedFiles, UnsafeWriteError, check_target
-
     if output.is_dir():
         raise UnsafeWriteError(f"the output {output} is a folder; give a .nii.gz file name")
     case_id, image, reference, label, spacing, files, dirs = load_input(source)
@@ -128,9 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.input_dir and not args.output_dir:
         parser.error("--input-dir needs --output-dir")
 
-    from .data import DatasetError
-    from .model import ModelLoadError, load_model
-    from .safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target
 
     options = dict(overlap=args.overlap, mirror=args.mirror, largest_component=not args.no_largest_component,
                    probabilities=args.probabilities, overwrite=args.overwrite)
@@ -143,8 +141,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case_id}: wrote {args.output} (voxels edema {counts[0]}, non-enhancing {counts[1]}, "
                   f"enhancing {counts[2]}) in {time.perf_counter() - start:.1f} s")
             return 0
-        from .data import load_label
-        from .metrics import evaluate_cases
 
         items, read_only = _dataset_inputs(args.input_dir)
         inputs = [p for item in items for p in item if p is not None and not p.is_dir()]
@@ -190,8 +186,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _refuse_own_output(label_path: Path, written: list[Path]) -> None:
     """Scoring never reads a label that this run wrote (compared by inode)."""
-    from .safety import UnsafeWriteError
-
     for out in written:
         if out.exists() and label_path.exists() and os.path.samefile(out, label_path):
             raise UnsafeWriteError(f"refusing to score against {label_path}: it is a segmentation this run "

@@ -12,11 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from .labels import NUM_CLASSES
+from .errors import CourseError
+from .labels import CLASS_NAMES, NUM_CLASSES, one_hot
 
 
-class PatchSamplingError(ValueError):
+class PatchSamplingError(CourseError, ValueError):
     """No patch met the background threshold within ``max_tries``."""
 
 
@@ -37,11 +39,15 @@ class Patch:
     tries: int
 
 
+def _check_channels_last(image: np.ndarray) -> None:
+    if image.ndim != 4:
+        raise ValueError(f"expected a channels-last image (x, y, z, C); found shape {image.shape}")
+
+
 def _check_patch_inputs(image: np.ndarray, label: np.ndarray, patch_shape: tuple[int, int, int],
                         num_classes: int, orig_shape: tuple[int, int, int] | None = None) -> None:
     image, label = np.asarray(image), np.asarray(label)
-    if image.ndim != 4:
-        raise ValueError(f"expected a channels-last image (x, y, z, C); found shape {image.shape}")
+    _check_channels_last(image)
     if label.shape != image.shape[:3]:
         raise ValueError(f"label shape {label.shape} does not match image shape {image.shape[:3]}")
     if orig_shape is not None and tuple(orig_shape) != image.shape[:3]:
@@ -53,11 +59,6 @@ def _check_patch_inputs(image: np.ndarray, label: np.ndarray, patch_shape: tuple
         raise ValueError(f"label values must be in 0..{num_classes - 1}; found {bad}")
     if not np.all(np.isfinite(image)):
         raise ValueError(f"image holds {int((~np.isfinite(image)).sum())} NaN/Inf values")
-
-
-def _one_hot_patch(label_patch: np.ndarray, num_classes: int) -> np.ndarray:
-    """One-hot ``(x, y, z, num_classes)`` float32, background included."""
-    return (label_patch[..., None] == np.arange(num_classes)).astype(np.float32)
 
 
 def rejection_sample(image: np.ndarray, label: np.ndarray, patch_shape=(160, 160, 16), num_classes: int = NUM_CLASSES,
@@ -90,9 +91,9 @@ def _rejection_loop(image, label, patch_shape, num_classes, max_tries, backgroun
     for tries in range(1, max_tries + 1):
         start = tuple(int(draw(0, s - p + 1)) for s, p in zip(image.shape[:3], patch_shape))
         window = tuple(slice(s, s + p) for s, p in zip(start, patch_shape))
-        y = _one_hot_patch(label[window], num_classes)
-        if y[..., 0].sum() / np.prod(patch_shape) < background_threshold:
-            return Patch(np.array(image[window], dtype=np.float32), y[..., 1:], start, tries)
+        patch_label = label[window]
+        if np.mean(patch_label == 0) < background_threshold:
+            return Patch(np.array(image[window], dtype=np.float32), one_hot(patch_label, num_classes), start, tries)
     raise PatchSamplingError(
         f"no {tuple(patch_shape)} patch with background below {background_threshold:.0%} "
         f"in {max_tries} tries"
@@ -102,6 +103,8 @@ def _rejection_loop(image, label, patch_shape, num_classes, max_tries, backgroun
 def get_sub_volume(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=160, output_y=160,
                    output_z=16, num_classes=4, max_tries=1000, background_threshold=0.95):
     """Extract a random patch that is not mostly background.
+
+    Taught in lesson 02, exercise 1.
 
     Draws a corner uniformly (every position that keeps the patch inside the
     volume is possible) and accepts the patch when the share of background
@@ -165,12 +168,14 @@ def sample_foreground_patch(image: np.ndarray, label: np.ndarray, patch_shape=(1
     else:
         start = np.array([rng.integers(0, s - p + 1) for s, p in zip(shape, size)])
     window = tuple(slice(int(s), int(s) + int(p)) for s, p in zip(start, size))
-    y = _one_hot_patch(label[window], num_classes)
-    return Patch(np.array(image[window], dtype=np.float32), y[..., 1:], tuple(int(s) for s in start), 1)
+    y = one_hot(label[window], num_classes)
+    return Patch(np.array(image[window], dtype=np.float32), y, tuple(int(s) for s in start), 1)
 
 
 def standardize(image):
     """Standardize each channel of each z-slice to mean 0 and std 1.
+
+    Taught in lesson 02, exercise 2.
 
     Vectorized: the means and (population) standard deviations of all
     ``(channel, z)`` slices are computed at once. A slice with zero variance
@@ -186,8 +191,7 @@ def standardize(image):
         ValueError: if the image is not 4-D or holds NaN/Inf.
     """
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 4:
-        raise ValueError(f"expected a channels-last image (x, y, z, C); found shape {image.shape}")
+    _check_channels_last(image)
     if not np.all(np.isfinite(image)):
         raise ValueError(f"image holds {int((~np.isfinite(image)).sum())} NaN/Inf values")
     # One column per (z, channel) slice; sums accumulate in float64 so that
@@ -201,23 +205,6 @@ def standardize(image):
     scale = np.divide(1.0, std, out=np.zeros_like(std), where=varies)
     out = (flat - mean.astype(np.float32)) * scale.astype(np.float32)
     return out.reshape(image.shape)
-
-
-def standardize_slices_loop(image: np.ndarray) -> np.ndarray:
-    """The original assignment's per-slice loop (the benchmark's baseline).
-
-    Same result as :func:`standardize`, one ``(channel, z)`` slice at a time.
-    """
-    image = np.asarray(image, dtype=np.float32)
-    out = np.zeros_like(image)
-    for c in range(image.shape[3]):
-        for z in range(image.shape[2]):
-            sl = image[:, :, z, c]
-            centred = sl - sl.mean(dtype=np.float64)
-            std = sl.std(dtype=np.float64)
-            if std != 0:
-                out[:, :, z, c] = centred / std
-    return out
 
 
 def standardize_nonzero(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -236,8 +223,7 @@ def standardize_nonzero(image: np.ndarray, mask: np.ndarray | None = None) -> np
         float32 array of the same shape; zero outside the mask.
     """
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 4:
-        raise ValueError(f"expected a channels-last image (x, y, z, C); found shape {image.shape}")
+    _check_channels_last(image)
     if not np.all(np.isfinite(image)):
         raise ValueError(f"image holds {int((~np.isfinite(image)).sum())} NaN/Inf values")
     mask = np.any(image != 0, axis=-1) if mask is None else np.asarray(mask, dtype=bool)
@@ -270,10 +256,6 @@ def compare_samplers(cases, n_patches: int = 50, patch_shape=(160, 160, 16), for
         max), share of patches that contain tumour, and the mean share of each
         class in the patches.
     """
-    import pandas as pd
-
-    from .labels import CLASS_NAMES
-
     cases = list(cases)
     rows = {}
     for method in ("rejection (assignment)", "foreground oversampling (nnU-Net)"):

@@ -22,12 +22,25 @@ import argparse
 import base64
 import gzip
 import html
+import io
 import json
 import re
 import sys
+from importlib import metadata
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import pandas as pd
+
+from . import __version__
+from .analysis import label_volume_table
+from .data import DatasetError, check_label, check_same_grid, load_nifti
+from .labels import REGION_NAMES, REGIONS
+from .metrics import region_scores
+from .predict import load_input
+from .safety import OwnedFiles, atomic_path, check_target
+from .viewer3d import build_niivue, case_layers, focus_voxel, legend_html
 
 GENERATOR = "brats-course utils.report"
 CSP = ("default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; "
@@ -72,9 +85,7 @@ def viewer_payload(layers, focus=None, shape=None, affine=None) -> dict:
         ``{"root": id, "models": {id: state}, "layers": [...], "esm": gzip+base64 JS,
         "licence": text, "version": ipyniivue version}``.
     """
-    import ipyniivue
-
-    from .viewer3d import build_niivue
+    import ipyniivue  # lazy: the widget stack loads only when a report is built
 
     nv, volumes = build_niivue(layers, height=440, focus=focus, shape=shape, affine=affine)
     try:
@@ -94,8 +105,6 @@ def viewer_payload(layers, focus=None, shape=None, affine=None) -> dict:
 
 
 def _ipyniivue_licence() -> str:
-    from importlib import metadata
-
     dist = metadata.distribution("ipyniivue")
     for name in dist.files or []:
         if Path(str(name)).name.upper().startswith(("LICENSE", "LICENCE", "COPYING")):
@@ -112,10 +121,6 @@ def _table(frame, float_format: str = "{:.2f}") -> str:
 
 def volume_tables(segmentation: np.ndarray, spacing, truth: np.ndarray | None = None):
     """Volumes in mL of each class and region: the segmentation (and the truth beside it)."""
-    import pandas as pd
-
-    from .analysis import label_volume_table
-
     seg = label_volume_table(segmentation, spacing)
     columns = {"labels": seg["labels"], "segmentation (mL)": seg["volume_mL"]}
     if truth is not None:
@@ -125,11 +130,6 @@ def volume_tables(segmentation: np.ndarray, spacing, truth: np.ndarray | None = 
 
 def metrics_table(truth: np.ndarray, segmentation: np.ndarray, spacing):
     """BraTS region Dice and HD95 (mm) of the segmentation against the truth."""
-    import pandas as pd
-
-    from .labels import REGION_NAMES, REGIONS
-    from .metrics import region_scores
-
     scores = region_scores(truth, segmentation, spacing)
     return pd.DataFrame({"Dice": [scores[f"Dice {r}"] for r in REGIONS],
                          "HD95 (mm)": [scores[f"HD95 {r}"] for r in REGIONS]},
@@ -238,9 +238,6 @@ def report_html(image: np.ndarray, affine: np.ndarray, segmentation: np.ndarray,
         sequences: the sequences to embed (default: all four; each adds about 1.7 MB
             on a 240x240x155 grid), e.g. ``("FLAIR", "T1gd")``.
     """
-    from . import __version__
-    from .viewer3d import case_layers, focus_voxel, legend_html
-
     affine = np.asarray(affine, dtype=np.float64)
     if spacing is None:
         spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
@@ -301,8 +298,6 @@ def write_report(out: Path | str, image: np.ndarray, affine: np.ndarray, segment
     Returns:
         The path written.
     """
-    from .safety import OwnedFiles, atomic_path, check_target
-
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"expected an .html output path; found {out}")
@@ -322,10 +317,6 @@ def read_report(path: Path | str) -> dict:
 
     Used by the tests, and to get the volumes out of a shared report.
     """
-    import io
-
-    import nibabel as nib
-
     text = Path(path).read_text(encoding="utf-8")
     match = re.search(rf'<script type="application/json" id="{_DATA_ID}">(.*?)</script>', text, re.S)
     if match is None:
@@ -343,12 +334,10 @@ def read_report(path: Path | str) -> dict:
 
 def _load_label(path: Path, what: str, reference) -> np.ndarray:
     """A label map on the grid of ``reference`` (the case's image), in MSD values."""
-    from .data import DatasetError, _check_label, check_same_grid, load_nifti
-
     img = load_nifti(path, what)
     label = np.asanyarray(img.dataobj)
     try:
-        label = _check_label(label, reference.shape[:3], path)
+        label = check_label(label, reference.shape[:3], path)
     except DatasetError as err:
         raise DatasetError(f"{err} (expected an MSD label map: 0 background, 1 edema, 2 non-enhancing, "
                            f"3 enhancing, as utils.predict writes)") from err
@@ -368,10 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: all four; fewer make a smaller file)")
     args = parser.parse_args(argv)
 
-    import nibabel as nib
 
-    from .data import DatasetError
-    from .predict import load_input
 
     try:
         case_id, image, reference, _, spacing, files, dirs = load_input(args.image)

@@ -26,14 +26,17 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
+
+from .errors import CourseError
 
 OWNER_FILE = ".course-files.json"
 """Ownership marker: the files course commands wrote in a folder, with sizes and hashes."""
 
 
-class UnsafeWriteError(ValueError):
+class UnsafeWriteError(CourseError, ValueError):
     """A write, replacement or deletion was refused to protect the user's files."""
 
 
@@ -41,10 +44,21 @@ class UnsafeWriteError(ValueError):
 # Atomic writes
 # ----------------------------------------------------------------------------
 
+TEMPORARY_PREFIX = ".tmp-"
+_TEMPORARY = re.compile(re.escape(TEMPORARY_PREFIX) + r"\d+-(?P<name>.+)")
+
+
 def temporary_path(path: Path | str) -> Path:
-    """A hidden temporary name beside ``path`` with the same extension(s)."""
+    """A hidden temporary name beside ``path`` with the same extension(s): ``.tmp-<pid>-<name>``."""
     path = Path(path)
-    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    return path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{path.name}")
+
+
+def stale_temporaries(folder: Path | str, names: Iterable[str]) -> list[Path]:
+    """Temporary files that :func:`temporary_path` left in ``folder`` (a killed write) for one of ``names``."""
+    names = set(names)
+    return [p for p in sorted(Path(folder).glob(TEMPORARY_PREFIX + "*"))
+            if (m := _TEMPORARY.fullmatch(p.name)) and m["name"] in names and p.is_file() and not p.is_symlink()]
 
 
 @contextlib.contextmanager

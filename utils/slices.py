@@ -14,21 +14,16 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from keras.utils import PyDataset
 
-from .cache import TrainingCache, brain_bbox
-from .data import list_cases, load_msd_case
-from .labels import msd_to_brats
+from .cache import CROP_MARGIN, TrainingCache, brain_bbox
+from .data import BRATS_SUFFIXES, list_cases, load_msd_case
+from .inference import preprocess_for_model, probabilities_to_labels
+from .labels import msd_to_brats, one_hot
 from .safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
 
-BRATS_FILES = {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
 EXPORT_MARKER = "brats_export.json"
 TOOL = "utils.slices"
-
-try:  # Keras is a dependency; the sampler itself needs only NumPy
-    from keras.utils import PyDataset as _PyDataset
-except ImportError:  # pragma: no cover
-    _PyDataset = object
-
 
 def export_brats(msd_root: Path | str, out_dir: Path | str, prefix: str = "BraTS20_Training",
                  case_ids: list[str] | None = None, overwrite: bool = False) -> Path:
@@ -84,7 +79,7 @@ def _export_ownership(out_dir: Path) -> OwnedFiles:
         return owned
     if not isinstance(cases, dict):
         return owned
-    names = [EXPORT_MARKER] + [f"{n}/{n}_{s}.nii.gz" for n in cases for s in (*BRATS_FILES, "seg")]
+    names = [EXPORT_MARKER] + [f"{n}/{n}_{s}.nii.gz" for n in cases for s in (*BRATS_SUFFIXES.values(), "seg")]
     for name in names:
         if isinstance(name, str) and (out_dir / name).is_file() and not (out_dir / name).is_symlink():
             owned.files[name] = dict(file_record(out_dir / name), tool=TOOL)
@@ -98,7 +93,7 @@ def _write_export(msd_root: Path, partial: Path, prefix: str, case_ids: list[str
         name = f"{prefix}_{i:03d}"
         folder = partial / name
         folder.mkdir()
-        for suffix, channel in BRATS_FILES.items():
+        for channel, suffix in enumerate(BRATS_SUFFIXES.values()):
             img = nib.Nifti1Image(case.image[..., channel].astype(np.float32), case.affine)
             img.header.set_xyzt_units("mm", "sec")
             nib.save(img, folder / f"{name}_{suffix}.nii.gz")
@@ -185,17 +180,16 @@ class SliceSampler:
             for axis in (0, 1):
                 if rng.random() < 0.5:
                     X, lab = np.flip(X, axis), np.flip(lab, axis)
-        y = (lab[..., None] == np.arange(1, 4, dtype=np.uint8)).astype(np.float32)
+        y = one_hot(lab)
         return np.ascontiguousarray(X), y
 
 
-class SliceDataset(_PyDataset):
+class SliceDataset(PyDataset):
     """Batches of axial slices for ``model.fit``, deterministic by ``(seed, epoch)``."""
 
     def __init__(self, sampler: SliceSampler, batch_size: int, steps: int | None = None, seed: int = 0,
                  fixed: bool = False, workers: int = 1):
-        if _PyDataset is not object:
-            super().__init__(workers=workers, use_multiprocessing=False)
+        super().__init__(workers=workers, use_multiprocessing=False)
         self.sampler, self.batch_size, self.seed, self.fixed, self.epoch = sampler, batch_size, seed, fixed, 0
         self._order = None
         self._order_epoch = None
@@ -236,10 +230,8 @@ def predict_slices(model, image: np.ndarray, batch_size: int = 16, threshold=0.5
     Returns:
         ``(label, probabilities)`` on the case's grid.
     """
-    from .inference import preprocess_for_model, probabilities_to_labels
-
     shape2d = tuple(model.input.shape[1:3])
-    box = brain_bbox(image, margin=2)
+    box = brain_bbox(image, margin=CROP_MARGIN)
     window = tuple(slice(a, b) for a, b in box)
     cropped = preprocess_for_model(image[window])
     slices = np.stack([fit_slice(cropped[:, :, z], shape2d) for z in range(cropped.shape[2])])

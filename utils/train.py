@@ -51,11 +51,21 @@ from .backend import gpu_count
 from .cache import CacheError, TrainingCache, build_cache
 from .config import PRESETS, TrainConfig, data_root, preset, run_dir
 from .data import get_dataset, list_cases, split_cases
+from .inference import evaluate_model
 from .losses import CLASS_DICE_METRICS, dice_bce_loss, dice_coefficient, pooled_dice_metrics, soft_dice_loss
 from .model import build_unet, load_model
 from .pipeline import PatchDataset, PatchSampler
-from .safety import (OwnedFiles, UnsafeWriteError, atomic_path, check_target, file_record, matches_record,
-                     read_json_object, write_bytes_atomic, write_json_atomic)
+from .safety import (
+    OwnedFiles,
+    UnsafeWriteError,
+    atomic_path,
+    check_target,
+    file_record,
+    matches_record,
+    read_json_object,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss}
 MONITOR = "val_pooled_dice"   # Dice pooled over the validation patches (see losses.PooledDice)
@@ -530,8 +540,6 @@ def main(argv: list[str] | None = None) -> int:
                         if k in last)
     print(f"done in {result.seconds:.0f} s; {result.output_dir}/best.keras; last epoch: {summary or 'none'}")
     if args.evaluate:
-        from .inference import evaluate_model
-
         start = time.perf_counter()
         best = load_model(result.output_dir / "best.keras")
         # the raw network output, as lesson 05 scores it (lesson 06 adds post-processing)

@@ -18,6 +18,7 @@ import gzip
 from dataclasses import dataclass
 
 import ipywidgets
+import nibabel as nib
 import numpy as np
 
 from .labels import CLASS_COLORS, CLASS_NAMES, MODALITIES
@@ -64,8 +65,6 @@ def nifti_gz(volume: np.ndarray, affine: np.ndarray, slope: float = 1.0, inter: 
         affine: 4x4 voxel-to-world matrix.
         slope, inter: NIfTI intensity scaling (stored value * slope + inter).
     """
-    import nibabel as nib
-
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"expected a 3-D volume (x, y, z); found shape {volume.shape}")
@@ -215,7 +214,7 @@ def build_niivue(layers: list[Layer], background: int = 0, height: int = 480, fo
         ``(widget, volumes)``: the widget and its ``ipyniivue.Volume`` s, one per layer
         in order; the image layers not shown have opacity 0.
     """
-    from ipyniivue import NiiVue, ShowRender, SliceType, Volume
+    from ipyniivue import NiiVue, ShowRender, SliceType, Volume  # lazy: the widget stack loads only when shown
 
     nv = NiiVue(height=height, slice_type=SliceType.MULTIPLANAR, multiplanar_show_render=ShowRender.ALWAYS,
                 back_color=(0.0, 0.0, 0.0, 1.0), crosshair_color=(1.0, 1.0, 0.0, 0.7),  # yellow: no label colour
@@ -229,7 +228,7 @@ def build_niivue(layers: list[Layer], background: int = 0, height: int = 480, fo
         volumes.append(vol)
     # Every sequence is loaded; the one shown has opacity 1, the others 0. (Switching by
     # replacing the first volume leaves ipyniivue 2.4 with a stale NiiVue background.)
-    for k, (vol, layer) in enumerate((v, layer) for v, layer in zip(volumes, layers) if layer.kind == "image"):
+    for k, vol in enumerate(v for v, layer in zip(volumes, layers) if layer.kind == "image"):
         vol.opacity = 1.0 if k == background else 0.0
     nv.load_volumes(volumes)
     if focus is not None:

@@ -12,9 +12,11 @@ import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import nibabel as nib
 import numpy as np
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.patches import Patch
+from PIL import Image
 
 from .labels import CLASS_COLORS, CLASS_NAMES, MODALITIES
 
@@ -149,8 +151,6 @@ def slices_gif(image: np.ndarray, label: np.ndarray | None = None, path: Path | 
     Returns:
         The GIF file's bytes (show with ``IPython.display.Image(data=...)``).
     """
-    from PIL import Image
-
     vol = image[..., channel]
     window = display_range(vol)
     frames = []
@@ -201,7 +201,7 @@ def slice_viewer(image: np.ndarray, label: np.ndarray | None = None, spacing=Non
     Returns:
         The widget (display it, or let it be the cell's last value).
     """
-    import ipywidgets as widgets
+    import ipywidgets as widgets  # lazy: the widget stack loads only when a viewer is shown
 
     centre = tumour_center(label, image.shape)
     axis_w = widgets.Dropdown(options=[(AXIS_NAMES[a], a) for a in (2, 1, 0)], value=2, description="plane")
@@ -245,8 +245,6 @@ def to_nifti_images(image: np.ndarray, label: np.ndarray | None, affine: np.ndar
     Returns:
         ``(dict sequence name -> Nifti1Image, label Nifti1Image or None)``.
     """
-    import nibabel as nib
-
     seqs = {name: nib.Nifti1Image(image[..., i].astype(np.float32), affine) for i, name in enumerate(MODALITIES)}
     lab = None if label is None else nib.Nifti1Image(label.astype(np.uint8), affine)
     return seqs, lab

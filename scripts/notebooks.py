@@ -1,7 +1,14 @@
-"""Build the learner and solution notebooks from one jupytext source per lesson.
+"""Build the learner and solution notebooks from one jupytext source per lesson, and how to author them.
 
+Run ``python scripts/notebooks.py`` (``make notebooks``) after editing a
+lesson; ``python scripts/notebooks.py --check`` fails when a generated file is
+stale (``tests/test_notebooks.py`` runs the same check). Generated notebooks
+are committed and never edited by hand.
+
+What it generates
+-----------------
 Each lesson is written once, as ``notebooks/NN_name.py`` in jupytext's percent
-format. From it this module generates
+format. From it this script writes
 
 * ``notebooks/NN_name.ipynb`` - the learner version: every block between
   ``### BEGIN SOLUTION`` and ``### END SOLUTION`` becomes
@@ -10,35 +17,82 @@ format. From it this module generates
   ``check`` get nbval's ``raises-exception`` tag (they fail until the learner
   finishes the exercise);
 * ``notebooks/solutions/NN_name.ipynb`` - the same lesson with the solutions
-  filled in between ``### START CODE HERE ###`` and ``### END CODE HERE ###``.
+  filled in between ``### START CODE HERE ###`` and ``### END CODE HERE ###``;
+* the README's Colab badges, pointed at :data:`COURSE_REPO`.
 
 The token ``COLAB_URL`` in a source becomes the Colab link of the notebook it
 lands in, ``COURSE_REPO`` the GitHub repository and ``COURSE_REF`` the git
 tag of this release (``v`` + the package version): the Colab setup cell
 installs the course from ``COURSE_REPO@COURSE_REF``, the release the notebook
-belongs to. The README's Colab badges follow ``COURSE_REPO`` too (rewritten
-by the same command). Generated files are never
-edited by hand: ``python -m utils.notebooks`` rewrites them and
-``python -m utils.notebooks --check`` fails when one is stale.
+belongs to. Each notebook records its origin in ``metadata.course``
+(:func:`utils.lessons.lesson_stamp`), which the grader reads.
+
+Adding a lesson
+---------------
+1. Copy an existing source to ``notebooks/NN_short_name.py`` (two digits: the
+   order). Keep its opening cells: a markdown title ``# Lesson NN - Title``, a
+   one-line description, "You will learn to", ``**Accelerator: CPU**`` (or
+   GPU) and the Colab badge ``[![Open In Colab](...)](COLAB_URL)``; then the
+   setup cell that installs only on Colab, one cell tagged ``imports`` and one
+   tagged ``parameters``.
+2. Sizes (volume, patch, steps, epochs) come from ``utils.config`` (the course
+   mode), never from literals that CI would have to rewrite.
+3. Add the lesson's row to the README's table, run ``make notebooks``, and
+   execute it with ``COURSE_MODE=ci pytest --nbval-lax --nbval-current-env
+   notebooks/NN_short_name.ipynb notebooks/solutions/NN_short_name.ipynb``.
+
+Adding an exercise and its check
+--------------------------------
+1. The reference goes into ``utils`` (its module by topic), exported from
+   ``utils/__init__.py``, with "Taught in lesson NN, exercise K." in its
+   docstring.
+2. In the lesson source: a markdown cell "### Exercise K: fn_name" with a
+   short spec and the expected output; a code cell with the function, its
+   docstring and its body between ``### BEGIN SOLUTION`` and
+   ``### END SOLUTION`` (``# Hint:`` comments in the block are kept in the
+   learner's stub); then a cell tagged ``check`` calling
+   ``check_fn_name(fn_name)``. Later cells use ``utils.fn_name``, so an
+   unfinished exercise never breaks the rest of the lesson.
+3. The check goes into ``utils/checks/lessonNN.py``: a tests function
+   decorated with ``@exercise("fn_name", LESSON)`` that runs each test through
+   ``run.test(description, body)`` (``grading=True`` selects other inputs for
+   the grader), and ``check_fn_name(fn) = run_check("fn_name", fn)``, exported
+   from ``utils/checks/__init__.py``.
+4. Register the exercise in ``tests/exercise_registry.py`` (its reference and
+   the inputs on which the notebook's solution must agree with it), and add
+   learner-like wrong answers (must fail) and correct answers in other styles
+   (must pass) to ``tests/test_checks_mistakes.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+
+import jupytext
+import nbformat
+
+if __name__ == "__main__":  # run as a script: this checkout's utils, without starting Keras (not needed here)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    os.environ.setdefault("BRATS_COURSE_NO_KERAS", "1")
+
+from utils import __version__  # noqa: E402
+from utils.lessons import DEF, Lesson, lesson_stamp, lessons, notebooks_dir  # noqa: E402
+
+__all__ = ["COURSE_REPO", "DEF", "Lesson", "build", "colab_url", "course_ref", "learner_source", "lesson_stamp",
+           "lessons", "notebooks_dir", "render", "solution_blocks", "solution_source"]
 
 COURSE_REPO = "brats-course/brain-tumor-segmentation"
 """``owner/name`` of the course on GitHub (Colab badges and the Colab install).
 
 A fork that publishes the course changes this one line and runs
-``python -m utils.notebooks``."""
+``python scripts/notebooks.py``."""
 BRANCH = "main"
 """The branch the Colab badges open."""
-SOURCE_GLOB = "[0-9][0-9]_*.py"
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -51,43 +105,10 @@ _BLOCK = re.compile(
     r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"[^\n]*\n(?P<body>.*?)^[ \t]*" + re.escape(END) + r"[^\n]*$",
     re.MULTILINE | re.DOTALL,
 )
-_DEF = re.compile(r"^[ \t]*def[ \t]+(?P<name>\w+)[ \t]*\(", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Lesson:
-    """Paths of one lesson's source and generated notebooks."""
-
-    source: Path
-
-    @property
-    def name(self) -> str:
-        return self.source.stem
-
-    @property
-    def learner(self) -> Path:
-        return self.source.with_suffix(".ipynb")
-
-    @property
-    def solution(self) -> Path:
-        return self.source.parent / "solutions" / f"{self.name}.ipynb"
-
-
-def notebooks_dir() -> Path:
-    """The ``notebooks/`` folder of this checkout."""
-    return Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def lessons(folder: Path | None = None) -> list[Lesson]:
-    """Every lesson source, in course order."""
-    folder = notebooks_dir() if folder is None else Path(folder)
-    return [Lesson(p) for p in sorted(folder.glob(SOURCE_GLOB))]
 
 
 def course_ref() -> str:
     """The git tag of this release, ``v<package version>``: what the Colab setup cell installs."""
-    from . import __version__
-
     return f"v{__version__}"
 
 
@@ -104,14 +125,14 @@ def solution_blocks(text: str) -> list[tuple[str | None, str]]:
     """
     blocks = []
     for match in _BLOCK.finditer(text):
-        defs = list(_DEF.finditer(text, 0, match.start()))
+        defs = list(DEF.finditer(text, 0, match.start()))
         blocks.append((defs[-1].group("name") if defs else None, match.group("body")))
     return blocks
 
 
 def _stub(match: re.Match, text: str) -> str:
     indent, body = match.group("indent"), match.group("body")
-    defs = list(_DEF.finditer(text, 0, match.start()))
+    defs = list(DEF.finditer(text, 0, match.start()))
     name = defs[-1].group("name") if defs else "this exercise"
     hints = [line.strip() for line in body.splitlines() if re.match(r"[ \t]*# ?[Hh]int", line)]
     lines = [f"{indent}{START_HERE}"]
@@ -147,22 +168,7 @@ def _check_markers(text: str) -> None:
         raise ValueError(f"unbalanced solution markers: {begins} {BEGIN!r} and {ends} {END!r}")
 
 
-def lesson_stamp(lesson: Lesson) -> dict[str, str]:
-    """What the generated notebooks record about their origin (``metadata.course``).
-
-    ``digest`` changes whenever the lesson's source does, so a grader can tell a
-    notebook released from an older version of the lesson.
-    """
-    digest = hashlib.sha1(lesson.source.read_bytes()).hexdigest()[:12]
-    from . import __version__
-
-    return {"lesson": lesson.name, "version": __version__, "digest": digest}
-
-
 def _to_notebook(text: str, url: str, learner: bool, stamp: dict[str, str]) -> str:
-    import jupytext
-    import nbformat
-
     text = text.replace("COLAB_URL", url).replace("COURSE_REPO", COURSE_REPO).replace("COURSE_REF", course_ref())
     nb = jupytext.reads(text, fmt="py:percent")
     nb.metadata.pop("jupytext", None)
@@ -229,8 +235,8 @@ def build(folder: Path | None = None, check: bool = False) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m utils.notebooks [--check]``."""
-    parser = argparse.ArgumentParser(prog="python -m utils.notebooks", description=__doc__.split("\n")[0])
+    """``python scripts/notebooks.py [--check]``."""
+    parser = argparse.ArgumentParser(prog="scripts/notebooks.py", description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="fail if a generated notebook is stale")
     args = parser.parse_args(argv)
     changed = build(check=args.check)
