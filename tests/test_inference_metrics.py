@@ -1,5 +1,7 @@
 """Sliding-window inference, the label-merge rule, NIfTI export and the metrics."""
 
+import itertools
+
 import keras
 import nibabel as nib
 import numpy as np
@@ -7,7 +9,9 @@ import pytest
 from scipy import ndimage
 
 from utils.inference import (
+    WindowBlender,
     blend_windows,
+    gaussian_profiles,
     gaussian_weights,
     predict_case,
     probabilities_to_labels,
@@ -28,8 +32,16 @@ def _identity(batch):
 @pytest.mark.parametrize("weighting", ["gaussian", "constant"])
 def test_identity_model_reproduces_its_input(overlap, weighting):
     image = np.random.default_rng(0).normal(size=(37, 29, 23, 3)).astype(np.float32)
-    out = sliding_window_predict(None, image, window=(16, 12, 8), overlap=overlap, weighting=weighting,
-                                 batch_size=3, progress=False, predict_fn=_identity)
+    out = sliding_window_predict(
+        None,
+        image,
+        window=(16, 12, 8),
+        overlap=overlap,
+        weighting=weighting,
+        batch_size=3,
+        progress=False,
+        predict_fn=_identity,
+    )
     # float32 accumulation: equal up to a few float32 roundings (measured at most 2e-6 relative)
     np.testing.assert_allclose(out, image, rtol=5e-6, atol=1e-6)
 
@@ -54,7 +66,7 @@ def test_windows_cover_the_volume():
         starts = window_starts(size, window, overlap)
         covered = np.zeros(size, bool)
         for s in starts:
-            covered[s:s + window] = True
+            covered[s : s + window] = True
         assert covered.all() and starts[0] == 0 and starts[-1] == size - window
         if len(starts) > 1:
             assert max(np.diff(starts)) <= window * (1 - overlap) + 0.5
@@ -74,6 +86,94 @@ def _nnunet_steps(size, window, overlap):
 @pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
 def test_window_starts_place_windows_as_nnunet(size, window, overlap):
     assert window_starts(size, window, overlap) == _nnunet_steps(size, window, overlap)
+
+
+def _blend64(starts, preds, shape, weights):
+    """Lesson 06's rule in float64, one window at a time: sum(weight * prediction) / sum(weight)."""
+    window = weights.shape
+    total, norm = np.zeros((*shape, preds[0].shape[-1])), np.zeros(shape)
+    for (a, b, c), pred in zip(starts, preds):
+        region = (slice(a, a + window[0]), slice(b, b + window[1]), slice(c, c + window[2]))
+        total[region] += np.asarray(pred, np.float64) * weights[..., None]
+        norm[region] += weights
+    return total / norm[..., None]
+
+
+def _content_and_position(batch):
+    """A prediction that changes with each window's content and with the position in the window."""
+    batch = np.asarray(batch, np.float64)
+    ramp = np.linspace(-1.0, 1.0, batch.shape[1])[:, None, None]
+    window_mean = np.broadcast_to(batch.mean(axis=(1, 2, 3, 4))[:, None, None, None], batch.shape[:4])
+    logits = np.stack([batch[..., 0] - batch[..., 1] + ramp, window_mean - ramp, batch[..., 1] * ramp], axis=-1)
+    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+@pytest.mark.parametrize("window", [(15, 11, 7), (16, 12, 8)])
+@pytest.mark.parametrize("overlap", [0.25, 0.5])
+@pytest.mark.parametrize("weighting", ["gaussian", "constant"])
+def test_sliding_window_equals_the_plain_weighted_average(window, overlap, weighting):
+    image = np.random.default_rng(4).normal(size=(37, 29, 23, 2)).astype(np.float32)
+    weights = gaussian_weights(window).astype(np.float64) if weighting == "gaussian" else np.ones(window)
+    starts = list(itertools.product(*[window_starts(s, w, overlap) for s, w in zip(image.shape[:3], window)]))
+    preds = [
+        _content_and_position(image[a : a + window[0], b : b + window[1], c : c + window[2]][None])[0]
+        for a, b, c in starts
+    ]
+    expected = _blend64(starts, preds, image.shape[:3], weights)
+    out = sliding_window_predict(
+        None,
+        image,
+        window=window,
+        overlap=overlap,
+        weighting=weighting,
+        batch_size=3,
+        progress=False,
+        predict_fn=_content_and_position,
+    )
+    assert out.dtype == np.float32 and out.shape == (37, 29, 23, 3)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
+
+
+def test_sliding_window_places_windows_as_nnunet():
+    shape, window = (37, 29, 23), (15, 11, 7)
+    image = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).astype(np.float32)
+    seen = []
+
+    def record_corners(batch):
+        seen.extend(tuple(int(v) for v in corner) for corner in batch[:, 0, 0, 0, :])
+        return np.ones((*batch.shape[:4], 1), np.float32)
+
+    sliding_window_predict(
+        None, image, window=window, overlap=0.5, batch_size=4, progress=False, predict_fn=record_corners
+    )
+    assert seen == list(itertools.product(*[_nnunet_steps(s, w, 0.5) for s, w in zip(shape, window)]))
+
+
+def test_separable_normalizer_equals_the_summed_weights():
+    """Profiles on a grid: 1-D sums; an array, or windows off a grid: the weights summed window by window."""
+    rng = np.random.default_rng(5)
+    window, shape = (6, 5, 4), (14, 11, 9)
+    grid = list(itertools.product(*[window_starts(s, w, 0.5) for s, w in zip(shape, window)]))
+    for starts in (grid, grid + [(3, 2, 1)]):  # a grid, then a grid plus one more window
+        preds = rng.random((len(starts), *window, 2)).astype(np.float32)
+        separable = WindowBlender(shape, window, 2, gaussian_profiles(window))
+        dense = WindowBlender(shape, window, 2, gaussian_weights(window))
+        for start, pred in zip(starts, preds):
+            separable.add(start, pred.copy())
+            dense.add(start, pred.copy())
+        assert (separable._grid_sums() is not None) == (starts is grid)  # the 1-D path is the one taken on a grid
+        expected = _blend64(starts, preds, shape, gaussian_weights(window).astype(np.float64))
+        np.testing.assert_allclose(separable.result(), expected, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(dense.result(), expected, rtol=0, atol=1e-6)
+
+
+def test_blender_rejects_a_window_outside_the_volume():
+    blender = WindowBlender((8, 8, 8), (4, 4, 4), 1)
+    with pytest.raises(ValueError, match=r"a window at \(6, 0, 0\) of size \(4, 4, 4\) leaves the volume"):
+        blender.add((6, 0, 0), np.zeros((4, 4, 4, 1), np.float32))
+    with pytest.raises(ValueError, match="some voxels are covered by no window"):
+        blender.add((0, 0, 0), np.zeros((4, 4, 4, 1), np.float32))
+        blender.result()
 
 
 def test_odd_window_gets_no_extra_window():
@@ -110,10 +210,11 @@ def test_gaussian_blending_removes_seams():
         return batch * (0.5 + 0.5 * edge)
 
     tiles = tile_predict(None, image, window=(16, 16, 16), predict_fn=border_biased)
-    blended = sliding_window_predict(None, image, window=(16, 16, 16), overlap=0.5, progress=False,
-                                     predict_fn=border_biased)
+    blended = sliding_window_predict(
+        None, image, window=(16, 16, 16), overlap=0.5, progress=False, predict_fn=border_biased
+    )
     # a constant input should give a constant output: measure the ripple inside the volume
-    ripple = lambda v: np.ptp(v[8:56, 8:56, 8, 0])  # noqa: E731
+    ripple = lambda v: np.ptp(v[8:56, 8:56, 8, 0])
     assert ripple(blended) < 0.5 * ripple(tiles)
 
 
@@ -130,8 +231,10 @@ def test_bad_inputs():
 
 
 def test_label_merge_rule():
-    probs = np.array([[0.9, 0.1, 0.1], [0.9, 0.8, 0.1], [0.9, 0.8, 0.7], [0.1, 0.1, 0.7],
-                      [0.2, 0.6, 0.1], [0.4, 0.4, 0.4]], np.float32)
+    probs = np.array(
+        [[0.9, 0.1, 0.1], [0.9, 0.8, 0.1], [0.9, 0.8, 0.7], [0.1, 0.1, 0.7], [0.2, 0.6, 0.1], [0.4, 0.4, 0.4]],
+        np.float32,
+    )
     np.testing.assert_array_equal(probabilities_to_labels(probs), [1, 2, 3, 3, 2, 0])
     np.testing.assert_array_equal(probabilities_to_labels(probs, threshold=[0.5, 0.9, 0.3]), [1, 1, 3, 3, 0, 3])
     with pytest.raises(ValueError, match="3 class channels"):
@@ -143,8 +246,9 @@ def test_nifti_round_trip_keeps_the_affine(phantom_root, tmp_path):
     ref = nib.load(src)
     label = np.zeros(ref.shape[:3], np.uint8)
     label[20:30, 20:30, 10:20] = 3
-    out = save_segmentation(label, src, tmp_path / "seg.nii.gz",
-                            probabilities=np.zeros((*ref.shape[:3], 3), np.float32))
+    out = save_segmentation(
+        label, src, tmp_path / "seg.nii.gz", probabilities=np.zeros((*ref.shape[:3], 3), np.float32)
+    )
     seg = nib.load(out)
     np.testing.assert_array_equal(seg.affine, ref.affine)
     np.testing.assert_array_equal(np.asanyarray(seg.dataobj), label)
@@ -162,7 +266,7 @@ def test_nifti_round_trip_keeps_the_affine(phantom_root, tmp_path):
 
 def _ball(shape, centre, radius):
     grid = np.indices(shape)
-    return ((grid - np.array(centre).reshape(3, 1, 1, 1)) ** 2).sum(0) <= radius ** 2
+    return ((grid - np.array(centre).reshape(3, 1, 1, 1)) ** 2).sum(0) <= radius**2
 
 
 def test_dice_iou_hd95_against_scipy_reference():
@@ -187,11 +291,12 @@ def test_empty_mask_conventions():
     some[5:8, 5:8, 3:5] = True
     assert dice_score(empty, empty) == 1.0 and hd95(empty, empty) == 0.0
     assert dice_score(some, empty) == 0.0 and dice_score(empty, some) == 0.0
-    diagonal = np.sqrt(24 ** 2 + 20 ** 2 + (10 * 2.0) ** 2)
+    diagonal = np.sqrt(24**2 + 20**2 + (10 * 2.0) ** 2)
     assert hd95(some, empty, (1, 1, 2)) == pytest.approx(diagonal)
     assert hd95(empty, some, (1, 1, 2)) == pytest.approx(diagonal)
-    assert hd95(np.zeros((240, 240, 155), bool), np.pad(some, ((0, 216), (0, 220), (0, 145)))) == \
-        pytest.approx(373.13, abs=0.01)
+    assert hd95(np.zeros((240, 240, 155), bool), np.pad(some, ((0, 216), (0, 220), (0, 145)))) == pytest.approx(
+        373.13, abs=0.01
+    )
 
 
 def test_region_and_class_scores():
@@ -203,7 +308,7 @@ def test_region_and_class_scores():
     pred[pred == 3] = 2  # enhancing missed, called core
     scores = region_scores(truth, pred)
     assert scores["Dice WT"] == 1.0 and scores["Dice TC"] == 1.0 and scores["Dice ET"] == 0.0
-    assert scores["HD95 WT"] == 0.0 and scores["HD95 ET"] == pytest.approx(np.sqrt(20 ** 2 * 2 + 10 ** 2))
+    assert scores["HD95 WT"] == 0.0 and scores["HD95 ET"] == pytest.approx(np.sqrt(20**2 * 2 + 10**2))
     table = class_scores(truth, pred)
     assert table.loc["Dice", "Edema"] == 1.0 and table.loc["Dice", "Enhancing Tumor"] == 0.0
     assert table.loc["Sensitivity", "Enhancing Tumor"] == 0.0
@@ -213,8 +318,9 @@ def test_region_and_class_scores():
     assert "Dice Edema" not in summary.columns
     classes = evaluate_cases([("a", truth, pred, (1, 1, 1)), ("b", truth, truth, (1, 1, 1))], with_classes=True)
     assert classes.loc["a", "Dice Edema"] == 1.0 and classes.loc["a", "Dice Enhancing Tumor"] == 0.0
-    assert classes.loc["a", "Dice mean (classes)"] == pytest.approx(classes.loc["a", [
-        "Dice Edema", "Dice Non-Enhancing Tumor", "Dice Enhancing Tumor"]].mean(), abs=1e-4)
+    assert classes.loc["a", "Dice mean (classes)"] == pytest.approx(
+        classes.loc["a", ["Dice Edema", "Dice Non-Enhancing Tumor", "Dice Enhancing Tumor"]].mean(), abs=1e-4
+    )
     assert classes.loc["mean", "Dice Enhancing Tumor"] == 0.5
 
 

@@ -29,6 +29,34 @@ from .safety import atomic_path, check_target
 WEIGHTINGS = ("gaussian", "constant")
 
 
+def gaussian_profiles(window, sigma_scale: float = 0.125) -> list[np.ndarray]:
+    """The 1-D Gaussians whose outer product is :func:`gaussian_weights`.
+
+    Each profile peaks at 1 at the window's centre, with sigma
+    ``sigma_scale * w`` (nnU-Net: 1/8). Each is floored at the ``d``-th root
+    of the smallest normal float32 (``d`` axes), so their product is a
+    strictly positive float32 at every voxel.
+
+    Returns:
+        One float64 array of length ``w`` per axis of ``window``.
+    """
+    window = tuple(int(w) for w in window)
+    floor = float(np.finfo(np.float32).tiny) ** (1.0 / max(len(window), 1))
+    profiles = []
+    for w in window:
+        x = np.arange(w, dtype=np.float64)
+        profile = np.exp(-0.5 * ((x - (w - 1) / 2.0) / max(w * sigma_scale, 1e-6)) ** 2)
+        profiles.append(np.maximum(profile / profile.max(), floor))
+    return profiles
+
+
+def _outer(profiles) -> np.ndarray:
+    result = np.asarray(profiles[0], np.float64)
+    for p in profiles[1:]:
+        result = np.multiply.outer(result, np.asarray(p, np.float64))
+    return result
+
+
 def gaussian_weights(window, sigma_scale: float = 0.125) -> np.ndarray:
     """Gaussian importance map of a window (peak 1, strictly positive).
 
@@ -37,23 +65,10 @@ def gaussian_weights(window, sigma_scale: float = 0.125) -> np.ndarray:
         sigma_scale: sigma as a fraction of the window size per axis (nnU-Net: 1/8).
 
     Returns:
-        float32 array of shape ``window``; its minimum is clipped to the
-        smallest positive value so every voxel keeps a nonzero weight.
+        float32 array of shape ``window``: the outer product of the
+        :func:`gaussian_profiles` of its axes.
     """
-    window = tuple(int(w) for w in window)
-    profiles = []
-    for w in window:
-        centre = (w - 1) / 2.0
-        sigma = max(w * sigma_scale, 1e-6)
-        x = np.arange(w, dtype=np.float64)
-        profiles.append(np.exp(-0.5 * ((x - centre) / sigma) ** 2))
-    weights = profiles[0]
-    for p in profiles[1:]:
-        weights = np.multiply.outer(weights, p)
-    weights = weights / weights.max()
-    positive = weights[weights > 0]
-    weights = np.maximum(weights, positive.min() if positive.size else 1.0)
-    return weights.astype(np.float32)
+    return _outer(gaussian_profiles(window, sigma_scale)).astype(np.float32)
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
@@ -69,7 +84,7 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     target_step = window * (1.0 - overlap)
     count = math.ceil((size - window) / target_step) + 1
     step = (size - window) / (count - 1)
-    return [int(round(step * i)) for i in range(count)]
+    return [round(step * i) for i in range(count)]
 
 
 class WindowBlender:
@@ -77,21 +92,50 @@ class WindowBlender:
 
     The one home of the blending rule ``sum_w(weight * pred) / sum_w(weight)``:
     :func:`blend_windows` (the lesson 06 exercise) and
-    :func:`sliding_window_predict` both use it. It accumulates in float32 and
-    weights each window in place (no per-window temporaries), which keeps the
-    work outside the model small; sums of a few dozen windows of values in
-    [0, 1] stay accurate to about 1e-6.
+    :func:`sliding_window_predict` both use it. It accumulates in float32
+    (sums of a few dozen windows of values in [0, 1] stay accurate to about
+    1e-6) and weights each window in place with the weights laid out like
+    the prediction (a flat multiply; broadcasting them over the few channels
+    of the last axis costs several times more).
+
+    The normalizer ``sum_w(weight)`` depends only on where the windows are,
+    so it is computed once, in :meth:`result`. With separable weights (given
+    as one 1-D profile per axis, as the Gaussian is) and windows on a grid
+    (every combination of the starts along each axis, as the sliding window
+    places them), it is the outer product of three 1-D sums; otherwise the
+    weights are summed window by window.
     """
 
-    def __init__(self, volume_shape, window, channels: int, weights: np.ndarray | None = None):
+    def __init__(self, volume_shape, window, channels: int, weights=None):
+        """
+        Args:
+            volume_shape: ``(x, y, z)`` of the volume.
+            window: ``(wx, wy, wz)``.
+            channels: ``K``, the channels of each prediction.
+            weights: ``None`` (all ones), a ``(wx, wy, wz)`` array, or three
+                1-D profiles of lengths ``wx, wy, wz`` whose outer product is
+                the weight (e.g. :func:`gaussian_profiles`).
+        """
         self.window = tuple(int(w) for w in window)
-        self.weights = (np.ones(self.window, np.float32) if weights is None
-                        else np.asarray(weights, np.float32))
-        if self.weights.shape != self.window:
-            raise ValueError(f"weights of shape {self.weights.shape} do not match the window {self.window}")
-        self.total = np.zeros((*volume_shape, channels), np.float32)
-        self.norm = np.zeros(tuple(volume_shape), np.float32)
-        self._w = self.weights[..., None]
+        self.shape = tuple(int(s) for s in volume_shape)
+        if weights is None:
+            weights = [np.ones(w) for w in self.window]
+        if isinstance(weights, (list, tuple)):
+            self.profiles = [np.asarray(p, np.float64).ravel() for p in weights]
+            if tuple(len(p) for p in self.profiles) != self.window:
+                raise ValueError(
+                    f"weight profiles of lengths {[len(p) for p in self.profiles]} do not match "
+                    f"the window {self.window}"
+                )
+            self.weights = _outer(self.profiles).astype(np.float32)
+        else:
+            self.profiles = None
+            self.weights = np.asarray(weights, np.float32)
+            if self.weights.shape != self.window:
+                raise ValueError(f"weights of shape {self.weights.shape} do not match the window {self.window}")
+        self._weights_k = np.repeat(self.weights[..., None], channels, axis=-1)
+        self.total = np.zeros((*self.shape, channels), np.float32)
+        self.starts: list[tuple[int, int, int]] = []
 
     def add(self, start, prediction: np.ndarray) -> None:
         """Add one window's ``(wx, wy, wz, K)`` prediction whose corner is ``start``.
@@ -100,21 +144,52 @@ class WindowBlender:
         writeable float32 array; pass a copy to keep it.
         """
         a, b, c = (int(v) for v in start)
-        region = (slice(a, a + self.window[0]), slice(b, b + self.window[1]), slice(c, c + self.window[2]))
         pred = np.asarray(prediction)
         if pred.dtype != np.float32 or not pred.flags.writeable:
             pred = pred.astype(np.float32)
-        if pred.shape[:3] != self.window:
-            raise ValueError(f"a window prediction of shape {pred.shape} does not match the window {self.window}")
-        np.multiply(pred, self._w, out=pred)
-        self.total[region] += pred
-        self.norm[region] += self.weights
+        if pred.shape != self._weights_k.shape:
+            raise ValueError(
+                f"a window prediction of shape {pred.shape} does not match the window and channels "
+                f"{self._weights_k.shape}"
+            )
+        if min(a, b, c) < 0 or any(s + w > n for s, w, n in zip((a, b, c), self.window, self.shape)):
+            raise ValueError(f"a window at {(a, b, c)} of size {self.window} leaves the volume {self.shape}")
+        np.multiply(pred, self._weights_k, out=pred)
+        self.total[a : a + self.window[0], b : b + self.window[1], c : c + self.window[2]] += pred
+        self.starts.append((a, b, c))
+
+    def _grid_sums(self) -> list[np.ndarray] | None:
+        """The normalizer's 1-D factors, when the weights are separable and the windows form a grid."""
+        if self.profiles is None:
+            return None
+        axes = [sorted({start[i] for start in self.starts}) for i in range(3)]
+        if len(set(self.starts)) != len(self.starts) or len(self.starts) != math.prod(map(len, axes)):
+            return None
+        sums = []
+        for starts, profile, size in zip(axes, self.profiles, self.shape):
+            line = np.zeros(size, np.float64)
+            for s in starts:
+                line[s : s + len(profile)] += profile
+            sums.append(line)
+        return sums
 
     def result(self) -> np.ndarray:
         """Return the blended ``(x, y, z, K)`` float32 volume (the accumulator, divided in place)."""
-        if np.any(self.norm == 0):
+        sums = self._grid_sums()
+        if sums is not None:
+            if any(np.any(line == 0) for line in sums):
+                raise ValueError("some voxels are covered by no window")
+            # divide by the outer product of the three sums: by the (y, z) plane, then by each x slab
+            plane = 1.0 / np.multiply.outer(sums[1], sums[2])
+            self.total *= np.repeat(plane.astype(np.float32)[..., None], self.total.shape[-1], axis=-1)
+            self.total *= (1.0 / sums[0]).astype(np.float32)[:, None, None, None]
+            return self.total
+        norm = np.zeros(self.shape, np.float32)
+        for a, b, c in self.starts:
+            norm[a : a + self.window[0], b : b + self.window[1], c : c + self.window[2]] += self.weights
+        if np.any(norm == 0):
             raise ValueError("some voxels are covered by no window")
-        self.total /= self.norm[..., None]
+        self.total /= norm[..., None]
         return self.total
 
 
@@ -151,9 +226,17 @@ def _model_window(model) -> tuple[tuple[int, ...] | None, int | None]:
     return tuple(shape[1:-1]), shape[-1]
 
 
-def sliding_window_predict(model, image: np.ndarray, window=None, overlap: float = 0.5,
-                           weighting: str = "gaussian", batch_size: int = 4, mirror: bool = False,
-                           progress: bool = True, predict_fn: Callable | None = None) -> np.ndarray:
+def sliding_window_predict(
+    model,
+    image: np.ndarray,
+    window=None,
+    overlap: float = 0.5,
+    weighting: str = "gaussian",
+    batch_size: int = 4,
+    mirror: bool = False,
+    progress: bool = True,
+    predict_fn: Callable | None = None,
+) -> np.ndarray:
     """Predict a whole volume by overlapping windows.
 
     Args:
@@ -199,16 +282,16 @@ def sliding_window_predict(model, image: np.ndarray, window=None, overlap: float
     pad = [max(w - s, 0) for w, s in zip(window, shape)]
     padded = np.pad(image, [(0, p) for p in pad] + [(0, 0)]) if any(pad) else image
     full = padded.shape[:3]
-    weights = gaussian_weights(window) if weighting == "gaussian" else np.ones(window, np.float32)
+    weights = gaussian_profiles(window) if weighting == "gaussian" else None  # separable: see WindowBlender
     starts = list(itertools.product(*[window_starts(s, w, overlap) for s, w in zip(full, window)]))
     flips = [axes for r in range(4) for axes in itertools.combinations((1, 2, 3), r)] if mirror else [()]
     blender = None
     buffer = np.empty((batch_size, *window, padded.shape[-1]), np.float32)  # reused for every batch
     for i in tqdm(range(0, len(starts), batch_size), desc="windows", unit="batch", disable=not progress):
-        chunk = starts[i:i + batch_size]
-        batch = buffer[:len(chunk)]
+        chunk = starts[i : i + batch_size]
+        batch = buffer[: len(chunk)]
         for j, (a, b, c) in enumerate(chunk):
-            batch[j] = padded[a:a + window[0], b:b + window[1], c:c + window[2]]
+            batch[j] = padded[a : a + window[0], b : b + window[1], c : c + window[2]]
         pred = None
         for axes in flips:
             flipped = np.flip(batch, axes) if axes else batch
@@ -228,8 +311,9 @@ def sliding_window_predict(model, image: np.ndarray, window=None, overlap: float
     return output[: shape[0], : shape[1], : shape[2]]
 
 
-def tile_predict(model, image: np.ndarray, window=None, progress: bool = False,
-                 predict_fn: Callable | None = None) -> np.ndarray:
+def tile_predict(
+    model, image: np.ndarray, window=None, progress: bool = False, predict_fn: Callable | None = None
+) -> np.ndarray:
     """The original assignment's approach: non-overlapping tiles, one per call.
 
     Kept as the baseline of the benchmark and to show the seams in lesson 06.
@@ -245,11 +329,11 @@ def tile_predict(model, image: np.ndarray, window=None, progress: bool = False,
     for a in range(0, full[0], window[0]):
         for b in range(0, full[1], window[1]):
             for c in range(0, full[2], window[2]):
-                tile = padded[a:a + window[0], b:b + window[1], c:c + window[2]][None].astype(np.float32)
+                tile = padded[a : a + window[0], b : b + window[1], c : c + window[2]][None].astype(np.float32)
                 pred = np.asarray(predict_fn(tile), dtype=np.float32)[0]
                 if output is None:
                     output = np.zeros((*full, pred.shape[-1]), dtype=np.float32)
-                output[a:a + window[0], b:b + window[1], c:c + window[2]] = pred
+                output[a : a + window[0], b : b + window[1], c : c + window[2]] = pred
     return output[: shape[0], : shape[1], : shape[2]]
 
 
@@ -295,8 +379,9 @@ def probabilities_to_labels(probabilities: np.ndarray, threshold=0.5, largest_co
     return keep_largest_component(label) if largest_component else label
 
 
-def save_segmentation(label: np.ndarray, reference, out_path: Path | str, overwrite: bool = False,
-                      probabilities: np.ndarray | None = None) -> Path:
+def save_segmentation(
+    label: np.ndarray, reference, out_path: Path | str, overwrite: bool = False, probabilities: np.ndarray | None = None
+) -> Path:
     """Write a label map as NIfTI on the grid of the input image.
 
     Args:
@@ -364,9 +449,17 @@ def preprocess_for_model(image: np.ndarray) -> np.ndarray:
     return standardize_nonzero(image)
 
 
-def predict_case(model, image: np.ndarray, overlap: float = 0.5, weighting: str = "gaussian",
-                 mirror: bool = False, batch_size: int = 4, threshold=0.5, largest_component: bool = False,
-                 progress: bool = True):
+def predict_case(
+    model,
+    image: np.ndarray,
+    overlap: float = 0.5,
+    weighting: str = "gaussian",
+    mirror: bool = False,
+    batch_size: int = 4,
+    threshold=0.5,
+    largest_component: bool = False,
+    progress: bool = True,
+):
     """Preprocess a raw case, predict it whole, and merge to a label map.
 
     The prediction covers the brain's bounding box (nonzero voxels plus
@@ -380,17 +473,31 @@ def predict_case(model, image: np.ndarray, overlap: float = 0.5, weighting: str 
     # skull-stripped brain need no prediction, and a quarter of the windows go.
     box = brain_bbox(image, margin=CROP_MARGIN)
     window = tuple(slice(a, b) for a, b in box)
-    cropped = sliding_window_predict(model, preprocess_for_model(image[window]), overlap=overlap,
-                                     weighting=weighting, mirror=mirror, batch_size=batch_size,
-                                     progress=progress)
+    cropped = sliding_window_predict(
+        model,
+        preprocess_for_model(image[window]),
+        overlap=overlap,
+        weighting=weighting,
+        mirror=mirror,
+        batch_size=batch_size,
+        progress=progress,
+    )
     probabilities = np.zeros((*image.shape[:3], cropped.shape[-1]), dtype=np.float32)
     probabilities[window] = cropped
     return probabilities_to_labels(probabilities, threshold, largest_component), probabilities
 
 
-def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool = False,
-                   largest_component: bool = False, with_hd95: bool = True, progress: bool = True,
-                   lesion_wise: bool = True):
+def evaluate_model(
+    model,
+    data_dir,
+    case_ids,
+    overlap: float = 0.5,
+    mirror: bool = False,
+    largest_component: bool = False,
+    with_hd95: bool = True,
+    progress: bool = True,
+    lesion_wise: bool = True,
+):
     """Predict whole labelled cases and score them (BraTS regions and classes).
 
     Args:
@@ -414,8 +521,9 @@ def evaluate_model(model, data_dir, case_ids, overlap: float = 0.5, mirror: bool
         case = load_case(data_dir, case_id)
         if case.label is None:
             raise ValueError(f"case {case_id} has no label to evaluate against")
-        pred, _ = predict_case(model, case.image, overlap=overlap, mirror=mirror,
-                               largest_component=largest_component, progress=False)
+        pred, _ = predict_case(
+            model, case.image, overlap=overlap, mirror=mirror, largest_component=largest_component, progress=False
+        )
         pairs.append((case_id, case.label, pred, case.spacing))
         predictions[case_id] = (case.label, pred)
     return evaluate_cases(pairs, with_hd95, lesion_wise, with_classes=True), predictions

@@ -164,8 +164,10 @@ class PooledDice(keras.metrics.Metric):
         return ops.mean(dice) if self.class_index is None else dice[self.class_index]
 
     def reset_state(self):
-        self.intersection.assign(ops.zeros_like(self.intersection))
-        self.total.assign(ops.zeros_like(self.total))
+        # zeros of the variable's shape, as Keras's own metrics reset: ops.zeros_like(variable)
+        # fails on the JAX backend (jax 0.10 cannot read a Keras variable's dtype)
+        for variable in (self.intersection, self.total):
+            variable.assign(ops.zeros(variable.shape, variable.dtype))
 
     def get_config(self):
         return {**super().get_config(), "class_index": self.class_index, "threshold": self.threshold}
