@@ -48,8 +48,8 @@ from nilearn import plotting
 
 from utils import detect_layout, get_dataset, get_settings, list_cases, load_case
 from utils.analysis import class_intensity_table, dataset_volume_table, label_volume_table
-from utils.viz import (intensity_histograms, label_colormap, label_legend, show_sequences, slice_viewer,
-                       slices_gif, to_nifti_images, tumour_center)
+from utils.viz import (intensity_histograms, label_colormap, label_legend, show_cases, show_sequences,
+                       slice_viewer, slices_gif, to_nifti_images, tumour_center)
 
 # %% tags=["parameters"]
 DATASET = "phantom"  # "phantom" (no download), "msd" (real data in data/), or a dataset folder path
@@ -64,7 +64,7 @@ CASE_INDEX = 0       # which training case to explore
 # - **the phantom** (default): real brain anatomy - the MNI ICBM152 template
 #   that ships with nilearn - with a tumour planted in each case, written in
 #   the MSD Task01 layout. It is built on first use (ten full-size cases
-#   took 44 s on a busy two-core machine) and reused after that.
+#   took 34 s on a busy two-core machine) and reused after that.
 # - **MSD Task01_BrainTumour**: 484 labelled glioma cases from the BraTS
 #   2016/2017 challenges (7 GB, one download, no sign-up). Set
 #   `DATASET = "msd"` once it is in `data/` (lesson 05 downloads it).
@@ -280,6 +280,21 @@ stats
 # and then in few voxels. On real data it is usually the hardest region to
 # segment (lesson 05 quotes published scores), and a case without enhancing
 # tumour needs a metric that copes with an empty region (lessons 04 and 06).
+#
+# ### Six cases side by side
+#
+# One case is not the dataset. Each row below is another case, cut through
+# the axial slice with the most tumour: the four sequences, then the labels
+# over FLAIR. Look for what changes from row to row - the size and shape of
+# the tumour, whether there is a blue (enhancing) rim at all and how bright
+# it is on T1gd, how much of the red edema you could tell from the green
+# core by eye, and bright spots away from the tumour that carry no label.
+
+# %% alt="Six cases, one per row, each cut through its axial slice with the most tumour: FLAIR, T1w, T1gd, T2w, and the labels over FLAIR in the course colours (edema red, non-enhancing tumour green, enhancing tumour blue)."
+gallery = [load_case(data_dir, case_id) for case_id in case_ids[:6]]
+fig = show_cases(gallery)
+del gallery  # six full-size cases hold about a gigabyte
+plt.show()
 
 # %% [markdown]
 # Even in a large tumour, almost every voxel is background:

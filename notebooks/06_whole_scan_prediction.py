@@ -369,7 +369,7 @@ pd.Series(region_scores(case.label, prediction, case.spacing)).round(3).to_frame
 
 # %% [markdown]
 # Over every held-out case, with mean and median rows (on a larger held-out
-# set the median resists a single case that goes wrong; with two cases the
+# set the median resists a single case that goes wrong; with one or two cases the
 # two rows coincide):
 
 # %%

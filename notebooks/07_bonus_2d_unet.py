@@ -175,6 +175,13 @@ scores = ["Dice WT", "Dice TC", "Dice ET", "HD95 WT", "HD95 TC", "HD95 ET", "IoU
 print(f"mean over the {len(val_ids)} held-out case(s)")
 summary[scores].T.round(3)
 
+# %% [markdown]
+# A mean hides how much the cases differ. The Dice of each held-out case,
+# both ways:
+
+# %%
+per_case.pivot(index="case", columns="model", values=["Dice WT", "Dice TC", "Dice ET"]).round(3)
+
 # %%
 costs = summary[["parameters", "training s", "inference s / case"]].copy()
 costs["parameters"] = costs["parameters"].astype(int)
@@ -295,13 +302,15 @@ def compare(metric: str, higher_is_better: bool, digits: int, tolerance: float) 
         a, b = (round(float(summary.loc[name, column]), digits) for name in ("3D U-Net", "2D U-Net"))
         per_case_diff = (per_case[per_case.model == "3D U-Net"][column].to_numpy()
                          - per_case[per_case.model == "2D U-Net"][column].to_numpy())
-        margin = round(max(tolerance, spread(per_case_diff)), digits)
+        sd = round(spread(per_case_diff), digits)
+        margin = round(max(tolerance, sd), digits)
         diff = round(abs(a - b), digits)
         if diff <= margin:
             verdict = f"no clear difference ({diff:.{digits}f} <= {margin:.{digits}f})"
         else:
             verdict = f"{'3D' if (a > b) == higher_is_better else '2D'} better by {diff:.{digits}f} (> {margin:.{digits}f})"
-        print(f"{column}: 3D {a:.{digits}f}, 2D {b:.{digits}f} -> {verdict}")
+        print(f"{column}: 3D {a:.{digits}f}, 2D {b:.{digits}f}, per-case difference sd {sd:.{digits}f} "
+              f"over {len(per_case_diff)} case(s) -> {verdict}")
 
 
 print(f"tolerances: Dice {DICE_TOLERANCE}, HD95 {HD95_TOLERANCE:.2f} mm, slice-to-slice change {JUMP_TOLERANCE}; "

@@ -9,7 +9,16 @@ import pytest
 from PIL import Image
 
 from utils.analysis import class_intensity_table, dataset_volume_table, label_volume_table
-from utils.viz import label_colormap, overlay_rgb, show_sequences, slice_viewer, slices_gif, take_slice, tumour_center
+from utils.viz import (
+    label_colormap,
+    overlay_rgb,
+    show_cases,
+    show_sequences,
+    slice_viewer,
+    slices_gif,
+    take_slice,
+    tumour_center,
+)
 
 
 def test_label_volume_table_uses_the_voxel_size():
@@ -84,3 +93,25 @@ def test_slices_and_figures():
     plane.value = 0  # sagittal: the slider follows the new axis
     assert slider.max == 15 and slider.value == 4
     assert [o[0] for o in sequence.options] == ["FLAIR", "T1w", "T1gd", "T2w"]
+
+
+def test_show_cases_cuts_each_case_through_its_largest_tumour_slice():
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for i, z in enumerate((2, 6)):
+        label = np.zeros((16, 16, 8), dtype=np.uint8)
+        label[4:8, 4:8, z] = 2       # one slice with a big tumour section
+        label[4:6, 4:6, 7 - z] = 1   # a smaller one elsewhere
+        cases.append(SimpleNamespace(image=rng.random((16, 16, 8, 4)).astype(np.float32), label=label,
+                                     case_id=f"case{i}", spacing=(1.0, 1.0, 2.0)))
+    fig = show_cases(cases)
+    axes = np.array(fig.axes).reshape(2, 5)
+    assert [ax.get_title() for ax in axes[0]] == ["FLAIR", "T1w", "T1gd", "T2w", "labels on FLAIR"]
+    for row, case, z in zip(axes, cases, (2, 6)):
+        shown = row[4].images[1].get_array()
+        np.testing.assert_array_equal(np.asarray(shown), take_slice(case.label, 2, z))
+        assert f"axial {z}" in row[0].texts[0].get_text() and case.case_id in row[0].texts[0].get_text()
+    with pytest.raises(ValueError, match="at least one case"):
+        show_cases([])

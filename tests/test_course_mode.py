@@ -8,7 +8,7 @@ from dataclasses import asdict
 import pytest
 
 import utils.config as config_module
-from utils.config import course_mode, preset, project_path, run_dir
+from utils.config import course_mode, get_settings, preset, project_path, run_dir
 
 import notebooks as nbtools
 
@@ -73,3 +73,14 @@ def test_data_and_runs_share_one_setting(no_mode, tmp_path):
     assert config_module.data_root() == tmp_path.resolve()
     assert run_dir(preset("ci")) == tmp_path.resolve() / "runs" / "ci"
     assert project_path(tmp_path / "elsewhere") == tmp_path / "elsewhere"
+
+
+def test_cpu_demo_trains_the_lesson_03_unet_at_full_resolution_and_holds_out_six_cases():
+    """The CPU demo's model is lesson 03's U-Net (no half-resolution trick, no XLA), judged on >= 6 cases."""
+    from utils.data import split_cases
+
+    config, settings = preset("cpu"), get_settings("cpu")
+    assert config.downsample == 1 and config.jit_compile != "on"
+    ids = [f"PHANTOM_{i:03d}" for i in range(1, settings.phantom_train + 1)]
+    train_ids, val_ids = split_cases(ids, config.val_fraction, config.seed)
+    assert len(val_ids) >= 6 and len(train_ids) >= 10, (len(train_ids), len(val_ids))

@@ -192,6 +192,25 @@ def test_contrast_is_brats_like(phantom_root, tiny_cases):
     assert np.median(t2[csf & (case.label == 0)]) > 1.5 * np.median(t2[wm])        # CSF bright on T2
 
 
+def test_appearance_varies_between_tumours(tiny_cases):
+    """Enhancement is strong in some tumours and weak in others; the core is sometimes hard to tell from edema."""
+    enhancement, core_vs_edema = [], []
+    for c in tiny_cases:
+        t = class_intensity_table(c["image"], c["label"])
+        if "Enhancing Tumor" in t.index and (c["label"] == 3).sum() >= 5:
+            enhancement.append(t.loc["Enhancing Tumor", "T1gd"] / t.loc["Non-Enhancing Tumor", "T1gd"])
+        if (c["label"] == 2).sum() >= 5:
+            core_vs_edema.append(abs(t.loc["Non-Enhancing Tumor", "FLAIR"] - t.loc["Edema", "FLAIR"]))
+    enhancement, core_vs_edema = np.array(enhancement), np.array(core_vs_edema)
+    assert enhancement.min() < 1.6 and enhancement.max() > 2.2, np.round(enhancement, 2)
+    assert np.median(enhancement) > 1.2, "enhancement stands out in the typical tumour"
+    assert core_vs_edema.min() < 0.05 and core_vs_edema.max() > 0.2, np.round(core_vs_edema, 2)
+    params = [c["params"] for c in tiny_cases]
+    for key, low, high in (("enhancement", 0.6, 1.0), ("core_distinctness", 0.5, 1.0)):
+        values = np.array([p[key] for p in params])
+        assert low <= values.min() and values.max() <= high and values.std() > 0.08
+
+
 def test_full_size_case_on_the_brats_grid():
     image, label, affine = make_phantom_case(3, BRATS_SHAPE)
     assert image.shape == (*BRATS_SHAPE, 4) and image.dtype == np.int16

@@ -15,8 +15,9 @@ they agree on the run and its checkpoints.
 
 * ``ci``  - a tiny phantom (64x64x40) and a handful of steps, so the test suite
   executes every notebook in minutes on two CPU cores;
-* ``cpu`` - full-size (240x240x155) phantom cases, a small half-resolution
-  model and a short training run;
+* ``cpu`` - full-size (240x240x155) phantom cases and a short training run of
+  the lesson-03 U-Net at full resolution, narrow (8 base filters) and on
+  80x80x32 patches; 6 of the 16 labelled cases are held out;
 * ``gpu`` - the assignment-size model (32 filters, 160x160x16 patches).
 
 Where files live: one setting, ``$COURSE_DATA_DIR``. Unset, data and the
@@ -73,7 +74,7 @@ class Settings:
 
 _SETTINGS = {
     "ci": Settings("ci", TINY_SHAPE, 6, 1, "phantom-ci", (32, 32, 16)),
-    "cpu": Settings("cpu", BRATS_SHAPE, 12, 2, "phantom", (160, 160, 16)),
+    "cpu": Settings("cpu", BRATS_SHAPE, 16, 2, "phantom", (160, 160, 16)),
     "gpu": Settings("gpu", BRATS_SHAPE, 24, 2, "phantom", (160, 160, 16)),
 }
 
@@ -100,7 +101,7 @@ class TrainConfig:
     depth: int = 4
     base_filters: int = 32
     normalization: str | None = None       # None, "batch" or "instance"
-    downsample: int = 1                    # 2: the U-Net works at half resolution (CPU demo)
+    downsample: int = 1                    # 2: the U-Net works at half resolution (build_unet)
     loss: str = "dice_bce"                 # "dice" or "dice_bce"
     foreground_fraction: float = 0.5
     val_fraction: float = 0.2
@@ -116,9 +117,9 @@ class TrainConfig:
 PRESETS = {
     "ci": TrainConfig(output_dir="runs/ci", patch_shape=(32, 32, 16), batch_size=2, epochs=2, steps_per_epoch=3,
                       validation_steps=1, depth=3, base_filters=4, workers=1),
-    "cpu": TrainConfig(output_dir="runs/cpu", patch_shape=(96, 96, 32), batch_size=2, epochs=10, steps_per_epoch=30,
+    "cpu": TrainConfig(output_dir="runs/cpu", patch_shape=(80, 80, 32), batch_size=2, epochs=10, steps_per_epoch=30,
                        validation_steps=4, learning_rate=3e-3, depth=4, base_filters=8, normalization="instance",
-                       downsample=2, foreground_fraction=0.6, workers=1),
+                       foreground_fraction=0.5, val_fraction=0.375, workers=1),
     "gpu": TrainConfig(output_dir="runs/gpu", patch_shape=(160, 160, 16), batch_size=4, epochs=100,
                        steps_per_epoch=250, validation_steps=30, learning_rate=1e-3, depth=4, base_filters=32,
                        normalization="instance", foreground_fraction=0.33),

@@ -176,8 +176,9 @@ def build_unet(input_shape=(160, 160, 16, 4), n_labels: int = 3, depth: int = 4,
             linear interpolation and refined per voxel by two 1x1 (Dense) layers
             that also see the full-resolution input - for about 8x (3-D) less
             work at the same field of view. The model still maps
-            full-resolution patches to full-resolution probabilities (the CPU
-            demo of lesson 05 uses it).
+            full-resolution patches to full-resolution probabilities. (The
+            CPU demo of lesson 05 no longer needs it: measured, the
+            full-resolution network steps about 2x slower, not 8x.)
         name: model name (default ``unet3d`` / ``unet2d``).
 
     Returns:

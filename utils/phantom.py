@@ -6,18 +6,25 @@ what the brain mask holds beyond grey and white matter.
 
 Each case plants a glioma drawn from its seed: a lobulated solid mass (several
 overlapping blobs with noise-deformed borders), sometimes with satellites
-(multifocal); off-centre irregular necrosis; a thin, patchy enhancing rim,
-absent in lower-grade tumours (about 30 % of cases, no enhancing label);
+(multifocal); off-centre irregular necrosis; a thin (1-4 mm), broken enhancing
+rim, absent in lower-grade tumours (about 30 % of cases, no enhancing label);
 edema that reaches further along white matter than into grey matter, from
 thin to extensive; whole tumours of about 5 to 150 mL. The tissue around the
 tumour is pushed aside (mass effect). Unlabelled look-alikes appear away from
 the tumour: periventricular and small white-matter hyperintensities (bright on
-FLAIR/T2) and vessels (bright on T1gd). The four sequences get BraTS-like
-contrast with overlapping classes and heterogeneous texture, then per-case
-"scanner" differences: intensity scale and gamma, bias field strength,
-through-plane blur, Rician noise level. Everything outside the brain is zero
-(skull-stripped, like BraTS). :func:`phantom_label_statistics` summarises the
-labels (presence per class, volume spread); the command line prints it.
+FLAIR/T2) and vessels (bright on T1gd).
+
+The four sequences get BraTS-like contrast in which the classes overlap, and
+each tumour draws its own appearance: how far the enhancement rises on T1gd
+(weak in some cases) and how patchy it is, faint unlabelled uptake inside the
+core (so T1gd alone does not draw the enhancing border), how distinct the
+core is from edema on every sequence (in some cases hardly at all), how much
+healthy signal shows through the edema, how wide the partial-volume borders
+are, heterogeneous texture. Then per-case "scanner" differences: intensity
+scale and gamma, bias field strength, through-plane blur, Rician noise level.
+Everything outside the brain is zero (skull-stripped, like BraTS).
+:func:`phantom_label_statistics` summarises the labels (presence per class,
+volume spread); the command line prints it.
 
 The same code writes the full BraTS grid (240x240x155 at 1 mm) and the tiny CI
 grid (64x64x40): the field of view stays 240x240x155 mm and only the voxel
@@ -25,7 +32,7 @@ size changes, so tumour volumes in mL agree between the two.
 
 Command line::
 
-    python -m utils.phantom --out data/phantom --train 12 --test 2
+    python -m utils.phantom --out data/phantom --train 16 --test 2
     python -m utils.phantom --out data/phantom-ci --shape 64 64 40
 """
 
@@ -51,7 +58,7 @@ from .config import BRATS_SHAPE, TINY_SHAPE
 from .labels import LABEL_NAMES, MODALITIES
 from .safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 NO_KERAS_ENV = "BRATS_COURSE_NO_KERAS"
 MARKER_FILE = "phantom.json"
 TOOL = "utils.phantom"
@@ -82,13 +89,11 @@ TUMOUR_CONTRAST = {
 }
 LOOKALIKE_CONTRAST = {
     # unlabelled look-alikes: white-matter / periventricular hyperintensity, vessel
-    "FLAIR": (0.95, 0.35),
+    "FLAIR": (0.85, 0.35),
     "T1w": (0.70, 0.65),
     "T1gd": (0.72, 1.30),
-    "T2w": (0.90, 0.35),
+    "T2w": (0.80, 0.35),
 }
-EDEMA_TISSUE_SHARE = 0.35
-"""Edema is swollen tissue: this share of the healthy signal shows through."""
 
 
 # ----------------------------------------------------------------------------
@@ -186,6 +191,7 @@ def anatomy(shape: tuple[int, int, int] = BRATS_SHAPE) -> dict:
     coarse = brain_mask[::DEPTH_STRIDE, ::DEPTH_STRIDE, ::DEPTH_STRIDE]
     out["depth"] = ndi.distance_transform_edt(coarse, sampling=spacing * DEPTH_STRIDE).astype(np.float32)
     out["healthy"] = np.stack([_healthy_channel(name, out) for name in MODALITIES])
+    out["healthy_wm"] = np.median(out["healthy"][:, out["wm"] > 0.9], axis=1).astype(np.float32)
     out["mask_index"] = np.flatnonzero(brain_mask)
     out["brain_box"] = _bbox(brain_mask, 2, shape)
     pv = _periventricular(out, coarse, spacing)
@@ -289,8 +295,8 @@ def _focus(rng: np.random.Generator, centre: np.ndarray, r_solid: float, grade: 
         # enhancement: a thin, patchy rim (none in lower-grade tumours)
         "enhancing": high,
         "outer_rim": (not necrosis) or rng.random() < 0.5,
-        "rim_mm": rng.uniform(2.0, 6.0),
-        "rim_gaps": rng.uniform(0.15, 0.5),
+        "rim_mm": rng.uniform(1.5, 4.5),
+        "rim_gaps": rng.uniform(0.25, 0.6),
     }
 
 
@@ -323,6 +329,13 @@ def _tumour_parameters(rng: np.random.Generator, anat: dict) -> dict:
         "edema_mm": edema_mm,
         "mass_effect": rng.uniform(0.1, 0.3) * min(1.0, r_solid / 15.0),
         "spacing": spacing,
+        # appearance of this tumour (shared by its foci)
+        "enhancement": rng.uniform(0.6, 1.0),        # how far the enhancing tumour rises on T1gd
+        "enhancement_patchiness": rng.uniform(0.2, 0.5),
+        "faint_enhancement": rng.uniform(0.0, 0.2),   # unlabelled enhancement inside the core
+        "core_distinctness": rng.uniform(0.5, 1.0),   # 0: the core looks like edema; 1: as TUMOUR_CONTRAST
+        "edema_tissue_share": rng.uniform(0.15, 0.4),
+        "partial_volume_mm": rng.uniform(0.6, 1.0),
     }
 
 
@@ -443,15 +456,15 @@ def _lookalikes(rng: np.random.Generator, anat: dict, comp: np.ndarray) -> tuple
         hyper[pv_box] = anat["periventricular"] * rng.uniform(0.5, 1.0) * np.clip(1.6 * patches, 0.0, 1.0)
     # small deep white-matter hyperintensities
     points = _candidate_centres(anat, 10.0)
-    for _ in range(int(rng.integers(0, 7))):
+    for _ in range(int(rng.integers(0, 8))):
         c = points[rng.integers(len(points))]
-        radius = rng.uniform(2.0, 5.0)
+        radius = rng.uniform(2.0, 6.0)
         box = _box(c, radius + 2.0 * spacing.max(), spacing, shape)
         d = np.sqrt((_offsets_mm(box, c, spacing) ** 2).sum(0))
         np.maximum(hyper[box], np.clip(1.5 - d / radius, 0.0, 1.0) * rng.uniform(0.6, 1.0), out=hyper[box])
     # vessels near the surface: smooth random walks, bright after gadolinium
     surface = np.argwhere(anat["depth"] > 3.0) * DEPTH_STRIDE
-    for _ in range(int(rng.integers(0, 5))):
+    for _ in range(int(rng.integers(0, 6))):
         pos = surface[rng.integers(len(surface))].astype(float)
         direction, radius = _unit_vector(rng), rng.uniform(0.8, 1.6)
         for _ in range(int(rng.integers(20, 60))):
@@ -480,8 +493,8 @@ def _scanner(rng: np.random.Generator) -> dict:
     return {
         "scale": rng.uniform(0.8, 1.25, size=4) * INTENSITY_SCALE,
         "gamma": rng.uniform(0.8, 1.25, size=4),
-        "bias": rng.uniform(0.02, 0.18),
-        "noise": rng.uniform(0.01, 0.06, size=4),
+        "bias": rng.uniform(0.03, 0.2),
+        "noise": rng.uniform(0.01, 0.05, size=4),
         "blur_mm": rng.uniform(0.0, 1.6, size=4),  # through-plane: thick-slice acquisitions
         "contrast": rng.uniform(0.85, 1.15, size=(4, 4)),  # tumour class x sequence
         "texture": rng.uniform(0.1, 0.25),
@@ -515,13 +528,19 @@ def _synthesise(seed: int, shape: tuple[int, int, int]) -> dict:
     mask = anat["mask"]
 
     # soft compartment weights so tumour borders are partial-volume, not jagged
-    tbox = _bbox(comp > 0, 3, mask.shape)
-    sigma = 0.7 / spacing
-    weights = [ndi.gaussian_filter((comp[tbox] == k).astype(np.float32), sigma, truncate=3.0)
+    pv_mm = params["partial_volume_mm"]
+    tbox = _bbox(comp > 0, int(np.ceil(3.0 * pv_mm / spacing.min())) + 1, mask.shape)
+    weights = [ndi.gaussian_filter((comp[tbox] == k).astype(np.float32), pv_mm / spacing, truncate=3.0)
                for k in (1, 2, 3, 4)]
-    texture = (1.0 + scanner["texture"] * _smooth_noise(rng, comp[tbox].shape, coarse=8)
-               + 0.5 * scanner["texture"] * _smooth_noise(rng, comp[tbox].shape, coarse=24))
-    tumour_w = np.clip(weights[0] * (1.0 - EDEMA_TISSUE_SHARE) + sum(weights[1:]), 0.0, 1.0)
+    box_shape = comp[tbox].shape
+    texture = (1.0 + scanner["texture"] * _smooth_noise(rng, box_shape, coarse=8)
+               + 0.5 * scanner["texture"] * _smooth_noise(rng, box_shape, coarse=24))
+    # enhancement varies within the enhancing tumour (patchy uptake), and some uptake shows in
+    # the unlabelled core: T1gd alone does not draw the border between the two
+    uptake = np.clip(1.0 + params["enhancement_patchiness"] * _smooth_noise(rng, box_shape, coarse=14), 0.4, 1.6)
+    faint = params["faint_enhancement"] * np.clip(_smooth_noise(rng, box_shape, coarse=10), 0.0, 1.0)
+    share = params["edema_tissue_share"]
+    tumour_w = np.clip(weights[0] * (1.0 - share) + sum(weights[1:]), 0.0, 1.0)
     lbox = _bbox((hyper > 0) | (vessel > 0), 0, mask.shape)
     bbox = anat["brain_box"]
     inside = anat["mask_index"]
@@ -535,10 +554,17 @@ def _synthesise(seed: int, shape: tuple[int, int, int]) -> dict:
             h, v = hyper[lbox], vessel[lbox]
             healthy = channel[lbox]
             channel[lbox] = healthy * (1.0 - h) * (1.0 - v) + h * (1.0 - v) * hyper_v + v * vessel_v
-        values = [c * s for c, s in zip(TUMOUR_CONTRAST[name], scanner["contrast"][:, ch])]
-        tumour_v = weights[0] * ((1.0 - EDEMA_TISSUE_SHARE) * values[0])
-        for w, v in zip(weights[1:], values[1:]):
-            tumour_v += w * v
+        edema_v, core_v, enh_v, necrosis_v = (c * s for c, s in zip(TUMOUR_CONTRAST[name], scanner["contrast"][:, ch]))
+        # the core (and the enhancing tumour off T1gd) drawn towards what edema looks like
+        seen_edema = (1.0 - share) * edema_v + share * anat["healthy_wm"][ch]
+        d = params["core_distinctness"]
+        core_v, enh_v = (seen_edema + d * (v - seen_edema) for v in (core_v, enh_v))
+        if name == "T1gd":  # enhancement: how far above the core it rises, patchy
+            enh_v = core_v + params["enhancement"] * (TUMOUR_CONTRAST["T1gd"][2] * scanner["contrast"][2, ch]
+                                                      - core_v) * uptake
+            core_v = core_v + faint * (enh_v - core_v)
+        tumour_v = (weights[0] * ((1.0 - share) * edema_v) + weights[1] * core_v + weights[2] * enh_v
+                    + weights[3] * necrosis_v)
         channel[tbox] = np.where(mask[tbox], channel[tbox] * (1.0 - tumour_w) + tumour_v * texture, 0.0)
         if scanner["blur_mm"][ch] > 0.2 * spacing[2]:
             channel[bbox] = ndi.gaussian_filter1d(channel[bbox], scanner["blur_mm"][ch] / spacing[2], axis=2)
@@ -680,7 +706,7 @@ def _ownership(folder: Path, marker: dict | None) -> OwnedFiles:
 
 def make_phantom_dataset(
     out_dir: Path | str,
-    n_train: int = 12,
+    n_train: int = 16,
     n_test: int = 2,
     shape: tuple[int, int, int] = BRATS_SHAPE,
     seed: int = 0,
@@ -848,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Write a phantom brain-tumour dataset in the MSD Task01 layout.",
     )
     parser.add_argument("--out", required=True, type=Path, help="target folder")
-    parser.add_argument("--train", type=int, default=12, help="labelled cases (default 12)")
+    parser.add_argument("--train", type=int, default=16, help="labelled cases (default 16, as the cpu mode)")
     parser.add_argument("--test", type=int, default=2, help="unlabelled cases (default 2)")
     parser.add_argument("--shape", type=int, nargs=3, default=list(BRATS_SHAPE), metavar=("X", "Y", "Z"),
                         help="grid size (default 240 240 155, the BraTS grid)")

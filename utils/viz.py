@@ -112,6 +112,50 @@ def show_sequences(image: np.ndarray, label: np.ndarray | None = None, index: in
     return fig
 
 
+def show_cases(cases, axis: int = 2, alpha: float = 0.45):
+    """Several cases, one row each: the four sequences and the labels over FLAIR.
+
+    Each row cuts its case through the slice with the most tumour voxels, so
+    small and multifocal tumours show too.
+
+    Args:
+        cases: objects with ``image`` ``(x, y, z, 4)``, ``label`` ``(x, y, z)``,
+            ``case_id`` and ``spacing`` (e.g. from :func:`utils.data.load_case`).
+        axis: 0 sagittal, 1 coronal, 2 axial.
+        alpha: label opacity.
+
+    Returns:
+        The matplotlib figure.
+    """
+    cases = list(cases)
+    if not cases:
+        raise ValueError("show_cases needs at least one case; found none")
+    fig, axes = plt.subplots(len(cases), 5, figsize=(12.5, 2.6 * len(cases)), squeeze=False)
+    cmap, norm = label_colormap()
+    for row, case in zip(axes, cases):
+        tumour = np.sum(case.label > 0, axis=tuple(a for a in range(3) if a != axis))
+        index = int(np.argmax(tumour)) if tumour.any() else case.label.shape[axis] // 2
+        aspect = _aspect(case.spacing, axis)
+        for ch, ax in enumerate(row[:4]):
+            lo, hi = display_range(case.image[..., ch])
+            ax.imshow(take_slice(case.image[..., ch], axis, index), cmap="gray", vmin=lo, vmax=hi,
+                      origin="lower", aspect=aspect)
+        lo, hi = display_range(case.image[..., 0])
+        row[4].imshow(take_slice(case.image[..., 0], axis, index), cmap="gray", vmin=lo, vmax=hi,
+                      origin="lower", aspect=aspect)
+        row[4].imshow(take_slice(case.label, axis, index), cmap=cmap, norm=norm, alpha=alpha,
+                      origin="lower", aspect=aspect, interpolation="nearest")
+        row[0].text(-0.04, 0.5, f"{case.case_id}\n{AXIS_NAMES[axis]} {index}", transform=row[0].transAxes,
+                    rotation=90, ha="right", va="center", fontsize=9)
+    for ax, title in zip(axes[0], [*MODALITIES, "labels on FLAIR"]):
+        ax.set_title(title)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    label_legend(axes[0, 4])
+    fig.tight_layout()
+    return fig
+
+
 def overlay_rgb(gray: np.ndarray, label: np.ndarray | None, alpha: float = 0.45,
                 window: tuple[float, float] | None = None) -> np.ndarray:
     """Blend a label map over a grey image.
