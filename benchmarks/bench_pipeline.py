@@ -53,8 +53,12 @@ def main() -> None:
     step = rate(lambda i: model.train_on_batch(X, Y), args.steps) * config.batch_size
     print(f"{get_settings().mode} phantom, patch {config.patch_shape}, batch {config.batch_size}")
     print(f"decode NIfTI + standardize + sample (baseline) {nifti:8.2f} patches/s")
-    print(f"memory-mapped cache + augmentation              {cached:8.2f} patches/s   x{cached / nifti:.0f} the baseline")
-    print(f"training consumes                               {step:8.2f} patches/s   the cache feeds x{cached / step:.0f} that")
+    print(
+        f"memory-mapped cache + augmentation              {cached:8.2f} patches/s   x{cached / nifti:.0f} the baseline"
+    )
+    print(
+        f"training consumes                               {step:8.2f} patches/s   the cache feeds x{cached / step:.0f} that"
+    )
 
 
 if __name__ == "__main__":

@@ -84,8 +84,14 @@ def cases() -> list[tuple[str, np.ndarray, np.ndarray, tuple[float, float, float
     truth = main.copy()
     truth[truth == 3] = 2  # no enhancing tumour in the truth
     out.append(("ET absent, predicted", truth, main.copy(), (1.0, 1.0, 1.0)))
-    out.append(("anisotropic 1x1x2 mm, eroded", main, np.where(ball((40, 40, 32), [12, 12, 12]), main, 0).astype(np.uint8),
-                (1.0, 1.0, 2.0)))
+    out.append(
+        (
+            "anisotropic 1x1x2 mm, eroded",
+            main,
+            np.where(ball((40, 40, 32), [12, 12, 12]), main, 0).astype(np.uint8),
+            (1.0, 1.0, 2.0),
+        )
+    )
     for seed in range(3):  # random multi-lesion cases with noisy predictions
         truth = np.zeros(SHAPE, np.uint8)
         for _ in range(3):
@@ -128,8 +134,9 @@ def organisers(checkout: Path):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--brats2023-metrics", type=Path, required=True,
-                        help="a checkout of rachitsaluja/BraTS-2023-Metrics")
+    parser.add_argument(
+        "--brats2023-metrics", type=Path, required=True, help="a checkout of rachitsaluja/BraTS-2023-Metrics"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     official = organisers(args.brats2023_metrics)
@@ -150,36 +157,54 @@ def main() -> int:
                 ours = lesion_wise_region(t, p, spacing, dilation=3, min_volume=50.0)
                 theirs = ref.loc[region]
                 g = pano[region]
-                rows.append({
-                    "case": name, "region": region,
-                    "LW Dice": ours.dice, "LW Dice 2023": float(theirs["LesionWise_Score_Dice"]),
-                    "LW HD95": ours.hd95, "LW HD95 2023": float(theirs["LesionWise_Score_HD95"]),
-                    "TP/FN/FP": f"{ours.n_tp}/{ours.n_fn}/{ours.n_fp}",
-                    "TP/FN/FP 2023": f"{int(theirs['Num_TP'])}/{int(theirs['Num_FN'])}/{int(theirs['Num_FP'])}",
-                    "Dice": dice_score(t, p), "Dice pano": g.get("global_bin_dsc"),
-                    "HD95 max": hd95(t, p, spacing), "HD95 2023": float(theirs["Legacy_HD95"]),
-                    "HD95 pooled": hd95(t, p, spacing, "pooled"), "HD95 pano": g.get("global_bin_hd95"),
-                    "TP/FN/FP pano": f"{g.get('tp')}/{g.get('fn')}/{g.get('fp')}",
-                })
+                rows.append(
+                    {
+                        "case": name,
+                        "region": region,
+                        "LW Dice": ours.dice,
+                        "LW Dice 2023": float(theirs["LesionWise_Score_Dice"]),
+                        "LW HD95": ours.hd95,
+                        "LW HD95 2023": float(theirs["LesionWise_Score_HD95"]),
+                        "TP/FN/FP": f"{ours.n_tp}/{ours.n_fn}/{ours.n_fp}",
+                        "TP/FN/FP 2023": f"{int(theirs['Num_TP'])}/{int(theirs['Num_FN'])}/{int(theirs['Num_FP'])}",
+                        "Dice": dice_score(t, p),
+                        "Dice pano": g.get("global_bin_dsc"),
+                        "HD95 max": hd95(t, p, spacing),
+                        "HD95 2023": float(theirs["Legacy_HD95"]),
+                        "HD95 pooled": hd95(t, p, spacing, "pooled"),
+                        "HD95 pano": g.get("global_bin_hd95"),
+                        "TP/FN/FP pano": f"{g.get('tp')}/{g.get('fn')}/{g.get('fp')}",
+                    }
+                )
     table = pd.DataFrame(rows).set_index(["case", "region"])
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_rows", 200):
         print(table.round(3).to_string())
     diff = lambda a, b, rows=table: (rows[a].astype(float) - rows[b].astype(float)).abs()  # noqa: E731
     print(f"\nmax |difference| over {len(table)} case-regions:")
     print(f"  lesion-wise Dice vs organisers' 2023 script: {diff('LW Dice', 'LW Dice 2023').max():.2e}")
-    print(f"  lesion-wise HD95 ('max') vs organisers' 2023 script: max {diff('LW HD95', 'LW HD95 2023').max():.3f} mm, "
-          f"median {diff('LW HD95', 'LW HD95 2023').median():.3f} mm (DeepMind surfels vs voxel surfaces)")
-    print(f"  lesion counts TP/FN/FP equal to the 2023 script's: {(table['TP/FN/FP'] == table['TP/FN/FP 2023']).sum()}"
-          f"/{len(table)}")
+    print(
+        f"  lesion-wise HD95 ('max') vs organisers' 2023 script: max {diff('LW HD95', 'LW HD95 2023').max():.3f} mm, "
+        f"median {diff('LW HD95', 'LW HD95 2023').median():.3f} mm (DeepMind surfels vs voxel surfaces)"
+    )
+    print(
+        f"  lesion counts TP/FN/FP equal to the 2023 script's: {(table['TP/FN/FP'] == table['TP/FN/FP 2023']).sum()}"
+        f"/{len(table)}"
+    )
     print(f"  legacy Dice vs brats-evaluation global_bin_dsc: {diff('Dice', 'Dice pano').max():.2e}")
     both = table[(table["HD95 max"] > 0) & np.isfinite(table["HD95 pano"].astype(float))]  # neither mask empty
     iso = both.drop(index="anisotropic 1x1x2 mm, eroded", level="case")
-    print(f"  HD95 'pooled' vs brats-evaluation global_bin_hd95, 1 mm voxels: {diff('HD95 pooled', 'HD95 pano', iso).max():.2e} mm"
-          f"; 1x1x2 mm voxels: {diff('HD95 pooled', 'HD95 pano', both).max():.3f} mm (brats-evaluation scores voxels, not mm)")
-    print(f"  HD95 'max' vs the 2023 script's legacy HD95 (DeepMind surfels), both masks non-empty: "
-          f"{diff('HD95 max', 'HD95 2023', both).max():.3f} mm")
-    print(f"  HD95 'max' vs 'pooled', both masks non-empty: median {(both['HD95 max'] - both['HD95 pooled']).median():.3f} mm, "
-          f"max {diff('HD95 max', 'HD95 pooled', both).max():.3f} mm")
+    print(
+        f"  HD95 'pooled' vs brats-evaluation global_bin_hd95, 1 mm voxels: {diff('HD95 pooled', 'HD95 pano', iso).max():.2e} mm"
+        f"; 1x1x2 mm voxels: {diff('HD95 pooled', 'HD95 pano', both).max():.3f} mm (brats-evaluation scores voxels, not mm)"
+    )
+    print(
+        f"  HD95 'max' vs the 2023 script's legacy HD95 (DeepMind surfels), both masks non-empty: "
+        f"{diff('HD95 max', 'HD95 2023', both).max():.3f} mm"
+    )
+    print(
+        f"  HD95 'max' vs 'pooled', both masks non-empty: median {(both['HD95 max'] - both['HD95 pooled']).median():.3f} mm, "
+        f"max {diff('HD95 max', 'HD95 pooled', both).max():.3f} mm"
+    )
     return 0
 
 

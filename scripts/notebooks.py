@@ -83,8 +83,21 @@ if __name__ == "__main__":  # run as a script: this checkout's utils, without st
 from utils import __version__  # noqa: E402
 from utils.lessons import DEF, Lesson, lesson_stamp, lessons, notebooks_dir  # noqa: E402
 
-__all__ = ["COURSE_REPO", "DEF", "Lesson", "build", "colab_url", "course_ref", "learner_source", "lesson_stamp",
-           "lessons", "notebooks_dir", "render", "solution_blocks", "solution_source"]
+__all__ = [
+    "COURSE_REPO",
+    "DEF",
+    "Lesson",
+    "build",
+    "colab_url",
+    "course_ref",
+    "learner_source",
+    "lesson_stamp",
+    "lessons",
+    "notebooks_dir",
+    "render",
+    "solution_blocks",
+    "solution_source",
+]
 
 COURSE_REPO = "brats-course/brain-tumor-segmentation"
 """``owner/name`` of the course on GitHub (Colab badges and the Colab install).
@@ -137,10 +150,7 @@ def _stub(match: re.Match, text: str) -> str:
     hints = [line.strip() for line in body.splitlines() if re.match(r"[ \t]*# ?[Hh]int", line)]
     lines = [f"{indent}{START_HERE}"]
     lines += [f"{indent}{h}" for h in hints]
-    lines.append(
-        f'{indent}raise NotImplementedError("Exercise: write {name}() here, '
-        f'then run the check cell below.")'
-    )
+    lines.append(f'{indent}raise NotImplementedError("Exercise: write {name}() here, then run the check cell below.")')
     lines.append(f"{indent}{END_HERE}")
     return "\n".join(lines)
 

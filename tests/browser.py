@@ -16,9 +16,17 @@ import time
 from pathlib import Path
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check",
-    "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--mute-audio",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--mute-audio",
     "--host-resolver-rules=MAP * ~NOTFOUND",  # nothing outside could be reached anyway
 ]
 
@@ -43,11 +51,19 @@ class Chromium:
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
         self.proc = subprocess.Popen(
-            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
-             "--remote-debugging-pipe", "about:blank"],
+            [
+                binary,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={self.profile}",
+                f"--window-size={width},{height}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
             pass_fds=(3, 4, to_browser_r, from_browser_w),  # kept open past the dup2 below stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=lambda: (os.dup2(to_browser_r, 3), os.dup2(from_browser_w, 4)))
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: (os.dup2(to_browser_r, 3), os.dup2(from_browser_w, 4)),
+        )
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""
@@ -111,8 +127,10 @@ class Chromium:
         lines = []
         for e in self.events:
             if e.get("method") == "Runtime.consoleAPICalled":
-                lines.append(f"{e['params']['type']}: " + " ".join(str(a.get("value", a.get("description", "")))
-                                                                  for a in e["params"]["args"]))
+                lines.append(
+                    f"{e['params']['type']}: "
+                    + " ".join(str(a.get("value", a.get("description", ""))) for a in e["params"]["args"])
+                )
             elif e.get("method") == "Runtime.exceptionThrown":
                 lines.append("exception: " + json.dumps(e["params"]["exceptionDetails"])[:500])
         return lines

@@ -33,8 +33,14 @@ def msd_copy(phantom_root, tmp_path) -> Path:
     return dst
 
 
-def write_brats_case(folder: Path, image: np.ndarray, label_msd: np.ndarray | None,
-                     affine: np.ndarray, suffix: str = ".nii.gz", case_id: str | None = None) -> Path:
+def write_brats_case(
+    folder: Path,
+    image: np.ndarray,
+    label_msd: np.ndarray | None,
+    affine: np.ndarray,
+    suffix: str = ".nii.gz",
+    case_id: str | None = None,
+) -> Path:
     """Write one case in the BraTS 2020 layout (labels 1/2/4)."""
     case_id = case_id or folder.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -47,8 +53,11 @@ def write_brats_case(folder: Path, image: np.ndarray, label_msd: np.ndarray | No
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Size and mtime of every file under ``root`` (to prove nothing was written)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @contextmanager

@@ -95,8 +95,12 @@ def _same_block(build_inputs: Callable, calls: list[dict]):
             sol.set_weights(ref.get_weights())
             data = [rng.normal(size=(2, *t.shape[1:])).astype(np.float32) for t in ref.inputs]
             data = data if len(data) > 1 else data[0]
-            np.testing.assert_allclose(sol.predict(data, verbose=0), ref.predict(data, verbose=0), atol=1e-4,
-                                       err_msg=f"{kwargs}: outputs differ with the same weights")
+            np.testing.assert_allclose(
+                sol.predict(data, verbose=0),
+                ref.predict(data, verbose=0),
+                atol=1e-4,
+                err_msg=f"{kwargs}: outputs differ with the same weights",
+            )
 
     return agree
 
@@ -108,8 +112,7 @@ def _sub_volume_inputs():
         image = rng.normal(size=(*shape, 4)).astype(np.float32)
         label = np.zeros(shape, dtype=np.uint8)
         label[2:8, 3:7, 1:6] = rng.integers(0, 4, size=(6, 4, 5))
-        cases.append(((image, label, *shape, *out), {"num_classes": 4, "max_tries": 500,
-                                                     "background_threshold": thr}))
+        cases.append(((image, label, *shape, *out), {"num_classes": 4, "max_tries": 500, "background_threshold": thr}))
     return cases
 
 
@@ -127,8 +130,11 @@ def _dice_inputs(batch: bool):
         shape = (2, 6, 5, 4, 3) if batch else (6, 5, 4)
         label = (rng.random(shape) < 0.3).astype(np.float32)
         pred = rng.random(shape).astype(np.float32)
-        return [((label, pred), {}), ((label, (pred > 0.5).astype(np.float32)), {"epsilon": 1.0}),
-                ((np.zeros(shape), np.zeros(shape)), {})]
+        return [
+            ((label, pred), {}),
+            ((label, (pred > 0.5).astype(np.float32)), {"epsilon": 1.0}),
+            ((np.zeros(shape), np.zeros(shape)), {}),
+        ]
 
     return inputs
 
@@ -181,29 +187,44 @@ def _same_dicts(inputs):
 
 
 EXERCISES: dict[str, Exercise] = {
-    "get_sub_volume": Exercise("get_sub_volume", "utils.preprocessing:get_sub_volume",
-                               _same_outputs(_sub_volume_inputs, seeded=True)),
-    "standardize": Exercise("standardize", "utils.preprocessing:standardize",
-                            _same_outputs(_standardize_inputs)),
-    "conv_block": Exercise("conv_block", "utils.model:conv_block",
-                           _same_block(_block_inputs((8, 8, 8, 4)),
-                                       [{"filters": 8}, {"filters": 8, "normalization": "batch"},
-                                        {"filters": 4, "normalization": "instance"}])),
-    "upsampling_block": Exercise("upsampling_block", "utils.model:upsampling_block",
-                                 _same_block(_block_inputs((4, 4, 4, 16), (8, 8, 8, 8)),
-                                             [{"filters": 8}, {"filters": 8, "normalization": "batch"}])),
-    "single_class_dice_coefficient": Exercise("single_class_dice_coefficient", "utils.losses:single_class_dice_coefficient",
-                                              _same_outputs(_dice_inputs(batch=False))),
-    "dice_coefficient": Exercise("dice_coefficient", "utils.losses:dice_coefficient",
-                                 _same_outputs(_dice_inputs(batch=True))),
-    "soft_dice_loss": Exercise("soft_dice_loss", "utils.losses:soft_dice_loss",
-                               _same_outputs(_dice_inputs(batch=True))),
-    "compute_class_sens_spec": Exercise("compute_class_sens_spec", "utils.metrics:compute_class_sens_spec",
-                                        _same_outputs(_sens_spec_inputs(with_class=True))),
-    "get_sens_spec_df": Exercise("get_sens_spec_df", "utils.metrics:get_sens_spec_df",
-                                 _same_outputs(_sens_spec_inputs(with_class=False))),
-    "blend_windows": Exercise("blend_windows", "utils.inference:blend_windows",
-                              _same_outputs(_blend_inputs)),
-    "region_dice": Exercise("region_dice", "utils.metrics:region_dice",
-                            _same_dicts(_region_inputs)),
+    "get_sub_volume": Exercise(
+        "get_sub_volume", "utils.preprocessing:get_sub_volume", _same_outputs(_sub_volume_inputs, seeded=True)
+    ),
+    "standardize": Exercise("standardize", "utils.preprocessing:standardize", _same_outputs(_standardize_inputs)),
+    "conv_block": Exercise(
+        "conv_block",
+        "utils.model:conv_block",
+        _same_block(
+            _block_inputs((8, 8, 8, 4)),
+            [{"filters": 8}, {"filters": 8, "normalization": "batch"}, {"filters": 4, "normalization": "instance"}],
+        ),
+    ),
+    "upsampling_block": Exercise(
+        "upsampling_block",
+        "utils.model:upsampling_block",
+        _same_block(
+            _block_inputs((4, 4, 4, 16), (8, 8, 8, 8)), [{"filters": 8}, {"filters": 8, "normalization": "batch"}]
+        ),
+    ),
+    "single_class_dice_coefficient": Exercise(
+        "single_class_dice_coefficient",
+        "utils.losses:single_class_dice_coefficient",
+        _same_outputs(_dice_inputs(batch=False)),
+    ),
+    "dice_coefficient": Exercise(
+        "dice_coefficient", "utils.losses:dice_coefficient", _same_outputs(_dice_inputs(batch=True))
+    ),
+    "soft_dice_loss": Exercise(
+        "soft_dice_loss", "utils.losses:soft_dice_loss", _same_outputs(_dice_inputs(batch=True))
+    ),
+    "compute_class_sens_spec": Exercise(
+        "compute_class_sens_spec",
+        "utils.metrics:compute_class_sens_spec",
+        _same_outputs(_sens_spec_inputs(with_class=True)),
+    ),
+    "get_sens_spec_df": Exercise(
+        "get_sens_spec_df", "utils.metrics:get_sens_spec_df", _same_outputs(_sens_spec_inputs(with_class=False))
+    ),
+    "blend_windows": Exercise("blend_windows", "utils.inference:blend_windows", _same_outputs(_blend_inputs)),
+    "region_dice": Exercise("region_dice", "utils.metrics:region_dice", _same_dicts(_region_inputs)),
 }

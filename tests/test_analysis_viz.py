@@ -23,9 +23,9 @@ from utils.viz import (
 
 def test_label_volume_table_uses_the_voxel_size():
     label = np.zeros((10, 10, 10), dtype=np.uint8)
-    label[:5] = 1          # 500 voxels
-    label[5:7] = 2         # 200
-    label[7, :5] = 3       # 50
+    label[:5] = 1  # 500 voxels
+    label[5:7] = 2  # 200
+    label[7, :5] = 3  # 50
     table = label_volume_table(label, (2.0, 1.0, 1.0))  # 2 mm^3 per voxel
     assert table["voxels"].tolist() == [500, 200, 50, 750, 250, 50]
     assert table["volume_mL"].tolist() == [1.0, 0.4, 0.1, 1.5, 0.5, 0.1]
@@ -58,9 +58,9 @@ def test_overlay_colours():
     rgb = overlay_rgb(gray, label, alpha=1.0, window=(0.0, 1.0))
     assert rgb.dtype == np.uint8
     np.testing.assert_array_equal(rgb[0, 0], [0, 0, 0])
-    np.testing.assert_array_equal(rgb[0, 1], [255, 0, 0])      # edema red
-    assert rgb[1, 0, 1] > 150 and rgb[1, 0, 0] == 0             # non-enhancing green
-    assert rgb[1, 1, 2] == 255 and rgb[1, 1, 0] == 0            # enhancing blue
+    np.testing.assert_array_equal(rgb[0, 1], [255, 0, 0])  # edema red
+    assert rgb[1, 0, 1] > 150 and rgb[1, 0, 0] == 0  # non-enhancing green
+    assert rgb[1, 1, 2] == 255 and rgb[1, 1, 0] == 0  # enhancing blue
     cmap, norm = label_colormap()
     assert cmap(norm(0))[3] == 0.0 and cmap(norm(1))[:3] == (1.0, 0.0, 0.0)
 
@@ -102,10 +102,16 @@ def test_show_cases_cuts_each_case_through_its_largest_tumour_slice():
     cases = []
     for i, z in enumerate((2, 6)):
         label = np.zeros((16, 16, 8), dtype=np.uint8)
-        label[4:8, 4:8, z] = 2       # one slice with a big tumour section
-        label[4:6, 4:6, 7 - z] = 1   # a smaller one elsewhere
-        cases.append(SimpleNamespace(image=rng.random((16, 16, 8, 4)).astype(np.float32), label=label,
-                                     case_id=f"case{i}", spacing=(1.0, 1.0, 2.0)))
+        label[4:8, 4:8, z] = 2  # one slice with a big tumour section
+        label[4:6, 4:6, 7 - z] = 1  # a smaller one elsewhere
+        cases.append(
+            SimpleNamespace(
+                image=rng.random((16, 16, 8, 4)).astype(np.float32),
+                label=label,
+                case_id=f"case{i}",
+                spacing=(1.0, 1.0, 2.0),
+            )
+        )
     fig = show_cases(cases)
     axes = np.array(fig.axes).reshape(2, 5)
     assert [ax.get_title() for ax in axes[0]] == ["FLAIR", "T1w", "T1gd", "T2w", "labels on FLAIR"]

@@ -20,13 +20,15 @@ E0000 00:00:1795312725.466109    5970 cuda_platform.cc:52] failed call to cuInit
 def test_startup_notices_are_dropped_and_real_errors_kept():
     real = "E0000 00:00:1.0 1 some_op.cc:12] Could not load dynamic library 'libcudnn.so.9'\n"
     assert filter_startup_lines(NOTICES) == ""
-    assert filter_startup_lines(NOTICES + real + "Traceback (most recent call last):\n") == \
-        real + "Traceback (most recent call last):\n"
+    assert (
+        filter_startup_lines(NOTICES + real + "Traceback (most recent call last):\n")
+        == real + "Traceback (most recent call last):\n"
+    )
 
 
 def test_cuinit_error_is_kept_on_a_machine_with_a_driver():
     cuinit = NOTICES.splitlines(keepends=True)[-1]
-    assert filter_startup_lines(cuinit) == cuinit   # no "could not find cuda drivers": a real error
+    assert filter_startup_lines(cuinit) == cuinit  # no "could not find cuda drivers": a real error
 
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:
@@ -35,13 +37,13 @@ def _one_hot(labels: np.ndarray) -> np.ndarray:
 
 def test_pooled_dice_pools_over_patches_and_ignores_classes_absent_from_both():
     truth = np.zeros((2, 4, 4, 2), np.int64)
-    truth[0, :2, :2, :] = 1          # patch 0: 8 voxels of edema, no other class
-    truth[1, :2, :, :] = 3           # patch 1: 16 voxels of enhancing tumour
+    truth[0, :2, :2, :] = 1  # patch 0: 8 voxels of edema, no other class
+    truth[1, :2, :, :] = 3  # patch 1: 16 voxels of enhancing tumour
     pred = np.zeros_like(truth)
-    pred[0, :2, :1, :] = 1           # 4 of the 8 edema voxels
+    pred[0, :2, :1, :] = 1  # 4 of the 8 edema voxels
     pred[1, :2, :, :] = 3
-    pred[1, 3, 3, 0] = 1             # one false-positive edema voxel in patch 1
-    y_true, y_pred = _one_hot(truth), _one_hot(pred) * 0.9   # probabilities above the threshold
+    pred[1, 3, 3, 0] = 1  # one false-positive edema voxel in patch 1
+    y_true, y_pred = _one_hot(truth), _one_hot(pred) * 0.9  # probabilities above the threshold
     metric = PooledDice(0)
     metric.update_state(y_true[:1], y_pred[:1])
     metric.update_state(y_true[1:], y_pred[1:])
@@ -53,12 +55,16 @@ def test_pooled_dice_pools_over_patches_and_ignores_classes_absent_from_both():
     assert float(mean.result()) == pytest.approx((8 / 13 + 1 + 1) / 3, abs=1e-6)
     mean.reset_state()
     mean.update_state(y_true, np.zeros_like(y_pred))
-    assert float(mean.result()) == pytest.approx(1 / 3, abs=1e-6)   # only the absent class scores 1
+    assert float(mean.result()) == pytest.approx(1 / 3, abs=1e-6)  # only the absent class scores 1
 
 
 def test_pooled_dice_metric_names_match_the_training_log():
     assert [m.name for m in pooled_dice_metrics()] == [
-        "pooled_dice", "pooled_dice_edema", "pooled_dice_non_enhancing", "pooled_dice_enhancing"]
+        "pooled_dice",
+        "pooled_dice_edema",
+        "pooled_dice_non_enhancing",
+        "pooled_dice_enhancing",
+    ]
 
 
 def test_learning_curves_use_the_class_colours_and_label_their_axes():
@@ -71,8 +77,9 @@ def test_learning_curves_use_the_class_colours_and_label_their_axes():
     from utils.labels import CLASS_COLORS, CLASS_NAMES
     from utils.viz import plot_learning_curves
 
-    keys = ["loss", "val_loss", "val_pooled_dice"] + [f"val_{kind}_{k}" for kind in ("dice", "pooled_dice")
-                                                        for k in ("edema", "non_enhancing", "enhancing")]
+    keys = ["loss", "val_loss", "val_pooled_dice"] + [
+        f"val_{kind}_{k}" for kind in ("dice", "pooled_dice") for k in ("edema", "non_enhancing", "enhancing")
+    ]
     history = pd.DataFrame({"epoch": [0, 1, 2], **{k: [0.2, 0.5, 0.6] for k in keys}})
     fig = plot_learning_curves(history, "dice_bce", best_epoch=3)
     loss_ax, dice_ax = fig.axes

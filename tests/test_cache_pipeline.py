@@ -86,8 +86,9 @@ def test_sampler_patches(cache):
 
 def test_augmentation_keeps_image_and_label_aligned(cache):
     plain = PatchSampler(cache, ["PHANTOM_001"], (32, 32, 16), foreground_fraction=1.0, augment=False)
-    aug = PatchSampler(cache, ["PHANTOM_001"], (32, 32, 16), foreground_fraction=1.0, augment=True,
-                       scale_range=0.0, shift_range=0.0)
+    aug = PatchSampler(
+        cache, ["PHANTOM_001"], (32, 32, 16), foreground_fraction=1.0, augment=True, scale_range=0.0, shift_range=0.0
+    )
     for seed in range(6):
         X0, y0 = plain.sample(np.random.default_rng(seed))
         X1, y1 = aug.sample(np.random.default_rng(seed))

@@ -42,16 +42,31 @@ def correct(name: str):
 # Lesson 02: get_sub_volume
 # ----------------------------------------------------------------------------
 
+
 def _patch(image, label, start, size, num_classes, one_hot=None):
     window = tuple(slice(s, s + n) for s, n in zip(start, size))
-    y = (label[window][..., None] == np.arange(num_classes)).astype(np.float32) if one_hot is None \
+    y = (
+        (label[window][..., None] == np.arange(num_classes)).astype(np.float32)
+        if one_hot is None
         else one_hot(label[window])
+    )
     return np.array(image[window], dtype=np.float32), y
 
 
 def _sampler(draw_start, accept=lambda share, thr: share < thr, one_hot=None, drop=slice(1, None)):
-    def get_sub_volume(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=160, output_y=160,
-                       output_z=16, num_classes=4, max_tries=1000, background_threshold=0.95):
+    def get_sub_volume(
+        image,
+        label,
+        orig_x=240,
+        orig_y=240,
+        orig_z=155,
+        output_x=160,
+        output_y=160,
+        output_z=16,
+        num_classes=4,
+        max_tries=1000,
+        background_threshold=0.95,
+    ):
         size = (output_x, output_y, output_z)
         for _ in range(max_tries):
             start = draw_start((orig_x, orig_y, orig_z), size)
@@ -65,17 +80,25 @@ def _sampler(draw_start, accept=lambda share, thr: share < thr, one_hot=None, dr
 
 _uniform = lambda orig, size: [np.random.randint(0, o - s + 1) for o, s in zip(orig, size)]  # noqa: E731
 
-gsv_x_y_swapped = wrong("get_sub_volume")(_sampler(
-    lambda orig, size: [np.random.randint(0, orig[1] - size[1] + 1), np.random.randint(0, orig[0] - size[0] + 1),
-                        np.random.randint(0, orig[2] - size[2] + 1)]))
+gsv_x_y_swapped = wrong("get_sub_volume")(
+    _sampler(
+        lambda orig, size: [
+            np.random.randint(0, orig[1] - size[1] + 1),
+            np.random.randint(0, orig[0] - size[0] + 1),
+            np.random.randint(0, orig[2] - size[2] + 1),
+        ]
+    )
+)
 gsv_x_y_swapped.__name__ = "gsv_x_y_swapped"
-gsv_last_corner_excluded = wrong("get_sub_volume")(_sampler(
-    lambda orig, size: [np.random.randint(0, max(o - s, 1)) for o, s in zip(orig, size)]))
+gsv_last_corner_excluded = wrong("get_sub_volume")(
+    _sampler(lambda orig, size: [np.random.randint(0, max(o - s, 1)) for o, s in zip(orig, size)])
+)
 gsv_last_corner_excluded.__name__ = "gsv_last_corner_excluded"
 gsv_less_or_equal = wrong("get_sub_volume")(_sampler(_uniform, accept=lambda share, thr: share <= thr))
 gsv_less_or_equal.__name__ = "gsv_less_or_equal"
-gsv_one_hot_from_data = wrong("get_sub_volume")(_sampler(
-    _uniform, one_hot=lambda lab: np.eye(int(lab.max()) + 1, dtype=np.float32)[lab]))
+gsv_one_hot_from_data = wrong("get_sub_volume")(
+    _sampler(_uniform, one_hot=lambda lab: np.eye(int(lab.max()) + 1, dtype=np.float32)[lab])
+)
 gsv_one_hot_from_data.__name__ = "gsv_one_hot_from_data"
 gsv_keeps_background = wrong("get_sub_volume")(_sampler(_uniform, drop=slice(None)))
 gsv_keeps_background.__name__ = "gsv_keeps_background"
@@ -86,11 +109,23 @@ gsv_drops_last_class.__name__ = "gsv_drops_last_class"
 
 
 @wrong("get_sub_volume")
-def gsv_x_y_window_swapped(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=160, output_y=160,
-                           output_z=16, num_classes=4, max_tries=1000, background_threshold=0.95):
+def gsv_x_y_window_swapped(
+    image,
+    label,
+    orig_x=240,
+    orig_y=240,
+    orig_z=155,
+    output_x=160,
+    output_y=160,
+    output_z=16,
+    num_classes=4,
+    max_tries=1000,
+    background_threshold=0.95,
+):
     for _ in range(max_tries):
-        sx, sy, sz = (np.random.randint(0, o - s + 1) for o, s in
-                      ((orig_x, output_x), (orig_y, output_y), (orig_z, output_z)))
+        sx, sy, sz = (
+            np.random.randint(0, o - s + 1) for o, s in ((orig_x, output_x), (orig_y, output_y), (orig_z, output_z))
+        )
         window = (slice(sx, sx + output_y), slice(sy, sy + output_x), slice(sz, sz + output_z))
         y = (label[window][..., None] == np.arange(num_classes)).astype(np.float32)
         if y[..., 0].mean() < background_threshold:
@@ -99,9 +134,19 @@ def gsv_x_y_window_swapped(image, label, orig_x=240, orig_y=240, orig_z=155, out
 
 
 @correct("get_sub_volume")
-def gsv_generator_z_first_to_categorical(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=160,
-                                         output_y=160, output_z=16, num_classes=4, max_tries=1000,
-                                         background_threshold=0.95):
+def gsv_generator_z_first_to_categorical(
+    image,
+    label,
+    orig_x=240,
+    orig_y=240,
+    orig_z=155,
+    output_x=160,
+    output_y=160,
+    output_z=16,
+    num_classes=4,
+    max_tries=1000,
+    background_threshold=0.95,
+):
     import keras
 
     rng = np.random.default_rng()
@@ -109,35 +154,48 @@ def gsv_generator_z_first_to_categorical(image, label, orig_x=240, orig_y=240, o
         sz = rng.integers(0, orig_z - output_z + 1)
         sy = rng.integers(0, orig_y - output_y + 1)
         sx = rng.integers(0, orig_x - output_x + 1)
-        lab = label[sx:sx + output_x, sy:sy + output_y, sz:sz + output_z]
+        lab = label[sx : sx + output_x, sy : sy + output_y, sz : sz + output_z]
         y = keras.utils.to_categorical(lab, num_classes=num_classes)
         if np.sum(y[..., 0]) / lab.size < background_threshold:
-            return image[sx:sx + output_x, sy:sy + output_y, sz:sz + output_z, :], y[..., 1:]
+            return image[sx : sx + output_x, sy : sy + output_y, sz : sz + output_z, :], y[..., 1:]
     raise ValueError(f"gave up after {max_tries} tries")
 
 
 @correct("get_sub_volume")
-def gsv_python_random_eye(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=160, output_y=160,
-                          output_z=16, num_classes=4, max_tries=1000, background_threshold=0.95):
+def gsv_python_random_eye(
+    image,
+    label,
+    orig_x=240,
+    orig_y=240,
+    orig_z=155,
+    output_x=160,
+    output_y=160,
+    output_z=16,
+    num_classes=4,
+    max_tries=1000,
+    background_threshold=0.95,
+):
     import random
 
     tries = 0
     while tries < max_tries:
         tries += 1
-        start = [random.randint(0, orig - out) for orig, out in
-                 [(orig_x, output_x), (orig_y, output_y), (orig_z, output_z)]]  # randint includes both ends
+        start = [
+            random.randint(0, orig - out) for orig, out in [(orig_x, output_x), (orig_y, output_y), (orig_z, output_z)]
+        ]  # randint includes both ends
         end = [s + n for s, n in zip(start, [output_x, output_y, output_z])]
-        patch = label[start[0]:end[0], start[1]:end[1], start[2]:end[2]]
+        patch = label[start[0] : end[0], start[1] : end[1], start[2] : end[2]]
         onehot = np.eye(num_classes)[patch]
         background = 1.0 - onehot[..., 1:].sum() / patch.size
         if background < background_threshold:
-            return image[start[0]:end[0], start[1]:end[1], start[2]:end[2]].astype(float), onehot[..., 1:]
+            return image[start[0] : end[0], start[1] : end[1], start[2] : end[2]].astype(float), onehot[..., 1:]
     raise ValueError("no patch with enough tumour")
 
 
 # ----------------------------------------------------------------------------
 # Lesson 02: standardize
 # ----------------------------------------------------------------------------
+
 
 def _z_score(image, axes, ddof=0, out=None):
     image_f = np.asarray(image, float)
@@ -216,14 +274,24 @@ def std_where(image):
 # Lesson 03: conv_block
 # ----------------------------------------------------------------------------
 
+
 def _layers():
     from keras import layers
 
     return layers
 
 
-def _block(x, filters, normalization, activation="relu", first_activation=True, norm_layer=None, padding="same",
-           kernel=3, relu_before_norm=False):
+def _block(
+    x,
+    filters,
+    normalization,
+    activation="relu",
+    first_activation=True,
+    norm_layer=None,
+    padding="same",
+    kernel=3,
+    relu_before_norm=False,
+):
     layers = _layers()
     for i in range(2):
         x = layers.Conv3D(filters, kernel, padding=padding, use_bias=normalization is None)(x)
@@ -319,6 +387,7 @@ def cb_relu_layers_named(x, filters, normalization=None, name=None):
 # Lesson 03: upsampling_block
 # ----------------------------------------------------------------------------
 
+
 def _ref_conv_block(x, filters, normalization):
     from utils.model import conv_block
 
@@ -386,8 +455,9 @@ def ub_sequential_up_concatenate_layer(x, skip, filters, pool_size=(2, 2, 2), no
     import keras
     from keras import layers
 
-    up = keras.Sequential([layers.Conv3DTranspose(filters, list(pool_size), strides=list(pool_size),
-                                                  padding="valid")])(x)
+    up = keras.Sequential([layers.Conv3DTranspose(filters, list(pool_size), strides=list(pool_size), padding="valid")])(
+        x
+    )
     merged = layers.Concatenate(axis=4)([skip, up])
     return cb_relu_layers_named(merged, filters, normalization, name)
 
@@ -395,6 +465,7 @@ def ub_sequential_up_concatenate_layer(x, skip, filters, pool_size=(2, 2, 2), no
 # ----------------------------------------------------------------------------
 # Lesson 04: Dice
 # ----------------------------------------------------------------------------
+
 
 def _ops():
     from keras import ops
@@ -447,7 +518,8 @@ def scd_ignores_axis(y_true, y_pred, axis=(0, 1, 2), epsilon=0.00001):
 def scd_numpy(y_true, y_pred, axis=(0, 1, 2), epsilon=0.00001):
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     return (2 * np.sum(y_true * y_pred, axis=axis) + epsilon) / (
-        np.sum(y_true, axis=axis) + np.sum(y_pred, axis=axis) + epsilon)
+        np.sum(y_true, axis=axis) + np.sum(y_pred, axis=axis) + epsilon
+    )
 
 
 @correct("single_class_dice_coefficient")
@@ -502,7 +574,8 @@ def dc_numpy_loop(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
 def dc_ops_tuple_axis(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
     ops = _ops()
     dice = (2.0 * ops.sum(y_true * y_pred, axis=axis) + epsilon) / (
-        ops.sum(y_true, axis=axis) + ops.sum(y_pred, axis=axis) + epsilon)
+        ops.sum(y_true, axis=axis) + ops.sum(y_pred, axis=axis) + epsilon
+    )
     return ops.mean(ops.mean(dice, axis=-1))
 
 
@@ -540,7 +613,7 @@ def sdl_fixed_epsilon(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
 def sdl_numpy(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     num = 2 * (y_true * y_pred).sum(axis=axis) + epsilon
-    den = (y_true ** 2).sum(axis=axis) + (y_pred ** 2).sum(axis=axis) + epsilon
+    den = (y_true**2).sum(axis=axis) + (y_pred**2).sum(axis=axis) + epsilon
     return 1 - (num / den).mean()
 
 
@@ -558,13 +631,15 @@ def sdl_ops_power_list_axis(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
     axis = list(axis)
     y_true, y_pred = ops.convert_to_tensor(y_true, "float32"), ops.convert_to_tensor(y_pred, "float32")
     dice = (ops.sum(2 * y_pred * y_true, axis) + epsilon) / (
-        ops.sum(ops.power(y_pred, 2) + ops.power(y_true, 2), axis) + epsilon)
+        ops.sum(ops.power(y_pred, 2) + ops.power(y_true, 2), axis) + epsilon
+    )
     return ops.subtract(1.0, ops.mean(dice))
 
 
 # ----------------------------------------------------------------------------
 # Lesson 04: sensitivity and specificity
 # ----------------------------------------------------------------------------
+
 
 def _counts(pred, label, class_num):
     p, t = np.asarray(pred)[..., class_num].astype(bool), np.asarray(label)[..., class_num].astype(bool)
@@ -659,8 +734,9 @@ def df_class_off_by_one(pred, label):
 def df_pooled_classes(pred, label):
     p, t = np.asarray(pred).astype(bool), np.asarray(label).astype(bool)
     tp, tn, fp, fn = (p & t).sum(), (~p & ~t).sum(), (p & ~t).sum(), (~p & t).sum()
-    return pd.DataFrame({name: [tp / (tp + fn), tn / (tn + fp)] for name in CLASS_NAMES},
-                        index=["Sensitivity", "Specificity"])
+    return pd.DataFrame(
+        {name: [tp / (tp + fn), tn / (tn + fp)] for name in CLASS_NAMES}, index=["Sensitivity", "Specificity"]
+    )
 
 
 @correct("get_sens_spec_df")
@@ -674,13 +750,15 @@ def df_loc_filling(pred, label):
 @correct("get_sens_spec_df")
 def df_from_rows(pred, label):
     pairs = [_sens_spec_ref(pred, label, k) for k in range(3)]
-    return pd.DataFrame([[s for s, _ in pairs], [p for _, p in pairs]], columns=list(CLASS_NAMES),
-                        index=["Sensitivity", "Specificity"])
+    return pd.DataFrame(
+        [[s for s, _ in pairs], [p for _, p in pairs]], columns=list(CLASS_NAMES), index=["Sensitivity", "Specificity"]
+    )
 
 
 # ----------------------------------------------------------------------------
 # Lesson 06
 # ----------------------------------------------------------------------------
+
 
 def _blend_loop(window_predictions, starts, volume_shape, weights, mode):
     preds = np.asarray(window_predictions, float)
@@ -732,8 +810,8 @@ def bw_corner_order_swapped(window_predictions, starts, volume_shape, weights=No
     total, norm = np.zeros((*volume_shape, preds.shape[-1])), np.zeros(volume_shape)
     for (c, b, a), p in zip(starts, preds):  # corners read as (z, y, x)
         a, c = min(a, volume_shape[0] - wx), min(c, volume_shape[2] - wz)
-        total[a:a + wx, b:b + wy, c:c + wz] += p * w[..., None]
-        norm[a:a + wx, b:b + wy, c:c + wz] += w
+        total[a : a + wx, b : b + wy, c : c + wz] += p * w[..., None]
+        norm[a : a + wx, b : b + wy, c : c + wz] += w
     return total / np.maximum(norm, 1e-9)[..., None]
 
 
@@ -758,8 +836,8 @@ def bw_list_of_windows(window_predictions, starts, volume_shape, weights=None):
     acc = np.zeros(list(volume_shape) + [k + 1])
     for i in range(n):
         x, y, z = starts[i]
-        acc[x:x + wx, y:y + wy, z:z + wz, :k] += w * window_predictions[i]
-        acc[x:x + wx, y:y + wy, z:z + wz, k:] += w
+        acc[x : x + wx, y : y + wy, z : z + wz, :k] += w * window_predictions[i]
+        acc[x : x + wx, y : y + wy, z : z + wz, k:] += w
     return acc[..., :k] / acc[..., k:]
 
 
@@ -828,6 +906,7 @@ def rd_epsilon_style(truth_label, pred_label):
 # The suite
 # ----------------------------------------------------------------------------
 
+
 def _cases(table):
     return [pytest.param(name, fn, id=f"{name}-{fn.__name__}") for name in EXERCISES for fn in table[name]]
 
@@ -853,6 +932,7 @@ def test_correct_alternative_passes(name, fn, variant):
 # The recording API (the instructor grader calls it) and the feedback
 # ----------------------------------------------------------------------------
 
+
 def _key(args, kwargs) -> str:
     def one(a):
         return (np.asarray(a).shape, np.asarray(a).tobytes()) if isinstance(a, np.ndarray) else repr(a)
@@ -860,8 +940,16 @@ def _key(args, kwargs) -> str:
     return repr([one(a) for a in args]) + repr(sorted((k, one(v)) for k, v in kwargs.items()))
 
 
-NUMERIC = ["standardize", "single_class_dice_coefficient", "dice_coefficient", "soft_dice_loss",
-           "compute_class_sens_spec", "get_sens_spec_df", "blend_windows", "region_dice"]
+NUMERIC = [
+    "standardize",
+    "single_class_dice_coefficient",
+    "dice_coefficient",
+    "soft_dice_loss",
+    "compute_class_sens_spec",
+    "get_sens_spec_df",
+    "blend_windows",
+    "region_dice",
+]
 
 
 @pytest.mark.parametrize("name", NUMERIC)
@@ -884,8 +972,11 @@ def test_an_answer_hard_coded_to_the_public_tests_fails_the_grading_variant(name
 
 @pytest.mark.parametrize("variant", ["public", "grading"])
 def test_both_variants_are_deterministic(variant):
-    for name, fn in (("get_sub_volume", EXERCISES["get_sub_volume"].reference_function()),
-                     ("get_sub_volume", gsv_last_corner_excluded), ("soft_dice_loss", sdl_pooled_batch)):
+    for name, fn in (
+        ("get_sub_volume", EXERCISES["get_sub_volume"].reference_function()),
+        ("get_sub_volume", gsv_last_corner_excluded),
+        ("soft_dice_loss", sdl_pooled_batch),
+    ):
         first = run_check(name, fn, variant=variant, record=True)
         assert first == run_check(name, fn, variant=variant, record=True)
 

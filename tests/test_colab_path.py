@@ -55,31 +55,48 @@ def _fresh_env(tmp_path: Path) -> tuple[Path, dict]:
         shutil.copy2(ROOT / name, src / name)
     shutil.copytree(ROOT / "utils", src / "utils", ignore=shutil.ignore_patterns("__pycache__"))
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(dist), str(src)], check=True, cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(src)],
+        check=True,
+        cwd=tmp_path,
+    )
     wheel = next(dist.glob("brats_course-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-                    "--no-index", str(wheel)], check=True)
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+    )
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     # Reuse the installed dependencies: their folder goes on the path after the venv's own
     # site-packages (a plain path line: an editable install of the course there stays inactive).
     paths = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
     (site / "_course_dependencies.pth").write_text("".join(f"{p}\n" for p in paths))
     kernels = venv / "share" / "jupyter" / "kernels" / "course-wheel"
     kernels.mkdir(parents=True)
-    (kernels / "kernel.json").write_text(json.dumps({
-        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "course wheel", "language": "python"}))
+    (kernels / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "course wheel",
+                "language": "python",
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COURSE_DATA_DIR", "VIRTUAL_ENV")}
     env.update(COURSE_MODE="ci", JUPYTER_PATH=str(venv / "share" / "jupyter"))
     return python, env
 
 
-RUNNER = textwrap.dedent('''
+RUNNER = textwrap.dedent("""
     import sys
     import nbformat
     from nbclient import NotebookClient
@@ -90,15 +107,21 @@ RUNNER = textwrap.dedent('''
     NotebookClient(nb, timeout=900, kernel_name="course-wheel", resources={"metadata": {"path": workdir}}).execute()
     nbformat.write(nb, path)
     print(nb.cells[-1].outputs[0]["text"].strip())
-''')
+""")
 
 
 def test_wheel_install_runs_lessons_outside_the_checkout(tmp_path):
     python, env = _fresh_env(tmp_path)
-    workdir = tmp_path / "colab"   # a folder outside the checkout, as /content on Colab
+    workdir = tmp_path / "colab"  # a folder outside the checkout, as /content on Colab
     workdir.mkdir()
-    probe = subprocess.run([str(python), "-c", "import utils; print(utils.__file__)"], cwd=workdir, env=env,
-                           check=True, capture_output=True, text=True)
+    probe = subprocess.run(
+        [str(python), "-c", "import utils; print(utils.__file__)"],
+        cwd=workdir,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert Path(probe.stdout.strip()).is_relative_to(tmp_path / "venv"), probe.stdout
     runner = tmp_path / "run_notebook.py"
     runner.write_text(RUNNER)
@@ -106,8 +129,13 @@ def test_wheel_install_runs_lessons_outside_the_checkout(tmp_path):
         lesson = next(lesson for lesson in nbtools.lessons() if lesson.name == name)
         notebook = workdir / lesson.solution.name
         shutil.copy2(lesson.solution, notebook)
-        done = subprocess.run([str(python), str(runner), str(notebook), str(workdir)], cwd=workdir, env=env,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [str(python), str(runner), str(notebook), str(workdir)],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, f"{name} failed from the wheel:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         assert f"COURSE {tmp_path / 'venv'}" in done.stdout, done.stdout
         outputs = [o for cell in json.loads(notebook.read_text())["cells"] for o in cell.get("outputs", [])]

@@ -13,8 +13,11 @@ from utils.config import course_mode, get_settings, preset, project_path, run_di
 import notebooks as nbtools
 
 RUN_LESSONS = ("05_training", "06_whole_scan_prediction", "07_bonus_2d_unet")
-CHECKPOINT_NAMES = {"05_training": "checkpoint", "06_whole_scan_prediction": "model_path",
-                    "07_bonus_2d_unet": "checkpoint"}
+CHECKPOINT_NAMES = {
+    "05_training": "checkpoint",
+    "06_whole_scan_prediction": "model_path",
+    "07_bonus_2d_unet": "checkpoint",
+}
 
 
 def _resolve(lesson_name: str) -> dict:

@@ -51,8 +51,7 @@ def test_msd_case_loads_in_the_shared_convention(phantom_root):
 
 def test_macos_resource_forks_are_skipped(msd_copy):
     meta = json.loads((msd_copy / "dataset.json").read_text())
-    meta["training"].append({"image": "./imagesTr/._PHANTOM_001.nii.gz",
-                             "label": "./labelsTr/._PHANTOM_001.nii.gz"})
+    meta["training"].append({"image": "./imagesTr/._PHANTOM_001.nii.gz", "label": "./labelsTr/._PHANTOM_001.nii.gz"})
     (msd_copy / "dataset.json").write_text(json.dumps(meta))
     (msd_copy / "imagesTr" / "._PHANTOM_001.nii.gz").write_bytes(b"\x00\x05\x16\x07 resource fork")
     assert "._PHANTOM_001" not in list_cases(msd_copy)
@@ -78,7 +77,11 @@ def test_brats_layout_matches_msd(phantom_root, tmp_path):
     np.testing.assert_array_equal(loaded.affine, case.affine)
     assert loaded.spacing == case.spacing
     assert [p.name.split("_")[-1] for p in loaded.image_paths] == [
-        "flair.nii.gz", "t1.nii.gz", "t1ce.nii.gz", "t2.nii.gz"]
+        "flair.nii.gz",
+        "t1.nii.gz",
+        "t1ce.nii.gz",
+        "t2.nii.gz",
+    ]
 
 
 def test_brats_edema_stays_edema_through_files(tmp_path):
@@ -116,10 +119,13 @@ def test_split_is_deterministic_and_disjoint():
 
 # --- bad input: every error names the file and what was expected -----------
 
+
 def test_missing_dataset_json(tmp_path):
     with pytest.raises(DatasetError, match="dataset.json not found"):
         read_dataset_json(tmp_path)
-    with pytest.raises(DatasetError, match=r"(?s)is not a dataset the course knows.*Known layouts:.*msd.*brats.*brats2023"):
+    with pytest.raises(
+        DatasetError, match=r"(?s)is not a dataset the course knows.*Known layouts:.*msd.*brats.*brats2023"
+    ):
         list_cases(tmp_path)
 
 

@@ -42,11 +42,14 @@ def test_strategy_follows_tf_config_and_gpus():
         strategy_kind(two, gpus=0, backend="jax")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "must be JSON"),
-    (_tf_config(["a:1", "b:2"], task="ps"), "chief/worker tasks"),
-    (_tf_config(["a:1", "b:2"], index=5), "is not in the cluster"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "must be JSON"),
+        (_tf_config(["a:1", "b:2"], task="ps"), "chief/worker tasks"),
+        (_tf_config(["a:1", "b:2"], index=5), "is not in the cluster"),
+    ],
+)
 def test_bad_tf_config_is_a_clear_error(text, message):
     with pytest.raises(ValueError, match=message):
         parse_tf_config(text)
@@ -71,7 +74,9 @@ def test_replicas_draw_the_single_device_stream_and_resume_it():
     assert seen == [2000, 2001, 2002, 3000, 3001]
     fixed = _Stream()
     fixed.fixed = True
-    seen = [int(x[0, 0]) for x, _ in (batch for batch, _ in zip(distributed_patches(strategy, fixed, steps=2), range(5)))]
+    seen = [
+        int(x[0, 0]) for x, _ in (batch for batch, _ in zip(distributed_patches(strategy, fixed, steps=2), range(5)))
+    ]
     assert seen == [0, 1, 0, 1, 0], "validation repeats its batches every epoch"
 
 
@@ -92,12 +97,27 @@ def _run_workers(tmp_path: Path, args: list[str], timeout: float = 240) -> list[
     workers = [f"127.0.0.1:{p}" for p in ports]
     scratch = tmp_path / "tmp"
     scratch.mkdir(exist_ok=True)
-    env = {**os.environ, "COURSE_DATA_DIR": str(tmp_path / "data"), "COURSE_MODE": "ci", "PYTHONPATH": str(REPO),
-           "TMPDIR": str(scratch), "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    procs = [subprocess.Popen([sys.executable, "-m", "utils.train", *args],
-                              env={**env, "TF_CONFIG": _tf_config(workers, index=i)}, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-             for i in range(2)]
+    env = {
+        **os.environ,
+        "COURSE_DATA_DIR": str(tmp_path / "data"),
+        "COURSE_MODE": "ci",
+        "PYTHONPATH": str(REPO),
+        "TMPDIR": str(scratch),
+        "CUDA_VISIBLE_DEVICES": "-1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "utils.train", *args],
+            env={**env, "TF_CONFIG": _tf_config(workers, index=i)},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for i in range(2)
+    ]
     outputs = []
     try:
         for proc in procs:
@@ -118,8 +138,10 @@ def test_two_local_workers_train_and_resume_one_run(tmp_path, phantom_root):
     run = tmp_path / "data" / "runs" / "two"
     common = ["--dataset", str(phantom_root), "--output-dir", str(run), "--steps-per-epoch", "2"]
     chief, other = _run_workers(tmp_path, ["--epochs", "1", *common])
-    assert "distributed training on 2 workers (worker 0 here): 2 replicas, batch_size 2 per replica, " \
-           "4 patches per step" in chief
+    assert (
+        "distributed training on 2 workers (worker 0 here): 2 replicas, batch_size 2 per replica, "
+        "4 patches per step" in chief
+    )
     assert "epoch 1/1" in chief and "epoch 1/1" not in other, "only the chief prints the epoch lines"
     assert [p.name for p in (tmp_path / "data" / "runs").iterdir()] == ["two"], "exactly one run folder"
     assert {"best.keras", "last.keras", "state.json", "log.csv", "config.json"} <= {p.name for p in run.iterdir()}
@@ -156,14 +178,30 @@ print("epochs logged:", len(result.history))
 
 
 def test_two_replicas_on_one_machine_train_one_run(tmp_path, phantom_root):
-    env = {**os.environ, "COURSE_DATA_DIR": str(tmp_path / "data"), "COURSE_MODE": "ci", "PYTHONPATH": str(REPO),
-           "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "COURSE_DATA_DIR": str(tmp_path / "data"),
+        "COURSE_MODE": "ci",
+        "PYTHONPATH": str(REPO),
+        "CUDA_VISIBLE_DEVICES": "-1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     env.pop("TF_CONFIG", None)
     run = tmp_path / "data" / "runs" / "mirrored"
-    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(phantom_root), str(run)], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(phantom_root), str(run)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     print(proc.stdout, proc.stderr[-2000:])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "distributed training on MirroredStrategy: 2 replicas, batch_size 2 per replica, 4 patches per step" \
-        in proc.stdout and "epochs logged: 1" in proc.stdout
+    assert (
+        "distributed training on MirroredStrategy: 2 replicas, batch_size 2 per replica, 4 patches per step"
+        in proc.stdout
+        and "epochs logged: 1" in proc.stdout
+    )
     assert json.loads((run / "state.json").read_text())["epochs_done"] == 1 and (run / "best.keras").is_file()

@@ -67,7 +67,7 @@ def _msd_archive(phantom_root: Path, path: Path, extra=None) -> bytes:
             junk = b"\x00\x05\x16\x07Mac OS X resource fork"
             info.size = len(junk)
             tar.addfile(info, io.BytesIO(junk))
-        for info, data in (extra or []):
+        for info, data in extra or []:
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return path.read_bytes()
 
@@ -84,10 +84,10 @@ def test_download_resumes_and_verifies(server, tmp_path):
     assert part.stat().st_size == 300_000 and not dest.exists()
     _RangeHandler.cut_after = None
     assert download_file(server, dest, md5=md5, progress=False) == dest
-    assert _RangeHandler.requests[-1] == "bytes=300000-"   # resumed, not restarted
+    assert _RangeHandler.requests[-1] == "bytes=300000-"  # resumed, not restarted
     assert dest.read_bytes() == payload and not part.exists()
     before = len(_RangeHandler.requests)
-    download_file(server, dest, md5=md5, progress=False)   # present and verified: no request
+    download_file(server, dest, md5=md5, progress=False)  # present and verified: no request
     assert len(_RangeHandler.requests) == before
 
 
@@ -127,13 +127,16 @@ def _member(name, kind=tarfile.REGTYPE, link=""):
     return info, data
 
 
-@pytest.mark.parametrize("info,data,message", [
-    (*_member("Task01_BrainTumour/../../evil.txt"), "outside"),
-    (*_member("/etc/evil.txt"), "absolute path"),
-    (*_member("Task01_BrainTumour/link", tarfile.SYMTYPE, "/etc/passwd"), "is a link"),
-    (*_member("Task01_BrainTumour/hard", tarfile.LNKTYPE, "Task01_BrainTumour/dataset.json"), "is a link"),
-    (*_member("Task01_BrainTumour/fifo", tarfile.FIFOTYPE), "not a regular file"),
-])
+@pytest.mark.parametrize(
+    "info,data,message",
+    [
+        (*_member("Task01_BrainTumour/../../evil.txt"), "outside"),
+        (*_member("/etc/evil.txt"), "absolute path"),
+        (*_member("Task01_BrainTumour/link", tarfile.SYMTYPE, "/etc/passwd"), "is a link"),
+        (*_member("Task01_BrainTumour/hard", tarfile.LNKTYPE, "Task01_BrainTumour/dataset.json"), "is a link"),
+        (*_member("Task01_BrainTumour/fifo", tarfile.FIFOTYPE), "not a regular file"),
+    ],
+)
 def test_unsafe_members_are_refused(phantom_root, tmp_path, info, data, message):
     archive = tmp_path / "bad.tar"
     _msd_archive(phantom_root, archive, extra=[(info, data)])

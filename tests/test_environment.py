@@ -17,7 +17,8 @@ def test_environment_yml_installs_the_pyproject_set():
     lines = [line.strip() for line in text.splitlines() if line.strip().startswith("- ")]
     conda = [line[2:].strip() for line in lines if not line.startswith("- -e") and line != "- pip:"]
     assert conda == ["conda-forge", "python=3.11", "pip"], (
-        "environment.yml must not list its own dependencies; pyproject.toml is the one list")
+        "environment.yml must not list its own dependencies; pyproject.toml is the one list"
+    )
     pip_lines = re.findall(r"^\s+- (-e .*)$", text, re.MULTILINE)
     assert pip_lines == ["-e .[dev,lab]"]
     extras = set(_pyproject()["project"]["optional-dependencies"])
@@ -26,8 +27,19 @@ def test_environment_yml_installs_the_pyproject_set():
 
 def test_dependencies_cover_the_stack():
     deps = {re.split(r"[<>=!\[ ;]", d)[0].lower() for d in _pyproject()["project"]["dependencies"]}
-    for name in ("tensorflow", "keras", "nibabel", "nilearn", "numpy", "scipy", "pandas",
-                 "matplotlib", "ipywidgets", "jupytext", "tqdm"):
+    for name in (
+        "tensorflow",
+        "keras",
+        "nibabel",
+        "nilearn",
+        "numpy",
+        "scipy",
+        "pandas",
+        "matplotlib",
+        "ipywidgets",
+        "jupytext",
+        "tqdm",
+    ):
         assert name in deps
     dev = " ".join(_pyproject()["project"]["optional-dependencies"]["dev"])
     assert "nbval" in dev and "pytest" in dev
@@ -43,7 +55,7 @@ def test_readme_test_command_is_what_ci_runs():
     assert "pytest tests notebooks" in test_recipe and "--nbval-lax" in test_recipe
     assert "COURSE_MODE=ci" in test_recipe
     assert "ruff check ." in test_recipe and "ruff format --check ." in test_recipe
-    assert "pip install --quiet -e \".[dev]\"" in makefile
+    assert 'pip install --quiet -e ".[dev]"' in makefile
 
 
 def test_tensorflow_range_admits_keras_3():

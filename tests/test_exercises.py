@@ -37,8 +37,9 @@ def _graded_cells(lesson: nbtools.Lesson, version: str) -> dict[str, tuple[str, 
     return graded
 
 
-GRADED = [(lesson, name) for lesson in nbtools.lessons()
-          for name, _ in nbtools.solution_blocks(lesson.source.read_text())]
+GRADED = [
+    (lesson, name) for lesson in nbtools.lessons() for name, _ in nbtools.solution_blocks(lesson.source.read_text())
+]
 
 
 def _run_check(check, fn) -> str:
@@ -88,11 +89,24 @@ def test_solution_passes_and_agrees_with_the_reference(lesson, name):
 
 
 def test_a_wrong_answer_fails_with_expected_and_got():
-    def off_by_one(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=160, output_y=160,
-                   output_z=16, num_classes=4, max_tries=1000, background_threshold=0.95):
+    def off_by_one(
+        image,
+        label,
+        orig_x=240,
+        orig_y=240,
+        orig_z=155,
+        output_x=160,
+        output_y=160,
+        output_z=16,
+        num_classes=4,
+        max_tries=1000,
+        background_threshold=0.95,
+    ):
         for _ in range(max_tries):
-            s = [np.random.randint(0, o - p) if o > p else 0
-                 for o, p in ((orig_x, output_x), (orig_y, output_y), (orig_z, output_z))]
+            s = [
+                np.random.randint(0, o - p) if o > p else 0
+                for o, p in ((orig_x, output_x), (orig_y, output_y), (orig_z, output_z))
+            ]
             w = tuple(slice(a, a + p) for a, p in zip(s, (output_x, output_y, output_z)))
             y = (label[w][..., None] == np.arange(num_classes)).astype(np.float32)
             if y[..., 0].mean() < background_threshold:
@@ -111,8 +125,19 @@ def test_check_does_not_depend_on_the_order_of_random_draws():
     """A correct answer that draws z, then y, then x - or uses a Generator - passes."""
     rng = np.random.default_rng(123)
 
-    def other_order(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=160, output_y=160,
-                    output_z=16, num_classes=4, max_tries=1000, background_threshold=0.95):
+    def other_order(
+        image,
+        label,
+        orig_x=240,
+        orig_y=240,
+        orig_z=155,
+        output_x=160,
+        output_y=160,
+        output_z=16,
+        num_classes=4,
+        max_tries=1000,
+        background_threshold=0.95,
+    ):
         for _ in range(max_tries):
             sz = rng.integers(0, orig_z - output_z + 1)
             sy = rng.integers(0, orig_y - output_y + 1)

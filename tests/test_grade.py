@@ -53,6 +53,7 @@ def lessons():
 # Reading and identifying a submission
 # ----------------------------------------------------------------------------
 
+
 def test_every_generated_notebook_says_its_lesson_and_version(lessons):
     for lesson in nbtools.lessons():
         for path in (lesson.learner, lesson.solution):
@@ -63,12 +64,15 @@ def test_every_generated_notebook_says_its_lesson_and_version(lessons):
             assert meta["variant"] == ("learner" if path == lesson.learner else "solution")
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b'{"cells": [', "invalid JSON at line 1 column 12"),
-    (b"\xff\xfe not text", "not UTF-8"),
-    (b'{"metadata": {}}', "no 'cells' list"),
-    (b'[1, 2, 3]', "no 'cells' list"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b'{"cells": [', "invalid JSON at line 1 column 12"),
+        (b"\xff\xfe not text", "not UTF-8"),
+        (b'{"metadata": {}}', "no 'cells' list"),
+        (b"[1, 2, 3]", "no 'cells' list"),
+    ],
+)
 def test_unreadable_files_give_a_reason(tmp_path, content, reason):
     path = tmp_path / "bad.ipynb"
     path.write_bytes(content)
@@ -85,8 +89,10 @@ def test_a_huge_file_is_not_read(tmp_path):
 
 def test_lesson_is_identified_from_metadata_title_or_functions(lessons):
     nb = _read(LEARNER_NB)
-    assert grade.identify_lesson(nb, lessons)[:2] == (LESSON, f"course {utils.__version__}, lesson "
-                                                               f"{nb.metadata['course']['digest']}")
+    assert grade.identify_lesson(nb, lessons)[:2] == (
+        LESSON,
+        f"course {utils.__version__}, lesson {nb.metadata['course']['digest']}",
+    )
     assert grade.identify_lesson(nb, lessons)[2] == []
 
     older = _read(LEARNER_NB)
@@ -138,9 +144,13 @@ def test_the_kernel_environment_holds_nothing_of_the_graders(tmp_path, monkeypat
 # Where it writes
 # ----------------------------------------------------------------------------
 
+
 def _sub(learner: str = "alice") -> grade.Submission:
-    ex = grade.ExerciseScore("soft_dice_loss", public=[("a", True, ""), ("b", True, "")],
-                             grading=[("a", True, ""), ("b", False, "expected 1\ngot 2")])
+    ex = grade.ExerciseScore(
+        "soft_dice_loss",
+        public=[("a", True, ""), ("b", True, "")],
+        grading=[("a", True, ""), ("b", False, "expected 1\ngot 2")],
+    )
     return grade.Submission(Path(f"/x/{learner}.ipynb"), learner, LESSON, "course 0.1.0", exercises=[ex])
 
 
@@ -200,6 +210,7 @@ def test_outputs_are_replaced_only_when_this_grader_wrote_them(tmp_path):
 # One grading run over hand-made submissions (executes notebooks: slow)
 # ----------------------------------------------------------------------------
 
+
 def _hard_coded_source(name: str, signature: str) -> str:
     """A function that returns, for the lesson's public test inputs, the answers it has memorised, and 0.5 else."""
     reference = EXERCISES[name].reference_function()
@@ -216,12 +227,14 @@ def _hard_coded_source(name: str, signature: str) -> str:
 
     results = run_check(name, recorder, variant="public", record=True)
     assert all(r.passed for r in results) and table
-    return (f"import hashlib\nimport numpy as np\nfrom keras import ops\n_ANSWERS = {json.dumps(table)}\n\n"
-            f"def {name}{signature}:\n"
-            "    args, kwargs = (y_true, y_pred), ({} if epsilon == 0.00001 else {'epsilon': epsilon})\n"
-            "    parts = [np.asarray(a, dtype=np.float64).tobytes() + str(np.shape(a)).encode() for a in args]\n"
-            "    key = hashlib.sha1(b'|'.join(parts) + repr(sorted(kwargs.items())).encode()).hexdigest()\n"
-            "    return ops.convert_to_tensor(_ANSWERS.get(key, 0.5))\n")
+    return (
+        f"import hashlib\nimport numpy as np\nfrom keras import ops\n_ANSWERS = {json.dumps(table)}\n\n"
+        f"def {name}{signature}:\n"
+        "    args, kwargs = (y_true, y_pred), ({} if epsilon == 0.00001 else {'epsilon': epsilon})\n"
+        "    parts = [np.asarray(a, dtype=np.float64).tobytes() + str(np.shape(a)).encode() for a in args]\n"
+        "    key = hashlib.sha1(b'|'.join(parts) + repr(sorted(kwargs.items())).encode()).hexdigest()\n"
+        "    return ops.convert_to_tensor(_ANSWERS.get(key, 0.5))\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -247,16 +260,21 @@ def graded(tmp_path_factory):
     crash.cells.insert(j + 1, nbformat.v4.new_code_cell("raise RuntimeError('crash halfway')"))
     crash.cells.insert(j + 2, nbformat.v4.new_code_cell("hog = bytearray(64 * 2**30)  # over the memory limit"))
     crash.cells.insert(j + 3, nbformat.v4.new_code_cell("for i in range(20000):\n    print('x' * 1000)"))
-    forged = json.dumps({"exercise": "soft_dice_loss", "public": [["forged", True, ""]],
-                         "grading": [["forged", True, ""]]})
+    forged = json.dumps(
+        {"exercise": "soft_dice_loss", "public": [["forged", True, ""]], "grading": [["forged", True, ""]]}
+    )
     crash.cells.append(nbformat.v4.new_code_cell(f"print('{grade.MARK}' + '0' * 32 + ' ' + {forged!r})"))
     crash.cells.append(nbformat.v4.new_code_cell("import os\nos._exit(3)"))
     nbformat.write(crash, subs / "crash.ipynb")
 
     loop = _read(SOLUTION_NB)
     j = _cell_index(loop, "check_soft_dice_loss(soft_dice_loss)")
-    loop.cells.insert(j + 1, nbformat.v4.new_code_cell(
-        "import time\nwhile True:\n    try:\n        time.sleep(0.1)\n    except KeyboardInterrupt:\n        pass"))
+    loop.cells.insert(
+        j + 1,
+        nbformat.v4.new_code_cell(
+            "import time\nwhile True:\n    try:\n        time.sleep(0.1)\n    except KeyboardInterrupt:\n        pass"
+        ),
+    )
     nbformat.write(loop, subs / "loop.ipynb")
 
     (subs / "corrupt.ipynb").write_text('{"cells": [{"cell_type": "code", "source": ')
@@ -264,8 +282,21 @@ def graded(tmp_path_factory):
     out = base / "out" / "grades.csv"
     with pytest.MonkeyPatch.context() as env:  # the phantom copy each kernel gets is built here
         env.setenv("COURSE_DATA_DIR", str(tmp_path_factory.mktemp("data")))
-        code = grade.main([str(subs), "--out", str(out), "--lesson", "04", "--cell-timeout", "30",
-                           "--score-timeout", "120", "--timeout", "600"])
+        code = grade.main(
+            [
+                str(subs),
+                "--out",
+                str(out),
+                "--lesson",
+                "04",
+                "--cell-timeout",
+                "30",
+                "--score-timeout",
+                "120",
+                "--timeout",
+                "600",
+            ]
+        )
     rows: dict[str, dict[str, dict]] = {}
     for row in csv.DictReader(out.open()):
         rows.setdefault(row["learner"], {})[row["exercise"]] = row
@@ -273,13 +304,21 @@ def graded(tmp_path_factory):
     return rows, grade.Outputs.for_csv(out), code
 
 
-EX04 = ["single_class_dice_coefficient", "dice_coefficient", "soft_dice_loss", "compute_class_sens_spec",
-        "get_sens_spec_df"]
+EX04 = [
+    "single_class_dice_coefficient",
+    "dice_coefficient",
+    "soft_dice_loss",
+    "compute_class_sens_spec",
+    "get_sens_spec_df",
+]
 
 
 def _full(row: dict) -> bool:
-    return (row["score"] == "1.0" and row["public_passed"] == row["public_total"] != "0"
-            and row["grading_passed"] == row["grading_total"] != "0")
+    return (
+        row["score"] == "1.0"
+        and row["public_passed"] == row["public_total"] != "0"
+        and row["grading_passed"] == row["grading_total"] != "0"
+    )
 
 
 def test_solution_scores_full_marks(graded):

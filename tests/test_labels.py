@@ -14,9 +14,9 @@ def test_edema_stays_edema():
     # BraTS marks edema with 2; in the MSD convention edema is 1. A voxel that
     # a radiologist called edema must come out as edema, not as tumour core.
     brats = np.zeros((6, 6, 6), dtype=np.uint8)
-    brats[1:5, 1:5, 1:5] = 2      # edema shell
-    brats[2:4, 2:4, 2:4] = 1      # necrotic / non-enhancing core
-    brats[3, 3, 3] = 4            # enhancing
+    brats[1:5, 1:5, 1:5] = 2  # edema shell
+    brats[2:4, 2:4, 2:4] = 1  # necrotic / non-enhancing core
+    brats[3, 3, 3] = 4  # enhancing
     msd = brats_to_msd(brats)
     assert np.all(msd[brats == 2] == 1)
     assert np.all(msd[brats == 1] == 2)

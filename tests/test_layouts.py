@@ -87,8 +87,12 @@ def test_brats_2023_layout(tmp_path, prefix):
     assert list_cases(tmp_path) == ids
     case = load_case(tmp_path, ids[0])
     _assert_same_case(case, image, label)
-    assert [p.name.rsplit("-", 1)[1] for p in case.image_paths] == ["t2f.nii.gz", "t1n.nii.gz", "t1c.nii.gz",
-                                                                    "t2w.nii.gz"]
+    assert [p.name.rsplit("-", 1)[1] for p in case.image_paths] == [
+        "t2f.nii.gz",
+        "t1n.nii.gz",
+        "t1c.nii.gz",
+        "t2w.nii.gz",
+    ]
     raw = np.asarray(nib.load(tmp_path / ids[0] / f"{ids[0]}-seg.nii.gz").dataobj)
     assert np.all(case.label[raw == 2] == 1) and np.all(case.label[raw == 1] == 2) and np.all(case.label[raw == 3] == 3)
     label_only, spacing = load_label(tmp_path, ids[1])
@@ -142,16 +146,22 @@ def test_kaggle_brats2020_copy(tmp_path):
     _assert_same_case(case, image, label)
     np.testing.assert_array_equal(load_label(root, "BraTS20_Training_355")[0], label)
     # the folder above (as the Kaggle archive extracts) is not itself a dataset: the error says where to look
-    with pytest.raises(DatasetError, match=r"(?s)not a dataset the course knows.*one level down: try .*"
-                                           r"MICCAI_BraTS2020_TrainingData"):
+    with pytest.raises(
+        DatasetError,
+        match=r"(?s)not a dataset the course knows.*one level down: try .*"
+        r"MICCAI_BraTS2020_TrainingData",
+    ):
         detect_layout(tmp_path / "BraTS2020_TrainingData")
 
 
 def test_two_files_for_one_modality_are_refused_with_both_names(tmp_path):
     folder = write_brats_case(tmp_path / "BraTS20_Training_007", _image(), _label_msd(), AFFINE, suffix=".nii")
     shutil.copy(folder / "BraTS20_Training_007_flair.nii", folder / "BraTS20_Training_007_flair.nii.gz")
-    with pytest.raises(DatasetError, match=r"expected one FLAIR image file .*found 2: BraTS20_Training_007_flair.nii, "
-                                           r"BraTS20_Training_007_flair.nii.gz"):
+    with pytest.raises(
+        DatasetError,
+        match=r"expected one FLAIR image file .*found 2: BraTS20_Training_007_flair.nii, "
+        r"BraTS20_Training_007_flair.nii.gz",
+    ):
         load_brats_case(folder)
     (folder / "BraTS20_Training_007_flair.nii.gz").unlink()
     shutil.copy(folder / "BraTS20_Training_007_seg.nii", folder / "W39_1998.09.19_Segm.nii")
@@ -159,8 +169,11 @@ def test_two_files_for_one_modality_are_refused_with_both_names(tmp_path):
     assert case.label_path.name == "BraTS20_Training_007_seg.nii"
     folder23 = write_brats2023_case(tmp_path / "b23", "BraTS-GLI-00003-000", _image(), _label_msd())
     shutil.copy(folder23 / "BraTS-GLI-00003-000-seg.nii.gz", folder23 / "copy-seg.nii.gz")
-    with pytest.raises(DatasetError, match=r"expected one segmentation file .*BraTS-GLI-00003-000-seg.nii.gz, "
-                                           r"copy-seg.nii.gz"):
+    with pytest.raises(
+        DatasetError,
+        match=r"expected one segmentation file .*BraTS-GLI-00003-000-seg.nii.gz, "
+        r"copy-seg.nii.gz",
+    ):
         load_brats_case(folder23)
 
 
@@ -207,8 +220,13 @@ def test_predict_and_train_accept_a_brats2023_folder(tmp_path, monkeypatch, phan
     assert predict_main(["--model", str(tmp_path / "m.keras"), "--input-dir", str(root), "--output-dir", str(out)]) == 0
     header, *rows = (out / "metrics.csv").read_text().splitlines()
     assert header.startswith("case,Dice WT") and "LW Dice WT" in header and "LW HD95 ET" in header
-    assert [r.split(",")[0] for r in rows] == ["BraTS-GLI-00000-000", "BraTS-GLI-00001-000", "BraTS-GLI-00002-000",
-                                              "mean", "median"]
+    assert [r.split(",")[0] for r in rows] == [
+        "BraTS-GLI-00000-000",
+        "BraTS-GLI-00001-000",
+        "BraTS-GLI-00002-000",
+        "mean",
+        "median",
+    ]
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"BraTS-GLI-{n:05d}-000.nii.gz" for n in range(3)]
     data_dir, cache, train_ids, val_ids = prepare_data(preset("ci", dataset=str(root)), progress=False)
     assert data_dir == root.resolve() and sorted(train_ids + val_ids) == list_cases(root)

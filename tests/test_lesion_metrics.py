@@ -30,7 +30,7 @@ def _cube(lo, hi, shape=SHAPE):
 
 
 def test_missed_satellite_legacy_high_lesion_wise_halved():
-    main = _cube((5, 5, 5), (25, 25, 25))          # 8000 mm^3
+    main = _cube((5, 5, 5), (25, 25, 25))  # 8000 mm^3
     satellite = _cube((32, 32, 12), (37, 37, 17))  # 125 mm^3, far away
     truth, pred = main | satellite, main.copy()
     assert dice_score(truth, pred) == pytest.approx(2 * 8000 / (8125 + 8000))  # 0.992: legacy barely notices
@@ -87,6 +87,7 @@ def _brute_hd95(truth, pred, spacing, method):
             for step in (-1, 1):
                 inner &= np.roll(padded, step, axis=axis)[1:-1, 1:-1, 1:-1]
         return np.argwhere(mask & ~inner) * np.asarray(spacing)
+
     st, sp = surface(truth), surface(pred)
     d = cdist(st, sp)
     a, b = d.min(axis=1), d.min(axis=0)

@@ -35,7 +35,7 @@ def _per_sample_class(y_true, y_pred, eps, square=False):
     for b in range(y_true.shape[0]):
         for c in range(y_true.shape[-1]):
             t, p = y_true[b, ..., c].astype(np.float64), y_pred[b, ..., c].astype(np.float64)
-            den = (p ** 2).sum() + (t ** 2).sum() if square else p.sum() + t.sum()
+            den = (p**2).sum() + (t**2).sum() if square else p.sum() + t.sum()
             out[b, c] = (2 * (t * p).sum() + eps) / (den + eps)
     return out
 
@@ -44,16 +44,21 @@ def _per_sample_class(y_true, y_pred, eps, square=False):
 def test_dice_and_soft_dice_agree_with_numpy(batch, eps):
     y_true, y_pred = batch
     assert _np(dice_coefficient(y_true, y_pred, epsilon=eps)) == pytest.approx(
-        _per_sample_class(y_true, y_pred, eps).mean(), rel=1e-5)
+        _per_sample_class(y_true, y_pred, eps).mean(), rel=1e-5
+    )
     assert _np(soft_dice_loss(y_true, y_pred, epsilon=eps)) == pytest.approx(
-        1 - _per_sample_class(y_true, y_pred, eps, square=True).mean(), rel=1e-5)
+        1 - _per_sample_class(y_true, y_pred, eps, square=True).mean(), rel=1e-5
+    )
     t, p = y_true[0, ..., 1], y_pred[0, ..., 1]
     assert _np(single_class_dice_coefficient(t, p, epsilon=eps)) == pytest.approx(
-        (2 * (t * p).sum() + eps) / (t.sum() + p.sum() + eps), rel=1e-5)
-    assert _np(dice_edema(y_true, y_pred)) == pytest.approx(_per_sample_class(y_true, y_pred, 1e-5)[:, 0].mean(),
-                                                            rel=1e-5)
+        (2 * (t * p).sum() + eps) / (t.sum() + p.sum() + eps), rel=1e-5
+    )
+    assert _np(dice_edema(y_true, y_pred)) == pytest.approx(
+        _per_sample_class(y_true, y_pred, 1e-5)[:, 0].mean(), rel=1e-5
+    )
     assert _np(dice_enhancing(y_true, y_pred)) == pytest.approx(
-        _per_sample_class(y_true, y_pred, 1e-5)[:, 2].mean(), rel=1e-5)
+        _per_sample_class(y_true, y_pred, 1e-5)[:, 2].mean(), rel=1e-5
+    )
 
 
 def test_dice_bce_is_dice_plus_mean_bce(batch):

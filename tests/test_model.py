@@ -49,8 +49,11 @@ def test_pooling_adapts_and_bad_shapes_are_refused():
     assert pool_sizes((64, 64, 4), 4) == [(2, 2, 2), (2, 2, 1), (2, 2, 1)]
     model = build_unet((32, 32, 8, 4), depth=5, base_filters=4)
     assert model.output.shape[1:] == (32, 32, 8, 3)
-    with pytest.raises(ValueError, match=r"axis 0 has 75 voxels at level 1, which cannot be halved cleanly; "
-                                         r"with depth 4 use sizes divisible by 8 \(e.g. 144 or 152\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"axis 0 has 75 voxels at level 1, which cannot be halved cleanly; "
+        r"with depth 4 use sizes divisible by 8 \(e.g. 144 or 152\)",
+    ):
         build_unet((150, 160, 16, 4), depth=4)
     with pytest.raises(ValueError, match="depth must be at least 2"):
         build_unet(depth=1)
@@ -60,8 +63,9 @@ def test_pooling_adapts_and_bad_shapes_are_refused():
         build_unet((16, 16, 16, 4), normalization="layer")
 
 
-@pytest.mark.parametrize("normalization,upsampling", [("batch", "transpose"), ("instance", "upsample"),
-                                                      (None, "upsample")])
+@pytest.mark.parametrize(
+    "normalization,upsampling", [("batch", "transpose"), ("instance", "upsample"), (None, "upsample")]
+)
 def test_options_build_and_run(normalization, upsampling):
     model = build_unet((16, 16, 8, 4), depth=3, base_filters=4, normalization=normalization, upsampling=upsampling)
     names = [type(layer).__name__ for layer in model.layers]

@@ -56,8 +56,9 @@ def test_case_is_a_pure_function_of_its_seed():
 
 
 def test_dataset_is_reproducible(phantom_root, tmp_path):
-    again = make_phantom_dataset(tmp_path / "again", n_train=5, n_test=1, shape=TINY_SHAPE, seed=7,
-                                 progress=False, workers=1)
+    again = make_phantom_dataset(
+        tmp_path / "again", n_train=5, n_test=1, shape=TINY_SHAPE, seed=7, progress=False, workers=1
+    )
     for cid in list_cases(phantom_root):
         a, b = load_msd_case(phantom_root, cid), load_msd_case(again, cid)
         np.testing.assert_array_equal(a.image, b.image)
@@ -146,8 +147,9 @@ def test_lookalikes_are_bright_where_tumours_are(tiny_cases):
 
 
 def test_label_statistics_table():
-    volumes = pd.DataFrame([[10.0, 5.0, 0.0], [20.0, 0.0, 0.0], [30.0, 15.0, 5.0]],
-                           index=["a", "b", "c"], columns=list(CLASS_NAMES))
+    volumes = pd.DataFrame(
+        [[10.0, 5.0, 0.0], [20.0, 0.0, 0.0], [30.0, 15.0, 5.0]], index=["a", "b", "c"], columns=list(CLASS_NAMES)
+    )
     table = label_statistics(volumes)
     assert table.loc["Enhancing Tumor", "cases"] == 1 and table.loc["Enhancing Tumor", "share"] == 0.33
     assert table.loc["Non-Enhancing Tumor", "median_mL"] == 10.0  # over the cases where present
@@ -174,9 +176,9 @@ def test_contrast_is_brats_like(phantom_root, tiny_cases):
     """Typical contrast holds in the median case; within a case, the classes overlap."""
     tables = [class_intensity_table(c["image"], c["label"]) for c in tiny_cases]
     t = pd.concat(tables).groupby(level=0).median()
-    assert t.loc["Edema", "FLAIR"] > 1.15 and t.loc["Edema", "T2w"] > 1.3   # edema bright on FLAIR and T2
+    assert t.loc["Edema", "FLAIR"] > 1.15 and t.loc["Edema", "T2w"] > 1.3  # edema bright on FLAIR and T2
     assert t.loc["Edema", "T1w"] < 1.0 and t.loc["Non-Enhancing Tumor", "T1w"] < 0.9  # darker on T1
-    assert t.loc["Enhancing Tumor", "T1gd"] > 1.2                           # the enhancing rim lights up
+    assert t.loc["Enhancing Tumor", "T1gd"] > 1.2  # the enhancing rim lights up
     assert t.loc["Enhancing Tumor", "T1gd"] > 1.5 * t.loc["Enhancing Tumor", "T1w"]
     overlap = 0
     for c in tiny_cases:  # FLAIR alone does not separate edema from the core
@@ -189,7 +191,7 @@ def test_contrast_is_brats_like(phantom_root, tiny_cases):
     flair, t2 = case.image[..., 0], case.image[..., 3]
     wm = (anat["wm"] > 0.9) & (case.label == 0)
     assert np.median(flair[csf & (case.label == 0)]) < 0.5 * np.median(flair[wm])  # CSF dark on FLAIR
-    assert np.median(t2[csf & (case.label == 0)]) > 1.5 * np.median(t2[wm])        # CSF bright on T2
+    assert np.median(t2[csf & (case.label == 0)]) > 1.5 * np.median(t2[wm])  # CSF bright on T2
 
 
 def test_appearance_varies_between_tumours(tiny_cases):
@@ -250,8 +252,7 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
     assert (precious / "notes.txt").read_text() == "my thesis"
     assert main(["--out", str(precious), "--train", "1", "--test", "0", "--tiny"]) == 2
     assert (precious / "notes.txt").read_text() == "my thesis"
-    assert main(["--out", str(precious), "--train", "1", "--test", "0", "--tiny", "--overwrite",
-                 "--workers", "1"]) == 0
+    assert main(["--out", str(precious), "--train", "1", "--test", "0", "--tiny", "--overwrite", "--workers", "1"]) == 0
     # --overwrite writes the phantom beside the user's files; it never deletes them
     assert list_cases(precious) == ["PHANTOM_001"] and (precious / "notes.txt").read_text() == "my thesis"
 

@@ -34,11 +34,16 @@ def test_get_sub_volume_shapes_and_content():
     assert X.shape == (8, 8, 4, 4) and y.shape == (8, 8, 4, 3)
     assert X.dtype == np.float32 and y.dtype == np.float32
     assert y.sum(axis=-1).max() <= 1 and 1 - y.sum(axis=-1).mean() < 0.9
-    matches = [(a, b, c) for a in range(13) for b in range(11) for c in range(9)
-               if np.array_equal(image[a:a + 8, b:b + 8, c:c + 4], X)]
+    matches = [
+        (a, b, c)
+        for a in range(13)
+        for b in range(11)
+        for c in range(9)
+        if np.array_equal(image[a : a + 8, b : b + 8, c : c + 4], X)
+    ]
     assert len(matches) == 1
     a, b, c = matches[0]
-    np.testing.assert_array_equal(y.argmax(-1)[y.any(-1)] + 1, label[a:a + 8, b:b + 8, c:c + 4][y.any(-1)])
+    np.testing.assert_array_equal(y.argmax(-1)[y.any(-1)] + 1, label[a : a + 8, b : b + 8, c : c + 4][y.any(-1)])
 
 
 def test_get_sub_volume_bad_input():
@@ -81,7 +86,7 @@ def test_foreground_sampler():
     assert len({p.start for p in free}) > 10
     for p in forced + free:
         a, b, c = p.start
-        np.testing.assert_array_equal(p.X, image[a:a + 8, b:b + 8, c:c + 4])
+        np.testing.assert_array_equal(p.X, image[a : a + 8, b : b + 8, c : c + 4])
     with pytest.raises(ValueError, match="foreground_fraction must be in"):
         sample_foreground_patch(image, label, (8, 8, 4), foreground_fraction=1.5)
 

@@ -114,8 +114,11 @@ def test_report_without_truth_has_no_metrics(tmp_path):
 def test_label_lookup_table_is_the_course_colours():
     table = lookup_table("label")
     assert table["I"] == [0, 1, 2, 3]
-    assert [(r, g, b) for r, g, b in zip(table["R"], table["G"], table["B"])][1:] == [(255, 0, 0), (0, 204, 0),
-                                                                                      (0, 76, 255)]
+    assert [(r, g, b) for r, g, b in zip(table["R"], table["G"], table["B"])][1:] == [
+        (255, 0, 0),
+        (0, 204, 0),
+        (0, 76, 255),
+    ]
     assert table["A"] == [0, 255, 255, 255]
 
 
@@ -167,8 +170,16 @@ def test_command_line(tmp_path, capsys):
         paths[name] = tmp_path / f"{name}.nii.gz"
         nib.save(nib.Nifti1Image(data, affine), paths[name])
     out = tmp_path / "out" / "case.html"
-    args = ["--image", str(paths["case"]), "--segmentation", str(paths["seg"]), "--truth", str(paths["truth"]),
-            "--out", str(out)]
+    args = [
+        "--image",
+        str(paths["case"]),
+        "--segmentation",
+        str(paths["seg"]),
+        "--truth",
+        str(paths["truth"]),
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert "wrote" in capsys.readouterr().out
     assert list(read_report(out))[-1] == "errors"
@@ -201,8 +212,9 @@ def test_embedded_viewer_is_the_installed_ipyniivue_code(written):
     import ipyniivue
 
     text = written[0].read_text(encoding="utf-8")
-    payload = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
-                         .group(1))
+    payload = json.loads(
+        re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S).group(1)
+    )
     code = gzip.decompress(base64.b64decode(payload["esm"])).decode("utf-8")
     installed = (Path(ipyniivue.__file__).parent / "static" / "widget.js").read_text(encoding="utf-8")
     assert code == installed
@@ -222,8 +234,7 @@ def test_show_3d_controls_drive_the_widget():
     names = ["FLAIR", "T1w", "T1gd", "T2w", "ground_truth", "prediction", "errors"]
     assert [v.name for v in nv.volumes] == [f"{n}.nii.gz" for n in names]
     assert [v.opacity for v in nv.volumes[:4]] == [1.0, 0.0, 0.0, 0.0]  # FLAIR shown
-    assert nv.scene.crosshair_pos == pytest.approx(view_angles((12, 10, 8), SHAPE, affine)["crosshair_pos"],
-                                                   abs=0.1)
+    assert nv.scene.crosshair_pos == pytest.approx(view_angles((12, 10, 8), SHAPE, affine)["crosshair_pos"], abs=0.1)
     sequence.value = 2
     assert [v.opacity for v in nv.volumes[:4]] == [0.0, 0.0, 1.0, 0.0]  # T1gd shown
     shown, opacity = rows[1].children  # the prediction
@@ -246,6 +257,19 @@ def test_sequences_subset_makes_a_smaller_report(tmp_path, capsys):
     for name, data in (("case", image), ("seg", seg)):
         paths[name] = tmp_path / f"{name}.nii.gz"
         nib.save(nib.Nifti1Image(data, affine), paths[name])
-    assert main(["--image", str(paths["case"]), "--segmentation", str(paths["seg"]), "--sequences", "T2w",
-                 "--out", str(tmp_path / "cli.html")]) == 0
+    assert (
+        main(
+            [
+                "--image",
+                str(paths["case"]),
+                "--segmentation",
+                str(paths["seg"]),
+                "--sequences",
+                "T2w",
+                "--out",
+                str(tmp_path / "cli.html"),
+            ]
+        )
+        == 0
+    )
     assert list(read_report(tmp_path / "cli.html")) == ["T2w", "segmentation"]

@@ -22,16 +22,22 @@ from browser import Chromium, find_chromium
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason="chromium not installed (apt-get install chromium)")
 pytest.importorskip("ipyniivue")
 
-HUES = {"edema (red)": (345, 15), "non-enhancing (green)": (100, 140), "enhancing (blue)": (210, 235),
-        "false positive (orange)": (25, 40), "false negative (cyan)": (170, 190)}
+HUES = {
+    "edema (red)": (345, 15),
+    "non-enhancing (green)": (100, 140),
+    "enhancing (blue)": (210, 235),
+    "false positive (orange)": (25, 40),
+    "false negative (cyan)": (170, 190),
+}
 READY = "document.body && document.body.dataset.viewer"
 
 
 def colour_counts(png: Path, box) -> dict[str, int]:
     """Pixels of each overlay colour (by hue, saturated) and of grey brain inside ``box``."""
     left, top, width, height = (int(round(v)) for v in box)
-    hsv = np.asarray(Image.open(png).convert("RGB").crop((left, top, left + width, top + height)).convert("HSV"),
-                     dtype=np.float32)
+    hsv = np.asarray(
+        Image.open(png).convert("RGB").crop((left, top, left + width, top + height)).convert("HSV"), dtype=np.float32
+    )
     hue, sat, val = hsv[..., 0] * 360.0 / 255.0, hsv[..., 1] / 255.0, hsv[..., 2] / 255.0
     vivid = (sat > 0.45) & (val > 0.3)
     counts = {}
@@ -70,8 +76,10 @@ def open_report(browser: Chromium, path: Path) -> dict:
     status = browser.evaluate("document.getElementById('status').textContent")
     assert state == "ready", f"viewer {state}: {status}"
     time.sleep(5)  # let the first frames draw
-    return browser.evaluate("(() => { const r = document.querySelector('#viewer canvas').getBoundingClientRect();"
-                            " return [r.left, r.top, r.width, r.height]; })()")
+    return browser.evaluate(
+        "(() => { const r = document.querySelector('#viewer canvas').getBoundingClientRect();"
+        " return [r.left, r.top, r.width, r.height]; })()"
+    )
 
 
 def only_local(urls: list[str]) -> list[str]:
@@ -82,8 +90,9 @@ def test_segmentation_report_shows_brain_and_the_three_label_colours(case, out_d
     from utils.report import write_report
 
     image, label, _, affine = case
-    report = write_report(out_dir / "segmentation_only.html", image, affine, label, case_id="PHANTOM_001",
-                          overwrite=True)
+    report = write_report(
+        out_dir / "segmentation_only.html", image, affine, label, case_id="PHANTOM_001", overwrite=True
+    )
     with Chromium(1200, 1000) as browser:
         box = open_report(browser, report)
         shot = browser.screenshot(out_dir / "segmentation_only.png")
@@ -92,14 +101,22 @@ def test_segmentation_report_shows_brain_and_the_three_label_colours(case, out_d
         time.sleep(5)
         hidden_png = browser.screenshot(out_dir / "segmentation_hidden.png")
         hidden = colour_counts(hidden_png, box)
-        browser.evaluate("(() => { const s = document.querySelector('#controls select'); s.value = '2';"
-                         " s.dispatchEvent(new Event('change')); })()")  # background FLAIR -> T1gd
+        browser.evaluate(
+            "(() => { const s = document.querySelector('#controls select'); s.value = '2';"
+            " s.dispatchEvent(new Event('change')); })()"
+        )  # background FLAIR -> T1gd
         time.sleep(8)
         t1gd_png = browser.screenshot(out_dir / "segmentation_hidden_t1gd.png")
         t1gd = colour_counts(t1gd_png, box)
         requests = browser.requests()
-    changed = int(np.any(np.asarray(Image.open(hidden_png).convert("RGB"), dtype=np.int16)
-                         - np.asarray(Image.open(t1gd_png).convert("RGB"), dtype=np.int16) != 0, axis=-1).sum())
+    changed = int(
+        np.any(
+            np.asarray(Image.open(hidden_png).convert("RGB"), dtype=np.int16)
+            - np.asarray(Image.open(t1gd_png).convert("RGB"), dtype=np.int16)
+            != 0,
+            axis=-1,
+        ).sum()
+    )
     print("T1gd background: changed pixels", changed, t1gd)
     print("\nsegmentation only:", before, "\noverlay switched off:", hidden)
     assert not only_local(requests), f"the report reached out: {only_local(requests)}"
@@ -115,8 +132,9 @@ def test_truth_report_shows_errors_too(case, out_dir):
     from utils.report import write_report
 
     image, label, prediction, affine = case
-    report = write_report(out_dir / "with_truth.html", image, affine, prediction, truth=label,
-                          case_id="PHANTOM_001", overwrite=True)
+    report = write_report(
+        out_dir / "with_truth.html", image, affine, prediction, truth=label, case_id="PHANTOM_001", overwrite=True
+    )
     with Chromium(1200, 1000) as browser:
         box = open_report(browser, report)
         counts = colour_counts(browser.screenshot(out_dir / "with_truth.png"), box)

@@ -135,7 +135,13 @@ def test_a_forged_cache_manifest_cannot_hand_over_other_files(phantom_root, tmp_
     folder = tmp_path / "site"
     folder.mkdir()
     (folder / "index.html").write_text("<html>mine</html>")
-    (folder / "manifest.json").write_text(json.dumps({"params": {}, "cases": [
-        {"case_id": "x", "image": "index.html", "label": "index.html", "locations": "index.html"}]}))
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "params": {},
+                "cases": [{"case_id": "x", "image": "index.html", "label": "index.html", "locations": "index.html"}],
+            }
+        )
+    )
     build_cache(phantom_root, folder, IDS[:1], progress=False)  # rebuilt beside the user's file
     assert (folder / "index.html").read_text() == "<html>mine</html>"

@@ -23,8 +23,11 @@ def test_msd_label_with_a_flipped_affine_is_refused(msd_copy):
     path = msd_copy / "labelsTr" / "PHANTOM_001.nii.gz"
     img = nib.load(path)
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), _flip_x(img.affine)), path)
-    with pytest.raises(DatasetError, match=r"label affine differs from the image affine \(orientation L.. vs R..\)"
-                                           r".*PHANTOM_001"):
+    with pytest.raises(
+        DatasetError,
+        match=r"label affine differs from the image affine \(orientation L.. vs R..\)"
+        r".*PHANTOM_001",
+    ):
         load_msd_case(msd_copy, "PHANTOM_001")
     with pytest.raises(DatasetError, match="label affine differs"):  # the scoring path reads only the label
         load_label(msd_copy, "PHANTOM_001")
@@ -59,17 +62,22 @@ def test_brats_files_with_another_affine_are_refused(phantom_root, tmp_path, vic
             load_label(tmp_path, "C1")
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda m: m.update(training="imagesTr"), r"'training' should be a JSON array; found str"),
-    (lambda m: m.update(modality=["FLAIR", "T1w", "t1gd", "T2w"]), r"'modality' should be a JSON object"),
-    (lambda m: m.update(labels=None), r"'labels' should be a JSON object; found NoneType"),
-    (lambda m: m["training"].__setitem__(0, "imagesTr/PHANTOM_001.nii.gz"), r"training\[0\] should be an object"),
-    (lambda m: m["training"][1].update(label=3), r"training\[1\] should be an object"),
-    (lambda m: m.update(test=[{"img": "x"}]), r"test\[0\] should be an image path"),
-    (lambda m: m.update(modality={"a": "FLAIR", "b": "T1w", "c": "T1gd", "d": "T2w"}), r"channel numbers"),
-    (lambda m: m.update(modality={"0": "T1", "1": "T1Gd", "2": "T2", "3": "FLAIR"}),
-     r"expected the 4 modalities \['FLAIR', 'T1w', 'T1gd', 'T2w'\] in this order .*found \['T1', 'T1Gd'"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda m: m.update(training="imagesTr"), r"'training' should be a JSON array; found str"),
+        (lambda m: m.update(modality=["FLAIR", "T1w", "t1gd", "T2w"]), r"'modality' should be a JSON object"),
+        (lambda m: m.update(labels=None), r"'labels' should be a JSON object; found NoneType"),
+        (lambda m: m["training"].__setitem__(0, "imagesTr/PHANTOM_001.nii.gz"), r"training\[0\] should be an object"),
+        (lambda m: m["training"][1].update(label=3), r"training\[1\] should be an object"),
+        (lambda m: m.update(test=[{"img": "x"}]), r"test\[0\] should be an image path"),
+        (lambda m: m.update(modality={"a": "FLAIR", "b": "T1w", "c": "T1gd", "d": "T2w"}), r"channel numbers"),
+        (
+            lambda m: m.update(modality={"0": "T1", "1": "T1Gd", "2": "T2", "3": "FLAIR"}),
+            r"expected the 4 modalities \['FLAIR', 'T1w', 'T1gd', 'T2w'\] in this order .*found \['T1', 'T1Gd'",
+        ),
+    ],
+)
 def test_dataset_json_with_wrong_types_or_modalities(msd_copy, change, message):
     path = msd_copy / "dataset.json"
     meta = json.loads(path.read_text())

@@ -55,7 +55,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         sent = body if cls.cut_after is None else body[: cls.cut_after]
         if cls.chunked:
             for i in range(0, len(sent), 1000):
-                block = sent[i:i + 1000]
+                block = sent[i : i + 1000]
                 self.wfile.write(f"{len(block):x}\r\n".encode() + block + b"\r\n")
             if cls.cut_after is None:
                 self.wfile.write(b"0\r\n\r\n")

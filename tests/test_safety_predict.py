@@ -66,8 +66,9 @@ def test_output_that_is_a_link_to_an_input_is_refused(model_path, brats_case, tm
 def test_output_dir_inside_the_dataset_is_refused(model_path, msd_copy, capsys):
     before = _tree(msd_copy)
     for folder in ("labelsTr", "imagesTr", "imagesTs", "."):
-        code, err = _run(capsys, "--model", model_path, "--input-dir", msd_copy,
-                         "--output-dir", msd_copy / folder, "--overwrite")
+        code, err = _run(
+            capsys, "--model", model_path, "--input-dir", msd_copy, "--output-dir", msd_copy / folder, "--overwrite"
+        )
         assert code == 2 and "read-only" in err, folder
     assert _tree(msd_copy) == before
 
@@ -86,8 +87,16 @@ def test_labels_linked_to_the_output_are_never_scored(model_path, msd_copy, tmp_
 def test_msd_image_folder_is_read_only_in_single_case_mode(model_path, msd_copy, capsys):
     source = msd_copy / "imagesTr" / "PHANTOM_001.nii.gz"
     before = _tree(msd_copy)
-    code, err = _run(capsys, "--model", model_path, "--input", source, "--output",
-                     msd_copy / "labelsTr" / "PHANTOM_001.nii.gz", "--overwrite")
+    code, err = _run(
+        capsys,
+        "--model",
+        model_path,
+        "--input",
+        source,
+        "--output",
+        msd_copy / "labelsTr" / "PHANTOM_001.nii.gz",
+        "--overwrite",
+    )
     assert code == 2 and "labelsTr" in err and "read-only" in err
     assert _tree(msd_copy) == before
 
@@ -139,8 +148,12 @@ def test_bad_model_files_are_one_line_errors(phantom_root, tmp_path, capsys):
     h5.write_bytes(b"\x89HDF\r\n\x1a\n")
     lam = tmp_path / "lambda.keras"
     keras.Sequential([keras.Input((32, 32, 16, 4)), keras.layers.Lambda(lambda x: x[..., :3])]).save(lam)
-    for path, message in ((fake, "is not a .keras model"), (h5, "is not a .keras model"),
-                          (lam, "arbitrary code"), (tmp_path / "missing.keras", "model not found")):
+    for path, message in (
+        (fake, "is not a .keras model"),
+        (h5, "is not a .keras model"),
+        (lam, "arbitrary code"),
+        (tmp_path / "missing.keras", "model not found"),
+    ):
         code, err = _run(capsys, "--model", path, "--input", source, "--output", tmp_path / "o.nii.gz")
         assert code == 2 and message in err and err.count("\n") == 1, err
         assert "Traceback" not in err

@@ -37,14 +37,21 @@ def test_checkout_root_lessons_and_home_are_refused(env, capsys, monkeypatch):
     (checkout / "pyproject.toml").write_text("[project]")
     monkeypatch.chdir(checkout)
     before = _tree(checkout)
-    for target, reason in ((".", "root of a git checkout"), ("notebooks", "not a training run folder"),
-                           (str(env / "home"), "home folder"), ("/", "filesystem root")):
+    for target, reason in (
+        (".", "root of a git checkout"),
+        ("notebooks", "not a training run folder"),
+        (str(env / "home"), "home folder"),
+        ("/", "filesystem root"),
+    ):
         for extra in ([], ["--no-resume"]):
             assert train_main(["--output-dir", target, "--epochs", "1", *extra]) == 2, target
             err = capsys.readouterr().err
             assert reason in err and err.count("\n") == 1, err
     assert _tree(checkout) == before and sorted(p.name for p in checkout.iterdir()) == [
-        ".git", "notebooks", "pyproject.toml"]
+        ".git",
+        "notebooks",
+        "pyproject.toml",
+    ]
 
 
 def test_output_dir_that_is_a_file(env, capsys):

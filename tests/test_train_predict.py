@@ -54,8 +54,10 @@ def test_train_crash_and_resume(workdir, capsys):
     capsys.readouterr()
     again = train(config, progress=False)  # nothing left to do
     assert again.initial_epoch == 3 and len(again.history) == 3
-    assert "already holds a finished run (3 epochs, 3 asked for): nothing to train, reusing it" in capsys.readouterr().out
-    moved = workdir / "moved"   # a run folder moved elsewhere (e.g. to Drive) resumes there
+    assert (
+        "already holds a finished run (3 epochs, 3 asked for): nothing to train, reusing it" in capsys.readouterr().out
+    )
+    moved = workdir / "moved"  # a run folder moved elsewhere (e.g. to Drive) resumes there
     shutil.copytree(out, moved)
     more = train(preset("ci", output_dir=str(moved), epochs=4, verbose=0), progress=False)
     assert more.initial_epoch == 3 and more.history["epoch"].tolist() == [0, 1, 2, 3]
@@ -110,8 +112,12 @@ def test_train_cli_and_predict_cli(workdir, capsys):
     # a model with other input channels
     other = keras.Sequential([keras.Input((32, 32, 16, 2)), keras.layers.Conv3D(3, 1, activation="sigmoid")])
     other.save(workdir / "two.keras")
-    assert predict_main(["--model", str(workdir / "two.keras"), "--input", str(source),
-                         "--output", str(workdir / "x.nii.gz")]) == 2
+    assert (
+        predict_main(
+            ["--model", str(workdir / "two.keras"), "--input", str(source), "--output", str(workdir / "x.nii.gz")]
+        )
+        == 2
+    )
     assert "expects 2 input channels; the case has 4" in capsys.readouterr().err
 
 

@@ -43,6 +43,7 @@ from .labels import (
     msd_to_brats,
     one_hot,
 )
+from .parallel import NO_KERAS_ENV
 from .preprocessing import (
     PatchSamplingError,
     get_sub_volume,
@@ -51,7 +52,7 @@ from .preprocessing import (
     standardize_nonzero,
 )
 
-if not os.environ.get("BRATS_COURSE_NO_KERAS"):
+if not os.environ.get(NO_KERAS_ENV):
     from .backend import quiet_start
 
     quiet_start()  # before Keras: TensorFlow's start-up notices stay out of the lessons

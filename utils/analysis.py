@@ -29,8 +29,9 @@ def label_volume_table(label: np.ndarray, spacing) -> pd.DataFrame:
     for k, name in enumerate(CLASS_NAMES, start=1):
         rows.append((name, str(k), int(counts[k])))
     for region, values in REGIONS.items():
-        rows.append((f"{REGION_NAMES[region]} ({region})", "+".join(map(str, values)),
-                     int(sum(counts[v] for v in values))))
+        rows.append(
+            (f"{REGION_NAMES[region]} ({region})", "+".join(map(str, values)), int(sum(counts[v] for v in values)))
+        )
     table = pd.DataFrame(rows, columns=["name", "labels", "voxels"]).set_index("name")
     table["volume_mL"] = (table["voxels"] * voxel_ml).round(2)
     return table
@@ -72,8 +73,10 @@ def class_intensity_table(image: np.ndarray, label: np.ndarray) -> pd.DataFrame:
     rows = {"healthy brain": brain & (label == 0)}
     rows.update({name: label == k for k, name in enumerate(CLASS_NAMES, start=1)})
     table = pd.DataFrame(
-        {name: [float(np.median(image[..., c][m])) if m.any() else np.nan for m in rows.values()]
-         for c, name in enumerate(MODALITIES)},
+        {
+            name: [float(np.median(image[..., c][m])) if m.any() else np.nan for m in rows.values()]
+            for c, name in enumerate(MODALITIES)
+        },
         index=list(rows),
     )
     return (table / table.loc["healthy brain"]).round(2)

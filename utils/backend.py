@@ -48,8 +48,11 @@ def filter_startup_lines(text: str) -> str:
     that the machine has no CUDA driver; with a driver it is a real error.
     """
     no_driver = bool(_NO_DRIVER.search(text))
-    kept = [line for line in text.splitlines(keepends=True)
-            if not _NOTICE.search(line) and not (no_driver and _CUINIT_NO_DRIVER.search(line))]
+    kept = [
+        line
+        for line in text.splitlines(keepends=True)
+        if not _NOTICE.search(line) and not (no_driver and _CUINIT_NO_DRIVER.search(line))
+    ]
     return "".join(kept)
 
 

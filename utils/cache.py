@@ -223,15 +223,23 @@ def _build_case(task: tuple) -> dict:
     image = NORMALIZATIONS[params.normalization](case.image[window]).astype(params.image_dtype)
     label = np.ascontiguousarray(case.label[window])
     if not np.all(np.isfinite(image)):
-        raise CacheError(f"case {case_id}: standardization gave NaN/Inf (a channel without contrast "
-                         f"or out of {params.image_dtype} range?): {where}")
+        raise CacheError(
+            f"case {case_id}: standardization gave NaN/Inf (a channel without contrast "
+            f"or out of {params.image_dtype} range?): {where}"
+        )
     if label.size and int(label.max()) > 3:
         raise CacheError(f"case {case_id}: label values must be 0-3; found {int(label.max())}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, int(hashlib.sha1(case_id.encode()).hexdigest()[:8], 16)]))
-    entry = {"case_id": case_id, "shape": list(label.shape), "crop_box": [list(b) for b in box],
-             "original_shape": list(case.label.shape), "spacing": list(case.spacing),
-             "voxels": {str(k): int((label == k).sum()) for k in (1, 2, 3)}, **names,
-             "source": _source_stats([*case.image_paths, *([case.label_path] if case.label_path else [])])}
+    entry = {
+        "case_id": case_id,
+        "shape": list(label.shape),
+        "crop_box": [list(b) for b in box],
+        "original_shape": list(case.label.shape),
+        "spacing": list(case.spacing),
+        "voxels": {str(k): int((label == k).sum()) for k in (1, 2, 3)},
+        **names,
+        "source": _source_stats([*case.image_paths, *([case.label_path] if case.label_path else [])]),
+    }
     paths = [cache_dir / entry[kind] for kind in FILE_KINDS]
     for path, array in zip(paths[:2], (image, label)):
         with atomic_path(path) as tmp:
@@ -242,9 +250,15 @@ def _build_case(task: tuple) -> dict:
     return entry
 
 
-def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[str] | None = None,
-                params: CacheParams = CacheParams(), seed: int = 0, progress: bool = True,
-                workers: int | None = None) -> TrainingCache:
+def build_cache(
+    dataset_root: Path | str,
+    cache_dir: Path | str,
+    case_ids: list[str] | None = None,
+    params: CacheParams = CacheParams(),
+    seed: int = 0,
+    progress: bool = True,
+    workers: int | None = None,
+) -> TrainingCache:
     """Preprocess labelled cases into ``cache_dir`` (resumable, idempotent).
 
     Args:
@@ -265,8 +279,12 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
     """
     dataset_root, cache_dir = Path(dataset_root), Path(cache_dir)
     case_ids = list_cases(dataset_root) if case_ids is None else list(case_ids)
-    expected = {"params": asdict(params), "dataset": str(dataset_root.resolve()),
-                "dataset_fingerprint": _dataset_fingerprint(dataset_root), "seed": seed}
+    expected = {
+        "params": asdict(params),
+        "dataset": str(dataset_root.resolve()),
+        "dataset_fingerprint": _dataset_fingerprint(dataset_root),
+        "seed": seed,
+    }
     manifest_path = cache_dir / MANIFEST
     if cache_dir.exists() and not cache_dir.is_dir():
         raise CacheError(f"the cache folder {cache_dir} is a file")
@@ -278,8 +296,9 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
             manifest = _read_manifest(manifest_path)
         except CacheError as err:
             if not owned.exists:
-                raise CacheError(f"{err}; {cache_dir} is not a folder this course made, so nothing is "
-                                 "deleted: choose another folder") from err
+                raise CacheError(
+                    f"{err}; {cache_dir} is not a folder this course made, so nothing is deleted: choose another folder"
+                ) from err
             print(f"{err}; rebuilding the cache in {cache_dir}")
         if manifest is not None and not owned.exists:
             if manifest.get("tool") not in (None, TOOL):
@@ -289,8 +308,11 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
                 for kind, suffix in zip(FILE_KINDS, (".npy", ".npy", ".npz")):
                     name = entry.get(kind) if isinstance(entry, dict) else None
                     # only the names a build gives its files, so a forged manifest cannot hand over others
-                    if name == f"{entry.get('case_id')}_{kind}{suffix}" and "/" not in name \
-                            and (cache_dir / name).is_file():
+                    if (
+                        name == f"{entry.get('case_id')}_{kind}{suffix}"
+                        and "/" not in name
+                        and (cache_dir / name).is_file()
+                    ):
                         owned.files[name] = {**file_record(cache_dir / name, hashed=False), "tool": TOOL}
         if manifest is not None and {k: manifest.get(k) for k in expected} != expected:
             old = {k: manifest.get(k) for k in expected if manifest.get(k) != expected[k]}
@@ -319,12 +341,15 @@ def build_cache(dataset_root: Path | str, cache_dir: Path | str, case_ids: list[
         elif entry["case_id"] in case_ids:
             redo.append(entry["case_id"])
     if redo:
-        print(f"cache {cache_dir}: redoing {len(redo)} case(s) whose dataset files changed or whose cache "
-              f"files are damaged: {redo[:5]}{' ...' if len(redo) > 5 else ''}")
+        print(
+            f"cache {cache_dir}: redoing {len(redo)} case(s) whose dataset files changed or whose cache "
+            f"files are damaged: {redo[:5]}{' ...' if len(redo) > 5 else ''}"
+        )
     manifest["cases"] = [c for c in manifest["cases"] if c["case_id"] in done]
     todo = [c for c in case_ids if c not in done]
-    names = {c: {kind: f"{c}_{kind}{suffix}" for kind, suffix in zip(FILE_KINDS, (".npy", ".npy", ".npz"))}
-             for c in todo}
+    names = {
+        c: {kind: f"{c}_{kind}{suffix}" for kind, suffix in zip(FILE_KINDS, (".npy", ".npy", ".npz"))} for c in todo
+    }
     # the names are reserved first, so files a killed build leaves behind are still provably ours
     owned.claim(*(cache_dir / name for c in todo for name in names[c].values()), strict=False)
     if workers is None:

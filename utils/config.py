@@ -89,40 +89,71 @@ class TrainConfig:
     path means the current folder, as usual.
     """
 
-    dataset: str = "phantom"               # "phantom", "msd", or the path of a dataset folder (any layout)
+    dataset: str = "phantom"  # "phantom", "msd", or the path of a dataset folder (any layout)
     output_dir: str = "runs/cpu"
     patch_shape: tuple[int, int, int] = (160, 160, 16)
-    batch_size: int = 2
+    batch_size: int = 2  # per replica: with several GPUs or workers a step trains on batch_size x replicas
     epochs: int = 20
     steps_per_epoch: int = 50
     validation_steps: int = 8
     learning_rate: float = 1e-3
-    lr_schedule: str = "cosine"            # "cosine", "plateau" or "constant"
+    lr_schedule: str = "cosine"  # "cosine", "plateau" or "constant"
     depth: int = 4
     base_filters: int = 32
-    normalization: str | None = None       # None, "batch" or "instance"
-    downsample: int = 1                    # 2: the U-Net works at half resolution (build_unet)
-    loss: str = "dice_bce"                 # "dice" or "dice_bce"
+    normalization: str | None = None  # None, "batch" or "instance"
+    downsample: int = 1  # 2: the U-Net works at half resolution (build_unet)
+    loss: str = "dice_bce"  # "dice" or "dice_bce"
     foreground_fraction: float = 0.5
     val_fraction: float = 0.2
-    max_cases: int | None = None           # use only the first N labelled cases
-    early_stopping_patience: int = 0       # 0: off
-    mixed_precision: str = "auto"          # "auto" (on a GPU), "on", "off"
-    jit_compile: str = "auto"              # "auto", "on", "off"
+    max_cases: int | None = None  # use only the first N labelled cases
+    early_stopping_patience: int = 0  # 0: off
+    mixed_precision: str = "auto"  # "auto" (on a GPU), "on", "off"
+    jit_compile: str = "auto"  # "auto", "on", "off"
     workers: int = 2
     seed: int = 0
-    verbose: int = 2                       # 2: one short line per epoch, 1: Keras progress bar, 0: quiet
+    verbose: int = 2  # 2: one short line per epoch, 1: Keras progress bar, 0: quiet
 
 
 PRESETS = {
-    "ci": TrainConfig(output_dir="runs/ci", patch_shape=(32, 32, 16), batch_size=2, epochs=2, steps_per_epoch=3,
-                      validation_steps=1, depth=3, base_filters=4, workers=1),
-    "cpu": TrainConfig(output_dir="runs/cpu", patch_shape=(80, 80, 32), batch_size=2, epochs=10, steps_per_epoch=30,
-                       validation_steps=4, learning_rate=3e-3, depth=4, base_filters=8, normalization="instance",
-                       foreground_fraction=0.5, val_fraction=0.375, workers=1),
-    "gpu": TrainConfig(output_dir="runs/gpu", patch_shape=(160, 160, 16), batch_size=4, epochs=100,
-                       steps_per_epoch=250, validation_steps=30, learning_rate=1e-3, depth=4, base_filters=32,
-                       normalization="instance", foreground_fraction=0.33),
+    "ci": TrainConfig(
+        output_dir="runs/ci",
+        patch_shape=(32, 32, 16),
+        batch_size=2,
+        epochs=2,
+        steps_per_epoch=3,
+        validation_steps=1,
+        depth=3,
+        base_filters=4,
+        workers=1,
+    ),
+    "cpu": TrainConfig(
+        output_dir="runs/cpu",
+        patch_shape=(80, 80, 32),
+        batch_size=2,
+        epochs=10,
+        steps_per_epoch=30,
+        validation_steps=4,
+        learning_rate=3e-3,
+        depth=4,
+        base_filters=8,
+        normalization="instance",
+        foreground_fraction=0.5,
+        val_fraction=0.375,
+        workers=1,
+    ),
+    "gpu": TrainConfig(
+        output_dir="runs/gpu",
+        patch_shape=(160, 160, 16),
+        batch_size=4,
+        epochs=100,
+        steps_per_epoch=250,
+        validation_steps=30,
+        learning_rate=1e-3,
+        depth=4,
+        base_filters=32,
+        normalization="instance",
+        foreground_fraction=0.33,
+    ),
 }
 
 

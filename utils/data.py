@@ -51,7 +51,7 @@ BRATS2023_PREFIXES = {
 
 BRATS2023_REFUSED_PREFIXES = {
     "PED": "the paediatric data changed its label values in 2024 (1 enhancing, 2 non-enhancing, "
-           "3 cyst, 4 edema), so a file cannot say which convention it follows",
+    "3 cyst, 4 edema), so a file cannot say which convention it follows",
     "GoAT": "the generalisability data mixes tumour types and label conventions",
 }
 """BraTS 2023+ sub-challenges the course refuses rather than mislabel, with the reason."""
@@ -136,34 +136,26 @@ def load_nifti(path: Path | str, what: str = "image") -> nib.Nifti1Image:
     except DatasetError:
         raise
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
-        raise DatasetError(
-            f"could not read {what} {path}: not a valid NIfTI file or truncated ({err})"
-        ) from err
+        raise DatasetError(f"could not read {what} {path}: not a valid NIfTI file or truncated ({err})") from err
     return img
 
 
 def _check_finite(data: np.ndarray, path: Path) -> None:
     bad = ~np.isfinite(data)
     if bad.any():
-        raise DatasetError(
-            f"expected finite intensities; found {int(bad.sum())} NaN/Inf voxels in {path}"
-        )
+        raise DatasetError(f"expected finite intensities; found {int(bad.sum())} NaN/Inf voxels in {path}")
 
 
 def check_label(label: np.ndarray, spatial_shape: tuple[int, ...], path: Path) -> np.ndarray:
     """``label`` as uint8 after checking its shape and values (0-3, integers); DatasetError naming ``path`` else."""
     if label.shape != tuple(spatial_shape):
-        raise DatasetError(
-            f"label shape {label.shape} does not match image shape {tuple(spatial_shape)}: {path}"
-        )
+        raise DatasetError(f"label shape {label.shape} does not match image shape {tuple(spatial_shape)}: {path}")
     if not np.all(np.isfinite(label)) or not np.all(label == np.round(label)):
         raise DatasetError(f"expected integer label values; found non-integers in {path}")
     values = np.unique(label)
     unexpected = sorted(set(values.astype(int).tolist()) - set(LABEL_NAMES))
     if unexpected:
-        raise DatasetError(
-            f"expected label values {sorted(LABEL_NAMES)}; found {unexpected} in {path}"
-        )
+        raise DatasetError(f"expected label values {sorted(LABEL_NAMES)}; found {unexpected} in {path}")
     return label.astype(np.uint8)
 
 
@@ -188,19 +180,23 @@ def check_same_grid(ref: nib.Nifti1Image, ref_what: str, img: nib.Nifti1Image, p
             axis, shifted origin ...).
     """
     if tuple(img.shape[:3]) != tuple(ref.shape[:3]):
-        raise DatasetError(f"{what} shape {tuple(img.shape[:3])} differs from {ref_what} shape "
-                           f"{tuple(ref.shape[:3])}: {path}")
+        raise DatasetError(
+            f"{what} shape {tuple(img.shape[:3])} differs from {ref_what} shape {tuple(ref.shape[:3])}: {path}"
+        )
     diff = float(np.max(np.abs(img.affine - ref.affine)))
     if diff > AFFINE_TOLERANCE_MM:
         axes, ref_axes = "".join(nib.aff2axcodes(img.affine)), "".join(nib.aff2axcodes(ref.affine))
         how = f"orientation {axes} vs {ref_axes}" if axes != ref_axes else f"largest difference {diff:.3g} mm"
-        raise DatasetError(f"{what} affine differs from the {ref_what} affine ({how}): {path}; image, label "
-                           "and modalities must share one voxel grid")
+        raise DatasetError(
+            f"{what} affine differs from the {ref_what} affine ({how}): {path}; image, label "
+            "and modalities must share one voxel grid"
+        )
 
 
 # ----------------------------------------------------------------------------
 # Medical Segmentation Decathlon layout
 # ----------------------------------------------------------------------------
+
 
 def read_dataset_json(root: Path | str) -> dict:
     """Read and check an MSD ``dataset.json``.
@@ -235,12 +231,12 @@ def read_dataset_json(root: Path | str) -> dict:
     try:
         modalities = [meta["modality"][k] for k in sorted(meta["modality"], key=int)]
     except ValueError as err:
-        raise DatasetError(f"{path}: 'modality' keys must be channel numbers '0'..'3'; found "
-                           f"{list(meta['modality'])}") from err
+        raise DatasetError(
+            f"{path}: 'modality' keys must be channel numbers '0'..'3'; found {list(meta['modality'])}"
+        ) from err
     if [str(m).lower() for m in modalities] != [m.lower() for m in MODALITIES]:
         raise DatasetError(
-            f"expected the {len(MODALITIES)} modalities {list(MODALITIES)} in this order in {path}; "
-            f"found {modalities}"
+            f"expected the {len(MODALITIES)} modalities {list(MODALITIES)} in this order in {path}; found {modalities}"
         )
     return meta
 
@@ -250,13 +246,17 @@ def _check_dataset_types(meta: dict, path: Path) -> None:
     expected = {"modality": dict, "labels": dict, "training": list, "test": list}
     for key, kind in expected.items():
         if not isinstance(meta[key], kind):
-            raise DatasetError(f"{path}: '{key}' should be a JSON {'object' if kind is dict else 'array'}; "
-                               f"found {type(meta[key]).__name__} {str(meta[key])[:60]!r}")
+            raise DatasetError(
+                f"{path}: '{key}' should be a JSON {'object' if kind is dict else 'array'}; "
+                f"found {type(meta[key]).__name__} {str(meta[key])[:60]!r}"
+            )
     for i, entry in enumerate(meta["training"]):
-        if not (isinstance(entry, dict) and isinstance(entry.get("image"), str)
-                and isinstance(entry.get("label"), str)):
-            raise DatasetError(f"{path}: training[{i}] should be an object with 'image' and 'label' paths; "
-                               f"found {str(entry)[:80]!r}")
+        if not (
+            isinstance(entry, dict) and isinstance(entry.get("image"), str) and isinstance(entry.get("label"), str)
+        ):
+            raise DatasetError(
+                f"{path}: training[{i}] should be an object with 'image' and 'label' paths; found {str(entry)[:80]!r}"
+            )
     for i, entry in enumerate(meta["test"]):
         if not (isinstance(entry, str) or (isinstance(entry, dict) and isinstance(entry.get("image"), str))):
             raise DatasetError(f"{path}: test[{i}] should be an image path; found {str(entry)[:80]!r}")
@@ -266,10 +266,10 @@ def _entry_id(entry: str) -> str:
     return strip_nifti_suffix(Path(entry).name)
 
 
-
 # ----------------------------------------------------------------------------
 # Which layout a folder holds
 # ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CaseFolderLayout:
@@ -301,9 +301,9 @@ CASE_FOLDER_LAYOUTS = {layout.name: layout for layout in (BRATS_LAYOUT, BRATS202
 LAYOUTS = {
     "msd": "MSD Task01: dataset.json, imagesTr/, labelsTr/, imagesTs/",
     "brats": "BraTS 2020/2021 case folders: <case>/<case>_{flair,t1,t1ce,t2,seg}.nii(.gz), labels 1/2/4 "
-             "(also the Kaggle BraTS 2020 copy)",
+    "(also the Kaggle BraTS 2020 copy)",
     "brats2023": "BraTS 2023+ case folders: <case>/<case>-{t2f,t1n,t1c,t2w,seg}.nii.gz, labels 1/2/3, "
-                 f"prefixes {', '.join('BraTS-' + p for p in BRATS2023_PREFIXES)}",
+    f"prefixes {', '.join('BraTS-' + p for p in BRATS2023_PREFIXES)}",
 }
 """Every layout the course loads, with what identifies it."""
 
@@ -313,8 +313,7 @@ def _is_skipped(path: Path) -> bool:
 
 
 def _nifti_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not _is_skipped(p) and p.name.endswith(NIFTI_SUFFIXES))
+    return sorted(p for p in folder.iterdir() if p.is_file() and not _is_skipped(p) and p.name.endswith(NIFTI_SUFFIXES))
 
 
 def _matching_files(folder: Path, layout: CaseFolderLayout, suffix: str) -> list[Path]:
@@ -383,8 +382,13 @@ def detect_layout(root: Path | str) -> str:
         return next(iter(found))
     known = "\n".join(f"  - {name}: {text}" for name, text in LAYOUTS.items())
     hint = ""
-    nested = [sub.name for sub in sorted(root.iterdir()) if sub.is_dir() and not _is_skipped(sub)
-              and ((sub / "dataset.json").is_file() or any(_folder_layout(c) for c in sub.iterdir()))]
+    nested = [
+        sub.name
+        for sub in sorted(root.iterdir())
+        if sub.is_dir()
+        and not _is_skipped(sub)
+        and ((sub / "dataset.json").is_file() or any(_folder_layout(c) for c in sub.iterdir()))
+    ]
     if nested:
         hint = f"\nThe dataset seems to be one level down: try {root / nested[0]}"
     raise DatasetError(
@@ -480,6 +484,7 @@ def load_msd_case(root: Path | str, case_id: str, subset: str = "training") -> C
 # BraTS case folders (2020/2021 and 2023+)
 # ----------------------------------------------------------------------------
 
+
 def _brats2023_prefix_check(folder: Path, flair: Path) -> None:
     """Refuse BraTS 2023+ sub-challenges whose labels the course cannot map."""
     parts = strip_nifti_suffix(flair.name).split("-")
@@ -494,7 +499,9 @@ def _brats2023_prefix_check(folder: Path, flair: Path) -> None:
         )
 
 
-def _read_case_label(folder: Path, layout: CaseFolderLayout) -> tuple[np.ndarray | None, Path | None, nib.Nifti1Image | None]:
+def _read_case_label(
+    folder: Path, layout: CaseFolderLayout
+) -> tuple[np.ndarray | None, Path | None, nib.Nifti1Image | None]:
     path = _one_file(folder, layout, layout.label_suffix, "segmentation")
     if path is None:
         return None, None, None
@@ -557,9 +564,7 @@ def load_brats_case(folder: Path | str) -> Case:
     image = np.stack(channels, axis=-1)
     label, label_path, seg = _read_case_label(folder, layout)
     if label is not None and label.shape != image.shape[:3]:
-        raise DatasetError(
-            f"label shape {label.shape} does not match image shape {image.shape[:3]}: {label_path}"
-        )
+        raise DatasetError(f"label shape {label.shape} does not match image shape {image.shape[:3]}: {label_path}")
     if seg is not None:
         check_same_grid(ref, "FLAIR", seg, label_path, "segmentation")
     return Case(folder.name, image, label, ref.affine.copy(), voxel_spacing(ref), tuple(paths), label_path)
@@ -568,6 +573,7 @@ def load_brats_case(folder: Path | str) -> Case:
 # ----------------------------------------------------------------------------
 # Any layout
 # ----------------------------------------------------------------------------
+
 
 def load_case(root: Path | str, case_id: str, subset: str = "training") -> Case:
     """Load ``case_id`` from a dataset in any known layout (:data:`LAYOUTS`)."""
@@ -647,9 +653,7 @@ def get_dataset(name: str | Path = "phantom") -> Path:
     raise ValueError(f"dataset must be one of {DATASETS} or the path of a dataset folder; found {name!r}")
 
 
-def split_cases(
-    case_ids: list[str], val_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[str], list[str]]:
+def split_cases(case_ids: list[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
     """Deterministic train/validation split.
 
     Args:

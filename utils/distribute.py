@@ -99,17 +99,22 @@ def parse_tf_config(text: str | None) -> Cluster | None:
         cluster, task = config.get("cluster") or {}, config.get("task") or {}
         workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
     except (json.JSONDecodeError, AttributeError, TypeError) as err:
-        raise ValueError(f"{TF_CONFIG} must be JSON like {{\"cluster\": {{\"worker\": [\"host:port\", ...]}}, "
-                         f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}; found {text!r} ({err})") from err
+        raise ValueError(
+            f'{TF_CONFIG} must be JSON like {{"cluster": {{"worker": ["host:port", ...]}}, '
+            f'"task": {{"type": "worker", "index": 0}}}}; found {text!r} ({err})'
+        ) from err
     if workers < 2:
         return None
     task_type, index = task.get("type"), task.get("index", 0)
     if task_type not in ("chief", "worker") or not isinstance(index, int):
-        raise ValueError(f"{TF_CONFIG}: the course trains with chief/worker tasks "
-                         f"(MultiWorkerMirroredStrategy); this process is task {task!r}")
+        raise ValueError(
+            f"{TF_CONFIG}: the course trains with chief/worker tasks "
+            f"(MultiWorkerMirroredStrategy); this process is task {task!r}"
+        )
     if cluster.get("ps") or task_type not in cluster or not 0 <= index < len(cluster[task_type]):
-        raise ValueError(f"{TF_CONFIG}: task {task!r} is not in the cluster {cluster!r} "
-                         "(parameter servers are not used)")
+        raise ValueError(
+            f"{TF_CONFIG}: task {task!r} is not in the cluster {cluster!r} (parameter servers are not used)"
+        )
     return Cluster(workers, task_type, index, has_chief=bool(cluster.get("chief")))
 
 
@@ -126,8 +131,10 @@ def strategy_kind(cluster: Cluster | None, gpus: int, backend: str = "tensorflow
     """
     if cluster is not None:
         if backend != "tensorflow":
-            raise ValueError(f"{TF_CONFIG} names {cluster.workers} workers, but multi-worker training needs the "
-                             f"TensorFlow backend; KERAS_BACKEND is {backend!r}")
+            raise ValueError(
+                f"{TF_CONFIG} names {cluster.workers} workers, but multi-worker training needs the "
+                f"TensorFlow backend; KERAS_BACKEND is {backend!r}"
+            )
         return "multi_worker"
     if backend == "tensorflow" and gpus > 1:
         return "mirrored"
@@ -154,8 +161,10 @@ def make_strategy(kind: str):
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError as err:
-        raise RuntimeError(f"{TF_CONFIG} asks for multi-worker training, but TensorFlow was already running in "
-                           f"this process ({err}); start it in a fresh process: python -m utils.train ...") from err
+        raise RuntimeError(
+            f"{TF_CONFIG} asks for multi-worker training, but TensorFlow was already running in "
+            f"this process ({err}); start it in a fresh process: python -m utils.train ..."
+        ) from err
     patch_keras_for_multi_worker()
     return strategy
 
@@ -252,11 +261,15 @@ def check_same(strategy, value: int, what: str) -> None:
     except tf.errors.OpError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         reason = next((line for line in lines if "aborted" in line), lines[0] if lines else type(err).__name__)
-        raise ClusterError(f"the workers could not meet at {what}: {reason}. Another worker stopped "
-                           "(the chief, worker 0, refuses a bad run folder or data): see its output") from err
+        raise ClusterError(
+            f"the workers could not meet at {what}: {reason}. Another worker stopped "
+            "(the chief, worker 0, refuses a bad run folder or data): see its output"
+        ) from err
     if values.min() != values.max():
-        raise ClusterError(f"the workers disagree on {what} ({values.min():g} to {values.max():g}; this worker: "
-                           f"{value}): every worker must see the same run folder and data (a shared filesystem)")
+        raise ClusterError(
+            f"the workers disagree on {what} ({values.min():g} to {values.max():g}; this worker: "
+            f"{value}): every worker must see the same run folder and data (a shared filesystem)"
+        )
 
 
 def distributed_patches(strategy, batches, steps: int, initial_epoch: int = 0, parallel: int = 1):
@@ -299,8 +312,11 @@ def distributed_patches(strategy, batches, steps: int, initial_epoch: int = 0, p
             counter = tf.data.Dataset.range(steps * local).repeat()
         else:
             counter = tf.data.Dataset.range(initial_epoch * steps * local, np.iinfo(np.int64).max)
-        data = counter.map(lambda k: tf.numpy_function(load, [k], (tf.float32, tf.float32)),
-                           num_parallel_calls=max(int(parallel), 1), deterministic=True)
+        data = counter.map(
+            lambda k: tf.numpy_function(load, [k], (tf.float32, tf.float32)),
+            num_parallel_calls=max(int(parallel), 1),
+            deterministic=True,
+        )
         data = data.map(lambda x, y: (tf.ensure_shape(x, signature[0].shape), tf.ensure_shape(y, signature[1].shape)))
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -313,6 +329,7 @@ def describe(strategy, cluster: Cluster | None, batch_size: int) -> str:
     """One line: the replicas and the global batch."""
     replicas = strategy.num_replicas_in_sync
     where = f"{cluster.workers} workers ({cluster.name} here)" if cluster else type(strategy).__name__
-    return (f"distributed training on {where}: {replicas} replicas, batch_size {batch_size} per replica, "
-            f"{batch_size * replicas} patches per step")
-
+    return (
+        f"distributed training on {where}: {replicas} replicas, batch_size {batch_size} per replica, "
+        f"{batch_size * replicas} patches per step"
+    )

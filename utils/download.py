@@ -62,8 +62,9 @@ def md5sum(path: Path | str, chunk: int = CHUNK) -> str:
     return digest.hexdigest()
 
 
-def download_file(url: str, dest: Path | str, md5: str | None = None, progress: bool = True,
-                  timeout: float = 60.0) -> Path:
+def download_file(
+    url: str, dest: Path | str, md5: str | None = None, progress: bool = True, timeout: float = 60.0
+) -> Path:
     """Download ``url`` to ``dest``, resuming a previous partial download.
 
     Bytes go to ``dest + ".part"``; a rerun continues from its size with an
@@ -103,8 +104,9 @@ def download_file(url: str, dest: Path | str, md5: str | None = None, progress: 
             response = urllib.request.urlopen(request, timeout=timeout)
         except urllib.error.HTTPError as err:
             if err.code != 416 or not start:
-                raise DownloadError(f"download of {url} failed: the server answered HTTP {err.code} "
-                                    f"{err.reason}") from err
+                raise DownloadError(
+                    f"download of {url} failed: the server answered HTTP {err.code} {err.reason}"
+                ) from err
             # 416: nothing after byte `start`. The .part may be complete: verify it below.
             total = _content_range_total(err.headers.get("Content-Range"))
             if (total is None and md5 is None) or (total is not None and start > total):
@@ -128,8 +130,12 @@ def download_file(url: str, dest: Path | str, md5: str | None = None, progress: 
                 if total is None and length is not None:
                     total = start + int(length)
                 mode = "ab" if resumed else "wb"
-                with open(part, mode) as fh, tqdm(total=total, initial=start, unit="B", unit_scale=True,
-                                                  desc=dest.name, disable=not progress) as bar:
+                with (
+                    open(part, mode) as fh,
+                    tqdm(
+                        total=total, initial=start, unit="B", unit_scale=True, desc=dest.name, disable=not progress
+                    ) as bar,
+                ):
                     while True:
                         try:
                             block = response.read(CHUNK)
@@ -150,8 +156,8 @@ def download_file(url: str, dest: Path | str, md5: str | None = None, progress: 
     if total is not None and size != total:
         raise DownloadError(
             f"download of {url} ended early: {size} of {total} bytes; run again to resume"
-            if size < total else
-            f"download of {url} is larger than the server's size: {size} > {total} bytes; delete {part} "
+            if size < total
+            else f"download of {url} is larger than the server's size: {size} > {total} bytes; delete {part} "
             "and run again"
         )
     if md5 is not None:
@@ -181,8 +187,9 @@ def _is_resource_fork(name: str) -> bool:
     return any(part.startswith("._") or part == ".DS_Store" for part in PurePosixPath(name).parts)
 
 
-def safe_members(archive: tarfile.TarFile, target: Path, max_members: int = MAX_MEMBERS,
-                 max_bytes: int = MAX_BYTES) -> list[tarfile.TarInfo]:
+def safe_members(
+    archive: tarfile.TarFile, target: Path, max_members: int = MAX_MEMBERS, max_bytes: int = MAX_BYTES
+) -> list[tarfile.TarInfo]:
     """Check every member of ``archive`` and return those to extract.
 
     Headers are read one by one, so an archive over the limits stops at the
@@ -199,11 +206,13 @@ def safe_members(archive: tarfile.TarFile, target: Path, max_members: int = MAX_
         count += 1
         total += max(member.size, 0)
         if count > max_members:
-            raise UnsafeArchiveError(f"the archive holds more than {max_members} members; refusing to extract "
-                                     "it (a tar bomb?)")
+            raise UnsafeArchiveError(
+                f"the archive holds more than {max_members} members; refusing to extract it (a tar bomb?)"
+            )
         if total > max_bytes:
-            raise UnsafeArchiveError(f"the archive unpacks to more than {max_bytes} bytes; refusing to extract "
-                                     "it (a tar bomb?)")
+            raise UnsafeArchiveError(
+                f"the archive unpacks to more than {max_bytes} bytes; refusing to extract it (a tar bomb?)"
+            )
         name = member.name
         if _is_resource_fork(name):
             continue
@@ -259,8 +268,13 @@ def _finish_moves(target: Path, journal: Path) -> bool:
     return True
 
 
-def safe_extract(archive_path: Path | str, target: Path | str, progress: bool = True,
-                 max_members: int = MAX_MEMBERS, max_bytes: int = MAX_BYTES) -> Path:
+def safe_extract(
+    archive_path: Path | str,
+    target: Path | str,
+    progress: bool = True,
+    max_members: int = MAX_MEMBERS,
+    max_bytes: int = MAX_BYTES,
+) -> Path:
     """Extract a tar archive into ``target`` after checking every member.
 
     Members go to a hidden staging folder first (extracted with Python's
@@ -296,10 +310,10 @@ def safe_extract(archive_path: Path | str, target: Path | str, progress: bool = 
             need = sum(m.size for m in members)
             free = shutil.disk_usage(target).free
             if need > free:
-                raise UnsafeArchiveError(f"{archive_path} unpacks to {need} bytes but {target} has only {free} "
-                                         "bytes free")
-            for member in tqdm(members, desc=f"extract {archive_path.name}", unit="file",
-                               disable=not progress):
+                raise UnsafeArchiveError(
+                    f"{archive_path} unpacks to {need} bytes but {target} has only {free} bytes free"
+                )
+            for member in tqdm(members, desc=f"extract {archive_path.name}", unit="file", disable=not progress):
                 archive.extract(member, staging, set_attrs=False, filter="data")
         entries = sorted(e.name for e in staging.iterdir() if e.name != STAGING_MARK)
         for name in entries:  # refuse before anything moves
@@ -317,8 +331,7 @@ def safe_extract(archive_path: Path | str, target: Path | str, progress: bool = 
         if isinstance(err, FileExistsError):
             raise
         if isinstance(err, (tarfile.TarError, EOFError)) or "compressed" in str(err).lower():
-            raise UnsafeArchiveError(f"{archive_path} is not a readable tar archive, or is truncated "
-                                     f"({err})") from err
+            raise UnsafeArchiveError(f"{archive_path} is not a readable tar archive, or is truncated ({err})") from err
         raise
     except BaseException:
         for name in reversed(moved):
@@ -331,8 +344,13 @@ def safe_extract(archive_path: Path | str, target: Path | str, progress: bool = 
     return target
 
 
-def fetch_msd(data_dir: Path | str | None = None, url: str = MSD_URL, md5: str | None = MSD_MD5,
-              keep_archive: bool = False, progress: bool = True) -> Path:
+def fetch_msd(
+    data_dir: Path | str | None = None,
+    url: str = MSD_URL,
+    md5: str | None = MSD_MD5,
+    keep_archive: bool = False,
+    progress: bool = True,
+) -> Path:
     """Make the MSD Task01_BrainTumour dataset available (idempotent).
 
     Args:

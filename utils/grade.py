@@ -61,17 +61,28 @@ from .safety import OwnedFiles, check_target, foreign_files, install_folder, wri
 PASS, FAIL = "\u2714", "\u2718"
 MARK = "@@course-grade@@"
 WRITTEN_BY = "utils.grade"
-CSV_FIELDS = ["learner", "submission", "lesson", "version", "exercise", "public_passed", "public_total",
-              "grading_passed", "grading_total", "score", "note"]
+CSV_FIELDS = [
+    "learner",
+    "submission",
+    "lesson",
+    "version",
+    "exercise",
+    "public_passed",
+    "public_total",
+    "grading_passed",
+    "grading_total",
+    "score",
+    "note",
+]
 
 DEFAULT_CELL_TIMEOUT = 300
 DEFAULT_NOTEBOOK_TIMEOUT = 1200
 DEFAULT_SCORE_TIMEOUT = 300
 DEFAULT_MEMORY_GB = 8.0
 DEFAULT_MAX_MB = 50.0
-MAX_CELL_OUTPUT = 200_000          # bytes of output kept per cell
-MAX_NOTEBOOK_OUTPUT = 5_000_000    # bytes of output kept per notebook
-MAX_FILE_BYTES = 1 << 30           # largest file a submission may write (RLIMIT_FSIZE)
+MAX_CELL_OUTPUT = 200_000  # bytes of output kept per cell
+MAX_NOTEBOOK_OUTPUT = 5_000_000  # bytes of output kept per notebook
+MAX_FILE_BYTES = 1 << 30  # largest file a submission may write (RLIMIT_FSIZE)
 MAX_KERNEL_RESTARTS = 3
 PROBE_TIMEOUT = 20
 
@@ -91,7 +102,7 @@ kernelapp.launch_new_instance()
 """
 
 # Defined in the learner's kernel after their cells; {nonce} is per run.
-_SCORER = r'''
+_SCORER = r"""
 def __course_grade_setup__():
     import sys
     # A fresh copy of the course package: patches the learner's cells made to
@@ -153,12 +164,13 @@ def __course_grade__(name, _run_check=__course_grade_setup__(), _mark={mark!r}):
                 result[variant + "_error"] = f"{{type(err).__name__}}: {{str(err)[:500]}}"
     real_stdout.write("\n" + _mark + {nonce!r} + " " + json.dumps(result) + "\n")
     real_stdout.flush()
-'''
+"""
 
 
 # ----------------------------------------------------------------------------
 # What is graded and what comes out
 # ----------------------------------------------------------------------------
+
 
 @dataclass
 class ExerciseScore:
@@ -227,8 +239,10 @@ def read_submission(path: Path, max_bytes: int) -> Any:
 
     size = path.stat().st_size
     if size > max_bytes:
-        raise ValueError(f"the file is {size / 1e6:.0f} MB, over the {max_bytes / 1e6:.0f} MB limit "
-                         "(clear the outputs before handing in: Edit > Clear All Outputs)")
+        raise ValueError(
+            f"the file is {size / 1e6:.0f} MB, over the {max_bytes / 1e6:.0f} MB limit "
+            "(clear the outputs before handing in: Edit > Clear All Outputs)"
+        )
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -290,19 +304,24 @@ def identify_lesson(nb: Any, lessons: dict[str, LessonInfo]) -> tuple[str, str, 
         version = f"course {meta.get('version', '?')}, lesson {meta.get('digest', '?')}"
         current = lessons[lesson].stamp if lesson in lessons else {}
         if current and meta.get("digest") and meta.get("digest") != current.get("digest"):
-            notes.append(f"made from another version of {lesson} ({version}); the current one is "
-                         f"course {current.get('version')}, lesson {current.get('digest')}: "
-                         "exercises were graded with the current checks")
+            notes.append(
+                f"made from another version of {lesson} ({version}); the current one is "
+                f"course {current.get('version')}, lesson {current.get('digest')}: "
+                "exercises were graded with the current checks"
+            )
     elif lesson:
         version = "unknown"
-        notes.append("no course metadata: made from a course version older than the grader's "
-                     "(or the metadata was removed); graded with the current checks")
+        notes.append(
+            "no course metadata: made from a course version older than the grader's "
+            "(or the metadata was removed); graded with the current checks"
+        )
     return lesson, version, notes
 
 
 # ----------------------------------------------------------------------------
 # Running it
 # ----------------------------------------------------------------------------
+
 
 def _limited_client_classes():
     """nbclient/jupyter_client subclasses: limits on the kernel process, bounded outputs."""
@@ -318,8 +337,17 @@ def _limited_client_classes():
         cpu_seconds = Int(0)
 
         def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-            return [sys.executable, "-c", _KERNEL_LAUNCHER, str(self.memory_bytes), str(MAX_FILE_BYTES),
-                    str(self.cpu_seconds), "-f", os.path.realpath(self.connection_file), *(extra_arguments or [])]
+            return [
+                sys.executable,
+                "-c",
+                _KERNEL_LAUNCHER,
+                str(self.memory_bytes),
+                str(MAX_FILE_BYTES),
+                str(self.cpu_seconds),
+                "-f",
+                os.path.realpath(self.connection_file),
+                *(extra_arguments or []),
+            ]
 
     class BoundedClient(NotebookClient):
         """Keeps at most MAX_CELL_OUTPUT / MAX_NOTEBOOK_OUTPUT bytes of outputs."""
@@ -410,8 +438,9 @@ def _kill_group(pid: int | None) -> None:
         pass
 
 
-def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source: Path | None,
-                      log: Any = None) -> tuple[dict[str, dict], list[str], list[str]]:
+def execute_and_score(
+    nb: Any, exercises: list[str], limits: Limits, data_source: Path | None, log: Any = None
+) -> tuple[dict[str, dict], list[str], list[str]]:
     """Run a notebook's code cells in a sandboxed kernel, then score ``exercises`` there.
 
     Returns:
@@ -447,12 +476,24 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
         run_nb = nbformat.v4.new_notebook()
         run_nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         run_nb.cells = [nbformat.v4.new_code_cell(src) for _, src in code]
-        client = BoundedClient(run_nb, timeout=limits.cell_timeout, allow_errors=True, interrupt_on_timeout=True,
-                               error_on_timeout={"ename": "CellTimeoutError",
-                                                 "evalue": "the cell ran past its time limit", "traceback": []},
-                               kernel_manager_class=LimitedKernelManager, shutdown_kernel="immediate",
-                               iopub_timeout=4, startup_timeout=120, record_timing=False, log=quiet,
-                               resources={"metadata": {"path": str(workdir)}})
+        client = BoundedClient(
+            run_nb,
+            timeout=limits.cell_timeout,
+            allow_errors=True,
+            interrupt_on_timeout=True,
+            error_on_timeout={
+                "ename": "CellTimeoutError",
+                "evalue": "the cell ran past its time limit",
+                "traceback": [],
+            },
+            kernel_manager_class=LimitedKernelManager,
+            shutdown_kernel="immediate",
+            iopub_timeout=4,
+            startup_timeout=120,
+            record_timing=False,
+            log=quiet,
+            resources={"metadata": {"path": str(workdir)}},
+        )
         client.km = client.create_kernel_manager()
         client.km.memory_bytes = int(limits.memory_gb * (1 << 30)) if limits.memory_gb > 0 else 0
         client.km.cpu_seconds = int(4 * limits.notebook_timeout + limits.score_timeout * (len(exercises) + 1))
@@ -461,16 +502,19 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
         stack = contextlib.ExitStack()
         try:
             log_file = stack.enter_context(open(workdir / "kernel.log", "wb"))
-            with client.setup_kernel(env=kernel_env(workdir, data_dir), cwd=str(workdir),
-                                     stdout=log_file, stderr=subprocess.STDOUT):
+            with client.setup_kernel(
+                env=kernel_env(workdir, data_dir), cwd=str(workdir), stdout=log_file, stderr=subprocess.STDOUT
+            ):
                 kernel_pid = getattr(client.km.provisioner, "pid", None)
                 for n, (index, source) in enumerate(code):
                     if index in skip:
                         continue
                     remaining = deadline - time.monotonic()
                     if remaining <= 1:
-                        notes.append(f"stopped at cell {numbers[index]} of {len(code)}: the notebook ran past "
-                                     f"its {limits.notebook_timeout:.0f} s limit; later cells did not run")
+                        notes.append(
+                            f"stopped at cell {numbers[index]} of {len(code)}: the notebook ran past "
+                            f"its {limits.notebook_timeout:.0f} s limit; later cells did not run"
+                        )
                         break
                     client.timeout = int(max(1, min(limits.cell_timeout, remaining)))
                     client.reset_budget()
@@ -478,27 +522,35 @@ def execute_and_score(nb: Any, exercises: list[str], limits: Limits, data_source
                         client.execute_cell(run_nb.cells[n], n, store_history=True)
                     except DeadKernelError:
                         failed_at = index
-                        notes.append(f"the kernel died in cell {numbers[index]} ({_first_line(source)!r}: "
-                                     f"exit, crash or over the memory limit){_log_tail(workdir / 'kernel.log')}")
+                        notes.append(
+                            f"the kernel died in cell {numbers[index]} ({_first_line(source)!r}: "
+                            f"exit, crash or over the memory limit){_log_tail(workdir / 'kernel.log')}"
+                        )
                         break
                     error = client.error()
                     if error is None:
                         continue
                     ename, evalue = error
                     if ename == "CellTimeoutError":
-                        errors.append(f"cell {numbers[index]} ({_first_line(source)!r}) ran past its "
-                                      f"{client.timeout} s time limit and was interrupted")
+                        errors.append(
+                            f"cell {numbers[index]} ({_first_line(source)!r}) ran past its "
+                            f"{client.timeout} s time limit and was interrupted"
+                        )
                         if not _responsive(client, run_nb):
                             failed_at = index
-                            notes.append(f"cell {numbers[index]} ({_first_line(source)!r}) ran past its "
-                                         f"{client.timeout} s time limit and did not stop when interrupted")
+                            notes.append(
+                                f"cell {numbers[index]} ({_first_line(source)!r}) ran past its "
+                                f"{client.timeout} s time limit and did not stop when interrupted"
+                            )
                             break
                     elif ename != "ExerciseCheckError":
                         errors.append(f"cell {numbers[index]} ({_first_line(source)!r}) raised {ename}: {evalue}")
                         if (ename == "MemoryError" or "failed to map segment" in evalue) and not memory_noted:
                             memory_noted = True
-                            notes.append(f"cell {numbers[index]} hit the memory limit ({limits.memory_gb:g} GiB "
-                                         "of address space; raise --memory-gb if a correct notebook needs more)")
+                            notes.append(
+                                f"cell {numbers[index]} hit the memory limit ({limits.memory_gb:g} GiB "
+                                "of address space; raise --memory-gb if a correct notebook needs more)"
+                            )
                 if failed_at is None:  # also when stopped by the notebook limit: score what was defined
                     results = _score(client, run_nb, scorer, exercises, nonce, limits, notes)
         except Exception as err:  # noqa: BLE001 - the kernel could not start or talk
@@ -550,8 +602,9 @@ def _responsive(client: Any, run_nb: Any) -> bool:
         run_nb.cells.pop()
 
 
-def _score(client: Any, run_nb: Any, scorer: str, exercises: list[str], nonce: str, limits: Limits,
-           notes: list[str]) -> dict[str, dict]:
+def _score(
+    client: Any, run_nb: Any, scorer: str, exercises: list[str], nonce: str, limits: Limits, notes: list[str]
+) -> dict[str, dict]:
     """Define the scorer in the learner's kernel and run it once per exercise (own time limit each)."""
     import nbformat
     from nbclient.exceptions import DeadKernelError
@@ -568,8 +621,10 @@ def _score(client: Any, run_nb: Any, scorer: str, exercises: list[str], nonce: s
             cell = client.execute_cell(cell, len(run_nb.cells) - 1, store_history=False)
         except DeadKernelError:
             if k:
-                results[exercises[k - 1]] = {"exercise": exercises[k - 1],
-                                             "not_scored": "the kernel died while its checks ran"}
+                results[exercises[k - 1]] = {
+                    "exercise": exercises[k - 1],
+                    "not_scored": "the kernel died while its checks ran",
+                }
             notes.append("the kernel died while scoring: later exercises were not scored")
             return results
         error = client.error()
@@ -582,7 +637,7 @@ def _score(client: Any, run_nb: Any, scorer: str, exercises: list[str], nonce: s
         found = []
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stdout":
-                found += [line[len(prefix):] for line in out.get("text", "").splitlines() if line.startswith(prefix)]
+                found += [line[len(prefix) :] for line in out.get("text", "").splitlines() if line.startswith(prefix)]
         if len(found) == 1:
             try:
                 data = json.loads(found[0])
@@ -592,8 +647,11 @@ def _score(client: Any, run_nb: Any, scorer: str, exercises: list[str], nonce: s
                 results[name] = data
                 continue
         if error and error[0] == "CellTimeoutError":
-            results[name] = {"exercise": name, "not_scored": f"the checks ran past the {limits.score_timeout:.0f} s "
-                                                              "limit (an endless loop in the function?)"}
+            results[name] = {
+                "exercise": name,
+                "not_scored": f"the checks ran past the {limits.score_timeout:.0f} s "
+                "limit (an endless loop in the function?)",
+            }
             if not _responsive(client, run_nb):
                 notes.append(f"the kernel stopped answering while scoring {name}")
                 return results
@@ -608,6 +666,7 @@ def _score(client: Any, run_nb: Any, scorer: str, exercises: list[str], nonce: s
 # ----------------------------------------------------------------------------
 # Grading a submission
 # ----------------------------------------------------------------------------
+
 
 def _as_tests(value: Any) -> list[tuple[str, bool, str]]:
     if not isinstance(value, list):
@@ -661,8 +720,14 @@ def learner_name(path: Path, root: Path | None) -> str:
     return path.stem
 
 
-def grade_submission(path: Path, learner: str, lessons: dict[str, LessonInfo], limits: Limits,
-                     expected_lesson: str | None = None, data_source: Path | None = None) -> Submission:
+def grade_submission(
+    path: Path,
+    learner: str,
+    lessons: dict[str, LessonInfo],
+    limits: Limits,
+    expected_lesson: str | None = None,
+    data_source: Path | None = None,
+) -> Submission:
     """Grade one notebook file (never raises for a bad submission)."""
     sub = Submission(path=path, learner=learner)
     start = time.monotonic()
@@ -681,13 +746,15 @@ def grade_submission(path: Path, learner: str, lessons: dict[str, LessonInfo], l
         found = lesson or "no course lesson"
         sub.notes.append(f"this is {found}, not {expected_lesson}: not run")
         sub.lesson = expected_lesson
-        sub.exercises = [ExerciseScore(n, zero=True, note=f"wrong notebook ({found})")
-                         for n in lessons[expected_lesson].exercises]
+        sub.exercises = [
+            ExerciseScore(n, zero=True, note=f"wrong notebook ({found})") for n in lessons[expected_lesson].exercises
+        ]
         sub.seconds = time.monotonic() - start
         return sub
     if not lesson:
-        sub.notes.append("not a lesson of this course with graded exercises (no metadata, title or exercise "
-                         "function found): not run")
+        sub.notes.append(
+            "not a lesson of this course with graded exercises (no metadata, title or exercise function found): not run"
+        )
         sub.seconds = time.monotonic() - start
         return sub
     sub.lesson = lesson
@@ -704,33 +771,57 @@ def grade_submission(path: Path, learner: str, lessons: dict[str, LessonInfo], l
 # Outputs: CSV, feedback, summary (written atomically, only over our own files)
 # ----------------------------------------------------------------------------
 
+
 def csv_rows(subs: list[Submission]) -> list[dict[str, Any]]:
     """One row per learner and exercise (one row for a submission with no exercise)."""
     rows = []
     for sub in subs:
         base = {"learner": sub.learner, "submission": str(sub.path), "lesson": sub.lesson, "version": sub.version}
         if not sub.exercises:
-            rows.append({**base, "exercise": "", "public_passed": 0, "public_total": 0, "grading_passed": 0,
-                         "grading_total": 0, "score": 0.0, "note": "; ".join(sub.notes)})
+            rows.append(
+                {
+                    **base,
+                    "exercise": "",
+                    "public_passed": 0,
+                    "public_total": 0,
+                    "grading_passed": 0,
+                    "grading_total": 0,
+                    "score": 0.0,
+                    "note": "; ".join(sub.notes),
+                }
+            )
         for ex in sub.exercises:
             note = ex.note
             if not note and sub.notes and ex.zero:
                 note = "; ".join(sub.notes)
             elif sub.notes and ex.zero and not ex.note.startswith(("unreadable", "wrong")):
                 note = f"{ex.note} ({'; '.join(sub.notes)})"
-            rows.append({**base, "exercise": ex.exercise,
-                         "public_passed": sum(ok for _, ok, _ in ex.public), "public_total": len(ex.public),
-                         "grading_passed": sum(ok for _, ok, _ in ex.grading), "grading_total": len(ex.grading),
-                         "score": round(ex.score, 3), "note": note})
+            rows.append(
+                {
+                    **base,
+                    "exercise": ex.exercise,
+                    "public_passed": sum(ok for _, ok, _ in ex.public),
+                    "public_total": len(ex.public),
+                    "grading_passed": sum(ok for _, ok, _ in ex.grading),
+                    "grading_total": len(ex.grading),
+                    "score": round(ex.score, 3),
+                    "note": note,
+                }
+            )
     return rows
 
 
 def _hidden(ex: ExerciseScore) -> list[tuple[str, bool, str]]:
     """The grading tests as a learner may see them: named after the public test they repeat, no inputs shown."""
     same = len(ex.public) == len(ex.grading)
-    return [((ex.public[i][0] if same else f"grading test {i + 1}"), ok,
-             "" if ok else "fails on inputs the lesson does not show")
-            for i, (_, ok, _) in enumerate(ex.grading)]
+    return [
+        (
+            (ex.public[i][0] if same else f"grading test {i + 1}"),
+            ok,
+            "" if ok else "fails on inputs the lesson does not show",
+        )
+        for i, (_, ok, _) in enumerate(ex.grading)
+    ]
 
 
 def feedback_markdown(subs: list[Submission], show_grading: bool = False) -> str:
@@ -744,9 +835,13 @@ def feedback_markdown(subs: list[Submission], show_grading: bool = False) -> str
     lines = [f"# Feedback for {subs[0].learner}", ""]
     for sub in subs:
         total = sum(ex.score for ex in sub.exercises)
-        lines += [f"## {sub.path.name}: {sub.lesson or 'unknown lesson'}", "",
-                  f"Score: **{total:.2f} / {len(sub.exercises)}** "
-                  "(each exercise scores the share of its grading tests passed).", ""]
+        lines += [
+            f"## {sub.path.name}: {sub.lesson or 'unknown lesson'}",
+            "",
+            f"Score: **{total:.2f} / {len(sub.exercises)}** "
+            "(each exercise scores the share of its grading tests passed).",
+            "",
+        ]
         if sub.version:
             lines.append(f"Course version of the notebook: {sub.version}.")
         for note in sub.notes:
@@ -760,8 +855,10 @@ def feedback_markdown(subs: list[Submission], show_grading: bool = False) -> str
             if ex.note:
                 lines += [ex.note, ""]
             grading = ex.grading if show_grading else _hidden(ex)
-            for title, tests in (("Public tests (the lesson's)", ex.public),
-                                 ("Grading tests (same checks, other inputs)", grading)):
+            for title, tests in (
+                ("Public tests (the lesson's)", ex.public),
+                ("Grading tests (same checks, other inputs)", grading),
+            ):
                 if not tests:
                     continue
                 lines.append(f"{title}: {sum(ok for _, ok, _ in tests)} of {len(tests)} passed")
@@ -786,23 +883,35 @@ def summary_markdown(subs: list[Submission]) -> str:
     for sub in subs:
         for ex in sub.exercises:
             per.setdefault((sub.lesson, ex.exercise), []).append(ex)
-    lines = ["| lesson | exercise | submissions | mean score | full marks | zero | public ok, grading not | "
-             "missing or not scored |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| lesson | exercise | submissions | mean score | full marks | zero | public ok, grading not | "
+        "missing or not scored |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for (lesson, name), scores in sorted(per.items()):
         n = len(scores)
         full = sum(s.score == 1.0 for s in scores)
         zero = sum(s.score == 0.0 for s in scores)
-        suspect = sum(bool(s.public) and all(ok for _, ok, _ in s.public) and bool(s.grading)
-                      and not all(ok for _, ok, _ in s.grading) for s in scores)
+        suspect = sum(
+            bool(s.public)
+            and all(ok for _, ok, _ in s.public)
+            and bool(s.grading)
+            and not all(ok for _, ok, _ in s.grading)
+            for s in scores
+        )
         missing = sum(s.zero for s in scores)
-        lines.append(f"| {lesson} | {name} | {n} | {sum(s.score for s in scores) / n:.2f} | {full} | {zero} | "
-                     f"{suspect} | {missing} |")
+        lines.append(
+            f"| {lesson} | {name} | {n} | {sum(s.score for s in scores) / n:.2f} | {full} | {zero} | "
+            f"{suspect} | {missing} |"
+        )
     lines += ["", "| learner | submission | lesson | score | seconds | notes |", "|---|---|---|---|---|---|"]
     for sub in subs:
         notes = "; ".join(sub.notes + sub.errors).replace("|", "/")
-        lines.append(f"| {sub.learner} | {sub.path.name} | {sub.lesson} | "
-                     f"{sum(e.score for e in sub.exercises):.2f} / {len(sub.exercises)} | {sub.seconds:.0f} | "
-                     f"{notes[:300]} |")
+        lines.append(
+            f"| {sub.learner} | {sub.path.name} | {sub.lesson} | "
+            f"{sum(e.score for e in sub.exercises):.2f} / {len(sub.exercises)} | {sub.seconds:.0f} | "
+            f"{notes[:300]} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -821,12 +930,16 @@ class Outputs:
     @classmethod
     def for_csv(cls, out: Path, feedback: Path | None = None) -> Outputs:
         out = out.expanduser().resolve()
-        return cls(out, out.with_name(f"{out.stem}_summary.md"),
-                   (feedback.expanduser().resolve() if feedback else out.with_name(f"{out.stem}_feedback")))
+        return cls(
+            out,
+            out.with_name(f"{out.stem}_summary.md"),
+            (feedback.expanduser().resolve() if feedback else out.with_name(f"{out.stem}_feedback")),
+        )
 
 
-def check_outputs(outputs: Outputs, forbidden: list[Path], overwrite: bool,
-                  forbidden_here: list[Path] = (), inputs: list[Path] = ()) -> None:
+def check_outputs(
+    outputs: Outputs, forbidden: list[Path], overwrite: bool, forbidden_here: list[Path] = (), inputs: list[Path] = ()
+) -> None:
     """Refuse to write where we must not, or over files this grader cannot prove it wrote.
 
     Args:
@@ -839,15 +952,21 @@ def check_outputs(outputs: Outputs, forbidden: list[Path], overwrite: bool,
     Raises:
         FileExistsError / ValueError (``UnsafeWriteError``): with what to do instead.
     """
-    for target, what in ((outputs.csv, "--out"), (outputs.summary, "the summary"),
-                         (outputs.feedback, "the feedback folder")):
+    for target, what in (
+        (outputs.csv, "--out"),
+        (outputs.summary, "the summary"),
+        (outputs.feedback, "the feedback folder"),
+    ):
         for folder in forbidden:
             if target == folder or folder in target.parents:
-                raise ValueError(f"refusing to write {what} {target} inside {folder} (the course checkout or a "
-                                 "submissions folder): choose --out elsewhere")
+                raise ValueError(
+                    f"refusing to write {what} {target} inside {folder} (the course checkout or a "
+                    "submissions folder): choose --out elsewhere"
+                )
         if target.parent in forbidden_here:
-            raise ValueError(f"refusing to write {what} {target} beside the submissions in {target.parent}: "
-                             "choose --out elsewhere")
+            raise ValueError(
+                f"refusing to write {what} {target} beside the submissions in {target.parent}: choose --out elsewhere"
+            )
         check_target(target, what, inputs=inputs)
     hint = "pass --overwrite to replace the output of an earlier grading run, or choose another --out"
     owned = OwnedFiles(outputs.csv.parent, WRITTEN_BY)
@@ -861,8 +980,10 @@ def check_outputs(outputs: Outputs, forbidden: list[Path], overwrite: bool,
             raise FileExistsError(f"{feedback} is a file, not a feedback folder: move it away or choose --feedback")
         foreign = foreign_files(feedback, OwnedFiles(feedback, WRITTEN_BY))
         if foreign:
-            raise FileExistsError(f"{feedback} holds files this grader did not write (or that changed since): "
-                                  f"{', '.join(foreign[:5])}; move them away or choose another --feedback")
+            raise FileExistsError(
+                f"{feedback} holds files this grader did not write (or that changed since): "
+                f"{', '.join(foreign[:5])}; move them away or choose another --feedback"
+            )
 
 
 def write_outputs(subs: list[Submission], outputs: Outputs, show_grading: bool = False) -> None:
@@ -898,6 +1019,7 @@ def write_outputs(subs: list[Submission], outputs: Outputs, show_grading: bool =
 # Command line
 # ----------------------------------------------------------------------------
 
+
 def collect(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[Path], list[Path]]:
     """``[(notebook, learner)]`` from files and folders; the folders given; the folders of the files given."""
     found, folders, parents = [], [], []
@@ -929,28 +1051,44 @@ def _lesson_arg(value: str | None, lessons: dict[str, LessonInfo]) -> str | None
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m utils.grade SUBMISSION.ipynb [MORE | FOLDER ...] --out grades.csv``."""
-    parser = argparse.ArgumentParser(prog="python -m utils.grade",
-                                     description="Score submitted learner notebooks (see the README's instructor "
-                                                 "section).")
-    parser.add_argument("submissions", nargs="+", type=Path, help="notebooks, or folders of them "
-                        "(FOLDER/learner.ipynb or FOLDER/learner/anything.ipynb)")
-    parser.add_argument("--out", required=True, type=Path, help="grades CSV to write (with NAME_summary.md and "
-                        "NAME_feedback/ beside it)")
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.grade",
+        description="Score submitted learner notebooks (see the README's instructor section).",
+    )
+    parser.add_argument(
+        "submissions",
+        nargs="+",
+        type=Path,
+        help="notebooks, or folders of them (FOLDER/learner.ipynb or FOLDER/learner/anything.ipynb)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="grades CSV to write (with NAME_summary.md and NAME_feedback/ beside it)",
+    )
     parser.add_argument("--feedback", type=Path, help="feedback folder (default: NAME_feedback beside --out)")
     parser.add_argument("--lesson", help="the lesson expected (e.g. 04): other notebooks score 0, not run")
     parser.add_argument("--cell-timeout", type=float, default=DEFAULT_CELL_TIMEOUT, help="seconds per cell")
     parser.add_argument("--timeout", type=float, default=DEFAULT_NOTEBOOK_TIMEOUT, help="seconds per notebook")
-    parser.add_argument("--score-timeout", type=float, default=DEFAULT_SCORE_TIMEOUT,
-                        help="seconds for the checks of one exercise")
-    parser.add_argument("--memory-gb", type=float, default=DEFAULT_MEMORY_GB,
-                        help="address-space limit of a submission's kernel (0: none)")
+    parser.add_argument(
+        "--score-timeout", type=float, default=DEFAULT_SCORE_TIMEOUT, help="seconds for the checks of one exercise"
+    )
+    parser.add_argument(
+        "--memory-gb",
+        type=float,
+        default=DEFAULT_MEMORY_GB,
+        help="address-space limit of a submission's kernel (0: none)",
+    )
     parser.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB, help="largest notebook file read")
     parser.add_argument("--overwrite", action="store_true", help="replace the output of an earlier grading run")
-    parser.add_argument("--show-grading", action="store_true",
-                        help="put the grading tests' inputs and expected values in the feedback (for the "
-                             "instructor's eyes: learners could hard-code them)")
+    parser.add_argument(
+        "--show-grading",
+        action="store_true",
+        help="put the grading tests' inputs and expected values in the feedback (for the "
+        "instructor's eyes: learners could hard-code them)",
+    )
     args = parser.parse_args(argv)
-
 
     try:
         lessons = course_lessons()
@@ -958,8 +1096,9 @@ def main(argv: list[str] | None = None) -> int:
         found, folders, parents = collect(args.submissions)
         outputs = Outputs.for_csv(args.out, args.feedback)
         checkout = repo_root(Path(__file__).resolve().parent)
-        check_outputs(outputs, ([checkout] if checkout else []) + folders, args.overwrite, parents,
-                      [path for path, _ in found])
+        check_outputs(
+            outputs, ([checkout] if checkout else []) + folders, args.overwrite, parents, [path for path, _ in found]
+        )
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

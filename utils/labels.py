@@ -44,8 +44,8 @@ hyperintensity (SNFH, edema) -> 1, 3 enhancing tumour -> 3."""
 
 BRATS2023_REFUSED_LABELS = {
     4: "resection cavity (RC) of the BraTS 2024+ post-treatment glioma data: the course's three "
-       "pre-treatment classes have no place for it, and mapping it to tumour or background would "
-       "mislabel it; use pre-treatment cases (e.g. the BraTS 2023 GLI training data)",
+    "pre-treatment classes have no place for it, and mapping it to tumour or background would "
+    "mislabel it; use pre-treatment cases (e.g. the BraTS 2023 GLI training data)",
 }
 """BraTS 2023+ label values the course refuses, with the reason."""
 
@@ -55,10 +55,7 @@ def _remap(label: np.ndarray, mapping: dict[int, int], convention: str) -> np.nd
     found = np.unique(label)
     unexpected = sorted(set(found.tolist()) - set(mapping))
     if unexpected:
-        raise ValueError(
-            f"expected {convention} label values {sorted(mapping)}; "
-            f"found unexpected values {unexpected}"
-        )
+        raise ValueError(f"expected {convention} label values {sorted(mapping)}; found unexpected values {unexpected}")
     lut = np.zeros(max(mapping) + 1, dtype=np.uint8)
     for src, dst in mapping.items():
         lut[src] = dst

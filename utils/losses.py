@@ -109,7 +109,7 @@ def dice_bce_loss(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
 def _class_dice(index: int, name: str):
     def metric(y_true, y_pred):
         y_true, y_pred = _as_float(y_true, y_pred)
-        return dice_coefficient(y_true[..., index:index + 1], y_pred[..., index:index + 1])
+        return dice_coefficient(y_true[..., index : index + 1], y_pred[..., index : index + 1])
 
     metric.__name__ = name
     metric.__qualname__ = name

@@ -54,8 +54,9 @@ def jaccard_score(truth: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
-    return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1),
-                                          border_value=0)
+    return mask & ~ndimage.binary_erosion(
+        mask, structure=ndimage.generate_binary_structure(mask.ndim, 1), border_value=0
+    )
 
 
 HD95_METHODS = ("max", "pooled")
@@ -105,7 +106,11 @@ LESION_MISS_HD95 = 374.0
 """HD95 (mm) of a missed lesion or a false-positive blob in the lesion-wise scores."""
 
 LESION_WISE_PARAMS = {
-    "GLI": (3, 50.0), "SSA": (3, 50.0), "PED": (3, 50.0), "MEN": (1, 50.0), "MET": (1, 2.0),
+    "GLI": (3, 50.0),
+    "SSA": (3, 50.0),
+    "PED": (3, 50.0),
+    "MEN": (1, 50.0),
+    "MET": (1, 2.0),
 }
 """Per BraTS 2023 sub-challenge: (dilation iterations, lesion volume threshold in mm^3),
 from the organisers' script. The course scores gliomas: ``GLI``."""
@@ -143,8 +148,14 @@ def _crop(masks: list[np.ndarray], pad: int) -> tuple[slice, ...]:
     return tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(box, union.shape))
 
 
-def lesion_wise_region(truth: np.ndarray, pred: np.ndarray, spacing=(1.0, 1.0, 1.0), dilation: int = 3,
-                min_volume: float = 50.0, hd95_method: str = "max") -> LesionWiseResult:
+def lesion_wise_region(
+    truth: np.ndarray,
+    pred: np.ndarray,
+    spacing=(1.0, 1.0, 1.0),
+    dilation: int = 3,
+    min_volume: float = 50.0,
+    hd95_method: str = "max",
+) -> LesionWiseResult:
     """Lesion-wise Dice and HD95 of two masks, as the BraTS 2023 organisers define them.
 
     1. Truth lesions are the 26-connected components of the truth; lesions
@@ -210,8 +221,13 @@ def lesion_wise_region(truth: np.ndarray, pred: np.ndarray, spacing=(1.0, 1.0, 1
     return LesionWiseResult(dice_sum / n, (hd_sum + LESION_MISS_HD95 * n_fp) / n, n_tp, n_fn, n_fp, lesions)
 
 
-def lesion_wise_scores(truth_label: np.ndarray, pred_label: np.ndarray, spacing=(1.0, 1.0, 1.0),
-                       challenge: str = "GLI", hd95_method: str = "max") -> dict[str, float]:
+def lesion_wise_scores(
+    truth_label: np.ndarray,
+    pred_label: np.ndarray,
+    spacing=(1.0, 1.0, 1.0),
+    challenge: str = "GLI",
+    hd95_method: str = "max",
+) -> dict[str, float]:
     """Lesion-wise Dice and HD95 of the BraTS regions (the 2023+ ranking metrics).
 
     Args:
@@ -231,8 +247,9 @@ def lesion_wise_scores(truth_label: np.ndarray, pred_label: np.ndarray, spacing=
     dilation, min_volume = LESION_WISE_PARAMS[challenge]
     scores = {}
     for region, values in REGIONS.items():
-        result = lesion_wise_region(np.isin(truth_label, values), np.isin(pred_label, values), spacing, dilation,
-                             min_volume, hd95_method)
+        result = lesion_wise_region(
+            np.isin(truth_label, values), np.isin(pred_label, values), spacing, dilation, min_volume, hd95_method
+        )
         scores[f"LW Dice {region}"], scores[f"LW HD95 {region}"] = result.dice, result.hd95
     return scores
 
@@ -248,12 +265,19 @@ def region_dice(truth_label: np.ndarray, pred_label: np.ndarray) -> dict[str, fl
     truth_label, pred_label = np.asarray(truth_label), np.asarray(pred_label)
     if truth_label.shape != pred_label.shape:
         raise ValueError(f"label shapes differ: {truth_label.shape} and {pred_label.shape}")
-    return {region: dice_score(np.isin(truth_label, values), np.isin(pred_label, values))
-            for region, values in REGIONS.items()}
+    return {
+        region: dice_score(np.isin(truth_label, values), np.isin(pred_label, values))
+        for region, values in REGIONS.items()
+    }
 
 
-def region_scores(truth_label: np.ndarray, pred_label: np.ndarray, spacing=(1.0, 1.0, 1.0),
-                  with_hd95: bool = True, lesion_wise: bool = False) -> dict[str, float]:
+def region_scores(
+    truth_label: np.ndarray,
+    pred_label: np.ndarray,
+    spacing=(1.0, 1.0, 1.0),
+    with_hd95: bool = True,
+    lesion_wise: bool = False,
+) -> dict[str, float]:
     """Dice (and HD95, IoU) of the BraTS regions WT {1,2,3}, TC {2,3}, ET {3}.
 
     Args:
@@ -346,8 +370,7 @@ def class_scores(truth_label: np.ndarray, pred_label: np.ndarray) -> pd.DataFram
     return table.round(4)
 
 
-def evaluate_cases(pairs, with_hd95: bool = True, lesion_wise: bool = True,
-                   with_classes: bool = False) -> pd.DataFrame:
+def evaluate_cases(pairs, with_hd95: bool = True, lesion_wise: bool = True, with_classes: bool = False) -> pd.DataFrame:
     """One row of region scores per case, then ``mean`` and ``median`` rows.
 
     Args:

@@ -55,7 +55,9 @@ def conv_block(x, filters: int, normalization: str | None = None, name: str | No
     conv = layers.Conv3D if dims == 3 else layers.Conv2D
     prefix = f"{name}_" if name else ""
     for i in (1, 2):
-        x = conv(filters, 3, padding="same", use_bias=normalization is None, name=f"{prefix}conv{i}" if name else None)(x)
+        x = conv(filters, 3, padding="same", use_bias=normalization is None, name=f"{prefix}conv{i}" if name else None)(
+            x
+        )
         if normalization == "batch":
             x = layers.BatchNormalization(name=f"{prefix}bn{i}" if name else None)(x)
         elif normalization == "instance":
@@ -64,8 +66,15 @@ def conv_block(x, filters: int, normalization: str | None = None, name: str | No
     return x
 
 
-def upsampling_block(x, skip, filters: int, pool_size=None, normalization: str | None = None,
-                     upsampling: str = "transpose", name: str | None = None):
+def upsampling_block(
+    x,
+    skip,
+    filters: int,
+    pool_size=None,
+    normalization: str | None = None,
+    upsampling: str = "transpose",
+    name: str | None = None,
+):
     """Up-sample ``x`` to the size of ``skip``, concatenate them, then a conv block.
 
     Taught in lesson 03, exercise 2.
@@ -159,9 +168,16 @@ def pool_sizes(spatial_shape, depth: int = 4) -> list[tuple[int, ...]]:
     return out
 
 
-def build_unet(input_shape=(160, 160, 16, 4), n_labels: int = 3, depth: int = 4, base_filters: int = 32,
-               normalization: str | None = None, upsampling: str = "transpose", downsample: int = 1,
-               name: str | None = None) -> keras.Model:
+def build_unet(
+    input_shape=(160, 160, 16, 4),
+    n_labels: int = 3,
+    depth: int = 4,
+    base_filters: int = 32,
+    normalization: str | None = None,
+    upsampling: str = "transpose",
+    downsample: int = 1,
+    name: str | None = None,
+) -> keras.Model:
     """A U-Net with sigmoid outputs, 3-D or 2-D by the length of ``input_shape``.
 
     Args:
@@ -205,13 +221,14 @@ def build_unet(input_shape=(160, 160, 16, 4), n_labels: int = 3, depth: int = 4,
     if downsample == 2:
         x = avg_layer(2, name="half_resolution")(x)
     for level in range(depth - 1):
-        x = conv_block(x, base_filters * 2 ** level, normalization, name=f"enc{level}")
+        x = conv_block(x, base_filters * 2**level, normalization, name=f"enc{level}")
         skips.append(x)
         x = pool_layer(pools[level], name=f"enc{level}_pool")(x)
     x = conv_block(x, base_filters * 2 ** (depth - 1), normalization, name="bottom")
     for level in reversed(range(depth - 1)):
-        x = upsampling_block(x, skips[level], base_filters * 2 ** level, pools[level], normalization,
-                             upsampling, name=f"dec{level}")
+        x = upsampling_block(
+            x, skips[level], base_filters * 2**level, pools[level], normalization, upsampling, name=f"dec{level}"
+        )
     if downsample == 2:
         logits = out_conv(n_labels, 1, dtype="float32", name="logits")(x)
         upsampled = LinearUpsampling(dtype="float32", name="full_resolution")(logits)
@@ -254,12 +271,12 @@ def receptive_field(depth: int = 4, convs_per_level: int = 2, kernel: int = 3) -
     rf, jump = 1, 1
     for _ in range(depth - 1):
         rf += convs_per_level * (kernel - 1) * jump  # encoder convs at this level
-        rf += jump                                    # 2x2 pooling
+        rf += jump  # 2x2 pooling
         jump *= 2
-    rf += convs_per_level * (kernel - 1) * jump       # bottom
+    rf += convs_per_level * (kernel - 1) * jump  # bottom
     for _ in range(depth - 1):
         jump //= 2
-        rf += convs_per_level * (kernel - 1) * jump   # decoder convs
+        rf += convs_per_level * (kernel - 1) * jump  # decoder convs
     return rf
 
 
@@ -267,7 +284,7 @@ def activation_memory_mb(model: keras.Model, batch_size: int = 1, bytes_per_valu
     """Memory of every layer output for one forward pass (kept for backprop), MB."""
     total = 0
     for layer in model.layers:
-        for out in (layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]):
+        for out in layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]:
             total += int(np.prod(out.shape[1:]))
     return total * batch_size * bytes_per_value / 1e6
 
@@ -290,13 +307,16 @@ def load_model(path, compile: bool = True) -> keras.Model:
     if not path.is_file():
         raise ModelLoadError(f"model not found: {path}")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
-        raise ModelLoadError(f"{path} is not a .keras model (expected the zip archive that model.save() writes "
-                             "with a .keras name)")
+        raise ModelLoadError(
+            f"{path} is not a .keras model (expected the zip archive that model.save() writes with a .keras name)"
+        )
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=True)
     except Exception as err:  # Keras raises ValueError, TypeError, KeyError, OSError ... on bad archives
         text = " ".join(str(err).split())
         if "safe_mode" in text or "unsafe" in text.lower() or "lambda" in text.lower():
-            raise ModelLoadError(f"{path} holds a layer that runs arbitrary code (e.g. a Lambda); refused "
-                                 "because safe mode is on. Load it only if you trust its author.") from err
+            raise ModelLoadError(
+                f"{path} holds a layer that runs arbitrary code (e.g. a Lambda); refused "
+                "because safe mode is on. Load it only if you trust its author."
+            ) from err
         raise ModelLoadError(f"could not load the model {path}: {text[:300]}") from err

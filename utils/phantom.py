@@ -45,9 +45,7 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
-from multiprocessing import get_context
 from pathlib import Path
 
 import nibabel as nib
@@ -56,10 +54,10 @@ from scipy import ndimage as ndi
 
 from .config import BRATS_SHAPE, TINY_SHAPE
 from .labels import LABEL_NAMES, MODALITIES
+from .parallel import default_workers, map_in_processes
 from .safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
 
 GENERATOR_VERSION = 3
-NO_KERAS_ENV = "BRATS_COURSE_NO_KERAS"
 MARKER_FILE = "phantom.json"
 TOOL = "utils.phantom"
 FOV_MM = (240.0, 240.0, 155.0)
@@ -223,6 +221,7 @@ def _periventricular(maps: dict, coarse_mask: np.ndarray, spacing: np.ndarray) -
 # One case
 # ----------------------------------------------------------------------------
 
+
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], coarse: int = 5) -> np.ndarray:
     """Smooth random field in about [-1, 1] on ``shape``.
 
@@ -241,8 +240,12 @@ def _cubic_matrix(n: int, coarse: int) -> np.ndarray:
     t = (np.arange(n) + 0.5) * coarse / n - 0.5
     i0 = np.floor(t).astype(int)
     f = t - i0
-    weights = ((-f ** 3 + 2 * f ** 2 - f) / 2, (3 * f ** 3 - 5 * f ** 2 + 2) / 2,
-               (-3 * f ** 3 + 4 * f ** 2 + f) / 2, (f ** 3 - f ** 2) / 2)
+    weights = (
+        (-(f**3) + 2 * f**2 - f) / 2,
+        (3 * f**3 - 5 * f**2 + 2) / 2,
+        (-3 * f**3 + 4 * f**2 + f) / 2,
+        (f**3 - f**2) / 2,
+    )
     matrix = np.zeros((n, coarse), dtype=np.float32)
     for k, w in enumerate(weights):
         np.add.at(matrix, (np.arange(n), np.clip(i0 - 1 + k, 0, coarse - 1)), w)
@@ -330,10 +333,10 @@ def _tumour_parameters(rng: np.random.Generator, anat: dict) -> dict:
         "mass_effect": rng.uniform(0.1, 0.3) * min(1.0, r_solid / 15.0),
         "spacing": spacing,
         # appearance of this tumour (shared by its foci)
-        "enhancement": rng.uniform(0.6, 1.0),        # how far the enhancing tumour rises on T1gd
+        "enhancement": rng.uniform(0.6, 1.0),  # how far the enhancing tumour rises on T1gd
         "enhancement_patchiness": rng.uniform(0.2, 0.5),
-        "faint_enhancement": rng.uniform(0.0, 0.2),   # unlabelled enhancement inside the core
-        "core_distinctness": rng.uniform(0.5, 1.0),   # 0: the core looks like edema; 1: as TUMOUR_CONTRAST
+        "faint_enhancement": rng.uniform(0.0, 0.2),  # unlabelled enhancement inside the core
+        "core_distinctness": rng.uniform(0.5, 1.0),  # 0: the core looks like edema; 1: as TUMOUR_CONTRAST
         "edema_tissue_share": rng.uniform(0.15, 0.4),
         "partial_volume_mm": rng.uniform(0.6, 1.0),
     }
@@ -356,7 +359,7 @@ def _displace_tissue(anat: dict, p: dict) -> tuple[tuple[slice, ...], dict]:
     r = 1.2 * main["r_solid"]
     box = _box(main["centre_vox"], 2.0 * r, p["spacing"], anat["mask"].shape)  # beyond: under 0.1 mm
     offset = _offsets_mm(box, main["centre_vox"], p["spacing"])
-    dist = np.sqrt((offset ** 2).sum(0))
+    dist = np.sqrt((offset**2).sum(0))
     pull = 1.0 - p["mass_effect"] * np.exp(-((dist / r) ** 2))
     src = np.stack([c + o / s * pull for o, c, s in zip(offset, main["centre_vox"], p["spacing"])])
     tissue = {
@@ -366,8 +369,9 @@ def _displace_tissue(anat: dict, p: dict) -> tuple[tuple[slice, ...], dict]:
     return box, tissue
 
 
-def _plant_focus(rng: np.random.Generator, anat: dict, wm: np.ndarray, csf: np.ndarray,
-                 f: dict, edema_mm: float, spacing: np.ndarray):
+def _plant_focus(
+    rng: np.random.Generator, anat: dict, wm: np.ndarray, csf: np.ndarray, f: dict, edema_mm: float, spacing: np.ndarray
+):
     """Compartments of one focus in its box: 0 none, 1 edema, 2 non-enhancing, 3 enhancing, 4 necrosis.
 
     Shapes are signed distances in mm (negative inside), deformed by smooth
@@ -377,8 +381,9 @@ def _plant_focus(rng: np.random.Generator, anat: dict, wm: np.ndarray, csf: np.n
     rough = f["roughness"] * r
     reach_max = edema_mm * 1.15 * 1.4
     extent = max(np.linalg.norm(shift) + radius for shift, radius in f["lobes"]) * f["axes"].max()
-    box = _box(f["centre_vox"], extent + 1.1 * rough + 2.0 + reach_max + 2.0 * spacing.max(), spacing,
-               anat["mask"].shape)
+    box = _box(
+        f["centre_vox"], extent + 1.1 * rough + 2.0 + reach_max + 2.0 * spacing.max(), spacing, anat["mask"].shape
+    )
     box_shape = tuple(sl.stop - sl.start for sl in box)
     offset = _offsets_mm(box, f["centre_vox"], spacing)
     q = np.tensordot(f["rotation"], offset, axes=1) / f["axes"][:, None, None, None]
@@ -422,8 +427,9 @@ def _plant_tumour(rng: np.random.Generator, anat: dict, p: dict):
     wm[mbox], csf[mbox] = tissue["wm"], tissue["csf"]
     comp = np.zeros(shape, dtype=np.uint8)
     for f in p["foci"]:
-        box, focus = _plant_focus(rng, anat, wm, csf, f, p["edema_mm"] * (1.0 if f is p["foci"][0] else 0.6),
-                                  p["spacing"])
+        box, focus = _plant_focus(
+            rng, anat, wm, csf, f, p["edema_mm"] * (1.0 if f is p["foci"][0] else 0.6), p["spacing"]
+        )
         np.maximum(comp[box], focus, out=comp[box])  # solid parts win over another focus' edema
     return mbox, tissue, comp
 
@@ -530,11 +536,15 @@ def _synthesise(seed: int, shape: tuple[int, int, int]) -> dict:
     # soft compartment weights so tumour borders are partial-volume, not jagged
     pv_mm = params["partial_volume_mm"]
     tbox = _bbox(comp > 0, int(np.ceil(3.0 * pv_mm / spacing.min())) + 1, mask.shape)
-    weights = [ndi.gaussian_filter((comp[tbox] == k).astype(np.float32), pv_mm / spacing, truncate=3.0)
-               for k in (1, 2, 3, 4)]
+    weights = [
+        ndi.gaussian_filter((comp[tbox] == k).astype(np.float32), pv_mm / spacing, truncate=3.0) for k in (1, 2, 3, 4)
+    ]
     box_shape = comp[tbox].shape
-    texture = (1.0 + scanner["texture"] * _smooth_noise(rng, box_shape, coarse=8)
-               + 0.5 * scanner["texture"] * _smooth_noise(rng, box_shape, coarse=24))
+    texture = (
+        1.0
+        + scanner["texture"] * _smooth_noise(rng, box_shape, coarse=8)
+        + 0.5 * scanner["texture"] * _smooth_noise(rng, box_shape, coarse=24)
+    )
     # enhancement varies within the enhancing tumour (patchy uptake), and some uptake shows in
     # the unlabelled core: T1gd alone does not draw the border between the two
     uptake = np.clip(1.0 + params["enhancement_patchiness"] * _smooth_noise(rng, box_shape, coarse=14), 0.4, 1.6)
@@ -560,11 +570,14 @@ def _synthesise(seed: int, shape: tuple[int, int, int]) -> dict:
         d = params["core_distinctness"]
         core_v, enh_v = (seen_edema + d * (v - seen_edema) for v in (core_v, enh_v))
         if name == "T1gd":  # enhancement: how far above the core it rises, patchy
-            enh_v = core_v + params["enhancement"] * (TUMOUR_CONTRAST["T1gd"][2] * scanner["contrast"][2, ch]
-                                                      - core_v) * uptake
+            enh_v = (
+                core_v
+                + params["enhancement"] * (TUMOUR_CONTRAST["T1gd"][2] * scanner["contrast"][2, ch] - core_v) * uptake
+            )
             core_v = core_v + faint * (enh_v - core_v)
-        tumour_v = (weights[0] * ((1.0 - share) * edema_v) + weights[1] * core_v + weights[2] * enh_v
-                    + weights[3] * necrosis_v)
+        tumour_v = (
+            weights[0] * ((1.0 - share) * edema_v) + weights[1] * core_v + weights[2] * enh_v + weights[3] * necrosis_v
+        )
         channel[tbox] = np.where(mask[tbox], channel[tbox] * (1.0 - tumour_w) + tumour_v * texture, 0.0)
         if scanner["blur_mm"][ch] > 0.2 * spacing[2]:
             channel[bbox] = ndi.gaussian_filter1d(channel[bbox], scanner["blur_mm"][ch] / spacing[2], axis=2)
@@ -573,15 +586,21 @@ def _synthesise(seed: int, shape: tuple[int, int, int]) -> dict:
         noise_sd = scanner["noise"][ch] * scanner["scale"][ch]
         n1 = rng.standard_normal(len(inside), dtype=np.float32) * noise_sd
         n2 = rng.standard_normal(len(inside), dtype=np.float32) * noise_sd
-        values_out = np.sqrt((values_out + n1) ** 2 + n2 ** 2)  # Rician magnitude noise
+        values_out = np.sqrt((values_out + n1) ** 2 + n2**2)  # Rician magnitude noise
         flat = np.zeros(mask.size, dtype=np.int16)
         flat[inside] = np.clip(np.rint(values_out), 0, np.iinfo(np.int16).max)
         image[..., ch] = flat.reshape(mask.shape)
 
     label = np.where(comp == 4, 2, comp).astype(np.uint8)
     label[~mask] = 0
-    return {"image": image, "label": label, "affine": anat["affine"].copy(), "params": params,
-            "hyperintensity": hyper, "vessel": vessel}
+    return {
+        "image": image,
+        "label": label,
+        "affine": anat["affine"].copy(),
+        "params": params,
+        "hyperintensity": hyper,
+        "vessel": vessel,
+    }
 
 
 def _healthy_channel(name: str, maps: dict) -> np.ndarray:
@@ -592,20 +611,22 @@ def _healthy_channel(name: str, maps: dict) -> np.ndarray:
     return (maps["gm"] * gm_v + maps["wm"] * wm_v + maps["csf"] * csf_v).astype(np.float32)
 
 
-def _bias_field(rng: np.random.Generator, ijk: tuple[np.ndarray, ...], shape: tuple[int, ...],
-                strength: float = 0.07) -> np.ndarray:
+def _bias_field(
+    rng: np.random.Generator, ijk: tuple[np.ndarray, ...], shape: tuple[int, ...], strength: float = 0.07
+) -> np.ndarray:
     """A smooth multiplicative field (separable, about +-2 ``strength``) at the voxels ``ijk``."""
     field = np.ones(len(ijk[0]), dtype=np.float32)
     for idx, n in zip(ijk, shape):
         t = np.linspace(-1.0, 1.0, n, dtype=np.float32)
         a, b = rng.uniform(-strength, strength, size=2)
-        field *= np.exp(a * t + b * (t ** 2 - 1.0 / 3.0)).astype(np.float32)[idx]
+        field *= np.exp(a * t + b * (t**2 - 1.0 / 3.0)).astype(np.float32)[idx]
     return field
 
 
 # ----------------------------------------------------------------------------
 # A whole dataset in the MSD layout
 # ----------------------------------------------------------------------------
+
 
 def _case_ids(n_train: int, n_test: int) -> tuple[list[str], list[str]]:
     ids = [f"PHANTOM_{i:03d}" for i in range(1, n_train + n_test + 1)]
@@ -671,8 +692,12 @@ def _expected_files(marker: dict) -> list[str] | None:
         train, test = _case_ids(int(marker["n_train"]), int(marker["n_test"]))
     except (KeyError, TypeError, ValueError):
         return None
-    return (["dataset.json", MARKER_FILE] + [f"imagesTr/{c}.nii.gz" for c in train]
-            + [f"labelsTr/{c}.nii.gz" for c in train] + [f"imagesTs/{c}.nii.gz" for c in test])
+    return (
+        ["dataset.json", MARKER_FILE]
+        + [f"imagesTr/{c}.nii.gz" for c in train]
+        + [f"labelsTr/{c}.nii.gz" for c in train]
+        + [f"imagesTs/{c}.nii.gz" for c in test]
+    )
 
 
 def _is_complete(folder: Path, marker: dict) -> bool:
@@ -786,9 +811,7 @@ def make_phantom_dataset(
             "labels": {str(k): v for k, v in LABEL_NAMES.items()},
             "numTraining": n_train,
             "numTest": n_test,
-            "training": [
-                {"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in train_ids
-            ],
+            "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in train_ids],
             "test": [f"./imagesTs/{c}.nii.gz" for c in test_ids],
         }
         (partial / "dataset.json").write_text(json.dumps(dataset, indent=2))
@@ -796,8 +819,10 @@ def make_phantom_dataset(
         (partial / MARKER_FILE).write_text(json.dumps(info, indent=2))
         install_folder(partial, out_dir, TOOL, owned, last=MARKER_FILE)
         if foreign and progress:
-            print(f"kept {len(foreign)} file(s) in {out_dir} that utils.phantom did not write: "
-                  f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}")
+            print(
+                f"kept {len(foreign)} file(s) in {out_dir} that utils.phantom did not write: "
+                f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}"
+            )
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return out_dir
@@ -806,32 +831,13 @@ def make_phantom_dataset(
 def _run_tasks(tasks: list[tuple], workers: int | None, progress: bool, desc: str) -> list[dict]:
     from tqdm.auto import tqdm
 
-    workers = workers or min(len(tasks), os.cpu_count() or 1, 4)
-    bar = tqdm(total=len(tasks), desc=desc, unit="case", disable=not progress)
-    try:
-        if workers <= 1:
-            records = []
-            for task in tasks:
-                records.append(_write_case(task))
-                bar.update()
-            return records
-        # spawned workers import `utils`; they need no Keras (seconds and memory saved)
-        previous = os.environ.get(NO_KERAS_ENV)
-        os.environ[NO_KERAS_ENV] = "1"
-        try:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                records = []
-                for record in pool.map(_write_case, tasks):
-                    records.append(record)
-                    bar.update()
-                return records
-        finally:
-            if previous is None:
-                os.environ.pop(NO_KERAS_ENV, None)
-            else:
-                os.environ[NO_KERAS_ENV] = previous
-    finally:
-        bar.close()
+    workers = workers or default_workers(len(tasks))
+    with tqdm(total=len(tasks), desc=desc, unit="case", disable=not progress) as bar:
+        records = []
+        for record in map_in_processes(_write_case, tasks, workers):
+            records.append(record)
+            bar.update()
+        return records
 
 
 def phantom_label_statistics(folder: Path | str):
@@ -852,8 +858,9 @@ def phantom_label_statistics(folder: Path | str):
     marker = read_marker(folder)
     if marker is None or not isinstance(marker.get("cases"), list):
         raise FileNotFoundError(f"expected a phantom made by utils.phantom in {folder}; found no {MARKER_FILE}")
-    rows = {c["case_id"]: [c["volume_ml"][LABEL_NAMES[k]] for k in (1, 2, 3)]
-            for c in marker["cases"] if c.get("labelled")}
+    rows = {
+        c["case_id"]: [c["volume_ml"][LABEL_NAMES[k]] for k in (1, 2, 3)] for c in marker["cases"] if c.get("labelled")
+    }
     return label_statistics(pd.DataFrame.from_dict(rows, orient="index", columns=list(CLASS_NAMES)))
 
 
@@ -876,19 +883,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="target folder")
     parser.add_argument("--train", type=int, default=16, help="labelled cases (default 16, as the cpu mode)")
     parser.add_argument("--test", type=int, default=2, help="unlabelled cases (default 2)")
-    parser.add_argument("--shape", type=int, nargs=3, default=list(BRATS_SHAPE), metavar=("X", "Y", "Z"),
-                        help="grid size (default 240 240 155, the BraTS grid)")
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=list(BRATS_SHAPE),
+        metavar=("X", "Y", "Z"),
+        help="grid size (default 240 240 155, the BraTS grid)",
+    )
     parser.add_argument("--tiny", action="store_true", help=f"the CI grid {TINY_SHAPE}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty folder that is not a phantom (its files are kept)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty folder that is not a phantom (its files are kept)",
+    )
     args = parser.parse_args(argv)
     shape = TINY_SHAPE if args.tiny else tuple(args.shape)
     start = time.perf_counter()
     try:
-        out = make_phantom_dataset(args.out, args.train, args.test, shape, args.seed,
-                                   args.overwrite, args.workers)
+        out = make_phantom_dataset(args.out, args.train, args.test, shape, args.seed, args.overwrite, args.workers)
     except (FileExistsError, ValueError, OSError) as err:  # refusals (UnsafeWriteError is a ValueError)
         print(f"error: {err}", file=sys.stderr)
         return 2

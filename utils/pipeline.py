@@ -35,9 +35,16 @@ class PatchSampler:
             ``x * U(1 - s, 1 + s) + U(-t, t)`` on brain voxels.
     """
 
-    def __init__(self, cache: TrainingCache, case_ids: list[str], patch_shape=(160, 160, 16),
-                 foreground_fraction: float = 0.33, augment: bool = True, scale_range: float = 0.1,
-                 shift_range: float = 0.1):
+    def __init__(
+        self,
+        cache: TrainingCache,
+        case_ids: list[str],
+        patch_shape=(160, 160, 16),
+        foreground_fraction: float = 0.33,
+        augment: bool = True,
+        scale_range: float = 0.1,
+        shift_range: float = 0.1,
+    ):
         if not case_ids:
             raise ValueError("PatchSampler needs at least one case")
         missing = sorted(set(case_ids) - set(cache.case_ids))
@@ -100,8 +107,17 @@ class PatchDataset(PyDataset):
         max_queue_size: batches kept ready.
     """
 
-    def __init__(self, sampler: PatchSampler, batch_size: int, steps: int, seed: int = 0, fixed: bool = False,
-                 initial_epoch: int = 0, workers: int = 1, max_queue_size: int = 8):
+    def __init__(
+        self,
+        sampler: PatchSampler,
+        batch_size: int,
+        steps: int,
+        seed: int = 0,
+        fixed: bool = False,
+        initial_epoch: int = 0,
+        workers: int = 1,
+        max_queue_size: int = 8,
+    ):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
         if batch_size < 1 or steps < 1:
             raise ValueError(f"batch_size and steps must be >= 1; found {batch_size}, {steps}")

@@ -79,8 +79,18 @@ def _dataset_inputs(root: Path):
     return items, [root / name for name in MSD_FOLDERS]
 
 
-def segment(model, source: Path, output: Path, overlap: float, mirror: bool, largest_component: bool,
-            probabilities: bool, overwrite: bool, inputs: list[Path] = (), input_dirs: list[Path] = ()):
+def segment(
+    model,
+    source: Path,
+    output: Path,
+    overlap: float,
+    mirror: bool,
+    largest_component: bool,
+    probabilities: bool,
+    overwrite: bool,
+    inputs: list[Path] = (),
+    input_dirs: list[Path] = (),
+):
     """Segment one input; return ``(case_id, label or None, prediction, spacing)``.
 
     ``output`` (and its probability map) may not be an input file of the case
@@ -97,8 +107,9 @@ def segment(model, source: Path, output: Path, overlap: float, mirror: bool, lar
         owned.check_free(target, overwrite)
     if not np.any(image):
         raise DatasetError(f"the image is all zero (no brain to segment): {reference}")
-    pred, probs = predict_case(model, image, overlap=overlap, mirror=mirror, largest_component=largest_component,
-                               progress=False)
+    pred, probs = predict_case(
+        model, image, overlap=overlap, mirror=mirror, largest_component=largest_component, progress=False
+    )
     save_segmentation(pred, reference, output, overwrite=True, probabilities=probs if probabilities else None)
     for target in targets:
         owned.record(target)
@@ -114,11 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     many = parser.add_argument_group("a folder of cases")
     many.add_argument("--input-dir", type=Path, help="a dataset: MSD, or a folder of BraTS 2020/2021 or 2023+ cases")
     many.add_argument("--output-dir", type=Path, help="where <case>.nii.gz and metrics.csv go")
-    parser.add_argument("--overlap", type=float, default=0.5,
-                        help="fraction of a window shared with its neighbour, in [0, 1) (default 0.5)")
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=0.5,
+        help="fraction of a window shared with its neighbour, in [0, 1) (default 0.5)",
+    )
     parser.add_argument("--mirror", action="store_true", help="test-time mirroring (8x slower)")
-    parser.add_argument("--no-largest-component", action="store_true",
-                        help="keep every predicted blob, not only the largest tumour")
+    parser.add_argument(
+        "--no-largest-component", action="store_true", help="keep every predicted blob, not only the largest tumour"
+    )
     parser.add_argument("--probabilities", action="store_true", help="also write the probability maps")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never the input)")
     args = parser.parse_args(argv)
@@ -129,17 +145,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.input_dir and not args.output_dir:
         parser.error("--input-dir needs --output-dir")
 
-
-    options = dict(overlap=args.overlap, mirror=args.mirror, largest_component=not args.no_largest_component,
-                   probabilities=args.probabilities, overwrite=args.overwrite)
+    options = dict(
+        overlap=args.overlap,
+        mirror=args.mirror,
+        largest_component=not args.no_largest_component,
+        probabilities=args.probabilities,
+        overwrite=args.overwrite,
+    )
     start = time.perf_counter()
     try:
         model = load_model(args.model, compile=False)
         if args.input:
             case_id, _, pred, _ = segment(model, args.input, args.output, **options)
             counts = np.bincount(pred.ravel(), minlength=4)[1:]
-            print(f"{case_id}: wrote {args.output} (voxels edema {counts[0]}, non-enhancing {counts[1]}, "
-                  f"enhancing {counts[2]}) in {time.perf_counter() - start:.1f} s")
+            print(
+                f"{case_id}: wrote {args.output} (voxels edema {counts[0]}, non-enhancing {counts[1]}, "
+                f"enhancing {counts[2]}) in {time.perf_counter() - start:.1f} s"
+            )
             return 0
 
         items, read_only = _dataset_inputs(args.input_dir)
@@ -147,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.output_dir.exists() and not args.output_dir.is_dir():
             raise UnsafeWriteError(f"--output-dir {args.output_dir} is a file, not a folder")
         if args.output_dir.resolve() == args.input_dir.resolve():
-            raise UnsafeWriteError(f"refusing to write --output-dir {args.output_dir}: it is the input dataset "
-                                   "folder, which is read-only")
+            raise UnsafeWriteError(
+                f"refusing to write --output-dir {args.output_dir}: it is the input dataset folder, which is read-only"
+            )
         check_target(args.output_dir, "--output-dir", input_dirs=read_only)
         args.output_dir.mkdir(parents=True, exist_ok=True)
         csv = args.output_dir / "metrics.csv"
@@ -158,15 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         for source, label_path in items:
             name = source.name if source.is_dir() else source.name.split(".nii")[0]
             out = args.output_dir / f"{name}.nii.gz"
-            case_id, label, pred, spacing = segment(model, source, out, inputs=inputs, input_dirs=read_only,
-                                                    **options)
+            case_id, label, pred, spacing = segment(model, source, out, inputs=inputs, input_dirs=read_only, **options)
             written.append(out)
             if label is None and label_path is not None:
                 _refuse_own_output(label_path, written)
                 label, _ = load_label(args.input_dir, case_id)
             if label is not None:
                 if label.shape != pred.shape:
-                    raise DatasetError(f"label grid {label.shape} does not match the image grid {pred.shape}: {case_id}")
+                    raise DatasetError(
+                        f"label grid {label.shape} does not match the image grid {pred.shape}: {case_id}"
+                    )
                 scored.append((case_id, label, pred, spacing))
             print(f"{case_id}: {out}")
         if scored:
@@ -175,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                 table.to_csv(tmp)
             OwnedFiles(args.output_dir, "utils.predict").record(csv)  # re-read: segment() recorded the cases
             print(table.loc[["mean", "median"]].T.to_string())
-            print(f"metrics of {len(scored)} labelled cases: {csv} (every labelled case of the folder: "
-                  "this command does not know which of them a model trained on)")
+            print(
+                f"metrics of {len(scored)} labelled cases: {csv} (every labelled case of the folder: "
+                "this command does not know which of them a model trained on)"
+            )
         print(f"done in {time.perf_counter() - start:.1f} s")
         return 0
     except (DatasetError, ValueError, FileExistsError, ModelLoadError, OSError) as err:
@@ -188,8 +214,10 @@ def _refuse_own_output(label_path: Path, written: list[Path]) -> None:
     """Scoring never reads a label that this run wrote (compared by inode)."""
     for out in written:
         if out.exists() and label_path.exists() and os.path.samefile(out, label_path):
-            raise UnsafeWriteError(f"refusing to score against {label_path}: it is a segmentation this run "
-                                   f"wrote ({out}), not the ground truth")
+            raise UnsafeWriteError(
+                f"refusing to score against {label_path}: it is a segmentation this run "
+                f"wrote ({out}), not the ground truth"
+            )
 
 
 if __name__ == "__main__":

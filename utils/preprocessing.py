@@ -44,8 +44,13 @@ def _check_channels_last(image: np.ndarray) -> None:
         raise ValueError(f"expected a channels-last image (x, y, z, C); found shape {image.shape}")
 
 
-def _check_patch_inputs(image: np.ndarray, label: np.ndarray, patch_shape: tuple[int, int, int],
-                        num_classes: int, orig_shape: tuple[int, int, int] | None = None) -> None:
+def _check_patch_inputs(
+    image: np.ndarray,
+    label: np.ndarray,
+    patch_shape: tuple[int, int, int],
+    num_classes: int,
+    orig_shape: tuple[int, int, int] | None = None,
+) -> None:
     image, label = np.asarray(image), np.asarray(label)
     _check_channels_last(image)
     if label.shape != image.shape[:3]:
@@ -61,9 +66,15 @@ def _check_patch_inputs(image: np.ndarray, label: np.ndarray, patch_shape: tuple
         raise ValueError(f"image holds {int((~np.isfinite(image)).sum())} NaN/Inf values")
 
 
-def rejection_sample(image: np.ndarray, label: np.ndarray, patch_shape=(160, 160, 16), num_classes: int = NUM_CLASSES,
-                     max_tries: int = 1000, background_threshold: float = 0.95,
-                     rng: np.random.Generator | None = None) -> Patch:
+def rejection_sample(
+    image: np.ndarray,
+    label: np.ndarray,
+    patch_shape=(160, 160, 16),
+    num_classes: int = NUM_CLASSES,
+    max_tries: int = 1000,
+    background_threshold: float = 0.95,
+    rng: np.random.Generator | None = None,
+) -> Patch:
     """Draw patch corners uniformly until the background share is below the threshold.
 
     Args:
@@ -95,13 +106,23 @@ def _rejection_loop(image, label, patch_shape, num_classes, max_tries, backgroun
         if np.mean(patch_label == 0) < background_threshold:
             return Patch(np.array(image[window], dtype=np.float32), one_hot(patch_label, num_classes), start, tries)
     raise PatchSamplingError(
-        f"no {tuple(patch_shape)} patch with background below {background_threshold:.0%} "
-        f"in {max_tries} tries"
+        f"no {tuple(patch_shape)} patch with background below {background_threshold:.0%} in {max_tries} tries"
     )
 
 
-def get_sub_volume(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=160, output_y=160,
-                   output_z=16, num_classes=4, max_tries=1000, background_threshold=0.95):
+def get_sub_volume(
+    image,
+    label,
+    orig_x=240,
+    orig_y=240,
+    orig_z=155,
+    output_x=160,
+    output_y=160,
+    output_z=16,
+    num_classes=4,
+    max_tries=1000,
+    background_threshold=0.95,
+):
     """Extract a random patch that is not mostly background.
 
     Taught in lesson 02, exercise 1.
@@ -135,9 +156,14 @@ def get_sub_volume(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=16
     return patch.X, patch.y
 
 
-def sample_foreground_patch(image: np.ndarray, label: np.ndarray, patch_shape=(160, 160, 16),
-                            num_classes: int = NUM_CLASSES, foreground_fraction: float = 0.33,
-                            rng: np.random.Generator | None = None) -> Patch:
+def sample_foreground_patch(
+    image: np.ndarray,
+    label: np.ndarray,
+    patch_shape=(160, 160, 16),
+    num_classes: int = NUM_CLASSES,
+    foreground_fraction: float = 0.33,
+    rng: np.random.Generator | None = None,
+) -> Patch:
     """nnU-Net-style sampling: some patches centred on tumour, the rest anywhere.
 
     With probability ``foreground_fraction`` the patch is centred on a voxel of
@@ -199,7 +225,7 @@ def standardize(image):
     flat = image.reshape(-1, image.shape[2] * image.shape[3])
     mean = flat.mean(axis=0, dtype=np.float64)
     mean_sq = np.einsum("ij,ij->j", flat, flat, dtype=np.float64) / flat.shape[0]
-    std = np.sqrt(np.maximum(mean_sq - mean ** 2, 0.0))
+    std = np.sqrt(np.maximum(mean_sq - mean**2, 0.0))
     # a spread below float32 resolution of the mean is a constant slice
     varies = std > 1e-7 * np.maximum(np.abs(mean), np.finfo(np.float32).tiny)
     scale = np.divide(1.0, std, out=np.zeros_like(std), where=varies)
@@ -240,8 +266,15 @@ def standardize_nonzero(image: np.ndarray, mask: np.ndarray | None = None) -> np
     return out
 
 
-def compare_samplers(cases, n_patches: int = 50, patch_shape=(160, 160, 16), foreground_fraction: float = 0.33,
-                     background_threshold: float = 0.95, max_tries: int = 1000, seed: int = 0):
+def compare_samplers(
+    cases,
+    n_patches: int = 50,
+    patch_shape=(160, 160, 16),
+    foreground_fraction: float = 0.33,
+    background_threshold: float = 0.95,
+    max_tries: int = 1000,
+    seed: int = 0,
+):
     """Rejection sampling against foreground oversampling on the same cases.
 
     Args:
@@ -265,11 +298,18 @@ def compare_samplers(cases, n_patches: int = 50, patch_shape=(160, 160, 16), for
             image, label = cases[i % len(cases)]
             try:
                 if method.startswith("rejection"):
-                    patch = rejection_sample(image, label, patch_shape, max_tries=max_tries,
-                                             background_threshold=background_threshold, rng=rng)
+                    patch = rejection_sample(
+                        image,
+                        label,
+                        patch_shape,
+                        max_tries=max_tries,
+                        background_threshold=background_threshold,
+                        rng=rng,
+                    )
                 else:
-                    patch = sample_foreground_patch(image, label, patch_shape,
-                                                    foreground_fraction=foreground_fraction, rng=rng)
+                    patch = sample_foreground_patch(
+                        image, label, patch_shape, foreground_fraction=foreground_fraction, rng=rng
+                    )
             except PatchSamplingError:
                 failed += 1
                 tries.append(max_tries)

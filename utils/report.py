@@ -43,12 +43,15 @@ from .safety import OwnedFiles, atomic_path, check_target
 from .viewer3d import build_niivue, case_layers, focus_voxel, legend_html
 
 GENERATOR = "brats-course utils.report"
-CSP = ("default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; "
-       "img-src data: blob:; font-src data:; connect-src data: blob:; worker-src blob:")
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; "
+    "img-src data: blob:; font-src data:; connect-src data: blob:; worker-src blob:"
+)
 _DATA_ID = "report-data"
 
 
 # --------------------------------------------------------------------------- state of the viewer
+
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
@@ -94,14 +97,21 @@ def viewer_payload(layers, focus=None, shape=None, affine=None) -> dict:
         models = {root: _widget_state(nv)}
         for vol in volumes:
             models[vol.model_id] = _widget_state(vol)
-        listed = [{"name": layer.name, "kind": layer.kind, "model": vol.model_id, "opacity": layer.opacity}
-                  for layer, vol in zip(layers, volumes)]
+        listed = [
+            {"name": layer.name, "kind": layer.kind, "model": vol.model_id, "opacity": layer.opacity}
+            for layer, vol in zip(layers, volumes)
+        ]
     finally:
         for widget in (nv, *volumes):
             widget.close()
-    return {"root": root, "models": models, "layers": listed,
-            "esm": _b64(gzip.compress(esm.encode("utf-8"), compresslevel=9, mtime=0)),
-            "licence": _ipyniivue_licence(), "version": ipyniivue.__version__}
+    return {
+        "root": root,
+        "models": models,
+        "layers": listed,
+        "esm": _b64(gzip.compress(esm.encode("utf-8"), compresslevel=9, mtime=0)),
+        "licence": _ipyniivue_licence(),
+        "version": ipyniivue.__version__,
+    }
 
 
 def _ipyniivue_licence() -> str:
@@ -113,6 +123,7 @@ def _ipyniivue_licence() -> str:
 
 
 # --------------------------------------------------------------------------- tables
+
 
 def _table(frame, float_format: str = "{:.2f}") -> str:
     frame = frame.rename_axis(None)
@@ -131,9 +142,10 @@ def volume_tables(segmentation: np.ndarray, spacing, truth: np.ndarray | None = 
 def metrics_table(truth: np.ndarray, segmentation: np.ndarray, spacing):
     """BraTS region Dice and HD95 (mm) of the segmentation against the truth."""
     scores = region_scores(truth, segmentation, spacing)
-    return pd.DataFrame({"Dice": [scores[f"Dice {r}"] for r in REGIONS],
-                         "HD95 (mm)": [scores[f"HD95 {r}"] for r in REGIONS]},
-                        index=[f"{REGION_NAMES[r]} ({r})" for r in REGIONS])
+    return pd.DataFrame(
+        {"Dice": [scores[f"Dice {r}"] for r in REGIONS], "HD95 (mm)": [scores[f"HD95 {r}"] for r in REGIONS]},
+        index=[f"{REGION_NAMES[r]} ({r})" for r in REGIONS],
+    )
 
 
 # --------------------------------------------------------------------------- the page
@@ -221,9 +233,16 @@ def _json_for_script(payload: dict) -> str:
     return text.replace("<", "\\u003c")  # no "</script>" can end the block early
 
 
-def report_html(image: np.ndarray, affine: np.ndarray, segmentation: np.ndarray, spacing=None,
-                truth: np.ndarray | None = None, case_id: str = "case", sources: dict[str, str] | None = None,
-                sequences: tuple[str, ...] | None = None) -> str:
+def report_html(
+    image: np.ndarray,
+    affine: np.ndarray,
+    segmentation: np.ndarray,
+    spacing=None,
+    truth: np.ndarray | None = None,
+    case_id: str = "case",
+    sources: dict[str, str] | None = None,
+    sequences: tuple[str, ...] | None = None,
+) -> str:
     """The report as one HTML string (see the module docstring).
 
     Args:
@@ -245,46 +264,78 @@ def report_html(image: np.ndarray, affine: np.ndarray, segmentation: np.ndarray,
         raise ValueError(f"segmentation shape {np.shape(segmentation)} does not match the image {np.shape(image)[:3]}")
     if truth is not None and np.shape(truth) != np.shape(image)[:3]:
         raise ValueError(f"truth shape {np.shape(truth)} does not match the image {np.shape(image)[:3]}")
-    overlays = {"segmentation": segmentation} if truth is None else {"ground truth": truth, "segmentation": segmentation}
-    layers = case_layers(image, affine, overlays, errors=None if truth is None else (truth, segmentation),
-                         sequences=sequences)
+    overlays = (
+        {"segmentation": segmentation} if truth is None else {"ground truth": truth, "segmentation": segmentation}
+    )
+    layers = case_layers(
+        image, affine, overlays, errors=None if truth is None else (truth, segmentation), sequences=sequences
+    )
     payload = viewer_payload(layers, focus_voxel(overlays, np.shape(image)[:3]), np.shape(image)[:3], affine)
     esc = html.escape
     kinds = ["label"] + (["errors"] if truth is not None else [])
     parts = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{esc(CSP)}">',
         f'<meta name="generator" content="{GENERATOR} {__version__}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(case_id)}: tumour segmentation report</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
+        f"<title>{esc(case_id)}: tumour segmentation report</title>",
+        f"<style>{_STYLE}</style>",
+        "</head>",
+        "<body>",
         f"<h1>{esc(case_id)}: tumour segmentation</h1>",
-        '<p class="meta">' + " &middot; ".join(
+        '<p class="meta">'
+        + " &middot; ".join(
             [f"grid {' x '.join(map(str, np.shape(image)[:3]))}, voxel {' x '.join(f'{s:g}' for s in spacing)} mm"]
-            + [f"{esc(k)}: {esc(v)}" for k, v in (sources or {}).items()]) + "</p>",
-        '<div id="viewer"></div>', '<div id="controls"></div>', legend_html(kinds), '<p id="status"></p>',
+            + [f"{esc(k)}: {esc(v)}" for k, v in (sources or {}).items()]
+        )
+        + "</p>",
+        '<div id="viewer"></div>',
+        '<div id="controls"></div>',
+        legend_html(kinds),
+        '<p id="status"></p>',
         '<p class="meta">Drag in a slice to move the crosshair, drag the 3-D render to rotate it, '
         "scroll to change slice. Labels: 1 edema, 2 non-enhancing tumour, 3 enhancing tumour (MSD values)."
-        + (" Errors are for the whole tumour." if truth is not None else "") + "</p>",
-        "<h2>Volumes</h2>", _table(volume_tables(segmentation, spacing, truth)),
+        + (" Errors are for the whole tumour." if truth is not None else "")
+        + "</p>",
+        "<h2>Volumes</h2>",
+        _table(volume_tables(segmentation, spacing, truth)),
     ]
     if truth is not None:
-        parts += ["<h2>Segmentation against the ground truth</h2>",
-                  _table(metrics_table(truth, segmentation, spacing), "{:.3f}"),
-                  '<p class="meta">BraTS regions: whole tumour WT = {1,2,3}, tumour core TC = {2,3}, '
-                  "enhancing tumour ET = {3}. HD95: 95th percentile of the surface distances.</p>"]
+        parts += [
+            "<h2>Segmentation against the ground truth</h2>",
+            _table(metrics_table(truth, segmentation, spacing), "{:.3f}"),
+            '<p class="meta">BraTS regions: whole tumour WT = {1,2,3}, tumour core TC = {2,3}, '
+            "enhancing tumour ET = {3}. HD95: 95th percentile of the surface distances.</p>",
+        ]
     parts += [
         f"<details><summary>Viewer: NiiVue, from ipyniivue {esc(payload['version'])} (BSD-2-Clause licence)</summary>"
         f"<pre>{esc(payload.pop('licence'))}</pre></details>",
         f'<script type="application/json" id="{_DATA_ID}">{_json_for_script(payload)}</script>',
-        f"<script>{_SCRIPT}</script>", "</body>", "</html>", "",
+        f"<script>{_SCRIPT}</script>",
+        "</body>",
+        "</html>",
+        "",
     ]
     return "\n".join(parts)
 
 
-def write_report(out: Path | str, image: np.ndarray, affine: np.ndarray, segmentation: np.ndarray, spacing=None,
-                 truth: np.ndarray | None = None, case_id: str = "case", sources: dict[str, str] | None = None,
-                 overwrite: bool = False, inputs: tuple = (), input_dirs: tuple = (),
-                 sequences: tuple[str, ...] | None = None) -> Path:
+def write_report(
+    out: Path | str,
+    image: np.ndarray,
+    affine: np.ndarray,
+    segmentation: np.ndarray,
+    spacing=None,
+    truth: np.ndarray | None = None,
+    case_id: str = "case",
+    sources: dict[str, str] | None = None,
+    overwrite: bool = False,
+    inputs: tuple = (),
+    input_dirs: tuple = (),
+    sequences: tuple[str, ...] | None = None,
+) -> Path:
     """Write :func:`report_html` to ``out`` atomically, under the course's write rules (:mod:`utils.safety`).
 
     Args:
@@ -332,6 +383,7 @@ def read_report(path: Path | str) -> dict:
 
 # --------------------------------------------------------------------------- command line
 
+
 def _load_label(path: Path, what: str, reference) -> np.ndarray:
     """A label map on the grid of ``reference`` (the case's image), in MSD values."""
     img = load_nifti(path, what)
@@ -339,25 +391,28 @@ def _load_label(path: Path, what: str, reference) -> np.ndarray:
     try:
         label = check_label(label, reference.shape[:3], path)
     except DatasetError as err:
-        raise DatasetError(f"{err} (expected an MSD label map: 0 background, 1 edema, 2 non-enhancing, "
-                           f"3 enhancing, as utils.predict writes)") from err
+        raise DatasetError(
+            f"{err} (expected an MSD label map: 0 background, 1 edema, 2 non-enhancing, "
+            f"3 enhancing, as utils.predict writes)"
+        ) from err
     check_same_grid(reference, "image", img, path, what)
     return label
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--image", required=True, type=Path,
-                        help="the case: an MSD 4-D image (x, y, z, 4) or a BraTS case folder")
+    parser.add_argument(
+        "--image", required=True, type=Path, help="the case: an MSD 4-D image (x, y, z, 4) or a BraTS case folder"
+    )
     parser.add_argument("--segmentation", required=True, type=Path, help="label map to report (NIfTI, MSD values)")
     parser.add_argument("--truth", type=Path, help="optional ground-truth label map: adds Dice / HD95 and errors")
     parser.add_argument("--out", required=True, type=Path, help="the .html file to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
-    parser.add_argument("--sequences", help="comma-separated sequences to embed, e.g. FLAIR,T1gd "
-                        "(default: all four; fewer make a smaller file)")
+    parser.add_argument(
+        "--sequences",
+        help="comma-separated sequences to embed, e.g. FLAIR,T1gd (default: all four; fewer make a smaller file)",
+    )
     args = parser.parse_args(argv)
-
-
 
     try:
         case_id, image, reference, _, spacing, files, dirs = load_input(args.image)
@@ -368,11 +423,22 @@ def main(argv: list[str] | None = None) -> int:
         sources = {"image": args.image.name, "segmentation": args.segmentation.name}
         if args.truth is not None:
             sources["truth"] = args.truth.name
-        out = write_report(args.out, image, affine, segmentation, spacing, truth, case_id, sources,
-                           overwrite=args.overwrite, inputs=(*files, args.segmentation, args.truth),
-                           input_dirs=tuple(dirs),
-                           sequences=None if args.sequences is None else
-                           tuple(n.strip() for n in args.sequences.split(",") if n.strip()))
+        out = write_report(
+            args.out,
+            image,
+            affine,
+            segmentation,
+            spacing,
+            truth,
+            case_id,
+            sources,
+            overwrite=args.overwrite,
+            inputs=(*files, args.segmentation, args.truth),
+            input_dirs=tuple(dirs),
+            sequences=None
+            if args.sequences is None
+            else tuple(n.strip() for n in args.sequences.split(",") if n.strip()),
+        )
     except (DatasetError, ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -57,8 +57,11 @@ def temporary_path(path: Path | str) -> Path:
 def stale_temporaries(folder: Path | str, names: Iterable[str]) -> list[Path]:
     """Temporary files that :func:`temporary_path` left in ``folder`` (a killed write) for one of ``names``."""
     names = set(names)
-    return [p for p in sorted(Path(folder).glob(TEMPORARY_PREFIX + "*"))
-            if (m := _TEMPORARY.fullmatch(p.name)) and m["name"] in names and p.is_file() and not p.is_symlink()]
+    return [
+        p
+        for p in sorted(Path(folder).glob(TEMPORARY_PREFIX + "*"))
+        if (m := _TEMPORARY.fullmatch(p.name)) and m["name"] in names and p.is_file() and not p.is_symlink()
+    ]
 
 
 @contextlib.contextmanager
@@ -114,6 +117,7 @@ def read_json_object(path: Path | str, what: str) -> dict:
 # Targets no flag unlocks
 # ----------------------------------------------------------------------------
 
+
 def protected_reason(path: Path | str) -> str | None:
     """Why ``path`` may never be replaced, deleted or used as an output folder (None if it may)."""
     p = Path(path).expanduser().resolve()
@@ -137,8 +141,9 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_target(path: Path | str, what: str, inputs: Iterable[Path | str] = (),
-                 input_dirs: Iterable[Path | str] = ()) -> Path:
+def check_target(
+    path: Path | str, what: str, inputs: Iterable[Path | str] = (), input_dirs: Iterable[Path | str] = ()
+) -> Path:
     """Refuse a write target that would touch protected paths or the inputs.
 
     Args:
@@ -269,8 +274,9 @@ class OwnedFiles:
                 self.files[key] = {"claimed": True, "tool": self.tool}
         self.save()
 
-    def check_free(self, path: Path | str, overwrite: bool, hint: str = "pass --overwrite to replace it",
-                   strict: bool = True) -> None:
+    def check_free(
+        self, path: Path | str, overwrite: bool, hint: str = "pass --overwrite to replace it", strict: bool = True
+    ) -> None:
         """Refuse to write ``path`` if it exists and is not ours to replace.
 
         Raises:
@@ -331,8 +337,9 @@ def foreign_files(folder: Path | str, owned: OwnedFiles) -> list[str]:
     return found
 
 
-def install_folder(staged: Path | str, target: Path | str, tool: str, owned: OwnedFiles | None = None,
-                   last: str | None = None) -> None:
+def install_folder(
+    staged: Path | str, target: Path | str, tool: str, owned: OwnedFiles | None = None, last: str | None = None
+) -> None:
     """Put the files written in the private folder ``staged`` at ``target``, touching only files proven ours.
 
     Every file of ``staged`` is recorded (sha256) in the ownership marker. A

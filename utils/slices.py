@@ -25,8 +25,14 @@ from .safety import OwnedFiles, UnsafeWriteError, check_target, file_record, for
 EXPORT_MARKER = "brats_export.json"
 TOOL = "utils.slices"
 
-def export_brats(msd_root: Path | str, out_dir: Path | str, prefix: str = "BraTS20_Training",
-                 case_ids: list[str] | None = None, overwrite: bool = False) -> Path:
+
+def export_brats(
+    msd_root: Path | str,
+    out_dir: Path | str,
+    prefix: str = "BraTS20_Training",
+    case_ids: list[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write labelled MSD-layout cases in the BraTS 2020 layout.
 
     One folder per case, ``<prefix>_NNN/<prefix>_NNN_{flair,t1,t1ce,t2,seg}.nii.gz``,
@@ -52,9 +58,11 @@ def export_brats(msd_root: Path | str, out_dir: Path | str, prefix: str = "BraTS
     owned = _export_ownership(out_dir) if out_dir.is_dir() else None
     foreign = foreign_files(out_dir, owned) if owned is not None else []
     if foreign and not owned.files and not overwrite:
-        raise FileExistsError(f"{out_dir} is not empty and is not a BraTS export made here (it holds "
-                              f"{', '.join(foreign[:3])}); choose another folder or pass overwrite=True to "
-                              "write beside those files (they are never touched)")
+        raise FileExistsError(
+            f"{out_dir} is not empty and is not a BraTS export made here (it holds "
+            f"{', '.join(foreign[:3])}); choose another folder or pass overwrite=True to "
+            "write beside those files (they are never touched)"
+        )
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -145,8 +153,15 @@ class SliceSampler:
         augment: random flips of both in-plane axes.
     """
 
-    def __init__(self, cache: TrainingCache, case_ids: list[str], slice_shape=(160, 192),
-                 empty_keep_rate: float = 0.1, min_tumour_voxels: int = 1, augment: bool = True):
+    def __init__(
+        self,
+        cache: TrainingCache,
+        case_ids: list[str],
+        slice_shape=(160, 192),
+        empty_keep_rate: float = 0.1,
+        min_tumour_voxels: int = 1,
+        augment: bool = True,
+    ):
         if not 0.0 <= empty_keep_rate <= 1.0:
             raise ValueError(f"empty_keep_rate must be in [0, 1]; found {empty_keep_rate}")
         self.cache, self.case_ids = cache, list(case_ids)
@@ -187,8 +202,15 @@ class SliceSampler:
 class SliceDataset(PyDataset):
     """Batches of axial slices for ``model.fit``, deterministic by ``(seed, epoch)``."""
 
-    def __init__(self, sampler: SliceSampler, batch_size: int, steps: int | None = None, seed: int = 0,
-                 fixed: bool = False, workers: int = 1):
+    def __init__(
+        self,
+        sampler: SliceSampler,
+        batch_size: int,
+        steps: int | None = None,
+        seed: int = 0,
+        fixed: bool = False,
+        workers: int = 1,
+    ):
         super().__init__(workers=workers, use_multiprocessing=False)
         self.sampler, self.batch_size, self.seed, self.fixed, self.epoch = sampler, batch_size, seed, fixed, 0
         self._order = None
@@ -235,8 +257,9 @@ def predict_slices(model, image: np.ndarray, batch_size: int = 16, threshold=0.5
     window = tuple(slice(a, b) for a, b in box)
     cropped = preprocess_for_model(image[window])
     slices = np.stack([fit_slice(cropped[:, :, z], shape2d) for z in range(cropped.shape[2])])
-    out = np.concatenate([np.asarray(model.predict_on_batch(slices[i:i + batch_size]))
-                          for i in range(0, len(slices), batch_size)])
+    out = np.concatenate(
+        [np.asarray(model.predict_on_batch(slices[i : i + batch_size])) for i in range(0, len(slices), batch_size)]
+    )
     probs_crop = np.stack([unfit_slice(out[z], cropped.shape[:2]) for z in range(cropped.shape[2])], axis=2)
     probabilities = np.zeros((*image.shape[:3], probs_crop.shape[-1]), np.float32)
     probabilities[window] = probs_crop

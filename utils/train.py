@@ -68,7 +68,7 @@ from .safety import (
 )
 
 LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss}
-MONITOR = "val_pooled_dice"   # Dice pooled over the validation patches (see losses.PooledDice)
+MONITOR = "val_pooled_dice"  # Dice pooled over the validation patches (see losses.PooledDice)
 # Parameters that may change when a run is resumed; any other change is refused.
 RESUMABLE_CHANGES = ("epochs", "workers", "verbose", "early_stopping_patience", "output_dir")
 PENDING = ".last.pending.keras"
@@ -94,6 +94,7 @@ class TrainResult:
 # ----------------------------------------------------------------------------
 # Callbacks: atomic checkpoints, resumable schedule and early stopping
 # ----------------------------------------------------------------------------
+
 
 def save_atomic(model: keras.Model, path: Path) -> None:
     """Save ``model`` to ``path`` via a temporary file and a rename."""
@@ -157,11 +158,17 @@ class Checkpoints(keras.callbacks.Callback):
             self.best = float(value)
             save_atomic(self.model, self.output_dir / "best.keras")
         previous = _read_state(self.output_dir)
-        write_json_atomic(self.output_dir / "state.json",
-                          {"epochs_done": epoch + 1, "best": self.best, "monitor": self.monitor,
-                           "best_epoch": epoch + 1 if improved else previous.get("best_epoch"),
-                           "seconds": round(self.previous_seconds + time.perf_counter() - self.start, 1),
-                           "pending": file_record(pending, hashed=False)})
+        write_json_atomic(
+            self.output_dir / "state.json",
+            {
+                "epochs_done": epoch + 1,
+                "best": self.best,
+                "monitor": self.monitor,
+                "best_epoch": epoch + 1 if improved else previous.get("best_epoch"),
+                "seconds": round(self.previous_seconds + time.perf_counter() - self.start, 1),
+                "pending": file_record(pending, hashed=False),
+            },
+        )
         os.replace(pending, self.output_dir / "last.keras")
 
 
@@ -187,8 +194,7 @@ def recover_run(output_dir: Path) -> dict:
             os.replace(pending, output_dir / "last.keras")
         else:
             pending.unlink()
-            print(f"epoch {done + 1} of {output_dir} was interrupted before it was committed; "
-                  "it is trained again")
+            print(f"epoch {done + 1} of {output_dir} was interrupted before it was committed; it is trained again")
     log = output_dir / "log.csv"
     if log.is_file():
         text = log.read_text()
@@ -208,8 +214,10 @@ def recover_run(output_dir: Path) -> dict:
                 dropped.append(epoch + 1 if epoch is not None else "?")
         if dropped:
             write_bytes_atomic(log, "".join(keep).encode())
-            print(f"log.csv of {output_dir}: dropped the row(s) of uncommitted epoch(s) {dropped} "
-                  f"(the run was killed after logging); training resumes after epoch {done}")
+            print(
+                f"log.csv of {output_dir}: dropped the row(s) of uncommitted epoch(s) {dropped} "
+                f"(the run was killed after logging); training resumes after epoch {done}"
+            )
     return state
 
 
@@ -230,8 +238,10 @@ class EpochLine(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         parts = [f"{key} {float(logs[key]):.4f}" for key in ("loss", "val_loss", MONITOR) if key in logs]
-        print(f"epoch {epoch + 1}/{self.epochs} - {time.perf_counter() - self.start:.0f} s - " + " - ".join(parts),
-              flush=True)
+        print(
+            f"epoch {epoch + 1}/{self.epochs} - {time.perf_counter() - self.start:.0f} s - " + " - ".join(parts),
+            flush=True,
+        )
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -281,6 +291,7 @@ def _read_state(output_dir: Path) -> dict:
 # Training
 # ----------------------------------------------------------------------------
 
+
 def is_run_folder(folder: Path) -> bool:
     """True if ``folder`` was made by :func:`train` (its marker, or a run from before markers existed)."""
     owned = OwnedFiles(folder, TOOL)
@@ -329,8 +340,7 @@ def _check_resume(output_dir: Path, config: TrainConfig) -> None:
         return
     saved = read_json_object(path, "run configuration")
     current = json.loads(json.dumps(asdict(config)))
-    changed = {k: (saved.get(k), v) for k, v in current.items()
-               if k not in RESUMABLE_CHANGES and saved.get(k) != v}
+    changed = {k: (saved.get(k), v) for k, v in current.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v}
     if changed:
         details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise ValueError(
@@ -371,18 +381,31 @@ def prepare_data(config: TrainConfig, progress: bool = True, reuse: bool = False
 
 def build_model(config: TrainConfig) -> keras.Model:
     """The U-Net of ``config``, compiled with its loss and the Dice metrics."""
-    model = build_unet((*config.patch_shape, 4), depth=config.depth, base_filters=config.base_filters,
-                       normalization=config.normalization, downsample=config.downsample)
+    model = build_unet(
+        (*config.patch_shape, 4),
+        depth=config.depth,
+        base_filters=config.base_filters,
+        normalization=config.normalization,
+        downsample=config.downsample,
+    )
     # XLA on a CPU measured 4.5-8x slower per training step (issue 18): "auto" means off
     # there, whatever Keras's own "auto" would pick on a given version; on a GPU Keras decides.
     jit = {"auto": "auto" if gpu_count() else False, "on": True, "off": False}[str(config.jit_compile)]
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSSES[config.loss],
-                  metrics=[dice_coefficient, *CLASS_DICE_METRICS, *pooled_dice_metrics()], jit_compile=jit)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=LOSSES[config.loss],
+        metrics=[dice_coefficient, *CLASS_DICE_METRICS, *pooled_dice_metrics()],
+        jit_compile=jit,
+    )
     return model
 
 
-def train(config: TrainConfig, resume: bool = True, progress: bool = True,
-          callbacks: list[keras.callbacks.Callback] | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    resume: bool = True,
+    progress: bool = True,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+) -> TrainResult:
     """Train (or resume training) a U-Net as ``config`` says.
 
     Args:
@@ -435,30 +458,43 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
         if initial_epoch:
             model = load_model(output_dir / "last.keras")
             if initial_epoch >= config.epochs:
-                print(f"{output_dir} already holds a finished run ({initial_epoch} epochs, {config.epochs} asked "
-                      f"for): nothing to train, reusing it. Ask for more epochs to continue it, or pass "
-                      "resume=False (--no-resume) to start over.")
+                print(
+                    f"{output_dir} already holds a finished run ({initial_epoch} epochs, {config.epochs} asked "
+                    f"for): nothing to train, reusing it. Ask for more epochs to continue it, or pass "
+                    "resume=False (--no-resume) to start over."
+                )
             else:
-                print(f"resuming {output_dir} after epoch {initial_epoch} (best {state.get('monitor')} "
-                      f"{state.get('best', float('nan')):.4f})")
+                print(
+                    f"resuming {output_dir} after epoch {initial_epoch} (best {state.get('monitor')} "
+                    f"{state.get('best', float('nan')):.4f})"
+                )
         else:
             model = build_model(config)
     if chief:
         write_json_atomic(output_dir / "config.json", json.loads(json.dumps(asdict(config))))
 
     replicas = strategy.num_replicas_in_sync if strategy else 1  # each draws its own batches of the streams
-    train_data = PatchDataset(PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction),
-                              config.batch_size, config.steps_per_epoch * replicas, seed=config.seed,
-                              initial_epoch=initial_epoch, workers=config.workers)
-    val_data = PatchDataset(PatchSampler(cache, val_ids, config.patch_shape, foreground_fraction=0.5,
-                                         augment=False),
-                            config.batch_size, config.validation_steps * replicas, seed=config.seed + 1, fixed=True,
-                            workers=config.workers)
+    train_data = PatchDataset(
+        PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction),
+        config.batch_size,
+        config.steps_per_epoch * replicas,
+        seed=config.seed,
+        initial_epoch=initial_epoch,
+        workers=config.workers,
+    )
+    val_data = PatchDataset(
+        PatchSampler(cache, val_ids, config.patch_shape, foreground_fraction=0.5, augment=False),
+        config.batch_size,
+        config.validation_steps * replicas,
+        seed=config.seed + 1,
+        fixed=True,
+        workers=config.workers,
+    )
     if strategy is not None:
-        train_data = distribute.distributed_patches(strategy, train_data, config.steps_per_epoch, initial_epoch,
-                                                    config.workers)
-        val_data = distribute.distributed_patches(strategy, val_data, config.validation_steps,
-                                                  parallel=config.workers)
+        train_data = distribute.distributed_patches(
+            strategy, train_data, config.steps_per_epoch, initial_epoch, config.workers
+        )
+        val_data = distribute.distributed_patches(strategy, val_data, config.validation_steps, parallel=config.workers)
         if cluster is not None:
             distribute.build_on_local_batch(model, strategy)
         if chief:
@@ -467,25 +503,40 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
     write_dir = output_dir if chief else cluster.scratch_dir()
     course_callbacks = [keras.callbacks.TensorBoard(str(write_dir / "tensorboard"), write_graph=False)]
     if config.lr_schedule == "cosine":
-        course_callbacks.append(keras.callbacks.LearningRateScheduler(cosine_schedule(config.learning_rate, config.epochs)))
+        course_callbacks.append(
+            keras.callbacks.LearningRateScheduler(cosine_schedule(config.learning_rate, config.epochs))
+        )
     elif config.lr_schedule == "plateau":
         course_callbacks.append(keras.callbacks.ReduceLROnPlateau(MONITOR, mode="max", factor=0.5, patience=3))
     if config.early_stopping_patience:
-        course_callbacks.append(ResumableEarlyStopping(initial_best=state.get("best"), monitor=MONITOR, mode="max",
-                                                patience=config.early_stopping_patience))
+        course_callbacks.append(
+            ResumableEarlyStopping(
+                initial_best=state.get("best"), monitor=MONITOR, mode="max", patience=config.early_stopping_patience
+            )
+        )
     # last: it commits the epoch (log row, checkpoints, state) with the learning rate the schedulers logged
-    course_callbacks.append(Checkpoints(write_dir, best=float(state.get("best", -math.inf)),
-                                        seconds=float(state.get("seconds", 0.0))))
+    course_callbacks.append(
+        Checkpoints(write_dir, best=float(state.get("best", -math.inf)), seconds=float(state.get("seconds", 0.0)))
+    )
     # a distributed dataset repeats: fit needs to be told where epochs end
-    steps = {"steps_per_epoch": config.steps_per_epoch, "validation_steps": config.validation_steps,
-             "shuffle": False} if strategy else {}
+    steps = (
+        {"steps_per_epoch": config.steps_per_epoch, "validation_steps": config.validation_steps, "shuffle": False}
+        if strategy
+        else {}
+    )
     start = time.perf_counter()
     try:
         if initial_epoch < config.epochs:
             lines = [EpochLine(config.epochs)] if config.verbose == 2 and chief else []
-            model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
-                      callbacks=course_callbacks + lines + list(callbacks or []),
-                      verbose=1 if config.verbose == 1 and chief else 0, **steps)
+            model.fit(
+                train_data,
+                validation_data=val_data,
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=course_callbacks + lines + list(callbacks or []),
+                verbose=1 if config.verbose == 1 and chief else 0,
+                **steps,
+            )
         seconds = time.perf_counter() - start
         log = (output_dir if chief or initial_epoch >= config.epochs else write_dir) / "log.csv"
         history = pd.read_csv(log) if log.is_file() else pd.DataFrame()
@@ -499,16 +550,25 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
 # Command line
 # ----------------------------------------------------------------------------
 
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m utils.train",
-        description="Train the course U-Net (the same parameters as lesson 05's TrainConfig).")
-    parser.add_argument("--mode", choices=sorted(PRESETS), default=None,
-                        help="start from this preset (default: $COURSE_MODE, else gpu when a GPU is visible, else cpu)")
+        description="Train the course U-Net (the same parameters as lesson 05's TrainConfig).",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=sorted(PRESETS),
+        default=None,
+        help="start from this preset (default: $COURSE_MODE, else gpu when a GPU is visible, else cpu)",
+    )
     parser.add_argument("--no-resume", action="store_true", help="start over (the old run is moved aside)")
-    parser.add_argument("--evaluate", action="store_true",
-                        help="afterwards, predict the whole validation cases with best.keras and print their scores "
-                             "(the raw network output, as lesson 05 scores it)")
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="afterwards, predict the whole validation cases with best.keras and print their scores "
+        "(the raw network output, as lesson 05 scores it)",
+    )
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "patch_shape":
@@ -536,8 +596,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     last = result.history.iloc[-1] if len(result.history) else {}
-    summary = ", ".join(f"{k} {float(last[k]):.4f}" for k in ("dice_coefficient", "val_dice_coefficient", MONITOR)
-                        if k in last)
+    summary = ", ".join(
+        f"{k} {float(last[k]):.4f}" for k in ("dice_coefficient", "val_dice_coefficient", MONITOR) if k in last
+    )
     print(f"done in {result.seconds:.0f} s; {result.output_dir}/best.keras; last epoch: {summary or 'none'}")
     if args.evaluate:
         start = time.perf_counter()

@@ -31,8 +31,10 @@ ERROR_NAMES = ("false positive", "false negative")
 ERROR_COLORS = ((255, 140, 0), (0, 230, 230))
 """Whole-tumour errors: false positives orange, false negatives cyan (as in lesson 06's figure)."""
 
-NO_WIDGETS_NOTE = ("3-D viewer (NiiVue): needs a live Jupyter kernel with widgets (JupyterLab, VS Code, Colab); "
-                   "the figures above show the same volumes.")
+NO_WIDGETS_NOTE = (
+    "3-D viewer (NiiVue): needs a live Jupyter kernel with widgets (JupyterLab, VS Code, Colab); "
+    "the figures above show the same volumes."
+)
 
 
 @dataclass
@@ -92,14 +94,15 @@ def image_layer(volume: np.ndarray, affine: np.ndarray, name: str) -> Layer:
     return Layer(name, "image", nifti_gz(stored, affine, slope, lo))
 
 
-def label_layer(label: np.ndarray, affine: np.ndarray, name: str, kind: str = "label",
-                opacity: float = 0.6) -> Layer:
+def label_layer(label: np.ndarray, affine: np.ndarray, name: str, kind: str = "label", opacity: float = 0.6) -> Layer:
     """A label layer (values 0-3, or 0-2 for ``kind="errors"``) stored as uint8."""
     label = np.asarray(label)
     top = 3 if kind == "label" else 2
     if label.ndim != 3 or label.size and (label.min() < 0 or label.max() > top or np.any(label != np.round(label))):
-        raise ValueError(f"{name}: expected a 3-D map of integers 0..{top}; found shape {label.shape}, "
-                         f"values {np.unique(label)[:10].tolist()}")
+        raise ValueError(
+            f"{name}: expected a 3-D map of integers 0..{top}; found shape {label.shape}, "
+            f"values {np.unique(label)[:10].tolist()}"
+        )
     return Layer(name, kind, nifti_gz(label.astype(np.uint8), affine), opacity)
 
 
@@ -115,9 +118,13 @@ def error_map(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
     return errors
 
 
-def case_layers(image: np.ndarray, affine: np.ndarray, overlays: dict[str, np.ndarray] | None = None,
-                errors: tuple[np.ndarray, np.ndarray] | None = None,
-                sequences: tuple[str, ...] | None = None) -> list[Layer]:
+def case_layers(
+    image: np.ndarray,
+    affine: np.ndarray,
+    overlays: dict[str, np.ndarray] | None = None,
+    errors: tuple[np.ndarray, np.ndarray] | None = None,
+    sequences: tuple[str, ...] | None = None,
+) -> list[Layer]:
     """The layers of a case: the four sequences, then label overlays, then an error overlay.
 
     Args:
@@ -153,8 +160,14 @@ def lookup_table(kind: str) -> dict:
     """NiiVue label colour table (R, G, B, A, I, labels) for ``"label"`` or ``"errors"`` layers."""
     colours, names = (LABEL_COLORS, CLASS_NAMES) if kind == "label" else (ERROR_COLORS, ERROR_NAMES)
     rgb = [(0, 0, 0), *colours]
-    return {"R": [c[0] for c in rgb], "G": [c[1] for c in rgb], "B": [c[2] for c in rgb],
-            "A": [0] + [255] * len(colours), "I": list(range(len(rgb))), "labels": ["background", *names]}
+    return {
+        "R": [c[0] for c in rgb],
+        "G": [c[1] for c in rgb],
+        "B": [c[2] for c in rgb],
+        "A": [0] + [255] * len(colours),
+        "I": list(range(len(rgb))),
+        "labels": ["background", *names],
+    }
 
 
 def legend_html(kinds=("label",)) -> str:
@@ -162,8 +175,11 @@ def legend_html(kinds=("label",)) -> str:
     items = []
     for kind in kinds:
         colours, names = (LABEL_COLORS, CLASS_NAMES) if kind == "label" else (ERROR_COLORS, ERROR_NAMES)
-        items += [f'<span style="display:inline-block;width:0.9em;height:0.9em;margin:0 0.3em 0 0.9em;'
-                  f'background:rgb{tuple(c)}"></span>{n}' for c, n in zip(colours, names)]
+        items += [
+            f'<span style="display:inline-block;width:0.9em;height:0.9em;margin:0 0.3em 0 0.9em;'
+            f'background:rgb{tuple(c)}"></span>{n}'
+            for c, n in zip(colours, names)
+        ]
     return '<div class="legend">' + "".join(items) + "</div>"
 
 
@@ -178,8 +194,10 @@ def view_angles(focus, shape, affine) -> dict:
         ``{"crosshair_pos": [fx, fy, fz], "render_azimuth": deg, "render_elevation": deg}``.
     """
     affine = np.asarray(affine, dtype=np.float64)
-    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
-                        for k in (0, shape[2] - 1)]) @ affine.T
+    corners = (
+        np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+        @ affine.T
+    )
     lo, hi = corners[:, :3].min(axis=0), corners[:, :3].max(axis=0)
     world = affine @ np.array([*focus, 1.0])
     frac = np.clip((world[:3] - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0)
@@ -198,8 +216,7 @@ def focus_voxel(overlays: dict[str, np.ndarray] | None, shape) -> tuple[int, int
     return tumour_center(None, shape)
 
 
-def build_niivue(layers: list[Layer], background: int = 0, height: int = 480, focus=None, shape=None,
-                 affine=None):
+def build_niivue(layers: list[Layer], background: int = 0, height: int = 480, focus=None, shape=None, affine=None):
     """An ``ipyniivue.NiiVue`` widget: multiplanar slices and a 3-D render of ``layers``.
 
     Args:
@@ -216,13 +233,21 @@ def build_niivue(layers: list[Layer], background: int = 0, height: int = 480, fo
     """
     from ipyniivue import NiiVue, ShowRender, SliceType, Volume  # lazy: the widget stack loads only when shown
 
-    nv = NiiVue(height=height, slice_type=SliceType.MULTIPLANAR, multiplanar_show_render=ShowRender.ALWAYS,
-                back_color=(0.0, 0.0, 0.0, 1.0), crosshair_color=(1.0, 1.0, 0.0, 0.7),  # yellow: no label colour
-                is_colorbar=False, show_legend=False, crosshair_width=0.5)
+    nv = NiiVue(
+        height=height,
+        slice_type=SliceType.MULTIPLANAR,
+        multiplanar_show_render=ShowRender.ALWAYS,
+        back_color=(0.0, 0.0, 0.0, 1.0),
+        crosshair_color=(1.0, 1.0, 0.0, 0.7),  # yellow: no label colour
+        is_colorbar=False,
+        show_legend=False,
+        crosshair_width=0.5,
+    )
     volumes = []
     for layer in layers:
-        vol = Volume(data=layer.nifti_gz, name=layer.filename, opacity=layer.opacity,
-                     colormap="gray", colorbar_visible=False)
+        vol = Volume(
+            data=layer.nifti_gz, name=layer.filename, opacity=layer.opacity, colormap="gray", colorbar_visible=False
+        )
         if layer.kind != "image":
             vol.set_colormap_label(lookup_table(layer.kind))
         volumes.append(vol)
@@ -237,8 +262,13 @@ def build_niivue(layers: list[Layer], background: int = 0, height: int = 480, fo
     return nv, volumes
 
 
-def show_3d(image: np.ndarray, affine: np.ndarray, overlays: dict[str, np.ndarray] | None = None,
-            errors: tuple[np.ndarray, np.ndarray] | None = None, height: int = 480):
+def show_3d(
+    image: np.ndarray,
+    affine: np.ndarray,
+    overlays: dict[str, np.ndarray] | None = None,
+    errors: tuple[np.ndarray, np.ndarray] | None = None,
+    height: int = 480,
+):
     """Show a case in NiiVue with a sequence menu, overlay switches, opacity sliders and a legend.
 
     Args:
@@ -258,11 +288,13 @@ def show_3d(image: np.ndarray, affine: np.ndarray, overlays: dict[str, np.ndarra
         print("3-D viewer skipped: ipyniivue is not installed (pip install ipyniivue).")
         return None
     layers = case_layers(image, affine, overlays, errors)
-    nv, volumes = build_niivue(layers, height=height, focus=focus_voxel(overlays, image.shape[:3]),
-                               shape=image.shape[:3], affine=affine)
+    nv, volumes = build_niivue(
+        layers, height=height, focus=focus_voxel(overlays, image.shape[:3]), shape=image.shape[:3], affine=affine
+    )
     images = [(layer.name, v) for layer, v in zip(layers, volumes) if layer.kind == "image"]
-    sequence = widgets.Dropdown(options=[(name, i) for i, (name, _) in enumerate(images)], value=0,
-                                description="sequence")
+    sequence = widgets.Dropdown(
+        options=[(name, i) for i, (name, _) in enumerate(images)], value=0, description="sequence"
+    )
 
     def on_sequence(change):
         for k, (_, vol) in enumerate(images):
@@ -273,10 +305,10 @@ def show_3d(image: np.ndarray, affine: np.ndarray, overlays: dict[str, np.ndarra
     for layer, vol in zip(layers, volumes):
         if layer.kind == "image":
             continue
-        shown = widgets.Checkbox(value=True, description=layer.name, indent=False,
-                                 layout=widgets.Layout(width="11em"))
-        opacity = widgets.FloatSlider(value=layer.opacity, min=0.0, max=1.0, step=0.05, description="opacity",
-                                      continuous_update=True)
+        shown = widgets.Checkbox(value=True, description=layer.name, indent=False, layout=widgets.Layout(width="11em"))
+        opacity = widgets.FloatSlider(
+            value=layer.opacity, min=0.0, max=1.0, step=0.05, description="opacity", continuous_update=True
+        )
 
         def update(_change, vol=vol, shown=shown, opacity=opacity):
             vol.opacity = opacity.value if shown.value else 0.0

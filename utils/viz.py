@@ -73,8 +73,14 @@ def tumour_center(label: np.ndarray | None, shape: tuple[int, ...]) -> tuple[int
     return tuple(s // 2 for s in shape[:3])
 
 
-def show_sequences(image: np.ndarray, label: np.ndarray | None = None, index: int | None = None,
-                   axis: int = 2, spacing=None, alpha: float = 0.45):
+def show_sequences(
+    image: np.ndarray,
+    label: np.ndarray | None = None,
+    index: int | None = None,
+    axis: int = 2,
+    spacing=None,
+    alpha: float = 0.45,
+):
     """Four sequences side by side, then the label overlaid on FLAIR.
 
     Args:
@@ -94,16 +100,25 @@ def show_sequences(image: np.ndarray, label: np.ndarray | None = None, index: in
     aspect = _aspect(spacing, axis)
     for ch, name in enumerate(MODALITIES):
         lo, hi = display_range(image[..., ch])
-        axes[ch].imshow(take_slice(image[..., ch], axis, index), cmap="gray", vmin=lo, vmax=hi,
-                        origin="lower", aspect=aspect)
+        axes[ch].imshow(
+            take_slice(image[..., ch], axis, index), cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect
+        )
         axes[ch].set_title(name)
     if label is not None:
         cmap, norm = label_colormap()
         lo, hi = display_range(image[..., 0])
-        axes[4].imshow(take_slice(image[..., 0], axis, index), cmap="gray", vmin=lo, vmax=hi,
-                       origin="lower", aspect=aspect)
-        axes[4].imshow(take_slice(label, axis, index), cmap=cmap, norm=norm, alpha=alpha,
-                       origin="lower", aspect=aspect, interpolation="nearest")
+        axes[4].imshow(
+            take_slice(image[..., 0], axis, index), cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect
+        )
+        axes[4].imshow(
+            take_slice(label, axis, index),
+            cmap=cmap,
+            norm=norm,
+            alpha=alpha,
+            origin="lower",
+            aspect=aspect,
+            interpolation="nearest",
+        )
         axes[4].set_title(f"labels on FLAIR ({AXIS_NAMES[axis]} {index})")
         label_legend(axes[4])
     for ax in axes:
@@ -138,15 +153,37 @@ def show_cases(cases, axis: int = 2, alpha: float = 0.45):
         aspect = _aspect(case.spacing, axis)
         for ch, ax in enumerate(row[:4]):
             lo, hi = display_range(case.image[..., ch])
-            ax.imshow(take_slice(case.image[..., ch], axis, index), cmap="gray", vmin=lo, vmax=hi,
-                      origin="lower", aspect=aspect)
+            ax.imshow(
+                take_slice(case.image[..., ch], axis, index),
+                cmap="gray",
+                vmin=lo,
+                vmax=hi,
+                origin="lower",
+                aspect=aspect,
+            )
         lo, hi = display_range(case.image[..., 0])
-        row[4].imshow(take_slice(case.image[..., 0], axis, index), cmap="gray", vmin=lo, vmax=hi,
-                      origin="lower", aspect=aspect)
-        row[4].imshow(take_slice(case.label, axis, index), cmap=cmap, norm=norm, alpha=alpha,
-                      origin="lower", aspect=aspect, interpolation="nearest")
-        row[0].text(-0.04, 0.5, f"{case.case_id}\n{AXIS_NAMES[axis]} {index}", transform=row[0].transAxes,
-                    rotation=90, ha="right", va="center", fontsize=9)
+        row[4].imshow(
+            take_slice(case.image[..., 0], axis, index), cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect
+        )
+        row[4].imshow(
+            take_slice(case.label, axis, index),
+            cmap=cmap,
+            norm=norm,
+            alpha=alpha,
+            origin="lower",
+            aspect=aspect,
+            interpolation="nearest",
+        )
+        row[0].text(
+            -0.04,
+            0.5,
+            f"{case.case_id}\n{AXIS_NAMES[axis]} {index}",
+            transform=row[0].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=9,
+        )
     for ax, title in zip(axes[0], [*MODALITIES, "labels on FLAIR"]):
         ax.set_title(title)
     for ax in axes.ravel():
@@ -156,8 +193,9 @@ def show_cases(cases, axis: int = 2, alpha: float = 0.45):
     return fig
 
 
-def overlay_rgb(gray: np.ndarray, label: np.ndarray | None, alpha: float = 0.45,
-                window: tuple[float, float] | None = None) -> np.ndarray:
+def overlay_rgb(
+    gray: np.ndarray, label: np.ndarray | None, alpha: float = 0.45, window: tuple[float, float] | None = None
+) -> np.ndarray:
     """Blend a label map over a grey image.
 
     Args:
@@ -180,9 +218,17 @@ def overlay_rgb(gray: np.ndarray, label: np.ndarray | None, alpha: float = 0.45,
     return (rgb * 255.0 + 0.5).astype(np.uint8)
 
 
-def slices_gif(image: np.ndarray, label: np.ndarray | None = None, path: Path | str | None = None,
-               axis: int = 2, channel: int = 0, step: int = 1, alpha: float = 0.45,
-               fps: int = 12, size: int = 240) -> bytes:
+def slices_gif(
+    image: np.ndarray,
+    label: np.ndarray | None = None,
+    path: Path | str | None = None,
+    axis: int = 2,
+    channel: int = 0,
+    step: int = 1,
+    alpha: float = 0.45,
+    fps: int = 12,
+    size: int = 240,
+) -> bytes:
     """An animated GIF through the slices of one sequence, labels overlaid.
 
     Args:
@@ -204,12 +250,12 @@ def slices_gif(image: np.ndarray, label: np.ndarray | None = None, path: Path | 
         frame = Image.fromarray(rgb)
         scale = size / max(frame.size)
         if scale != 1:
-            frame = frame.resize((max(1, round(frame.size[0] * scale)), max(1, round(frame.size[1] * scale))),
-                                 Image.NEAREST)
+            frame = frame.resize(
+                (max(1, round(frame.size[0] * scale)), max(1, round(frame.size[1] * scale))), Image.NEAREST
+            )
         frames.append(frame)
     buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:],
-                   duration=round(1000 / fps), loop=0)
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
     data = buffer.getvalue()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -250,11 +296,13 @@ def slice_viewer(image: np.ndarray, label: np.ndarray | None = None, spacing=Non
     centre = tumour_center(label, image.shape)
     axis_w = widgets.Dropdown(options=[(AXIS_NAMES[a], a) for a in (2, 1, 0)], value=2, description="plane")
     seq_w = widgets.Dropdown(options=[(m, i) for i, m in enumerate(MODALITIES)], value=0, description="sequence")
-    slice_w = widgets.IntSlider(value=centre[2], min=0, max=image.shape[2] - 1, description="slice",
-                                continuous_update=False)
+    slice_w = widgets.IntSlider(
+        value=centre[2], min=0, max=image.shape[2] - 1, description="slice", continuous_update=False
+    )
     overlay_w = widgets.Checkbox(value=label is not None, description="labels", disabled=label is None)
-    alpha_w = widgets.FloatSlider(value=0.45, min=0.0, max=1.0, step=0.05, description="opacity",
-                                  continuous_update=False)
+    alpha_w = widgets.FloatSlider(
+        value=0.45, min=0.0, max=1.0, step=0.05, description="opacity", continuous_update=False
+    )
     windows = [display_range(image[..., c]) for c in range(image.shape[-1])]
 
     def on_axis(change):
@@ -266,19 +314,33 @@ def slice_viewer(image: np.ndarray, label: np.ndarray | None = None, spacing=Non
     def draw(axis, channel, index, overlay, alpha):
         fig, ax = plt.subplots(figsize=(5, 5))
         lo, hi = windows[channel]
-        ax.imshow(take_slice(image[..., channel], axis, index), cmap="gray", vmin=lo, vmax=hi,
-                  origin="lower", aspect=_aspect(spacing, axis))
+        ax.imshow(
+            take_slice(image[..., channel], axis, index),
+            cmap="gray",
+            vmin=lo,
+            vmax=hi,
+            origin="lower",
+            aspect=_aspect(spacing, axis),
+        )
         if overlay and label is not None:
             cmap, norm = label_colormap()
-            ax.imshow(take_slice(label, axis, index), cmap=cmap, norm=norm, alpha=alpha,
-                      origin="lower", aspect=_aspect(spacing, axis), interpolation="nearest")
+            ax.imshow(
+                take_slice(label, axis, index),
+                cmap=cmap,
+                norm=norm,
+                alpha=alpha,
+                origin="lower",
+                aspect=_aspect(spacing, axis),
+                interpolation="nearest",
+            )
             label_legend(ax)
         ax.set_title(f"{MODALITIES[channel]}, {AXIS_NAMES[axis]} slice {index}")
         ax.set_axis_off()
         plt.show()
 
-    out = widgets.interactive_output(draw, {"axis": axis_w, "channel": seq_w, "index": slice_w,
-                                            "overlay": overlay_w, "alpha": alpha_w})
+    out = widgets.interactive_output(
+        draw, {"axis": axis_w, "channel": seq_w, "index": slice_w, "overlay": overlay_w, "alpha": alpha_w}
+    )
     controls = widgets.VBox([widgets.HBox([axis_w, seq_w]), slice_w, widgets.HBox([overlay_w, alpha_w])])
     return widgets.VBox([controls, out])
 
@@ -330,8 +392,12 @@ def plot_unet_levels(model, ax=None):
         (dx0, dy0) = positions[f"dec{i + 1}" if i + 1 < depth - 1 else "bottom"]
         (dx1, dy1) = positions[f"dec{i}"]
         ax.annotate("", (dx1 - 0.2, dy1 - 0.3), (dx0 + 0.2, dy0 + 0.3), arrowprops={"arrowstyle": "->", "color": "0.3"})
-        ax.annotate("", (dx1 - 0.45, dy1), (x0 + 0.45, y0),
-                    arrowprops={"arrowstyle": "->", "color": "tab:green", "linestyle": "--"})
+        ax.annotate(
+            "",
+            (dx1 - 0.45, dy1),
+            (x0 + 0.45, y0),
+            arrowprops={"arrowstyle": "->", "color": "tab:green", "linestyle": "--"},
+        )
     ax.text(0, 0.6, f"input {'x'.join(map(str, model.input.shape[1:]))}", ha="center", fontsize=9)
     out_x = 2 * (depth - 1)
     ax.text(out_x, 0.6, f"sigmoid output {'x'.join(map(str, model.output.shape[1:]))}", ha="center", fontsize=9)

@@ -28,8 +28,22 @@ from .lesson06 import check_blend_windows, check_region_dice
 from .runner import CHECKS, TIME_LIMIT_S, VARIANTS, Check, ExerciseCheckError, TestResult, run_check
 
 __all__ = [
-    "CHECKS", "TIME_LIMIT_S", "VARIANTS", "Check", "ExerciseCheckError", "TestResult", "run_check",
-    "check_get_sub_volume", "check_standardize", "check_conv_block", "check_upsampling_block",
-    "check_single_class_dice_coefficient", "check_dice_coefficient", "check_soft_dice_loss",
-    "check_compute_class_sens_spec", "check_get_sens_spec_df", "check_blend_windows", "check_region_dice",
+    "CHECKS",
+    "TIME_LIMIT_S",
+    "VARIANTS",
+    "Check",
+    "ExerciseCheckError",
+    "TestResult",
+    "run_check",
+    "check_get_sub_volume",
+    "check_standardize",
+    "check_conv_block",
+    "check_upsampling_block",
+    "check_single_class_dice_coefficient",
+    "check_dice_coefficient",
+    "check_soft_dice_loss",
+    "check_compute_class_sens_spec",
+    "check_get_sens_spec_df",
+    "check_blend_windows",
+    "check_region_dice",
 ]

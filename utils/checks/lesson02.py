@@ -36,17 +36,20 @@ def _get_sub_volume_tests(get_sub_volume: Callable, run: Run, grading: bool) -> 
     starts_max = tuple(s - o for s, o in zip(shape, out))
     image = _coded_image(shape)
     label = np.zeros(shape, dtype=np.uint8)
-    label[2:, 1:, 1:] = 1                       # edema
-    label[3:, 2:4, 1:] = 2                      # non-enhancing core
+    label[2:, 1:, 1:] = 1  # edema
+    label[3:, 2:4, 1:] = 2  # non-enhancing core
     if grading:
         label[:2, 5:, :2] = 2
 
     def call(lab=label, img=image, orig=shape, size=out, max_tries=1000, threshold=0.95):
-        result = get_sub_volume(img, lab, *orig, *size, num_classes=4, max_tries=max_tries,
-                                background_threshold=threshold)
+        result = get_sub_volume(
+            img, lab, *orig, *size, num_classes=4, max_tries=max_tries, background_threshold=threshold
+        )
         if not (isinstance(result, (tuple, list)) and len(result) == 2):
-            raise AssertionError(f"expected the pair (X, y); got {type(result).__name__} "
-                                 "(a missing return, or no ValueError when no patch qualifies?)")
+            raise AssertionError(
+                f"expected the pair (X, y); got {type(result).__name__} "
+                "(a missing return, or no ValueError when no patch qualifies?)"
+            )
         return np.asarray(result[0]), np.asarray(result[1])
 
     results = {}
@@ -54,12 +57,17 @@ def _get_sub_volume_tests(get_sub_volume: Callable, run: Run, grading: bool) -> 
     def shapes():
         results["X"], results["y"] = call()
         X, y = results["X"], results["y"]
-        expect_equal("X shape (x, y, z, channels)", (*out, 4), X.shape,
-                      "x and y swapped (output_y used for x?)" if X.shape[:2] == out[1::-1] else "")
+        expect_equal(
+            "X shape (x, y, z, channels)",
+            (*out, 4),
+            X.shape,
+            "x and y swapped (output_y used for x?)" if X.shape[:2] == out[1::-1] else "",
+        )
         hint = ""
         if y.shape[-1] == 2:
-            hint = ("the one-hot encoding took its number of classes from the label (no voxel is 3 here): "
-                    "pass num_classes")
+            hint = (
+                "the one-hot encoding took its number of classes from the label (no voxel is 3 here): pass num_classes"
+            )
         elif y.shape[-1] == 4:
             hint = "the background channel is still there: return y[..., 1:]"
         expect_equal("y shape (x, y, z, classes without background)", (*out, 3), y.shape, hint)
@@ -72,30 +80,40 @@ def _get_sub_volume_tests(get_sub_volume: Callable, run: Run, grading: bool) -> 
         if not all(0 <= s <= m for s, m in zip((sx, sy, sz), starts_max)):
             raise AssertionError(f"X[0, 0, 0] does not come from a valid corner of the volume (found {sx, sy, sz})")
         ox, oy, oz = out
-        expect_close(f"X must be image[sx:sx+{ox}, sy:sy+{oy}, sz:sz+{oz}, :] (all channels)",
-                      image[sx:sx + ox, sy:sy + oy, sz:sz + oz], X)
+        expect_close(
+            f"X must be image[sx:sx+{ox}, sy:sy+{oy}, sz:sz+{oz}, :] (all channels)",
+            image[sx : sx + ox, sy : sy + oy, sz : sz + oz],
+            X,
+        )
 
     def y_matches_x():
         X, y = results.get("X"), results.get("y")
         if X is None:
             raise AssertionError("skipped: no patch came back")
         sx, sy, sz = _decode_start(X)
-        window = label[sx:sx + out[0], sy:sy + out[1], sz:sz + out[2]]
+        window = label[sx : sx + out[0], sy : sy + out[1], sz : sz + out[2]]
         expected = (window[..., None] == np.arange(1, 4)).astype(np.float32)
         got = np.asarray(y, dtype=np.float32)
         hint = ""
         if got.shape == expected.shape and np.allclose(got[..., 0], window == 0):
             hint = "channel 0 is the background: drop it with y[..., 1:]"
-        expect_close("y[..., k] must be 1 where the label is k + 1 (channel 0 = edema, background dropped)",
-                      expected, got, hint=hint)
+        expect_close(
+            "y[..., k] must be 1 where the label is k + 1 (channel 0 = edema, background dropped)",
+            expected,
+            got,
+            hint=hint,
+        )
 
     def threshold_respected():
         for _ in range(25):
             _, y = call(threshold=0.6)
             bg = 1.0 - np.asarray(y, dtype=np.float64).sum(axis=-1).mean()
             if not bg < 0.6:
-                raise Mismatch("an accepted patch must have a background share below the threshold 0.6",
-                               "< 0.6", round(float(bg), 3))
+                raise Mismatch(
+                    "an accepted patch must have a background share below the threshold 0.6",
+                    "< 0.6",
+                    round(float(bg), 3),
+                )
 
     def threshold_exclusive():
         # the patch is the whole volume, whose background share equals the threshold exactly
@@ -107,21 +125,30 @@ def _get_sub_volume_tests(get_sub_volume: Callable, run: Run, grading: bool) -> 
             got = call(lab=lab, img=_coded_image(small), orig=small, size=small, max_tries=5, threshold=share)
         except ValueError:
             return
-        raise Mismatch(f"background share {share} with background_threshold={share}: the patch is rejected "
-                       "(a ValueError), as the share must be below the threshold",
-                       "ValueError", f"a patch of shape {got[0].shape}",
-                       "<= instead of < in the background test")
+        raise Mismatch(
+            f"background share {share} with background_threshold={share}: the patch is rejected "
+            "(a ValueError), as the share must be below the threshold",
+            "ValueError",
+            f"a patch of shape {got[0].shape}",
+            "<= instead of < in the background test",
+        )
 
     def every_corner():
         everywhere = np.ones(shape, dtype=np.uint8)
         seen = {_decode_start(call(lab=everywhere)[0]) for _ in range(600)}
-        valid = {(a, b, c) for a in range(starts_max[0] + 1) for b in range(starts_max[1] + 1)
-                 for c in range(starts_max[2] + 1)}
+        valid = {
+            (a, b, c)
+            for a in range(starts_max[0] + 1)
+            for b in range(starts_max[1] + 1)
+            for c in range(starts_max[2] + 1)
+        }
         missing, outside = sorted(valid - seen), sorted(seen - valid)
         if not missing and not outside:
             return
-        lines = [f"600 patches from a volume that is tumour everywhere: every corner from (0, 0, 0) to "
-                 f"{starts_max} (orig - output) should come up; {len(seen)} different ones did"]
+        lines = [
+            f"600 patches from a volume that is tumour everywhere: every corner from (0, 0, 0) to "
+            f"{starts_max} (orig - output) should come up; {len(seen)} different ones did"
+        ]
         if missing:
             lines.append(f"never drawn: {len(missing)} of {len(valid)}, e.g. {missing[:3]}")
         if outside:
@@ -130,21 +157,26 @@ def _get_sub_volume_tests(get_sub_volume: Callable, run: Run, grading: bool) -> 
             lines.append("likely mistake: the corner is not drawn at random")
         elif outside:
             lines.append("likely mistake: x and y swapped (a start drawn with orig_y - output_y used for x?)")
-        elif all(any(s == m for s, m in zip(c, starts_max)) for c in missing) and \
-                not any(any(s == m for s, m in zip(c, starts_max)) for c in seen):
-            lines.append("likely mistake: the last start position (orig - output) is never drawn: "
-                         "np.random.randint(low, high) excludes high")
+        elif all(any(s == m for s, m in zip(c, starts_max)) for c in missing) and not any(
+            any(s == m for s, m in zip(c, starts_max)) for c in seen
+        ):
+            lines.append(
+                "likely mistake: the last start position (orig - output) is never drawn: "
+                "np.random.randint(low, high) excludes high"
+            )
         raise AssertionError("\n".join(lines))
 
     def gives_up_clearly():
         empty = np.zeros(shape, dtype=np.uint8)
         try:
-            result = get_sub_volume(image, empty, *shape, *out, num_classes=4, max_tries=20,
-                                    background_threshold=0.95)
+            result = get_sub_volume(image, empty, *shape, *out, num_classes=4, max_tries=20, background_threshold=0.95)
         except ValueError:
             return
-        raise Mismatch("with no qualifying patch, raise a ValueError after max_tries",
-                       "ValueError", f"returned {type(result).__name__}")
+        raise Mismatch(
+            "with no qualifying patch, raise a ValueError after max_tries",
+            "ValueError",
+            f"returned {type(result).__name__}",
+        )
 
     run.test("returns (X, y) with channels-last shapes", shapes)
     run.test("X is a window of the image, all 4 channels", x_is_a_window)
@@ -158,6 +190,7 @@ def _get_sub_volume_tests(get_sub_volume: Callable, run: Run, grading: bool) -> 
 # ----------------------------------------------------------------------------
 # Lesson 02, exercise 2: standardize
 # ----------------------------------------------------------------------------
+
 
 def _standardized(image: np.ndarray) -> np.ndarray:
     """Per (z, channel) slice (x - mean) / population std; constant slices 0."""
@@ -176,11 +209,13 @@ def _standardize_mistakes(image: np.ndarray) -> dict[str, np.ndarray]:
         with np.errstate(all="ignore"):
             return np.divide(image - mean, std, out=np.zeros_like(image), where=std > 1e-12)
 
-    return {"the sample std (ddof=1); use the population std (np.std's default, ddof=0)": by((0, 1), ddof=1),
-            "statistics over the whole volume, not per z-slice and channel": by((0, 1, 2, 3)),
-            "statistics per channel over all z, not per z-slice": by((0, 1, 2)),
-            "statistics per z-slice over all channels, not per channel": by((0, 1, 3)),
-            "statistics over the wrong axes (per x-slice?)": by((1, 2))}
+    return {
+        "the sample std (ddof=1); use the population std (np.std's default, ddof=0)": by((0, 1), ddof=1),
+        "statistics over the whole volume, not per z-slice and channel": by((0, 1, 2, 3)),
+        "statistics per channel over all z, not per z-slice": by((0, 1, 2)),
+        "statistics per z-slice over all channels, not per channel": by((0, 1, 3)),
+        "statistics over the wrong axes (per x-slice?)": by((1, 2)),
+    }
 
 
 def _expect_standardized(what: str, image: np.ndarray, got: Any, index=np.s_[...]) -> None:
@@ -189,11 +224,14 @@ def _expect_standardized(what: str, image: np.ndarray, got: Any, index=np.s_[...
     hint = ""
     if out.shape == expected.shape:
         if not np.issubdtype(out.dtype, np.floating):
-            hint = (f"the output has the integer dtype {out.dtype} of the input, so the fractions are cut off: "
-                    "make the output a float array")
+            hint = (
+                f"the output has the integer dtype {out.dtype} of the input, so the fractions are cut off: "
+                "make the output a float array"
+            )
         else:
-            hint = "; or ".join(text for text, wrong in _standardize_mistakes(image).items()
-                                if np.allclose(out, wrong, atol=1e-3))
+            hint = "; or ".join(
+                text for text, wrong in _standardize_mistakes(image).items() if np.allclose(out, wrong, atol=1e-3)
+            )
             if not hint and np.isnan(out).any():
                 hint = "NaN where a slice is constant (std 0): leave those slices at 0"
     expect_close(what, expected[index], out[index] if out.shape == expected.shape else out, atol=1e-3, hint=hint)
@@ -205,8 +243,8 @@ def _standardize_tests(standardize: Callable, run: Run, grading: bool) -> None:
     a = np.arange(1, 10).reshape(3, 3) if not grading else np.array([[2, 4, 4], [4, 5, 5], [7, 9, 0]])
     image = np.zeros((3, 3, 2, 2), dtype=np.float32)
     image[:, :, 0, 0] = a
-    image[:, :, 1, 0] = 100 * a + (0 if not grading else 7)     # other slice, other scale
-    image[:, :, 0, 1] = 7.0 if not grading else -3.0             # constant: zero variance
+    image[:, :, 1, 0] = 100 * a + (0 if not grading else 7)  # other slice, other scale
+    image[:, :, 0, 1] = 7.0 if not grading else -3.0  # constant: zero variance
     image[:, :, 1, 1] = [[0, 0, 0], [0, 4, 0], [0, 0, 0]] if not grading else [[0, 1, 0], [0, 0, 0], [0, 1, 0]]
     original = image.copy()
 
@@ -221,12 +259,18 @@ def _standardize_tests(standardize: Callable, run: Run, grading: bool) -> None:
 
     mean, std = a.mean(), a.std()
     run.test("returns an array of the input's shape", shape)
-    run.test(f"hand-made slice matches (x - mean) / std: mean {mean:.4g}, population std {std:.4g} (ddof=0)",
-             lambda: _expect_standardized("channel 0, slice z=0", image, result(), np.s_[:, :, 0, 0]))
-    run.test("statistics per z-slice, not per volume: slice z=1 (100x larger) gives the same values",
-             lambda: _expect_standardized("channel 0, slice z=1", image, result(), np.s_[:, :, 1, 0]))
-    run.test("statistics per channel",
-             lambda: _expect_standardized("channel 1, slice z=1", image, result(), np.s_[:, :, 1, 1]))
+    run.test(
+        f"hand-made slice matches (x - mean) / std: mean {mean:.4g}, population std {std:.4g} (ddof=0)",
+        lambda: _expect_standardized("channel 0, slice z=0", image, result(), np.s_[:, :, 0, 0]),
+    )
+    run.test(
+        "statistics per z-slice, not per volume: slice z=1 (100x larger) gives the same values",
+        lambda: _expect_standardized("channel 0, slice z=1", image, result(), np.s_[:, :, 1, 0]),
+    )
+    run.test(
+        "statistics per channel",
+        lambda: _expect_standardized("channel 1, slice z=1", image, result(), np.s_[:, :, 1, 1]),
+    )
 
     def zero_variance():
         with warnings.catch_warnings(record=True) as caught, np.errstate(all="warn"):
@@ -250,8 +294,12 @@ def _standardize_tests(standardize: Callable, run: Run, grading: bool) -> None:
     def input_untouched():
         data = original.copy()
         standardize(data)
-        expect_close("the input array must not be modified", original, data,
-                      hint="the function writes into its input: work on a copy or a new array")
+        expect_close(
+            "the input array must not be modified",
+            original,
+            data,
+            hint="the function writes into its input: work on a copy or a new array",
+        )
 
     run.test("zero-variance slices give 0, without warnings or NaN", zero_variance)
     run.test("integer input gives float output with the right values", int16_input)
@@ -260,6 +308,7 @@ def _standardize_tests(standardize: Callable, run: Run, grading: bool) -> None:
 
 
 # The public checks the lesson calls
+
 
 def check_get_sub_volume(get_sub_volume: Callable) -> None:
     """Public tests of ``get_sub_volume``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""

@@ -30,7 +30,7 @@ def _conv3d_same(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     for i in range(3):
         for j in range(3):
             for k in range(3):
-                out += padded[:, i:i + nx, j:j + ny, k:k + nz] @ kernel[i, j, k]
+                out += padded[:, i : i + nx, j : j + ny, k : k + nz] @ kernel[i, j, k]
     return out
 
 
@@ -69,8 +69,12 @@ def _set_known_weights(model, kernels: dict[tuple[int, ...], np.ndarray], what: 
     """Give ``model`` known weights: each 5-D kernel by its shape; biases and offsets 0, scales 1."""
     shapes = [tuple(int(d) for d in v.shape) for v in model.weights if len(v.shape) == 5]
     if sorted(shapes) != sorted(kernels):
-        raise Mismatch(f"convolution kernels (x, y, z, in, out) of {what}", sorted(kernels), sorted(shapes),
-                       _kernel_hint(sorted(kernels), sorted(shapes)))
+        raise Mismatch(
+            f"convolution kernels (x, y, z, in, out) of {what}",
+            sorted(kernels),
+            sorted(shapes),
+            _kernel_hint(sorted(kernels), sorted(shapes)),
+        )
     for v in model.weights:
         shape = tuple(int(d) for d in v.shape)
         name = _weight_name(v)
@@ -121,7 +125,7 @@ def _conv_block_tests(conv_block: Callable, run: Run, grading: bool) -> None:
     k1, k2 = _random_kernels(rng, (3, 3, 3, cin, f), (3, 3, 3, f, f))
     x = rng.normal(size=(2, *shape)).astype(np.float32)
     x[1] = 3.0 * x[1] + 1.0  # the two samples have other statistics
-    x[..., 0] += 2.0         # and so have the channels
+    x[..., 0] += 2.0  # and so have the channels
     models = {}
 
     def build(normalization):
@@ -137,17 +141,19 @@ def _conv_block_tests(conv_block: Callable, run: Run, grading: bool) -> None:
         return models[normalization]
 
     def out_shape():
-        expect_equal(f"output shape for input (None, {', '.join(map(str, shape))}) and {f} filters",
-                      (None, *shape[:3], f), tuple(build(None).output.shape),
-                      "padding='same' keeps the size")
+        expect_equal(
+            f"output shape for input (None, {', '.join(map(str, shape))}) and {f} filters",
+            (None, *shape[:3], f),
+            tuple(build(None).output.shape),
+            "padding='same' keeps the size",
+        )
 
     conv_params = 27 * cin * f + 27 * f * f
 
     def params():
         got = build(None).count_params()
         hint = "no bias: without normalization the convolutions keep theirs" if got == conv_params else ""
-        expect_equal(f"parameters: (3*3*3*{cin}*{f} + {f}) + (3*3*3*{f}*{f} + {f})", conv_params + 2 * f, got,
-                      hint)
+        expect_equal(f"parameters: (3*3*3*{cin}*{f} + {f}) + (3*3*3*{f}*{f} + {f})", conv_params + 2 * f, got, hint)
 
     def computes(normalization, training):
         def body():
@@ -162,14 +168,23 @@ def _conv_block_tests(conv_block: Callable, run: Run, grading: bool) -> None:
                 other = "instance" if normalization == "batch" else "batch"
                 if np.allclose(got, _block_np(x.astype(np.float64), k1, k2, other), rtol=1e-2, atol=1e-2):
                     return f"this is {other} normalization"
-                return (f"{normalization} normalization normalizes each channel over "
-                        + ("the batch and all voxels" if normalization == "batch" else
-                           "the voxels of each sample (LayerNormalization or GroupNormalization with other "
-                           "groups normalize across channels)")
-                        + ", between the convolution and its ReLU")
+                return (
+                    f"{normalization} normalization normalizes each channel over "
+                    + (
+                        "the batch and all voxels"
+                        if normalization == "batch"
+                        else "the voxels of each sample (LayerNormalization or GroupNormalization with other "
+                        "groups normalize across channels)"
+                    )
+                    + ", between the convolution and its ReLU"
+                )
 
-            _expect_block("output of the block with known weights (kernels random, biases 0)", expected,
-                          _predict(model, x, training), hint)
+            _expect_block(
+                "output of the block with known weights (kernels random, biases 0)",
+                expected,
+                _predict(model, x, training),
+                hint,
+            )
 
         return body
 
@@ -181,8 +196,13 @@ def _conv_block_tests(conv_block: Callable, run: Run, grading: bool) -> None:
                 hint = "with normalization the convolutions have no bias (use_bias=normalization is None)"
             elif got == conv_params + 2 * f:
                 hint = f"no normalization layer with normalization={normalization!r}"
-            expect_equal(f"parameters with normalization={normalization!r}: convolutions without bias "
-                          f"({conv_params}) plus 2 x {per_layer} x {f} normalization parameters", expected, got, hint)
+            expect_equal(
+                f"parameters with normalization={normalization!r}: convolutions without bias "
+                f"({conv_params}) plus 2 x {per_layer} x {f} normalization parameters",
+                expected,
+                got,
+                hint,
+            )
 
         return body
 
@@ -190,8 +210,9 @@ def _conv_block_tests(conv_block: Callable, run: Run, grading: bool) -> None:
     run.test("two 3x3x3 convolutions with bias", params)
     run.test("computes conv -> ReLU -> conv -> ReLU (negative values become 0)", computes(None, False))
     run.test("normalization='batch': BatchNormalization without conv bias", norm_params("batch", 4))
-    run.test("batch normalization between each convolution and its ReLU (statistics over the batch)",
-             computes("batch", True))
+    run.test(
+        "batch normalization between each convolution and its ReLU (statistics over the batch)", computes("batch", True)
+    )
     run.test("normalization='instance': one group per channel, without conv bias", norm_params("instance", 2))
     run.test("instance normalization: each channel of each sample normalized on its own", computes("instance", False))
 
@@ -227,8 +248,11 @@ def _upsampling_block_tests(upsampling_block: Callable, run: Run, grading: bool)
 
     def out_shape(pool_size):
         def body():
-            expect_equal(f"output shape: the skip's spatial size with {f} channels",
-                          (None, *skip_shape[:3], f), tuple(build(pool_size).output.shape))
+            expect_equal(
+                f"output shape: the skip's spatial size with {f} channels",
+                (None, *skip_shape[:3], f),
+                tuple(build(pool_size).output.shape),
+            )
 
         return body
 
@@ -244,9 +268,13 @@ def _upsampling_block_tests(upsampling_block: Callable, run: Run, grading: bool)
                 hint = "the skip is not concatenated: the conv block should see filters + skip channels"
             elif got == conv1 + conv2 + 27 * cx * f + f:
                 hint = "up-sampling with a 3x3x3 kernel: the transposed convolution has kernel = strides = pool_size"
-            expect_equal(f"parameters: transposed conv {p} ({n}*{f}*{cx} + {f}) + conv block on {f} + {cs} "
-                          f"channels (27*{f + cs}*{f} + {f}) + (27*{f}*{f} + {f})",
-                          transposed + conv1 + conv2, got, hint)
+            expect_equal(
+                f"parameters: transposed conv {p} ({n}*{f}*{cx} + {f}) + conv block on {f} + {cs} "
+                f"channels (27*{f + cs}*{f} + {f}) + (27*{f}*{f} + {f})",
+                transposed + conv1 + conv2,
+                got,
+                hint,
+            )
 
         return body
 
@@ -269,7 +297,8 @@ def _upsampling_block_tests(upsampling_block: Callable, run: Run, grading: bool)
                 relu_up = np.maximum(up, 0.0)
                 for pair in ((relu_up, skip), (skip, relu_up)):
                     if got.shape == options[0].shape and np.allclose(
-                            got, _block_np(np.concatenate(pair, -1), k1, k2, None), rtol=1e-2, atol=1e-2):
+                        got, _block_np(np.concatenate(pair, -1), k1, k2, None), rtol=1e-2, atol=1e-2
+                    ):
                         return "an activation on the transposed convolution: it up-samples linearly"
                 return _activation_hint(got)
 
@@ -280,9 +309,13 @@ def _upsampling_block_tests(upsampling_block: Callable, run: Run, grading: bool)
     def normalization():
         got = build(None, "batch").count_params()
         plain = 8 * f * cx + f + 27 * (f + cs) * f + f + 27 * f * f + f
-        expect_equal("parameters with normalization='batch': the conv block without bias, with 2 x 4 x "
-                      f"{f} BatchNormalization parameters", plain - 2 * f + 8 * f, got,
-                      "normalization is not passed on to conv_block" if got == plain else "")
+        expect_equal(
+            "parameters with normalization='batch': the conv block without bias, with 2 x 4 x "
+            f"{f} BatchNormalization parameters",
+            plain - 2 * f + 8 * f,
+            got,
+            "normalization is not passed on to conv_block" if got == plain else "",
+        )
 
     default, other = cases
     run.test("output has the skip's spatial size and `filters` channels", out_shape(default))
@@ -294,6 +327,7 @@ def _upsampling_block_tests(upsampling_block: Callable, run: Run, grading: bool)
 
 
 # The public checks the lesson calls
+
 
 def check_conv_block(conv_block: Callable) -> None:
     """Public tests of ``conv_block``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""

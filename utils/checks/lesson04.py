@@ -21,8 +21,15 @@ def _numpy(value) -> np.ndarray:
         return np.asarray(value, dtype=np.float64)
 
 
-def _dice(t: np.ndarray, p: np.ndarray, axis, eps: float, squares: bool = False, num_eps: float | None = None,
-          den_eps: float | None = None) -> np.ndarray:
+def _dice(
+    t: np.ndarray,
+    p: np.ndarray,
+    axis,
+    eps: float,
+    squares: bool = False,
+    num_eps: float | None = None,
+    den_eps: float | None = None,
+) -> np.ndarray:
     """(2 * sum(t * p) + eps) / (sum(t) + sum(p) + eps) over ``axis`` (squared sums with ``squares``)."""
     t, p = np.asarray(t, np.float64), np.asarray(p, np.float64)
     num_eps = eps if num_eps is None else num_eps
@@ -33,8 +40,9 @@ def _dice(t: np.ndarray, p: np.ndarray, axis, eps: float, squares: bool = False,
         return num / (den + den_eps)
 
 
-def _dice_mistakes(t: np.ndarray, p: np.ndarray, eps: float, *, soft: bool, loss: bool,
-                   batch: bool) -> dict[str, float]:
+def _dice_mistakes(
+    t: np.ndarray, p: np.ndarray, eps: float, *, soft: bool, loss: bool, batch: bool
+) -> dict[str, float]:
     """What the common Dice mistakes return on (t, p): ``{explanation: value}``.
 
     ``batch``: (B, x, y, z, C) inputs reduced over (1, 2, 3), then averaged;
@@ -49,11 +57,12 @@ def _dice_mistakes(t: np.ndarray, p: np.ndarray, eps: float, *, soft: bool, loss
     right = score()
     what = "loss" if loss else "Dice"
     out = {
-        ("no squares in the denominator: the soft Dice divides by sum(p²) + sum(y²)" if soft else
-         "squares in the denominator: the plain Dice divides by sum(y_true) + sum(y_pred), unsquared"):
-            score(squares=not soft),
-        ("returns the Dice, not the loss 1 - Dice" if loss else "returns 1 - Dice (a loss), not the Dice"):
-            1.0 - right,
+        (
+            "no squares in the denominator: the soft Dice divides by sum(p²) + sum(y²)"
+            if soft
+            else "squares in the denominator: the plain Dice divides by sum(y_true) + sum(y_pred), unsquared"
+        ): score(squares=not soft),
+        ("returns the Dice, not the loss 1 - Dice" if loss else "returns 1 - Dice (a loss), not the Dice"): 1.0 - right,
         "epsilon only in the denominator (add it to the numerator too)": score(num_eps=0.0),
         "epsilon only in the numerator (add it to the denominator too)": score(den_eps=0.0),
         "2 * (sum + epsilon) in the numerator: epsilon is added once, after the 2 *": score(num_eps=2 * eps),
@@ -63,12 +72,15 @@ def _dice_mistakes(t: np.ndarray, p: np.ndarray, eps: float, *, soft: bool, loss
     if batch:
         per_sample = np.mean(_dice(t, p, spatial, eps, soft), axis=-1)
         pooled = score(axis=(0, *spatial))
-        out[f"the batch is pooled: the per-sample {what} values are "
+        out[
+            f"the batch is pooled: the per-sample {what} values are "
             f"{np.round(1 - per_sample if loss else per_sample, 4).tolist()}, mean {right:.4g}; "
-            f"summing over the samples too gives {pooled:.4g}"] = pooled
+            f"summing over the samples too gives {pooled:.4g}"
+        ] = pooled
         out["z is not summed (axis=(1, 2)): sum over all three spatial axes, axis=(1, 2, 3)"] = score(axis=(1, 2))
-        out["the classes are pooled (summed over the last axis too): Dice per sample and class, then the mean"] = \
-            score(axis=(1, 2, 3, 4))
+        out["the classes are pooled (summed over the last axis too): Dice per sample and class, then the mean"] = score(
+            axis=(1, 2, 3, 4)
+        )
     return out
 
 
@@ -78,13 +90,17 @@ def _hint(got: Any, expected: float, mistakes: dict[str, float]) -> str:
         value = float(np.asarray(got, dtype=np.float64))
     except (TypeError, ValueError):
         return ""
-    found = [text for text, wrong in mistakes.items()
-             if np.isfinite(wrong) and abs(wrong - expected) > 1e-4 and abs(value - wrong) <= 1e-4]
+    found = [
+        text
+        for text, wrong in mistakes.items()
+        if np.isfinite(wrong) and abs(wrong - expected) > 1e-4 and abs(value - wrong) <= 1e-4
+    ]
     return "; or ".join(found)
 
 
-def _expect_dice(what: str, t: np.ndarray, p: np.ndarray, eps: float, got: Any, *, soft: bool, loss: bool,
-                 batch: bool) -> None:
+def _expect_dice(
+    what: str, t: np.ndarray, p: np.ndarray, eps: float, got: Any, *, soft: bool, loss: bool, batch: bool
+) -> None:
     """``got`` must be the (soft) Dice or loss of (t, p); on a mismatch name the likely mistake."""
     mistakes = _dice_mistakes(t, p, eps, soft=soft, loss=loss, batch=batch)
     axis = (1, 2, 3) if batch else (0, 1, 2)
@@ -92,8 +108,13 @@ def _expect_dice(what: str, t: np.ndarray, p: np.ndarray, eps: float, got: Any, 
     expected = 1.0 - expected if loss else expected
     got = _numpy(got)
     if got.shape != ():
-        hint = ("z is not summed: one value per z-slice came back" if got.shape[-1:] == t.shape[2:3] and not batch
-                else "return one number: the mean over samples and classes" if batch else "")
+        hint = (
+            "z is not summed: one value per z-slice came back"
+            if got.shape[-1:] == t.shape[2:3] and not batch
+            else "return one number: the mean over samples and classes"
+            if batch
+            else ""
+        )
         raise Mismatch(f"{what} (shape: one number expected)", (), got.shape, hint)
     expect_close(what, expected, got, hint=_hint(got, expected, mistakes))
 
@@ -138,25 +159,37 @@ def _single_class_dice_coefficient_tests(fn: Callable, run: Run, grading: bool) 
 
     for label in (l1, l2):
         tp, tl, pp = int((label * p).sum()), int(label.sum()), int(p.sum())
-        run.test(f"pred {p[..., 0].astype(int).tolist()}, label {label[..., 0].astype(int).tolist()}, epsilon=1: "
-                 f"(2*{tp} + 1) / ({tl} + {pp} + 1)", hand(label))
+        run.test(
+            f"pred {p[..., 0].astype(int).tolist()}, label {label[..., 0].astype(int).tolist()}, epsilon=1: "
+            f"(2*{tp} + 1) / ({tl} + {pp} + 1)",
+            hand(label),
+        )
     t, q = _soft(rng, (4, 3, 3) if grading else (3, 4, 2))
-    run.test(f"soft predictions on a {t.shape} volume, epsilon=1: sums over x, y and z, no squares",
-             lambda: _expect_dice("Dice", t, q, 1.0, fn(t, q, epsilon=1), **kw))
+    run.test(
+        f"soft predictions on a {t.shape} volume, epsilon=1: sums over x, y and z, no squares",
+        lambda: _expect_dice("Dice", t, q, 1.0, fn(t, q, epsilon=1), **kw),
+    )
 
     def axis_argument():
         bt, bq = _soft(rng, (2, 3, 2, 2) if not grading else (3, 2, 3, 2))
         got = _numpy(fn(bt, bq, axis=(1, 2, 3), epsilon=1))
-        expect_close("with axis=(1, 2, 3) on a (batch, x, y, z) array: one Dice per sample",
-                      _dice(bt, bq, (1, 2, 3), 1.0), got,
-                      hint="the axis argument is not used" if got.shape == () else "")
+        expect_close(
+            "with axis=(1, 2, 3) on a (batch, x, y, z) array: one Dice per sample",
+            _dice(bt, bq, (1, 2, 3), 1.0),
+            got,
+            hint="the axis argument is not used" if got.shape == () else "",
+        )
 
     run.test("the axis argument selects the summed axes", axis_argument)
     empty = np.zeros((3, 2, 2) if grading else (2, 2, 2))
-    run.test("both empty, default epsilon: Dice is 1 (nothing to find, nothing found)",
-             lambda: _expect_dice("Dice", empty, empty, 1e-5, fn(empty, empty), **kw))
-    run.test("no overlap, default epsilon: Dice is about 0",
-             lambda: _expect_dice("Dice", l1, 1 - l1, 1e-5, fn(l1, 1 - l1), **kw))
+    run.test(
+        "both empty, default epsilon: Dice is 1 (nothing to find, nothing found)",
+        lambda: _expect_dice("Dice", empty, empty, 1e-5, fn(empty, empty), **kw),
+    )
+    run.test(
+        "no overlap, default epsilon: Dice is about 0",
+        lambda: _expect_dice("Dice", l1, 1 - l1, 1e-5, fn(l1, 1 - l1), **kw),
+    )
 
 
 @exercise("dice_coefficient", LESSON)
@@ -167,28 +200,34 @@ def _dice_coefficient_tests(fn: Callable, run: Run, grading: bool) -> None:
     batch_pred = np.stack([p, p], axis=-1)[None, :, :, None, :]
     batch_label = np.stack([l1, l2], axis=-1)[None, :, :, None, :]
     d1, d2 = (_dice(lab, p, (0, 1), 1.0) for lab in (l1, l2))
-    run.test(f"one sample, two classes (Dice {d1:.4g} and {d2:.4g}), epsilon=1: their mean",
-             lambda: _expect_dice("Dice", batch_label, batch_pred, 1.0,
-                                  fn(batch_label, batch_pred, epsilon=1), **kw))
+    run.test(
+        f"one sample, two classes (Dice {d1:.4g} and {d2:.4g}), epsilon=1: their mean",
+        lambda: _expect_dice("Dice", batch_label, batch_pred, 1.0, fn(batch_label, batch_pred, epsilon=1), **kw),
+    )
     two_pred = np.zeros((2, *p.shape, 1, 1))
     two_label = np.zeros((2, *p.shape, 1, 1))
-    two_pred[0, ..., 0, 0] = l2   # sample 0: perfect
+    two_pred[0, ..., 0, 0] = l2  # sample 0: perfect
     two_label[0, ..., 0, 0] = l2
     two_label[1, ..., 0, 0] = l1  # sample 1: nothing predicted
     s1 = float(np.mean(_dice(two_label[1], two_pred[1], (0, 1, 2), 1.0)))
-    run.test(f"per sample, then the mean: samples with Dice 1.0 and {s1:.4g} (epsilon=1) give "
-             f"{(1 + s1) / 2:.4g}",
-             lambda: _expect_dice("Dice", two_label, two_pred, 1.0, fn(two_label, two_pred, epsilon=1), **kw))
+    run.test(
+        f"per sample, then the mean: samples with Dice 1.0 and {s1:.4g} (epsilon=1) give {(1 + s1) / 2:.4g}",
+        lambda: _expect_dice("Dice", two_label, two_pred, 1.0, fn(two_label, two_pred, epsilon=1), **kw),
+    )
     rng = np.random.default_rng(43 if grading else 42)
     t, q = _soft(rng, (3, 3, 2, 3, 2) if grading else (2, 3, 3, 2, 2))
-    run.test(f"a {t.shape} batch of soft predictions, epsilon=1: Dice per sample and class over x, y, z, then the mean",
-             lambda: _expect_dice("Dice", t, q, 1.0, fn(t, q, epsilon=1), **kw))
+    run.test(
+        f"a {t.shape} batch of soft predictions, epsilon=1: Dice per sample and class over x, y, z, then the mean",
+        lambda: _expect_dice("Dice", t, q, 1.0, fn(t, q, epsilon=1), **kw),
+    )
     t0 = t.copy()
     t0[..., 0] = 0.0
     q0 = q.copy()
     q0[..., 0] = 0.0
-    run.test("default epsilon: a class empty in both label and prediction counts as Dice 1",
-             lambda: _expect_dice("Dice", t0, q0, 1e-5, fn(t0, q0), **kw))
+    run.test(
+        "default epsilon: a class empty in both label and prediction counts as Dice 1",
+        lambda: _expect_dice("Dice", t0, q0, 1e-5, fn(t0, q0), **kw),
+    )
 
 
 @exercise("soft_dice_loss", LESSON)
@@ -198,29 +237,40 @@ def _soft_dice_loss_tests(fn: Callable, run: Run, grading: bool) -> None:
     kw = {"soft": True, "loss": True, "batch": True}
     pred, label = p[None, :, :, None, None], l1[None, :, :, None, None]
     hard = 1 - float(_dice(label, pred, (1, 2, 3), 1.0, True)[0, 0])
-    run.test(f"hard pred {p.astype(int).tolist()}, label {l1.astype(int).tolist()}, epsilon=1: {hard:.4g}",
-             lambda: _expect_dice("loss", label, pred, 1.0, fn(label, pred, epsilon=1), **kw))
+    run.test(
+        f"hard pred {p.astype(int).tolist()}, label {l1.astype(int).tolist()}, epsilon=1: {hard:.4g}",
+        lambda: _expect_dice("loss", label, pred, 1.0, fn(label, pred, epsilon=1), **kw),
+    )
     half = 0.5 * pred
     soft = 1 - float(_dice(label, half, (1, 2, 3), 1.0, True)[0, 0])
-    run.test(f"soft pred {(0.5 * p).tolist()}: the denominator squares the predictions, {soft:.4g}",
-             lambda: _expect_dice("loss", label, half, 1.0, fn(label, half, epsilon=1), **kw))
+    run.test(
+        f"soft pred {(0.5 * p).tolist()}: the denominator squares the predictions, {soft:.4g}",
+        lambda: _expect_dice("loss", label, half, 1.0, fn(label, half, epsilon=1), **kw),
+    )
     rng = np.random.default_rng(45 if grading else 44)
     t, q = _soft(rng, (3, 2, 3, 3, 3) if grading else (2, 3, 3, 2, 2))
-    run.test(f"a {t.shape} batch of soft predictions, epsilon=1: one minus the mean over samples and classes",
-             lambda: _expect_dice("loss", t, q, 1.0, fn(t, q, epsilon=1), **kw))
+    run.test(
+        f"a {t.shape} batch of soft predictions, epsilon=1: one minus the mean over samples and classes",
+        lambda: _expect_dice("loss", t, q, 1.0, fn(t, q, epsilon=1), **kw),
+    )
     t0 = t.copy()
     t0[..., 1] = 0.0
-    run.test("a perfect prediction has (almost) zero loss, even with a class empty in both (default epsilon)",
-             lambda: _expect_dice("loss", t0, t0, 1e-5, fn(t0, t0), **kw))
+    run.test(
+        "a perfect prediction has (almost) zero loss, even with a class empty in both (default epsilon)",
+        lambda: _expect_dice("loss", t0, t0, 1e-5, fn(t0, t0), **kw),
+    )
 
     def trains_keras():
         # A loss is only useful if Keras can differentiate it: NumPy turns the tensors into plain arrays.
         got = fn(ops.convert_to_tensor(t, "float32"), ops.convert_to_tensor(q, "float32"), epsilon=1)
         if not ops.is_tensor(got):
-            raise Mismatch("on Keras tensors the loss must come back as a tensor", "a tensor",
-                           f"{type(got).__module__}.{type(got).__name__}",
-                           "NumPy (np.sum, .sum(), np.asarray) drops the gradient Keras trains with; "
-                           "use ops.sum, ops.square and ops.mean")
+            raise Mismatch(
+                "on Keras tensors the loss must come back as a tensor",
+                "a tensor",
+                f"{type(got).__module__}.{type(got).__name__}",
+                "NumPy (np.sum, .sum(), np.asarray) drops the gradient Keras trains with; "
+                "use ops.sum, ops.square and ops.mean",
+            )
         _expect_dice("loss", t, q, 1.0, got, **kw)
 
     run.test("on Keras tensors it returns a Keras tensor, so Keras can train with it", trains_keras)
@@ -241,8 +291,16 @@ def _sens_spec(pred: np.ndarray, label: np.ndarray, k: int) -> dict[str, float]:
     p, t = pred[..., k].astype(bool), label[..., k].astype(bool)
     tp, tn, fp, fn = (p & t).sum(), (~p & ~t).sum(), (p & ~t).sum(), (~p & t).sum()
     ratio = lambda a, b: a / b if b else np.nan  # noqa: E731
-    return {"tp": tp, "tn": tn, "fp": fp, "fn": fn, "sens": ratio(tp, tp + fn), "spec": ratio(tn, tn + fp),
-            "prec": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn)}
+    return {
+        "tp": tp,
+        "tn": tn,
+        "fp": fp,
+        "fn": fn,
+        "sens": ratio(tp, tp + fn),
+        "spec": ratio(tn, tn + fp),
+        "prec": ratio(tp, tp + fp),
+        "npv": ratio(tn, tn + fn),
+    }
 
 
 def _expect_sens_spec(pred: np.ndarray, label: np.ndarray, k: int, got: Any) -> None:
@@ -258,8 +316,12 @@ def _expect_sens_spec(pred: np.ndarray, label: np.ndarray, k: int, got: Any) -> 
         hints.append("TP / (TP + FP) is the precision; the sensitivity divides by TP + FN (the label's positives)")
     if np.isclose(got[1], s["npv"], atol=1e-4) and not np.isclose(s["npv"], s["spec"], atol=1e-4):
         hints.append("TN / (TN + FN) is not the specificity; it divides by TN + FP (the label's negatives)")
-    raise Mismatch(f"(sensitivity, specificity) with TP={s['tp']}, FN={s['fn']}, FP={s['fp']}, TN={s['tn']}",
-                   expected, got, "; ".join(hints))
+    raise Mismatch(
+        f"(sensitivity, specificity) with TP={s['tp']}, FN={s['fn']}, FP={s['fp']}, TN={s['tn']}",
+        expected,
+        got,
+        "; ".join(hints),
+    )
 
 
 @exercise("compute_class_sens_spec", LESSON)
@@ -272,29 +334,40 @@ def _compute_class_sens_spec_tests(fn: Callable, run: Run, grading: bool) -> Non
         pred1 = np.array([[1, 0], [0, 1]])[..., None]
         label1 = np.array([[1, 1], [0, 0]])[..., None]
     s = _sens_spec(pred1, label1, 0)
-    run.test(f"TP={s['tp']}, FN={s['fn']}, FP={s['fp']}, TN={s['tn']}: sensitivity {s['sens']:.4g}, "
-             f"specificity {s['spec']:.4g}", lambda: _expect_sens_spec(pred1, label1, 0, fn(pred1, label1, 0)))
+    run.test(
+        f"TP={s['tp']}, FN={s['fn']}, FP={s['fp']}, TN={s['tn']}: sensitivity {s['sens']:.4g}, "
+        f"specificity {s['spec']:.4g}",
+        lambda: _expect_sens_spec(pred1, label1, 0, fn(pred1, label1, 0)),
+    )
     rng = np.random.default_rng(47 if grading else 46)
     shape = (4, 3, 3, 3) if grading else (3, 4, 2, 3)
     pred = (rng.random(shape) < 0.5).astype(np.int64)
     label = (rng.random(shape) < 0.4).astype(np.int64)
     k = 2 if grading else 1
     s = _sens_spec(pred, label, k)
-    run.test(f"0/1 integer arrays {shape}, class_num={k} (the channel on the last axis): "
-             f"TP={s['tp']}, FN={s['fn']}, FP={s['fp']}, TN={s['tn']}",
-             lambda: _expect_sens_spec(pred, label, k, fn(pred, label, k)))
+    run.test(
+        f"0/1 integer arrays {shape}, class_num={k} (the channel on the last axis): "
+        f"TP={s['tp']}, FN={s['fn']}, FP={s['fp']}, TN={s['tn']}",
+        lambda: _expect_sens_spec(pred, label, k, fn(pred, label, k)),
+    )
 
     def undefined():
         zeros = np.zeros((2, 3, 2, 2) if grading else (2, 2, 2, 1), dtype=np.int64)
         got = _pair(fn(zeros, zeros, 0))
         if not np.isnan(got[0]) or not np.isclose(got[1], 1.0):
-            raise Mismatch("no positive voxel in the label: sensitivity is undefined (NaN), specificity 1",
-                           np.array([np.nan, 1.0]), got)
+            raise Mismatch(
+                "no positive voxel in the label: sensitivity is undefined (NaN), specificity 1",
+                np.array([np.nan, 1.0]),
+                got,
+            )
         ones = np.ones_like(zeros)
         got = _pair(fn(ones, ones, 0))
         if not np.isclose(got[0], 1.0) or not np.isnan(got[1]):
-            raise Mismatch("no negative voxel in the label: sensitivity 1, specificity undefined (NaN)",
-                           np.array([1.0, np.nan]), got)
+            raise Mismatch(
+                "no negative voxel in the label: sensitivity 1, specificity undefined (NaN)",
+                np.array([1.0, np.nan]),
+                got,
+            )
 
     run.test("a zero denominator gives NaN", undefined)
 
@@ -307,7 +380,7 @@ def _get_sens_spec_df_tests(fn: Callable, run: Run, grading: bool) -> None:
     label = (rng.random(shape) < 0.3).astype(np.uint8)
     pred = label.copy()
     pred[:2] = 1 - pred[:2]
-    pred[..., 1] = (rng.random(shape[:3]) < 0.5)
+    pred[..., 1] = rng.random(shape[:3]) < 0.5
     tables = {}
 
     def layout():
@@ -315,8 +388,11 @@ def _get_sens_spec_df_tests(fn: Callable, run: Run, grading: bool) -> None:
         tables["t"] = table
         if not hasattr(table, "columns") or not hasattr(table, "index"):
             raise AssertionError(f"expected a pandas DataFrame; got {type(table).__name__}")
-        hint = ("the table is transposed: classes are the columns, Sensitivity / Specificity the rows"
-                if list(table.index) == list(CLASS_NAMES) else "")
+        hint = (
+            "the table is transposed: classes are the columns, Sensitivity / Specificity the rows"
+            if list(table.index) == list(CLASS_NAMES)
+            else ""
+        )
         expect_equal("columns", list(CLASS_NAMES), list(table.columns), hint)
         expect_equal("rows", ["Sensitivity", "Specificity"], list(table.index))
 
@@ -334,6 +410,7 @@ def _get_sens_spec_df_tests(fn: Callable, run: Run, grading: bool) -> None:
 
 
 # The public checks the lesson calls
+
 
 def check_single_class_dice_coefficient(single_class_dice_coefficient: Callable) -> None:
     """Public tests of ``single_class_dice_coefficient``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""

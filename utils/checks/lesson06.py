@@ -19,8 +19,8 @@ def _blend(preds: np.ndarray, starts, shape, weights=None) -> np.ndarray:
     total = np.zeros((*shape, preds.shape[-1]))
     norm = np.zeros(shape)
     for (a, b, c), pred in zip(starts, preds):
-        total[a:a + window[0], b:b + window[1], c:c + window[2]] += pred * weights[..., None]
-        norm[a:a + window[0], b:b + window[1], c:c + window[2]] += weights
+        total[a : a + window[0], b : b + window[1], c : c + window[2]] += pred * weights[..., None]
+        norm[a : a + window[0], b : b + window[1], c : c + window[2]] += weights
     return total / norm[..., None]
 
 
@@ -35,9 +35,11 @@ def _blend_mistakes(preds: np.ndarray, starts, shape, weights) -> dict[str, np.n
         last[region] = pred
         total[region] += pred * w[..., None]
         count[region] += 1
-    out = {"each window overwrites the previous one: add the windows up, then divide": last,
-           "the sum is not divided by the sum of the weights": total,
-           "divided by the number of windows, not by the sum of their weights": total / count[..., None]}
+    out = {
+        "each window overwrites the previous one: add the windows up, then divide": last,
+        "the sum is not divided by the sum of the weights": total,
+        "divided by the number of windows, not by the sum of their weights": total / count[..., None],
+    }
     if weights is not None:
         out["the weights are not used"] = _blend(preds, starts, shape)
     return out
@@ -48,8 +50,11 @@ def _expect_blend(what: str, preds, starts, shape, weights, got) -> None:
     got = np.asarray(got, dtype=np.float64)
     hint = ""
     if got.shape == expected.shape and not np.allclose(got, expected, atol=1e-4):
-        hint = "; or ".join(text for text, wrong in _blend_mistakes(preds, starts, shape, weights).items()
-                            if np.allclose(got, wrong, atol=1e-4))
+        hint = "; or ".join(
+            text
+            for text, wrong in _blend_mistakes(preds, starts, shape, weights).items()
+            if np.allclose(got, wrong, atol=1e-4)
+        )
         if expected.shape[1:] == (1, 1, 1):  # a line of voxels: show it as one
             expected, got, what = expected.ravel(), got.ravel(), f"{what}; showing out[:, 0, 0, 0]"
     expect_close(what, expected, got, hint=hint)
@@ -72,27 +77,43 @@ def _blend_windows_tests(blend_windows: Callable, run: Run, grading: bool) -> No
     def two_windows():
         out = blend_windows(preds1, starts1, (n, 1, 1))
         expected = _blend(preds1, starts1, (n, 1, 1))
-        _expect_blend(f"constant weights: overlapping voxels get the mean ({lo:g} + {hi:g}) / 2; "
-                      f"expected out[:, 0, 0, 0] = {np.round(expected[:, 0, 0, 0], 4).tolist()}",
-                      preds1, starts1, (n, 1, 1), None, out)
+        _expect_blend(
+            f"constant weights: overlapping voxels get the mean ({lo:g} + {hi:g}) / 2; "
+            f"expected out[:, 0, 0, 0] = {np.round(expected[:, 0, 0, 0], 4).tolist()}",
+            preds1,
+            starts1,
+            (n, 1, 1),
+            None,
+            out,
+        )
 
     ramp = (np.array([1.0, 2.0, 4.0, 2.0, 1.0]) if grading else np.array([1.0, 3.0, 3.0, 1.0])).reshape(w, 1, 1)
 
     def weighted():
         out = blend_windows(preds1, starts1, (n, 1, 1), ramp)
-        _expect_blend(f"weights {ramp.ravel().tolist()}: each voxel gets sum(weight * prediction) / sum(weight)",
-                      preds1, starts1, (n, 1, 1), ramp, out)
+        _expect_blend(
+            f"weights {ramp.ravel().tolist()}: each voxel gets sum(weight * prediction) / sum(weight)",
+            preds1,
+            starts1,
+            (n, 1, 1),
+            ramp,
+            out,
+        )
 
     def identity():
         rng = np.random.default_rng(61 if grading else 60)
         shape, win = ((11, 9, 7), (5, 4, 3)) if grading else ((10, 8, 6), (4, 3, 2))
         volume = rng.normal(size=(*shape, 3 if grading else 2))
         starts = _grid(shape, win, (3, 2, 2))
-        preds = np.stack([volume[a:a + win[0], b:b + win[1], c:c + win[2]] for a, b, c in starts])
+        preds = np.stack([volume[a : a + win[0], b : b + win[1], c : c + win[2]] for a, b, c in starts])
         weights = rng.uniform(0.1, 1.0, size=win)
         out = blend_windows(preds, starts, shape, weights)
-        expect_close(f"windows {win} cut from a {shape} volume blend back into that volume, whatever the "
-                      "weights (corners are (x, y, z); windows are not cubes)", volume, np.asarray(out, np.float64))
+        expect_close(
+            f"windows {win} cut from a {shape} volume blend back into that volume, whatever the "
+            "weights (corners are (x, y, z); windows are not cubes)",
+            volume,
+            np.asarray(out, np.float64),
+        )
 
     def several_channels():
         rng = np.random.default_rng(63 if grading else 62)
@@ -100,8 +121,14 @@ def _blend_windows_tests(blend_windows: Callable, run: Run, grading: bool) -> No
         starts = _grid(shape, win, (2, 2, 2))
         preds = rng.random((len(starts), *win, 3))
         weights = rng.uniform(0.1, 1.0, size=win)
-        _expect_blend(f"{len(starts)} random {win} windows with 3 channels and random weights", preds, starts,
-                      shape, weights, blend_windows(preds, starts, shape, weights))
+        _expect_blend(
+            f"{len(starts)} random {win} windows with 3 channels and random weights",
+            preds,
+            starts,
+            shape,
+            weights,
+            blend_windows(preds, starts, shape, weights),
+        )
 
     run.test("constant weights average the overlap", two_windows)
     run.test("weights make a weighted average", weighted)
@@ -131,14 +158,17 @@ def _expect_regions(what: str, truth: np.ndarray, pred: np.ndarray, got: Any) ->
     if np.allclose(values, want, atol=1e-4, equal_nan=False):
         return
     mistakes = {
-        "each region is one label (TC is {2, 3} and WT {1, 2, 3}: the regions are nested)":
-            _region_dice_np(truth, pred, {"WT": (1,), "TC": (2,), "ET": (3,)}),
-        "Jaccard |A∩B| / |A∪B|, not Dice 2|A∩B| / (|A| + |B|)":
-            {r: d / (2 - d) for r, d in expected.items()},
+        "each region is one label (TC is {2, 3} and WT {1, 2, 3}: the regions are nested)": _region_dice_np(
+            truth, pred, {"WT": (1,), "TC": (2,), "ET": (3,)}
+        ),
+        "Jaccard |A∩B| / |A∪B|, not Dice 2|A∩B| / (|A| + |B|)": {r: d / (2 - d) for r, d in expected.items()},
         "a region empty in both maps must score 1": _region_dice_np(truth, pred, empty=0.0),
     }
-    hint = "; or ".join(text for text, wrong in mistakes.items()
-                        if np.allclose(values, [wrong[r] for r in _REGIONS], atol=1e-4, equal_nan=True))
+    hint = "; or ".join(
+        text
+        for text, wrong in mistakes.items()
+        if np.allclose(values, [wrong[r] for r in _REGIONS], atol=1e-4, equal_nan=True)
+    )
     if not hint and np.isnan(values).any():
         hint = "NaN is 0 / 0: a region empty in both maps scores 1.0"
     raise Mismatch(f"{what}: [WT, TC, ET]", want, values, hint)
@@ -163,12 +193,14 @@ def _region_dice_tests(region_dice: Callable, run: Run, grading: bool) -> None:
         truth[1:3, 1:3] = 2
         truth[1, 1] = 3
         pred = truth.copy()
-        pred[pred == 3] = 2            # enhancing called core
-        pred[4:6, 4:6] = 1             # extra edema
+        pred[pred == 3] = 2  # enhancing called core
+        pred[4:6, 4:6] = 1  # extra edema
     d = _region_dice_np(truth, pred)
-    run.test(f"nested regions WT {{1,2,3}}, TC {{2,3}}, ET {{3}}: WT {d['WT']:.4g}, TC {d['TC']:.4g} "
-             f"(2 and 3 both count), ET {d['ET']:.4g} (missed)",
-             lambda: _expect_regions("Dice", truth, pred, region_dice(truth, pred)))
+    run.test(
+        f"nested regions WT {{1,2,3}}, TC {{2,3}}, ET {{3}}: WT {d['WT']:.4g}, TC {d['TC']:.4g} "
+        f"(2 and 3 both count), ET {d['ET']:.4g} (missed)",
+        lambda: _expect_regions("Dice", truth, pred, region_dice(truth, pred)),
+    )
 
     def empty():
         zero = np.zeros((5, 3, 2) if grading else (4, 4, 2), np.uint8)
@@ -189,6 +221,7 @@ def _region_dice_tests(region_dice: Callable, run: Run, grading: bool) -> None:
 
 
 # The public checks the lesson calls
+
 
 def check_blend_windows(blend_windows: Callable) -> None:
     """Public tests of ``blend_windows``: prints ✔/✘ lines, raises ExerciseCheckError on failure."""

@@ -156,19 +156,27 @@ def _where_different(expected: Any, got: Any) -> str:
     if expected.shape != got.shape or expected.size <= _SMALL:
         return ""
     try:
-        bad = ~np.isclose(np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64), atol=1e-4,
-                          equal_nan=True)
+        bad = ~np.isclose(
+            np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64), atol=1e-4, equal_nan=True
+        )
     except (TypeError, ValueError):
         return ""
     if not bad.any():
         return ""
     first = tuple(int(i) for i in np.argwhere(bad)[0])
-    return (f"differ at {int(bad.sum())} of {bad.size} positions; first at index {first}: "
-            f"expected {expected[first]:.4g}, got {got[first]:.4g}")
+    return (
+        f"differ at {int(bad.sum())} of {bad.size} positions; first at index {first}: "
+        f"expected {expected[first]:.4g}, got {got[first]:.4g}"
+    )
 
 
-_LIBRARY_DIRS = tuple({str(Path(p).resolve()) for key in ("stdlib", "platstdlib", "purelib", "platlib")
-                       if (p := sysconfig.get_paths().get(key))}) + (str(Path(__file__).resolve().parents[1]),)
+_LIBRARY_DIRS = tuple(
+    {
+        str(Path(p).resolve())
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        if (p := sysconfig.get_paths().get(key))
+    }
+) + (str(Path(__file__).resolve().parents[1]),)
 
 
 def _is_library(filename: str) -> bool:
@@ -232,16 +240,14 @@ class Run:
             where = _learner_line(err)
             if where:
                 return self._fail(description, f"your function raised {type(err).__name__}: {err}\n{where}")
-            return self._fail(description, f"{type(err).__name__} while checking what your function "
-                                           f"returned: {err}")
+            return self._fail(description, f"{type(err).__name__} while checking what your function returned: {err}")
         self.results.append(TestResult(description, True, ""))
         self._say(f"  {PASS} {description}")
         return True
 
     @contextlib.contextmanager
     def _time_limit(self):
-        usable = (self.record and hasattr(signal, "setitimer")
-                  and threading.current_thread() is threading.main_thread())
+        usable = self.record and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
         if not usable:
             yield
             return
@@ -262,15 +268,14 @@ class Run:
         total = len(self.results)
         failed = [r.description for r in self.results if not r.passed]
         if self.not_written.startswith("your function is not written yet"):
-            raise ExerciseCheckError(f"{self.name}() is not written yet: replace the "
-                                     "NotImplementedError between START and END CODE HERE")
+            raise ExerciseCheckError(
+                f"{self.name}() is not written yet: replace the NotImplementedError between START and END CODE HERE"
+            )
         if self.not_written:
             raise ExerciseCheckError(self.not_written)
         if failed:
             print(f"{total - len(failed)} of {total} public tests passed.")
-            raise ExerciseCheckError(
-                f"{len(failed)} public test(s) of {self.name}() failed: " + "; ".join(failed)
-            )
+            raise ExerciseCheckError(f"{len(failed)} public test(s) of {self.name}() failed: " + "; ".join(failed))
         print(f"All public tests passed ({total} of {total}).")
 
 
@@ -321,8 +326,9 @@ def run_check(exercise: str, fn: Callable, *, variant: str = "public", record: b
             except Exception as err:  # a bug outside any single test: record it, never lose the results
                 if not record:
                     raise
-                run.results.append(TestResult("the check ran to the end", False,
-                                              f"the check stopped: {type(err).__name__}: {err}"))
+                run.results.append(
+                    TestResult("the check ran to the end", False, f"the check stopped: {type(err).__name__}: {err}")
+                )
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
