@@ -46,6 +46,7 @@ import matplotlib.pyplot as plt
 
 import utils
 from utils import get_dataset, get_settings, list_cases, load_case
+from utils.analysis import dataset_volume_table
 from utils.checks import check_get_sub_volume, check_standardize
 from utils.labels import CLASS_NAMES, MODALITIES
 from utils.preprocessing import compare_samplers, sample_foreground_patch, standardize_nonzero
@@ -53,7 +54,7 @@ from utils.viz import label_colormap, label_legend
 
 # %% tags=["parameters"]
 DATASET = "phantom"     # "phantom" or "msd"
-CASE_INDEX = 0
+CASE = None             # a case id (e.g. "PHANTOM_003"); None: the largest tumour of the first 20 cases
 N_PATCHES = 40          # patches drawn per sampler in section 5
 SEED = 0
 
@@ -62,9 +63,13 @@ settings = get_settings()
 PATCH = settings.patch_shape  # (160, 160, 16) as in the original assignment; smaller in CI mode
 data_dir = get_dataset(DATASET)
 case_ids = list_cases(data_dir)
-case = load_case(data_dir, case_ids[CASE_INDEX])
+if CASE is None:  # the assignment's patches need 5% tumour: take a case with plenty of it
+    volumes = dataset_volume_table(data_dir, case_ids[:20]).drop(index=["mean", "median"])
+    CASE = volumes["Whole tumour"].idxmax()
+case = load_case(data_dir, CASE)
 image, label = case.image, case.label
-print(f"mode {settings.mode}: case {case.case_id}, image {image.shape}, patch {PATCH}")
+print(f"mode {settings.mode}: case {case.case_id}, image {image.shape}, patch {PATCH}, "
+      f"whole tumour {int((label > 0).sum()):,} voxels ({(label > 0).sum() / np.prod(PATCH):.0%} of a patch)")
 
 # %% [markdown]
 # ## 1. Why patches?

@@ -56,7 +56,8 @@ def case():
     from utils.phantom import make_phantom_case
 
     shape = tuple(int(v) for v in os.environ.get("REPORT_CHECK_SHAPE", "120x120x78").split("x"))
-    image, label, affine = make_phantom_case(1, shape=shape)
+    image, label, affine = make_phantom_case(0, shape=shape)  # a case with all three classes
+    assert set(np.unique(label)) == {0, 1, 2, 3}, "the report test needs a case with every class"
     prediction = np.roll(label, 2, axis=0)  # a plausible imperfect segmentation
     prediction[~ndimage.binary_erosion(prediction > 0)] = 0
     return image, label, prediction, affine

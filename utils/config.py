@@ -73,7 +73,7 @@ class Settings:
 
 
 _SETTINGS = {
-    "ci": Settings("ci", TINY_SHAPE, 6, 1, "phantom-ci", (32, 32, 16)),
+    "ci": Settings("ci", TINY_SHAPE, 6, 1, "phantom-ci", (16, 16, 16)),
     "cpu": Settings("cpu", BRATS_SHAPE, 16, 2, "phantom", (160, 160, 16)),
     "gpu": Settings("gpu", BRATS_SHAPE, 24, 2, "phantom", (160, 160, 16)),
 }
