@@ -362,15 +362,22 @@ tissue.round(2)
 cases = [load_case(data_dir, cid) for cid in case_ids[:3]]
 table = compare_samplers([(c.image, c.label) for c in cases], n_patches=N_PATCHES, patch_shape=PATCH,
                          seed=SEED)
+rejection, oversampling = table.iloc[0], table.iloc[1]
+print(f"cases {', '.join(c.case_id for c in cases)} (whole tumour "
+      f"{', '.join(f'{(c.label > 0).sum() / np.prod(PATCH):.0%}' for c in cases)} of a patch): "
+      f"rejection sampling failed on {int(rejection['failed'])} of {N_PATCHES} patches "
+      f"({rejection['draws per patch (mean)']:.0f} draws per patch on average); foreground oversampling "
+      f"took 1 draw per patch, and {oversampling['patches with tumour']:.0%} of its patches hold tumour")
 table.T
 
 # %% [markdown]
-# Rejection sampling averages hundreds of draws per patch and gives up on
-# many (`failed`, each after 1000 draws). `patches with tumour` counts those
-# failures as patches without tumour: every patch it does return holds
-# tumour, at least 5% of its voxels by construction. Foreground oversampling
-# returns every patch in one draw, and some of its patches hold no tumour -
-# the healthy examples rejection sampling never gives.
+# Rejection sampling needs many draws per patch, and when a case's tumour
+# cannot fill 5% of a patch it gives up (`failed`, after 1000 draws each):
+# such a case is never shown to the network at all. `patches with tumour` counts those
+# failures as patches without tumour; every patch it does return holds at
+# least 5% tumour by construction. Foreground oversampling returns every
+# patch in one draw, whatever the tumour's size, and some of its patches hold
+# no tumour - the healthy examples rejection sampling never gives.
 
 # %% alt="The four sequences and labels of a patch whose corner was forced onto the tumour."
 rng = np.random.default_rng(SEED)
