@@ -297,7 +297,7 @@ del gallery  # six full-size cases hold about a gigabyte
 plt.show()
 
 # %% [markdown]
-# Even in a large tumour, almost every voxel is background:
+# Almost every voxel is background, even inside the brain:
 
 # %%
 tumour_share = (case.label > 0).mean()
