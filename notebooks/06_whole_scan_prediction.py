@@ -271,12 +271,22 @@ prediction = probabilities_to_labels(probabilities, largest_component=True)
 print("voxels per label, raw:         ", np.bincount(raw.ravel(), minlength=4))
 print("voxels per label, largest blob:", np.bincount(prediction.ravel(), minlength=4))
 print("ground truth:                  ", np.bincount(case.label.ravel(), minlength=4))
+kept_on_tumour = np.logical_and(prediction > 0, case.label > 0).any()
+print("the largest blob", "overlaps the true tumour" if kept_on_tumour else
+      "does NOT touch the true tumour: a false positive outgrew the tumour's own prediction, "
+      "and keeping only it threw the tumour away")
+
+# %% [markdown]
+# The rule assumes the tumour is the largest thing the network finds. A
+# model that still over-calls look-alikes can break it, and one of several
+# lesions (multifocal disease) is always dropped: read the line above, and
+# the tables below, with that in mind.
 
 # %% [markdown]
 # ## 5. Prediction against ground truth
 #
 # Three planes through the tumour centre, zoomed on the true tumour (the
-# errors are thin rims, invisible at whole-brain scale; errors far from the
+# errors at the tumour's edge are thin rims, invisible at whole-brain scale; errors far from the
 # tumour fall outside the zoom but count in the numbers of section 6). Bottom row: the errors -
 # **false positives** (predicted tumour where there is none, orange) and
 # **false negatives** (missed tumour, cyan), for the whole tumour.
@@ -485,7 +495,10 @@ print(cli.stdout.strip() or cli.stderr[-2000:])
 # The command line runs `predict_case`, which first crops the scan to the
 # brain's bounding box (plus a 2-voxel margin) to skip windows of pure
 # background. Its windows therefore sit at other places than in section 3,
-# and a few voxels at the edge of the tumour come out differently. How many:
+# so some probabilities near 0.5 come out on the other side of the
+# threshold. Usually that is a few voxels at the tumour's edge; when two
+# blobs are about the same size, it can also change which one the
+# largest-blob rule keeps. How many:
 
 # %%
 cli_labels = np.asarray(nib.load(out_dir / "cli_seg.nii.gz").dataobj) if cli.returncode == 0 else None
@@ -494,6 +507,9 @@ if cli_labels is not None:
     differ = (cli_labels != prediction) & tumour
     print(f"{differ.sum():,} of {tumour.sum():,} tumour voxels ({differ.sum() / max(tumour.sum(), 1):.2%}) "
           f"differ; Dice WT between the two: {region_scores(cli_labels, prediction, with_hd95=False)['Dice WT']:.4f}")
+    same_blob = np.logical_and(cli_labels > 0, prediction > 0).any()
+    print("the two kept", "the same blob (the differences are edge voxels)" if same_blob
+          else "different blobs as the largest: the differences are a whole blob, not edge voxels")
 
 # %% [markdown]
 # ## 8. See the errors in 3-D, and share the case
