@@ -137,7 +137,7 @@ PRESETS = {
         depth=4,
         base_filters=8,
         normalization="instance",
-        foreground_fraction=0.5,
+        foreground_fraction=0.33,  # as nnU-Net and the gpu preset: 0.5 left far-off false positives (WT 0.569 vs 0.686)
         val_fraction=0.375,
         workers=1,
     ),
