@@ -324,12 +324,9 @@ pieces
 
 # %% [markdown]
 # Each piece that touches no tumour adds to the prediction and nothing to
-# the overlap, so many of them pull the whole-tumour Dice down however well
-# the tumour itself is outlined; the core and enhancing regions are judged
-# on fewer such pieces. A short run leaves scattered false positives in
-# tissue that resembles edema, such as the bright cortex on FLAIR. Lesson 06
-# measures them with HD95 and removes them by keeping the largest connected
-# tumour.
+# the overlap: many of them pull the whole-tumour Dice down however well the
+# tumour itself is outlined. Lesson 06 measures them with HD95 and removes
+# them by keeping the largest connected tumour.
 
 # %% [markdown]
 # The three Dice of `best.keras`, mean of the three classes, side by side:
