@@ -276,8 +276,8 @@ print(f"{n_cases} cases; enhancing tumour absent in {n_cases - stats.loc['Enhanc
 stats
 
 # %% [markdown]
-# A model trained on these cases sees enhancing tumour in only some of them,
-# and then in few voxels. On real data it is usually the hardest region to
+# A model trained on these cases sees less enhancing tumour than anything
+# else: it is the smallest class in the table, and some cases have none. On real data it is usually the hardest region to
 # segment (lesson 05 quotes published scores), and a case without enhancing
 # tumour needs a metric that copes with an empty region (lessons 04 and 06).
 #

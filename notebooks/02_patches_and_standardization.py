@@ -371,11 +371,12 @@ print(f"cases {', '.join(c.case_id for c in cases)} (whole tumour "
 table.T
 
 # %% [markdown]
-# Rejection sampling needs many draws per patch, and when a case's tumour
-# cannot fill 5% of a patch it gives up (`failed`, after 1000 draws each):
-# such a case is never shown to the network at all. `patches with tumour` counts those
-# failures as patches without tumour; every patch it does return holds at
-# least 5% tumour by construction. Foreground oversampling returns every
+# Rejection sampling needs many draws per patch, and it gives up on a patch
+# after 1000 draws (`failed`) even when the tumour could fill 5% of a patch:
+# a random window rarely lands on it. A case whose tumour cannot fill 5% of a
+# patch would never be shown to the network at all. `patches with tumour`
+# counts the failures as patches without tumour; every patch it does return
+# holds at least 5% tumour by construction. Foreground oversampling returns every
 # patch in one draw, whatever the tumour's size, and some of its patches hold
 # no tumour - the healthy examples rejection sampling never gives.
 

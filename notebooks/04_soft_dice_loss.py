@@ -280,6 +280,30 @@ print("soft Dice on the lazy prediction:      ", round(float(ops.convert_to_nump
 print("Dice + BCE on the lazy prediction:     ", round(float(ops.convert_to_numpy(utils.dice_bce_loss(y_toy, lazy))), 4))
 
 # %% [markdown]
+# **Pooling the Dice over the batch.** Most training patches hold no tumour of
+# some class, and many hold none at all. `soft_dice_loss` scores each patch on
+# its own, so such a patch scores a loss of almost exactly 1 (the epsilon is
+# tiny) whether its false positives are strong or faint: it gives little push
+# to remove them. nnU-Net pools each class's sums over the whole batch before
+# dividing ("batch Dice"); then false positives in an empty patch count
+# against the tumour in the others, in proportion to how many there are.
+# `utils.batch_dice_bce_loss` is Dice + BCE with the Dice pooled that way; the
+# CPU preset of lesson 05 trains with it. Below: a batch of the good
+# prediction and an empty patch with false positives, strong then faint.
+
+# %%
+empty = np.zeros_like(truth)
+strong, faint = np.zeros_like(truth), np.zeros_like(truth)
+strong[0, :10, :10, :5] = 0.6   # 500 false-positive voxels at p = 0.6
+faint[0, :10, :10, :5] = 0.06   # the same voxels at p = 0.06
+batch_truth = np.concatenate([truth, empty])
+for name, fp in (("strong", strong), ("faint", faint)):
+    batch_pred = np.concatenate([good, fp])
+    per_patch = float(ops.convert_to_numpy(utils.soft_dice_loss(batch_truth, batch_pred)))
+    pooled = float(ops.convert_to_numpy(utils.batch_dice_bce_loss(batch_truth, batch_pred)))
+    print(f"{name} false positives: soft Dice per patch {per_patch:.4f}, batch Dice + BCE {pooled:.4f}")
+
+# %% [markdown]
 # ## 4. Sensitivity and specificity
 #
 # Dice is one number. Clinicians also ask two separate questions, per class:

@@ -60,6 +60,7 @@ from utils.distribute import current_cluster, parse_tf_config, strategy_kind
 from utils.download import fetch_msd
 from utils.inference import evaluate_model
 from utils.labels import CLASS_NAMES
+from utils.metrics import lesion_wise_region
 from utils.pipeline import PatchDataset, PatchSampler
 from utils.train import prepare_data, train
 from utils.viz import label_colormap, label_legend, plot_learning_curves
@@ -75,7 +76,7 @@ OVERRIDES = {}       # any TrainConfig field, e.g. {"epochs": 50, "batch_size": 
 # | mode | where | data | model | budget |
 # |---|---|---|---|---|
 # | `ci` | the test suite | tiny phantom 64x64x40 | depth 3, 4 filters | a few steps |
-# | `cpu` | no GPU visible (default) | full-size phantom | depth 4, 8 filters, 80x80x32 patches | 10 epochs of 30 steps |
+# | `cpu` | no GPU visible (default) | full-size phantom | depth 4, 8 filters, 3 x 64x64x32 patches | 10 epochs of 30 steps |
 # | `gpu` | a GPU visible (Colab T4) | MSD Task01 (or the phantom) | the assignment's: depth 4, 32 filters, 160x160x16 patches | 100 epochs of 250 steps |
 #
 # The `cpu` mode trains the U-Net of lesson 03 as it is, at full
@@ -137,7 +138,8 @@ else:
 # with a list of tumour voxel positions for foreground sampling. The
 # manifest records the preprocessing parameters; change them and the cache
 # is rebuilt rather than silently reused. Cases are split into training and
-# validation by a fixed seed.
+# validation by a fixed seed, stratified: cases with and without enhancing
+# tumour are held out in the proportion the data has them.
 
 # %%
 data_dir, cache, train_ids, val_ids = prepare_data(config)
@@ -149,7 +151,9 @@ manifest[["shape", "crop_box", "voxels"]].head()
 # ## 4. The input pipeline
 #
 # `PatchSampler` cuts a patch from a memory-mapped case - a share of them
-# centred on a tumour voxel of a random class (foreground oversampling) -
+# centred on a tumour voxel of a random class (foreground oversampling), the
+# rest anywhere, up to half a patch past the border (as nnU-Net does; kept
+# inside, patches would rarely reach the cerebellum and the temporal poles) -
 # flips it on random axes and jitters each channel's intensity.
 # `PatchDataset` is a `keras.utils.PyDataset`: Keras prepares batches in
 # worker threads while the model trains on the previous one. Batch `i` of
@@ -189,7 +193,8 @@ print(f"{n / (time.perf_counter() - start):.1f} patches/s from the cache, one th
 # ## 5. Train
 #
 # `train(config)` compiles the U-Net with the loss of the config (Dice + BCE
-# by default, lesson 04) and the per-class Dice metrics, and fits it with:
+# by default; the CPU preset pools the Dice over the batch, lesson 04) and the
+# per-class Dice metrics, and fits it with:
 #
 # - validation on patches of the held-out cases after every epoch;
 # - `last.keras` every epoch and `best.keras` at the best validation Dice
@@ -282,7 +287,7 @@ plt.show()
 # and the Dice of each class:
 
 # %%
-scores, _ = evaluate_model(best, data_dir, val_ids, with_hd95=False, progress=False)
+scores, predictions = evaluate_model(best, data_dir, val_ids, with_hd95=False, progress=False)
 scores[["Dice WT", "Dice TC", "Dice ET", *[f"Dice {n}" for n in CLASS_NAMES], "Dice mean (classes)"]]
 
 # %% [markdown]
@@ -300,6 +305,28 @@ print(f"{len(val_ids)} held-out case(s): " + ", ".join(
 ranking = " > ".join(r.split()[-1] for r in means.sort_values(ascending=False).index)
 print(f"ranking, best first: {ranking}" + ("  (as on real data)" if ranking == "WT > TC > ET" else
                                            "  (real data: WT > TC > ET)"))
+
+# %% [markdown]
+# Where does the whole-tumour Dice go? Count the separate pieces of
+# predicted tumour: a piece that touches no true tumour is a false positive
+# wherever it lies (`lesion_wise_region`, the BraTS 2023 lesion matching of
+# lesson 06).
+
+# %%
+pieces = {}
+for case_id, (truth, pred) in predictions.items():
+    wt = lesion_wise_region(truth > 0, pred > 0)
+    pieces[case_id] = {"true lesions found": wt.n_tp, "missed": wt.n_fn, "false-positive pieces": wt.n_fp}
+pieces = pd.DataFrame(pieces).T
+print(f"{int(pieces['false-positive pieces'].sum())} predicted pieces in {len(pieces)} held-out cases touch no "
+      f"true tumour; {int(pieces['missed'].sum())} true lesions were missed")
+pieces
+
+# %% [markdown]
+# Each piece that touches no tumour adds to the prediction and nothing to
+# the overlap: many of them pull the whole-tumour Dice down however well the
+# tumour itself is outlined. Lesson 06 measures them with HD95 and removes
+# them by keeping the largest connected tumour.
 
 # %% [markdown]
 # The three Dice of `best.keras`, mean of the three classes, side by side:
@@ -348,7 +375,7 @@ with tempfile.TemporaryDirectory() as scratch:
 # 0.70-0.80 (nnU-Net, with 5x the training, about 0.91 / 0.85 / 0.80).
 # The phantom is made hard on purpose, with the difficulties of real
 # gliomas: enhancement that is thin, broken, weak in some tumours and absent
-# in about a third of them, a core that in some cases hardly differs from
+# in about a fifth of them, a core that in some cases hardly differs from
 # edema, scanner differences, and unlabelled look-alikes that a model must
 # learn to leave alone. Section 8 printed where this short run landed and
 # whether it keeps the order of real data. The phantom is still one template

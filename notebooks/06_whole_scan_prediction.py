@@ -496,8 +496,9 @@ print(cli.stdout.strip() or cli.stderr[-2000:])
 # brain's bounding box (plus a 2-voxel margin) to skip windows of pure
 # background. Its windows therefore sit at other places than in section 3,
 # so some probabilities near 0.5 come out on the other side of the
-# threshold. Usually that is a few voxels at the tumour's edge; when two
-# blobs are about the same size, it can also change which one the
+# threshold. Those sit mostly at the tumour's edge, and there are more of
+# them the less sure the network is (a short training run leaves many); when
+# two blobs are about the same size, it can also change which one the
 # largest-blob rule keeps. How many:
 
 # %%

@@ -356,5 +356,5 @@ print(f"size and cost: 3D {costs.loc['3D U-Net', 'parameters']:,} parameters, 2D
 #   spread. Which wins depends on the data, the budget and the resolution -
 #   read the numbers, not a rule.
 # - Size and speed are measured, not assumed: a 2D network with twice the
-#   filters can have more weights than the 3D one, and slice-by-slice
-#   inference is not automatically faster.
+#   filters can have more weights than the 3D one; section 4 prints which
+#   network is smaller and which segments a case faster on your machine.

@@ -84,6 +84,44 @@ def test_sampler_patches(cache):
         PatchSampler(cache, ["NOPE"], (8, 8, 8))
 
 
+class _OneCase:
+    """The three things PatchSampler reads of a cache, for a case whose voxels hold their own index."""
+
+    case_ids = ["C"]
+
+    def __init__(self, shape):
+        self._image = (np.arange(np.prod(shape), dtype=np.float32) + 1).reshape(*shape, 1).repeat(4, -1)
+
+    def image(self, case_id):
+        return self._image
+
+    def label(self, case_id):
+        return np.zeros(self._image.shape[:3], np.uint8)
+
+    def locations(self, case_id):
+        return {"class1": np.zeros((0, 3), np.int32)}
+
+
+def test_random_patches_reach_the_border_as_nnunet_does():
+    """The corner voxel is in about 1 % of random patches; kept inside the case, patches would reach it 0.009 %."""
+    shape, patch = (40, 40, 24), (16, 16, 8)
+    sampler = PatchSampler(_OneCase(shape), ["C"], patch, foreground_fraction=0.0, augment=False)
+    corner, centre = 1.0, float(np.ravel_multi_index((20, 20, 12), shape) + 1)
+    rng = np.random.default_rng(0)
+    seen = {"corner": 0, "centre": 0, "padded": 0}
+    for _ in range(4000):
+        X, _ = sampler.sample(rng)
+        values = X[..., 0]
+        seen["corner"] += bool((values == corner).any())
+        seen["centre"] += bool((values == centre).any())
+        seen["padded"] += bool((values == 0).any())
+    # each axis: starts -8..32 for x/y and -4..20 for z; the corner needs start <= 0 on all three
+    # axes (9/41 * 9/41 * 5/25 = 0.0096), the centre 16/41 * 16/41 * 8/25 (0.049)
+    assert seen["corner"] / 4000 == pytest.approx(0.0096, abs=0.004)
+    assert seen["centre"] / 4000 == pytest.approx(0.049, abs=0.01)
+    assert seen["padded"] > 0 and seen["corner"] > 0
+
+
 def test_augmentation_keeps_image_and_label_aligned(cache):
     plain = PatchSampler(cache, ["PHANTOM_001"], (32, 32, 16), foreground_fraction=1.0, augment=False)
     aug = PatchSampler(

@@ -117,6 +117,25 @@ def test_split_is_deterministic_and_disjoint():
         split_cases(ids, 1.5)
 
 
+def test_stratified_split_holds_out_each_group_in_its_share():
+    """16 cases, 4 without enhancing tumour, 6 held out: 1 or 2 of the 4 (a plain split of seed 0 held out 3)."""
+    ids = [f"PHANTOM_{i:03d}" for i in range(1, 17)]
+    no_et = {"PHANTOM_002", "PHANTOM_003", "PHANTOM_006", "PHANTOM_013"}
+    strata = {c: c not in no_et for c in ids}
+    assert len(set(split_cases(ids, 0.375, seed=0)[1]) & no_et) == 3
+    for seed in range(20):
+        train, val = split_cases(ids, 0.375, seed=seed, strata=strata)
+        assert len(val) == 6 and len(train) == 10 and set(train) | set(val) == set(ids)
+        assert len(set(val) & no_et) in (1, 2), (seed, val)
+        assert (train, val) == split_cases(list(reversed(ids)), 0.375, seed=seed, strata=strata)
+    # 3 groups of 10, 20 and 30 cases, a fifth held out: exactly 2, 4 and 6 of them
+    groups = {f"c{i:02d}": ("a" if i < 10 else "b" if i < 30 else "c") for i in range(60)}
+    val = split_cases(list(groups), 0.2, seed=1, strata=groups)[1]
+    assert [sum(groups[c] == g for c in val) for g in "abc"] == [2, 4, 6]
+    with pytest.raises(ValueError, match="missing"):
+        split_cases(ids, 0.375, strata={c: True for c in ids[:-1]})
+
+
 # --- bad input: every error names the file and what was expected -----------
 
 

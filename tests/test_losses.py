@@ -7,6 +7,7 @@ import tensorflow as tf
 from keras import ops
 
 from utils.losses import (
+    batch_dice_bce_loss,
     dice_bce_loss,
     dice_coefficient,
     dice_edema,
@@ -66,6 +67,29 @@ def test_dice_bce_is_dice_plus_mean_bce(batch):
     p = np.clip(y_pred.astype(np.float64), 1e-7, 1 - 1e-7)
     bce = -(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)).mean()
     assert _np(dice_bce_loss(y_true, y_pred)) == pytest.approx(_np(soft_dice_loss(y_true, y_pred)) + bce, rel=1e-4)
+
+
+def test_batch_dice_pools_the_batch_so_an_empty_patch_feels_its_false_positives():
+    """nnU-Net's batch Dice: one Dice per class over the whole batch, plus the same BCE."""
+    y_true = np.zeros((2, 4, 4, 2, 3), np.float32)
+    y_true[0, :2, :2, :, :] = 1.0  # patch 0 has tumour, patch 1 none
+    clean = y_true * 0.9
+    noisy = clean.copy()
+    noisy[1, 2:, 2:, :, :] = 0.6  # false positives in the empty patch
+    p = np.clip(noisy.astype(np.float64), 1e-7, 1 - 1e-7)
+    bce = -(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)).mean()
+    inter = (y_true * noisy).sum(axis=(0, 1, 2, 3))
+    dice = (2 * inter + 1e-5) / ((noisy**2).sum(axis=(0, 1, 2, 3)) + (y_true**2).sum(axis=(0, 1, 2, 3)) + 1e-5)
+    assert _np(batch_dice_bce_loss(y_true, noisy)) == pytest.approx(1 - dice.mean() + bce, rel=1e-4)
+    # per-sample Dice gives the empty patch a loss of almost exactly 1 however faint its false
+    # positives are, so it barely pushes them down; in the pooled Dice they weigh as they should
+    fainter = noisy.copy()
+    fainter[1] *= 0.1
+    assert _np(soft_dice_loss(y_true, noisy)) == pytest.approx(_np(soft_dice_loss(y_true, fainter)), abs=1e-3)
+    assert _np(batch_dice_bce_loss(y_true, noisy)) > _np(batch_dice_bce_loss(y_true, fainter)) + 0.1
+    # a 2D batch (B, x, y, C): the same per-class pooling, over the slices of the batch
+    flat = lambda a: a.transpose(0, 3, 1, 2, 4).reshape(-1, 4, 4, 3)  # every z-slice a sample
+    assert _np(batch_dice_bce_loss(flat(y_true), flat(noisy))) == pytest.approx(1 - dice.mean() + bce, rel=1e-4)
 
 
 def test_gradient_is_finite_at_zero_and_one():

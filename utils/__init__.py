@@ -58,6 +58,7 @@ if not os.environ.get(NO_KERAS_ENV):
     quiet_start()  # before Keras: TensorFlow's start-up notices stay out of the lessons
     from .inference import blend_windows, sliding_window_predict
     from .losses import (
+        batch_dice_bce_loss,
         dice_bce_loss,
         dice_coefficient,
         single_class_dice_coefficient,

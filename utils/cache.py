@@ -197,6 +197,10 @@ class TrainingCache:
         with np.load(self.folder / self._entry(case_id)["locations"]) as data:
             return {k: data[k] for k in data.files}
 
+    def voxels(self, case_id: str) -> dict[int, int]:
+        """Voxels of each tumour class (1, 2, 3) in the case's label."""
+        return {int(k): int(v) for k, v in self._entry(case_id)["voxels"].items()}
+
     def _entry(self, case_id: str) -> dict:
         if case_id not in self.cases:
             raise CacheError(f"case {case_id!r} is not in the cache {self.folder}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import random
 import zlib
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -653,13 +654,20 @@ def get_dataset(name: str | Path = "phantom") -> Path:
     raise ValueError(f"dataset must be one of {DATASETS} or the path of a dataset folder; found {name!r}")
 
 
-def split_cases(case_ids: list[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Deterministic train/validation split.
+def split_cases(
+    case_ids: list[str], val_fraction: float = 0.2, seed: int = 0, strata: Mapping[str, Hashable] | None = None
+) -> tuple[list[str], list[str]]:
+    """Deterministic train/validation split, stratified when ``strata`` is given.
 
     Args:
         case_ids: the cases to split (order does not matter).
         val_fraction: share of cases for validation, in (0, 1).
         seed: the same seed and cases always give the same split.
+        strata: a group for every case (e.g. whether it has enhancing
+            tumour). Each group then gives validation cases in proportion to
+            its size (largest remainder), so the held-out cases mix the groups
+            as the data does; a random split of 16 cases can put three of four
+            tumours without enhancing tumour among 6 held-out cases.
 
     Returns:
         ``(train_ids, val_ids)``, each sorted; at least one case in each when
@@ -670,7 +678,25 @@ def split_cases(case_ids: list[str], val_fraction: float = 0.2, seed: int = 0) -
     ids = sorted(set(case_ids))
     if len(ids) < 2:
         raise ValueError(f"need at least 2 cases to split; found {len(ids)}")
-    shuffled = ids[:]
-    random.Random(seed).shuffle(shuffled)
     n_val = min(max(1, round(len(ids) * val_fraction)), len(ids) - 1)
-    return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
+    if strata is None:
+        shuffled = ids[:]
+        random.Random(seed).shuffle(shuffled)
+        return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
+    missing = [c for c in ids if c not in strata]
+    if missing:
+        raise ValueError(f"strata must give a group for every case; missing {missing[:5]}")
+    groups: dict[str, list[str]] = {}
+    for c in ids:
+        groups.setdefault(repr(strata[c]), []).append(c)
+    quota = {g: len(members) * n_val / len(ids) for g, members in groups.items()}
+    take = {g: int(q) for g, q in quota.items()}
+    by_remainder = sorted(groups, key=lambda g: (-(quota[g] - take[g]), g))
+    for g in by_remainder[: n_val - sum(take.values())]:
+        take[g] += 1
+    val: list[str] = []
+    for g in sorted(groups):
+        members = groups[g][:]
+        random.Random(f"{seed}:{g}").shuffle(members)
+        val += members[: take[g]]
+    return sorted(set(ids) - set(val)), sorted(val)

@@ -106,6 +106,19 @@ def dice_bce_loss(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
     return soft_dice_loss(y_true, y_pred, axis, epsilon) + bce
 
 
+@register
+def batch_dice_bce_loss(y_true, y_pred, epsilon=0.00001):
+    """:func:`dice_bce_loss` with the Dice pooled over the batch (nnU-Net's ``batch_dice``).
+
+    Each class's Dice sums over every patch of the batch, so a patch with no
+    tumour still feels its false positives through the other patches' sums,
+    instead of scoring an almost constant near-zero Dice of its own. Works for
+    3D ``(B, x, y, z, C)`` and 2D ``(B, x, y, C)`` batches: it sums over every
+    axis but the classes.
+    """
+    return dice_bce_loss(y_true, y_pred, axis=tuple(range(len(y_true.shape) - 1)), epsilon=epsilon)
+
+
 def _class_dice(index: int, name: str):
     def metric(y_true, y_pred):
         y_true, y_pred = _as_float(y_true, y_pred)

@@ -6,8 +6,9 @@ what the brain mask holds beyond grey and white matter.
 
 Each case plants a glioma drawn from its seed: a lobulated solid mass (several
 overlapping blobs with noise-deformed borders), sometimes with satellites
-(multifocal); off-centre irregular necrosis; a thin (1-4 mm), broken enhancing
-rim, absent in lower-grade tumours (about 30 % of cases, no enhancing label);
+(multifocal); off-centre irregular necrosis; a thin (2-5 mm, thinner in places), broken
+enhancing rim, absent in lower-grade tumours (about 20 % of cases, no
+enhancing label);
 edema that reaches further along white matter than into grey matter, from
 thin to extensive; whole tumours of about 5 to 150 mL. The tissue around the
 tumour is pushed aside (mass effect). Unlabelled look-alikes appear away from
@@ -57,7 +58,7 @@ from .labels import LABEL_NAMES, MODALITIES
 from .parallel import default_workers, map_in_processes
 from .safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 MARKER_FILE = "phantom.json"
 TOOL = "utils.phantom"
 FOV_MM = (240.0, 240.0, 155.0)
@@ -70,7 +71,7 @@ INTENSITY_SCALE = 1000.0
 # MSD channel order FLAIR, T1w, T1gd, T2w. T1w and T1gd take their healthy
 # tissue from the MNI T1 template itself (None below).
 TISSUE_CONTRAST = {
-    "FLAIR": (0.75, 0.58, 0.08),
+    "FLAIR": (0.70, 0.58, 0.08),
     "T1w": None,
     "T1gd": None,
     "T2w": (0.62, 0.42, 1.00),
@@ -80,7 +81,7 @@ TUMOUR_CONTRAST = {
     # non-enhancing too). Classes overlap within each sequence, as in real
     # gliomas: edema and non-enhancing tumour are both FLAIR/T2 bright, and
     # necrosis is dark on T1gd like the tumour around it.
-    "FLAIR": (0.95, 1.00, 0.85, 0.60),
+    "FLAIR": (1.05, 1.05, 0.90, 0.60),
     "T1w": (0.55, 0.50, 0.55, 0.30),
     "T1gd": (0.57, 0.52, 1.25, 0.30),
     "T2w": (0.95, 0.90, 0.75, 1.10),
@@ -298,19 +299,19 @@ def _focus(rng: np.random.Generator, centre: np.ndarray, r_solid: float, grade: 
         # enhancement: a thin, patchy rim (none in lower-grade tumours)
         "enhancing": high,
         "outer_rim": (not necrosis) or rng.random() < 0.5,
-        "rim_mm": rng.uniform(1.5, 4.5),
-        "rim_gaps": rng.uniform(0.25, 0.6),
+        "rim_mm": rng.uniform(2.0, 5.0),
+        "rim_gaps": rng.uniform(0.2, 0.5),
     }
 
 
 def _tumour_parameters(rng: np.random.Generator, anat: dict) -> dict:
     """Draw everything a case's tumour and its look-alikes need from ``rng``.
 
-    About 30 % of cases are lower grade (no enhancing label, thin edema),
+    About 20 % of cases are lower grade (no enhancing label, thin edema),
     about 20 % multifocal; the whole tumour spans about 5 to 150 mL.
     """
     spacing = np.asarray(anat["spacing"])
-    grade = "low" if rng.random() < 0.3 else "high"
+    grade = "low" if rng.random() < 0.2 else "high"
     r_solid = float(np.exp(rng.uniform(np.log(8.0), np.log(26.0))))
     edema_mm = float(np.exp(rng.uniform(np.log(2.5), np.log(22.0 if grade == "high" else 10.0))))
     points = _candidate_centres(anat, max(0.7 * r_solid, 10.0))
@@ -337,7 +338,7 @@ def _tumour_parameters(rng: np.random.Generator, anat: dict) -> dict:
         "enhancement_patchiness": rng.uniform(0.2, 0.5),
         "faint_enhancement": rng.uniform(0.0, 0.2),  # unlabelled enhancement inside the core
         "core_distinctness": rng.uniform(0.5, 1.0),  # 0: the core looks like edema; 1: as TUMOUR_CONTRAST
-        "edema_tissue_share": rng.uniform(0.15, 0.4),
+        "edema_tissue_share": rng.uniform(0.1, 0.3),
         "partial_volume_mm": rng.uniform(0.6, 1.0),
     }
 
@@ -499,10 +500,10 @@ def _scanner(rng: np.random.Generator) -> dict:
     return {
         "scale": rng.uniform(0.8, 1.25, size=4) * INTENSITY_SCALE,
         "gamma": rng.uniform(0.8, 1.25, size=4),
-        "bias": rng.uniform(0.03, 0.2),
+        "bias": rng.uniform(0.02, 0.1),
         "noise": rng.uniform(0.01, 0.05, size=4),
         "blur_mm": rng.uniform(0.0, 1.6, size=4),  # through-plane: thick-slice acquisitions
-        "contrast": rng.uniform(0.85, 1.15, size=(4, 4)),  # tumour class x sequence
+        "contrast": rng.uniform(0.9, 1.1, size=(4, 4)),  # tumour class x sequence
         "texture": rng.uniform(0.1, 0.25),
     }
 

@@ -2,8 +2,9 @@
 
 :class:`PatchSampler` cuts one patch from a memory-mapped cached case:
 nnU-Net-style foreground oversampling (a share of patches centred on a voxel
-of a randomly chosen tumour class, the rest anywhere), zero padding where the
-cropped case is smaller than the patch, random flips on every axis and a
+of a randomly chosen tumour class, the rest anywhere, up to half a patch
+beyond the border so that voxels near it are not starved), zero padding where
+a patch leaves the cropped case, random flips on every axis and a
 random intensity scale and shift per channel (inside the brain).
 
 :class:`PatchDataset` is a ``keras.utils.PyDataset``: Keras fetches its batches
@@ -73,7 +74,13 @@ class PatchSampler:
             low, high = np.minimum(0, shape - patch), np.maximum(0, shape - patch)
             start = np.clip(start, low, high)
         else:
-            start = np.array([rng.integers(min(0, s - p), max(0, s - p) + 1) for s, p in zip(shape, patch)])
+            # a random patch may stick out by up to half its size (zero-padded), as nnU-Net's
+            # do: with the patch kept inside, a voxel near the border of the case (the
+            # cerebellum, the temporal poles) would fall in far fewer patches than a central one
+            half = patch // 2
+            start = np.array(
+                [rng.integers(min(0, s - p) - h, max(0, s - p) + h + 1) for s, p, h in zip(shape, patch, half)]
+            )
         X = np.zeros((*self.patch_shape, image.shape[-1]), dtype=np.float32)
         lab = np.zeros(self.patch_shape, dtype=np.uint8)
         src = tuple(slice(max(a, 0), min(a + p, s)) for a, p, s in zip(start, patch, shape))

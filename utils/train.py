@@ -52,7 +52,14 @@ from .cache import CacheError, TrainingCache, build_cache
 from .config import PRESETS, TrainConfig, data_root, preset, run_dir
 from .data import get_dataset, list_cases, split_cases
 from .inference import evaluate_model
-from .losses import CLASS_DICE_METRICS, dice_bce_loss, dice_coefficient, pooled_dice_metrics, soft_dice_loss
+from .losses import (
+    CLASS_DICE_METRICS,
+    batch_dice_bce_loss,
+    dice_bce_loss,
+    dice_coefficient,
+    pooled_dice_metrics,
+    soft_dice_loss,
+)
 from .model import build_unet, load_model
 from .pipeline import PatchDataset, PatchSampler
 from .safety import (
@@ -67,7 +74,7 @@ from .safety import (
     write_json_atomic,
 )
 
-LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss}
+LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss, "batch_dice_bce": batch_dice_bce_loss}
 MONITOR = "val_pooled_dice"  # Dice pooled over the validation patches (see losses.PooledDice)
 # Parameters that may change when a run is resumed; any other change is refused.
 RESUMABLE_CHANGES = ("epochs", "workers", "verbose", "early_stopping_patience", "output_dir")
@@ -366,16 +373,19 @@ def prepare_data(config: TrainConfig, progress: bool = True, reuse: bool = False
     case_ids = list_cases(data_dir)
     if config.max_cases:
         case_ids = case_ids[: config.max_cases]
-    train_ids, val_ids = split_cases(case_ids, config.val_fraction, config.seed)
     cache_dir = data_root() / "cache" / data_dir.name
     cache = None
     if reuse:
         with contextlib.suppress(CacheError):
             cache = TrainingCache(cache_dir)
-        if cache is not None and set(train_ids + val_ids) - set(cache.case_ids):
+        if cache is not None and set(case_ids) - set(cache.case_ids):
             cache = None
     if cache is None:
-        cache = build_cache(data_dir, cache_dir, train_ids + val_ids, progress=progress)
+        cache = build_cache(data_dir, cache_dir, case_ids, progress=progress)
+    # held-out cases with and without enhancing tumour in the data's proportion (ET Dice
+    # of a case without it is 1 or 0, so their share sways the mean)
+    has_et = {c: cache.voxels(c)[3] > 0 for c in case_ids}
+    train_ids, val_ids = split_cases(case_ids, config.val_fraction, config.seed, strata=has_et)
     return data_dir, cache, train_ids, val_ids
 
 
