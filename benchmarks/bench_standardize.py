@@ -12,8 +12,8 @@ import time
 import numpy as np
 
 from utils.config import BRATS_SHAPE
-from utils.phantom import make_phantom_case
-from utils.preprocessing import standardize, standardize_nonzero
+from utils.data.phantom import make_phantom_case
+from utils.preprocessing.transforms import standardize, standardize_nonzero
 
 
 def standardize_slices_loop(image: np.ndarray) -> np.ndarray:

@@ -40,8 +40,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from utils.labels import BRATS2023_TO_MSD, REGIONS
-from utils.metrics import dice_score, hd95, lesion_wise_region
+from utils.data.labels import BRATS2023_TO_MSD, REGIONS
+from utils.evaluation.metrics import dice_score, hd95, lesion_wise_region
 
 SHAPE = (96, 96, 64)
 MSD_TO_BRATS2023 = {msd: raw for raw, msd in BRATS2023_TO_MSD.items()}

@@ -46,11 +46,11 @@ import matplotlib.pyplot as plt
 
 import utils
 from utils import get_dataset, get_settings, list_cases, load_case
-from utils.analysis import dataset_volume_table
-from utils.checks import check_get_sub_volume, check_standardize
-from utils.labels import CLASS_NAMES, MODALITIES
-from utils.preprocessing import compare_samplers, sample_foreground_patch, standardize_nonzero
-from utils.viz import label_colormap, label_legend
+from utils.data.statistics import dataset_volume_table
+from utils.course.checks import check_get_sub_volume, check_standardize
+from utils.data.labels import CLASS_NAMES, MODALITIES
+from utils.preprocessing.transforms import compare_samplers, sample_foreground_patch, standardize_nonzero
+from utils.visualization.figures import label_colormap, label_legend
 
 # %% tags=["parameters"]
 DATASET = "phantom"     # "phantom" or "msd"

@@ -56,14 +56,14 @@ import utils  # before keras: it keeps TensorFlow's start-up notices out of the 
 import keras
 
 from utils.config import course_mode, gpu_count, preset, run_dir, use_drive
-from utils.distribute import current_cluster, parse_tf_config, strategy_kind
-from utils.download import fetch_msd
-from utils.inference import evaluate_model
-from utils.labels import CLASS_NAMES
-from utils.metrics import lesion_wise_region
-from utils.pipeline import PatchDataset, PatchSampler
-from utils.train import prepare_data, train
-from utils.viz import label_colormap, label_legend, plot_learning_curves
+from utils.training.distribute import current_cluster, parse_tf_config, strategy_kind
+from utils.data.download import fetch_msd
+from utils.inference.sliding_window import evaluate_model
+from utils.data.labels import CLASS_NAMES
+from utils.evaluation.metrics import lesion_wise_region
+from utils.training.pipeline import PatchDataset, PatchSampler
+from utils.training.train import prepare_data, train
+from utils.visualization.figures import label_colormap, label_legend, plot_learning_curves
 
 # %% tags=["parameters"]
 DATASET = None       # None: the mode's default ("phantom"); "msd" for the real data
@@ -93,7 +93,7 @@ OVERRIDES = {}       # any TrainConfig field, e.g. {"epochs": 50, "batch_size": 
 # Keras sees a GPU (Colab sets no variable), otherwise `cpu`. Lessons 06 and
 # 07 and the command line ask the same function, so they find this lesson's
 # run. Every parameter lives in one `TrainConfig` (`utils.config.preset`);
-# `python -m utils.train` runs the same code with the same fields.
+# `python -m utils.training.train` runs the same code with the same fields.
 #
 # On Colab, `USE_DRIVE = True` keeps data, training cache and runs on Google
 # Drive (`utils.config.use_drive` sets `COURSE_DATA_DIR`): a cut session
@@ -236,7 +236,7 @@ else:
 # whole cases.
 #
 # `best.keras` is chosen by a Dice that means what it says: `val_pooled_dice`
-# (`utils.losses.PooledDice`) thresholds the prediction at 0.5 and adds up
+# (`utils.model.losses.PooledDice`) thresholds the prediction at 0.5 and adds up
 # intersections and sizes over **all** validation patches of the epoch, as
 # if they were one volume, before dividing. A class missing from a patch
 # then adds its false positives and nothing else. Below, solid lines are
@@ -347,7 +347,7 @@ pd.Series({"validation patches, mean per patch (soft Dice)": at_best["val_dice_c
 # the learning-rate schedule and the best score carry on. (Change a
 # parameter that shapes the run, like the patch size, and it refuses, rather
 # than mixing two runs in one folder.) The same from the command line:
-# `python -m utils.train --mode gpu` again.
+# `python -m utils.training.train --mode gpu` again.
 #
 # To see it without touching your run, we copy the run folder and ask the
 # copy for one epoch more than it holds: the call resumes after the last
@@ -399,9 +399,9 @@ with tempfile.TemporaryDirectory() as scratch:
 #   `TF_CONFIG` environment variable: the list of workers (`host:port`) and
 #   which one it is. Slurm job scripts and Kubernetes operators (Kubeflow's
 #   TFJob) set it in every process; then each runs the same command,
-#   `python -m utils.train --mode gpu`.
+#   `python -m utils.training.train --mode gpu`.
 #
-# What the course code does then (`utils.distribute`): `batch_size` is per
+# What the course code does then (`utils.training.distribute`): `batch_size` is per
 # replica; each replica draws its own batches of the same deterministic
 # stream, so no two see the same patches and a resumed run continues it.
 # Only the *chief* (worker 0) writes the run folder and its checkpoints; the

@@ -26,7 +26,7 @@
 #   95th-percentile Hausdorff distance, both the legacy way (one score per
 #   scan) and lesion-wise (one per lesion, as BraTS ranks since 2023);
 # - export a NIfTI segmentation that keeps the scan's affine, and use the
-#   `utils.predict` command line.
+#   `utils.inference.predict` command line.
 #
 # **Accelerator: CPU** (a GPU makes it faster, nothing more).
 #
@@ -56,16 +56,16 @@ import nibabel as nib
 import utils  # before keras: it keeps TensorFlow's start-up notices out of the lesson
 import keras
 
-from utils.checks import check_blend_windows, check_region_dice
-from utils.data import load_case
-from utils.inference import (gaussian_weights, predict_case, preprocess_for_model, probabilities_to_labels,
+from utils.course.checks import check_blend_windows, check_region_dice
+from utils.data.datasets import load_case
+from utils.inference.sliding_window import (gaussian_weights, predict_case, preprocess_for_model, probabilities_to_labels,
                              save_segmentation, sliding_window_predict, tile_predict, window_starts)
 from scipy import ndimage
-from utils.metrics import class_scores, evaluate_cases, hd95, lesion_wise_region, region_scores
-from utils.labels import CLASS_NAMES, REGIONS
+from utils.evaluation.metrics import class_scores, evaluate_cases, hd95, lesion_wise_region, region_scores
+from utils.data.labels import CLASS_NAMES, REGIONS
 from utils.config import course_mode, preset, run_dir, use_drive
-from utils.train import prepare_data, train
-from utils.viz import AXIS_NAMES, label_colormap, label_legend, take_slice, tumour_center
+from utils.training.train import prepare_data, train
+from utils.visualization.figures import AXIS_NAMES, label_colormap, label_legend, take_slice, tumour_center
 
 # %% tags=["parameters"]
 MODEL_PATH = None    # None: the best model of lesson 05 for this mode (trained now if missing)
@@ -261,7 +261,7 @@ plt.show()
 # The three sigmoid outputs are independent: a voxel can be "edema" and
 # "enhancing" at once. We threshold each at 0.5 and let the tumour's nesting
 # decide: **enhancing wins over non-enhancing wins over edema**
-# (`utils.inference.probabilities_to_labels`). A glioma is one connected
+# (`utils.inference.sliding_window.probabilities_to_labels`). A glioma is one connected
 # lesion, so, as nnU-Net often does, we then keep only the largest connected
 # tumour and drop stray false positives.
 
@@ -347,7 +347,7 @@ class_scores(case.label, prediction)
 #
 # Return `{"WT": ..., "TC": ..., "ET": ...}`: for each region, turn both label
 # maps into masks with `np.isin(label, values)` (the values are in
-# `utils.labels.REGIONS`) and compute Dice = 2|A∩B| / (|A| + |B|), or 1.0 when
+# `utils.data.labels.REGIONS`) and compute Dice = 2|A∩B| / (|A| + |B|), or 1.0 when
 # both masks are empty.
 
 # %%
@@ -482,12 +482,12 @@ except ValueError as err:
 # that have labels:
 #
 # ```bash
-# python -m utils.predict --model runs/cpu/best.keras --input CASE.nii.gz --output CASE_seg.nii.gz
-# python -m utils.predict --model runs/cpu/best.keras --input-dir data/phantom --output-dir predictions/
+# python -m utils.inference.predict --model runs/cpu/best.keras --input CASE.nii.gz --output CASE_seg.nii.gz
+# python -m utils.inference.predict --model runs/cpu/best.keras --input-dir data/phantom --output-dir predictions/
 # ```
 
 # %%
-cli = subprocess.run([sys.executable, "-m", "utils.predict", "--model", str(model_path), "--input", str(source),
+cli = subprocess.run([sys.executable, "-m", "utils.inference.predict", "--model", str(model_path), "--input", str(source),
                       "--output", str(out_dir / "cli_seg.nii.gz")], capture_output=True, text=True)
 print(cli.stdout.strip() or cli.stderr[-2000:])
 
@@ -523,23 +523,23 @@ if cli_labels is not None:
 # shows the viewer; a static copy shows a one-line note.)
 
 # %%
-from utils.viewer3d import show_3d
+from utils.visualization.viewer3d import show_3d
 
 show_3d(case.image, case.affine, {"ground truth": case.label, "prediction": prediction},
         errors=(case.label, prediction))
 
 # %% [markdown]
-# A colleague without Python wants to look too. `utils.report` writes **one
+# A colleague without Python wants to look too. `utils.visualization.report` writes **one
 # HTML file** that opens offline in any recent browser: the viewer with the
 # four sequences and the label maps embedded (compressed), the volumes in mL
 # and the Dice / HD95 table. The same from a terminal:
 #
 # ```bash
-# python -m utils.report --image CASE.nii.gz --segmentation CASE_seg.nii.gz --truth LABEL.nii.gz --out case.html
+# python -m utils.visualization.report --image CASE.nii.gz --segmentation CASE_seg.nii.gz --truth LABEL.nii.gz --out case.html
 # ```
 
 # %%
-from utils.report import write_report
+from utils.visualization.report import write_report
 
 report_path = write_report(out_dir / f"{case.case_id}_report.html", case.image, case.affine, prediction,
                            case.spacing, truth=case.label, case_id=case.case_id,

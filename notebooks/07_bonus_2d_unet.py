@@ -55,16 +55,16 @@ import utils  # before keras: it keeps TensorFlow's start-up notices out of the 
 import keras
 
 from utils import data_root
-from utils.data import list_cases, load_brats_case, load_case, load_msd_case
-from utils.inference import predict_case
-from utils.labels import CLASS_NAMES
-from utils.losses import CLASS_DICE_METRICS, dice_coefficient
-from utils.metrics import region_scores
-from utils.model import build_unet
-from utils.slices import SliceDataset, SliceSampler, export_brats, predict_slices
+from utils.data.datasets import list_cases, load_brats_case, load_case, load_msd_case
+from utils.inference.sliding_window import predict_case
+from utils.data.labels import CLASS_NAMES
+from utils.model.losses import CLASS_DICE_METRICS, dice_coefficient
+from utils.evaluation.metrics import region_scores
+from utils.model.unet import build_unet
+from utils.training.slices import SliceDataset, SliceSampler, export_brats, predict_slices
 from utils.config import preset, run_dir, use_drive
-from utils.train import LOSSES, TimeBudget, prepare_data, train
-from utils.viz import label_colormap, label_legend, take_slice, tumour_center
+from utils.training.train import LOSSES, TimeBudget, prepare_data, train
+from utils.visualization.figures import label_colormap, label_legend, take_slice, tumour_center
 
 # %% tags=["parameters"]
 BASE_FILTERS_2D = None   # None: twice the 3D model's (a 2D network can afford it)

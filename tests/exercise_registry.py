@@ -4,7 +4,7 @@
 its public check, its reference in ``utils`` and inputs on which a notebook's
 solution must agree with the reference (``tests/test_exercises.py`` uses it to
 catch drift between a lesson's solution and the package). The learner-facing
-tests themselves live in ``utils.checks`` (:data:`utils.checks.CHECKS`).
+tests themselves live in ``utils.course.checks`` (:data:`utils.course.checks.CHECKS`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import keras
 import numpy as np
 from keras import ops
 
-import utils.checks
-from utils.checks import CHECKS
-from utils.inference import gaussian_weights
+import utils.course.checks
+from utils.course.checks import CHECKS
+from utils.inference.sliding_window import gaussian_weights
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,13 @@ class Exercise:
 
     @property
     def lesson(self) -> str:
-        """The lesson source that holds the exercise (from ``utils.checks``)."""
+        """The lesson source that holds the exercise (from ``utils.course.checks``)."""
         return CHECKS[self.name].lesson
 
     @property
     def check(self) -> Callable[[Callable], None]:
         """The public check the lesson calls, ``check_<name>(fn)``."""
-        return getattr(utils.checks, f"check_{self.name}")
+        return getattr(utils.course.checks, f"check_{self.name}")
 
     def reference_function(self) -> Callable:
         module, name = self.reference.split(":")
@@ -188,12 +188,16 @@ def _same_dicts(inputs):
 
 EXERCISES: dict[str, Exercise] = {
     "get_sub_volume": Exercise(
-        "get_sub_volume", "utils.preprocessing:get_sub_volume", _same_outputs(_sub_volume_inputs, seeded=True)
+        "get_sub_volume",
+        "utils.preprocessing.transforms:get_sub_volume",
+        _same_outputs(_sub_volume_inputs, seeded=True),
     ),
-    "standardize": Exercise("standardize", "utils.preprocessing:standardize", _same_outputs(_standardize_inputs)),
+    "standardize": Exercise(
+        "standardize", "utils.preprocessing.transforms:standardize", _same_outputs(_standardize_inputs)
+    ),
     "conv_block": Exercise(
         "conv_block",
-        "utils.model:conv_block",
+        "utils.model.unet:conv_block",
         _same_block(
             _block_inputs((8, 8, 8, 4)),
             [{"filters": 8}, {"filters": 8, "normalization": "batch"}, {"filters": 4, "normalization": "instance"}],
@@ -201,30 +205,34 @@ EXERCISES: dict[str, Exercise] = {
     ),
     "upsampling_block": Exercise(
         "upsampling_block",
-        "utils.model:upsampling_block",
+        "utils.model.unet:upsampling_block",
         _same_block(
             _block_inputs((4, 4, 4, 16), (8, 8, 8, 8)), [{"filters": 8}, {"filters": 8, "normalization": "batch"}]
         ),
     ),
     "single_class_dice_coefficient": Exercise(
         "single_class_dice_coefficient",
-        "utils.losses:single_class_dice_coefficient",
+        "utils.model.losses:single_class_dice_coefficient",
         _same_outputs(_dice_inputs(batch=False)),
     ),
     "dice_coefficient": Exercise(
-        "dice_coefficient", "utils.losses:dice_coefficient", _same_outputs(_dice_inputs(batch=True))
+        "dice_coefficient", "utils.model.losses:dice_coefficient", _same_outputs(_dice_inputs(batch=True))
     ),
     "soft_dice_loss": Exercise(
-        "soft_dice_loss", "utils.losses:soft_dice_loss", _same_outputs(_dice_inputs(batch=True))
+        "soft_dice_loss", "utils.model.losses:soft_dice_loss", _same_outputs(_dice_inputs(batch=True))
     ),
     "compute_class_sens_spec": Exercise(
         "compute_class_sens_spec",
-        "utils.metrics:compute_class_sens_spec",
+        "utils.evaluation.metrics:compute_class_sens_spec",
         _same_outputs(_sens_spec_inputs(with_class=True)),
     ),
     "get_sens_spec_df": Exercise(
-        "get_sens_spec_df", "utils.metrics:get_sens_spec_df", _same_outputs(_sens_spec_inputs(with_class=False))
+        "get_sens_spec_df",
+        "utils.evaluation.metrics:get_sens_spec_df",
+        _same_outputs(_sens_spec_inputs(with_class=False)),
     ),
-    "blend_windows": Exercise("blend_windows", "utils.inference:blend_windows", _same_outputs(_blend_inputs)),
-    "region_dice": Exercise("region_dice", "utils.metrics:region_dice", _same_dicts(_region_inputs)),
+    "blend_windows": Exercise(
+        "blend_windows", "utils.inference.sliding_window:blend_windows", _same_outputs(_blend_inputs)
+    ),
+    "region_dice": Exercise("region_dice", "utils.evaluation.metrics:region_dice", _same_dicts(_region_inputs)),
 }

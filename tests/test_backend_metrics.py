@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from utils.backend import filter_startup_lines
-from utils.losses import PooledDice, pooled_dice_metrics
+from utils.model.losses import PooledDice, pooled_dice_metrics
 
 NOTICES = """WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
 I0000 00:00:1795312717.740834    5970 port.cc:153] oneDNN custom operations are on. You may see slightly different numerical results.
@@ -74,8 +74,8 @@ def test_learning_curves_use_the_class_colours_and_label_their_axes():
     import pandas as pd
     from matplotlib.colors import to_rgb
 
-    from utils.labels import CLASS_COLORS, CLASS_NAMES
-    from utils.viz import plot_learning_curves
+    from utils.data.labels import CLASS_COLORS, CLASS_NAMES
+    from utils.visualization.figures import plot_learning_curves
 
     keys = ["loss", "val_loss", "val_pooled_dice"] + [
         f"val_{kind}_{k}" for kind in ("dice", "pooled_dice") for k in ("edema", "non_enhancing", "enhancing")

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from utils.cache import MANIFEST, CacheError, CacheParams, TrainingCache, brain_bbox, build_cache
-from utils.data import list_cases, load_msd_case
-from utils.pipeline import PatchDataset, PatchSampler
-from utils.preprocessing import standardize_nonzero
+from utils.data.datasets import list_cases, load_msd_case
+from utils.preprocessing.transforms import standardize_nonzero
 from utils.safety import OWNER_FILE
+from utils.training.cache import MANIFEST, CacheError, CacheParams, TrainingCache, brain_bbox, build_cache
+from utils.training.pipeline import PatchDataset, PatchSampler
 
 
 @pytest.fixture()

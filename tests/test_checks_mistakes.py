@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.checks import ExerciseCheckError, run_check
-from utils.checks import runner as check_runner
-from utils.labels import CLASS_NAMES
+from utils.course.checks import ExerciseCheckError, run_check
+from utils.course.checks import runner as check_runner
+from utils.data.labels import CLASS_NAMES
 
 from exercise_registry import EXERCISES
 
@@ -389,7 +389,7 @@ def cb_relu_layers_named(x, filters, normalization=None, name=None):
 
 
 def _ref_conv_block(x, filters, normalization):
-    from utils.model import conv_block
+    from utils.model.unet import conv_block
 
     return conv_block(x, filters, normalization)
 

@@ -80,7 +80,7 @@ def test_data_and_runs_share_one_setting(no_mode, tmp_path):
 
 def test_cpu_demo_trains_the_lesson_03_unet_at_full_resolution_and_holds_out_six_cases():
     """The CPU demo's model is lesson 03's U-Net (no half-resolution trick, no XLA), judged on >= 6 cases."""
-    from utils.data import split_cases
+    from utils.data.datasets import split_cases
 
     config, settings = preset("cpu"), get_settings("cpu")
     assert config.downsample == 1 and config.jit_compile != "on"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from utils.config import TINY_SHAPE
-from utils.data import (
+from utils.data.datasets import (
     DatasetError,
     detect_layout,
     get_dataset,
@@ -20,7 +20,7 @@ from utils.data import (
     read_dataset_json,
     split_cases,
 )
-from utils.labels import MODALITIES
+from utils.data.labels import MODALITIES
 
 from conftest import snapshot, write_brats_case
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.distribute import Cluster, distributed_patches, parse_tf_config, strategy_kind
+from utils.training.distribute import Cluster, distributed_patches, parse_tf_config, strategy_kind
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _run_workers(tmp_path: Path, args: list[str], timeout: float = 240) -> list[str]:
-    """Run ``python -m utils.train`` as two workers of one cluster; return their outputs (both must succeed)."""
+    """Run ``python -m utils.training.train`` as two workers of one cluster; return their outputs (both must succeed)."""
     ports = _free_ports(2)
     workers = [f"127.0.0.1:{p}" for p in ports]
     scratch = tmp_path / "tmp"
@@ -108,7 +108,7 @@ def _run_workers(tmp_path: Path, args: list[str], timeout: float = 240) -> list[
     }
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "utils.train", *args],
+            [sys.executable, "-m", "utils.training.train", *args],
             env={**env, "TF_CONFIG": _tf_config(workers, index=i)},
             cwd=tmp_path,
             stdout=subprocess.PIPE,
@@ -165,8 +165,8 @@ import sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import utils.train as train_module
-from utils import distribute
+import utils.training.train as train_module
+from utils.training import distribute
 # stands for a machine with two GPUs: two logical CPUs under the strategy train() picks for 2 GPUs
 train_module.gpu_count = lambda: 2
 distribute.make_strategy = lambda kind: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if kind == "mirrored" else None

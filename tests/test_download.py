@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.data import list_cases, load_msd_case
-from utils.download import DownloadError, UnsafeArchiveError, download_file, fetch_msd, md5sum, safe_extract
+from utils.data.datasets import list_cases, load_msd_case
+from utils.data.download import DownloadError, UnsafeArchiveError, download_file, fetch_msd, md5sum, safe_extract
 
 from conftest import local_http_server
 

@@ -12,7 +12,7 @@ import jupytext
 import numpy as np
 import pytest
 
-from utils.checks import ExerciseCheckError
+from utils.course.checks import ExerciseCheckError
 
 import notebooks as nbtools
 from exercise_registry import EXERCISES

@@ -1,4 +1,4 @@
-"""The instructor's grader (``utils.grade``).
+"""The instructor's grader (``utils.course.grade``).
 
 Fast tests cover reading, identifying and the output rules. One grading run
 (lesson 04, the light one) scores submissions made here from the generated
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import utils
-from utils import grade
-from utils.checks import run_check
+from utils.course import grade
+from utils.course.checks import run_check
 from utils.safety import OWNER_FILE, OwnedFiles, UnsafeWriteError
 
 import notebooks as nbtools

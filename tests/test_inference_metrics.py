@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from utils.inference import (
+from utils.evaluation.metrics import class_scores, dice_score, evaluate_cases, hd95, jaccard_score, region_scores
+from utils.inference.sliding_window import (
     WindowBlender,
     blend_windows,
     gaussian_profiles,
@@ -20,8 +21,7 @@ from utils.inference import (
     tile_predict,
     window_starts,
 )
-from utils.metrics import class_scores, dice_score, evaluate_cases, hd95, jaccard_score, region_scores
-from utils.model import build_unet
+from utils.model.unet import build_unet
 
 
 def _identity(batch):
@@ -325,7 +325,7 @@ def test_region_and_class_scores():
 
 
 def test_predict_case_end_to_end(phantom_root):
-    from utils.data import load_msd_case
+    from utils.data.datasets import load_msd_case
 
     case = load_msd_case(phantom_root, "PHANTOM_001")
     model = build_unet((32, 32, 16, 4), depth=2, base_filters=2)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from utils.labels import BRATS_TO_MSD, brats_to_msd, msd_to_brats, one_hot, region_mask
+from utils.data.labels import BRATS_TO_MSD, brats_to_msd, msd_to_brats, one_hot, region_mask
 
 
 def test_brats_mapping_values():

@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from utils.data import (
+from utils.data.datasets import (
     LAYOUTS,
     DatasetError,
     detect_layout,
@@ -17,7 +17,7 @@ from utils.data import (
     load_case,
     load_label,
 )
-from utils.labels import brats2023_to_msd
+from utils.data.labels import brats2023_to_msd
 
 from conftest import write_brats_case
 
@@ -203,11 +203,11 @@ def test_get_dataset_accepts_a_path(tmp_path):
 
 
 def test_predict_and_train_accept_a_brats2023_folder(tmp_path, monkeypatch, phantom_root, capsys):
-    """``utils.predict --input-dir`` and ``utils.train --dataset PATH`` on a BraTS 2023+ folder."""
-    from utils.data import load_msd_case
-    from utils.model import build_unet
-    from utils.predict import main as predict_main
-    from utils.train import prepare_data, preset
+    """``utils.inference.predict --input-dir`` and ``utils.training.train --dataset PATH`` on a BraTS 2023+ folder."""
+    from utils.data.datasets import load_msd_case
+    from utils.inference.predict import main as predict_main
+    from utils.model.unet import build_unet
+    from utils.training.train import prepare_data, preset
 
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "data"))
     root = tmp_path / "gli"

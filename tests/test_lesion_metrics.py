@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from utils.metrics import (
+from utils.evaluation.metrics import (
     LESION_MISS_HD95,
     dice_score,
     evaluate_cases,

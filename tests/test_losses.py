@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from utils.losses import (
+from utils.evaluation.metrics import compute_class_sens_spec, get_sens_spec_df
+from utils.model.losses import (
     batch_dice_bce_loss,
     dice_bce_loss,
     dice_coefficient,
@@ -15,7 +16,6 @@ from utils.losses import (
     single_class_dice_coefficient,
     soft_dice_loss,
 )
-from utils.metrics import compute_class_sens_spec, get_sens_spec_df
 
 
 def _np(x):

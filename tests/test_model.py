@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import utils
-from utils.losses import CLASS_DICE_METRICS, dice_bce_loss, dice_coefficient, soft_dice_loss
-from utils.model import build_unet, level_table, pool_sizes, receptive_field
+from utils.model.losses import CLASS_DICE_METRICS, dice_bce_loss, dice_coefficient, soft_dice_loss
+from utils.model.unet import build_unet, level_table, pool_sizes, receptive_field
 
 
 def _conv_params(k, cin, cout, bias=True):

@@ -8,11 +8,10 @@ import pytest
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull
 
-from utils.analysis import class_intensity_table, dataset_volume_table, label_statistics, label_volume_table
 from utils.config import BRATS_SHAPE, TINY_SHAPE
-from utils.data import list_cases, load_msd_case
-from utils.labels import CLASS_NAMES
-from utils.phantom import (
+from utils.data.datasets import list_cases, load_msd_case
+from utils.data.labels import CLASS_NAMES
+from utils.data.phantom import (
     MARKER_FILE,
     _case_seed,
     _synthesise,
@@ -22,6 +21,7 @@ from utils.phantom import (
     make_phantom_dataset,
     phantom_label_statistics,
 )
+from utils.data.statistics import class_intensity_table, dataset_volume_table, label_statistics, label_volume_table
 
 from conftest import snapshot
 

@@ -3,7 +3,7 @@ import warnings
 import numpy as np
 import pytest
 
-from utils.preprocessing import (
+from utils.preprocessing.transforms import (
     PatchSamplingError,
     compare_samplers,
     get_sub_volume,

@@ -1,4 +1,4 @@
-"""The HTML case report (utils.report) and the 3-D view's layers (utils.viewer3d)."""
+"""The HTML case report (utils.visualization.report) and the 3-D view's layers (utils.visualization.viewer3d)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 pytest.importorskip("ipyniivue")
 html5lib = pytest.importorskip("html5lib")
 
-from utils import report as report_module  # noqa: E402
-from utils.analysis import label_volume_table  # noqa: E402
-from utils.metrics import region_scores  # noqa: E402
-from utils.report import main, read_report, write_report  # noqa: E402
-from utils.viewer3d import case_layers, error_map, image_layer, lookup_table, view_angles  # noqa: E402
+from utils.data.statistics import label_volume_table  # noqa: E402
+from utils.evaluation.metrics import region_scores  # noqa: E402
+from utils.visualization import report as report_module  # noqa: E402
+from utils.visualization.report import main, read_report, write_report  # noqa: E402
+from utils.visualization.viewer3d import case_layers, error_map, image_layer, lookup_table, view_angles  # noqa: E402
 
 SHAPE = (24, 20, 16)
 
@@ -222,7 +222,7 @@ def test_embedded_viewer_is_the_installed_ipyniivue_code(written):
 
 
 def test_show_3d_controls_drive_the_widget():
-    from utils.viewer3d import NO_WIDGETS_NOTE, show_3d
+    from utils.visualization.viewer3d import NO_WIDGETS_NOTE, show_3d
 
     image, truth, seg, affine = make_case()
     box = show_3d(image, affine, {"ground truth": truth, "prediction": seg}, errors=(truth, seg))

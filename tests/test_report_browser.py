@@ -53,7 +53,7 @@ def colour_counts(png: Path, box) -> dict[str, int]:
 def case():
     from scipy import ndimage
 
-    from utils.phantom import make_phantom_case
+    from utils.data.phantom import make_phantom_case
 
     shape = tuple(int(v) for v in os.environ.get("REPORT_CHECK_SHAPE", "120x120x78").split("x"))
     image, label, affine = make_phantom_case(0, shape=shape)  # a case with all three classes
@@ -88,7 +88,7 @@ def only_local(urls: list[str]) -> list[str]:
 
 
 def test_segmentation_report_shows_brain_and_the_three_label_colours(case, out_dir):
-    from utils.report import write_report
+    from utils.visualization.report import write_report
 
     image, label, _, affine = case
     report = write_report(
@@ -130,7 +130,7 @@ def test_segmentation_report_shows_brain_and_the_three_label_colours(case, out_d
 
 
 def test_truth_report_shows_errors_too(case, out_dir):
-    from utils.report import write_report
+    from utils.visualization.report import write_report
 
     image, label, prediction, affine = case
     report = write_report(

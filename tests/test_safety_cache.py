@@ -10,9 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import utils.cache as cache_module
-from utils.cache import MANIFEST, CacheError, CacheParams, TrainingCache, build_cache
+import utils.training.cache as cache_module
 from utils.safety import OWNER_FILE
+from utils.training.cache import MANIFEST, CacheError, CacheParams, TrainingCache, build_cache
 
 IDS = ["PHANTOM_001", "PHANTOM_002"]
 

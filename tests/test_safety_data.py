@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from utils.data import DatasetError, load_brats_case, load_label, load_msd_case, read_dataset_json
+from utils.data.datasets import DatasetError, load_brats_case, load_label, load_msd_case, read_dataset_json
 
 from conftest import write_brats_case
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.download import STAGING_MARK, DownloadError, UnsafeArchiveError, download_file, safe_extract
+from utils.data.download import STAGING_MARK, DownloadError, UnsafeArchiveError, download_file, safe_extract
 
 from conftest import local_http_server
 

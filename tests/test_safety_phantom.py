@@ -7,8 +7,8 @@ import json
 import pytest
 
 from utils.config import TINY_SHAPE
-from utils.data import list_cases
-from utils.phantom import MARKER_FILE, main, make_phantom_dataset
+from utils.data.datasets import list_cases
+from utils.data.phantom import MARKER_FILE, main, make_phantom_dataset
 from utils.safety import OWNER_FILE, UnsafeWriteError
 
 SMALL = dict(n_train=1, n_test=0, shape=TINY_SHAPE, progress=False, workers=1)
@@ -120,7 +120,7 @@ def test_a_phantom_from_before_markers_is_rebuilt_keeping_other_files(tmp_path):
 
 
 def test_brats_export_deletes_only_its_own_files(phantom_root, tmp_path, capsys):
-    from utils.slices import EXPORT_MARKER, export_brats
+    from utils.training.slices import EXPORT_MARKER, export_brats
 
     fake = tmp_path / "fake"
     fake.mkdir()

@@ -1,5 +1,5 @@
 """Data safety of prediction: inputs are read-only (through links), outputs replace only
-what utils.predict wrote, scoring never reads this run's output, and bad models or
+what utils.inference.predict wrote, scoring never reads this run's output, and bad models or
 empty images give one-line errors (issue 11)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from utils.data import load_msd_case
-from utils.model import build_unet
-from utils.predict import main as predict_main
+from utils.data.datasets import load_msd_case
+from utils.inference.predict import main as predict_main
+from utils.model.unet import build_unet
 
 from conftest import write_brats_case
 

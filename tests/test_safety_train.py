@@ -10,10 +10,10 @@ import keras
 import numpy as np
 import pytest
 
-import utils.train as train_module
+import utils.training.train as train_module
 from utils.safety import OWNER_FILE
-from utils.train import PENDING, Checkpoints, prepare_output_dir, preset, recover_run
-from utils.train import main as train_main
+from utils.training.train import PENDING, Checkpoints, prepare_output_dir, preset, recover_run
+from utils.training.train import main as train_main
 
 
 def _tree(root):

@@ -6,10 +6,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from utils.cache import build_cache
-from utils.data import list_cases, load_brats_case, load_msd_case
-from utils.model import build_unet
-from utils.slices import SliceDataset, SliceSampler, export_brats, fit_slice, predict_slices, unfit_slice
+from utils.data.datasets import list_cases, load_brats_case, load_msd_case
+from utils.model.unet import build_unet
+from utils.training.cache import build_cache
+from utils.training.slices import SliceDataset, SliceSampler, export_brats, fit_slice, predict_slices, unfit_slice
 
 
 def test_brats_export_round_trip(phantom_root, tmp_path):
@@ -82,7 +82,7 @@ def test_predict_slices_on_the_case_grid(phantom_root):
     label, probs = predict_slices(model, case.image)
     assert label.shape == case.label.shape and probs.shape == (*case.label.shape, 3)
     assert 0 <= probs.min() and probs.max() <= 1
-    from utils.cache import brain_bbox
+    from utils.training.cache import brain_bbox
 
     (x0, x1), (y0, y1), (z0, z1) = brain_bbox(case.image, margin=2)
     assert np.all(probs[:x0] == 0) and np.all(probs[x1:] == 0)  # nothing predicted outside the brain box

@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from utils.predict import main as predict_main
-from utils.train import Checkpoints, preset, train
-from utils.train import main as train_main
+from utils.inference.predict import main as predict_main
+from utils.training.train import Checkpoints, preset, train
+from utils.training.train import main as train_main
 
 
 @pytest.fixture()
@@ -123,7 +123,7 @@ def test_train_cli_and_predict_cli(workdir, capsys):
 
 def test_jit_compile_auto_is_off_on_a_cpu(monkeypatch):
     """XLA measured 4.5-8x slower per step on a CPU: "auto" must not turn it on there."""
-    import utils.train as train_module
+    import utils.training.train as train_module
 
     monkeypatch.setattr(train_module, "gpu_count", lambda: 0)
     model = train_module.build_model(preset("ci"))

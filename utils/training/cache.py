@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import list_cases, load_case
-from .errors import CourseError
-from .parallel import default_workers, map_in_processes
-from .preprocessing import standardize_nonzero
-from .safety import (
+from ..data.datasets import list_cases, load_case
+from ..errors import CourseError
+from ..parallel import default_workers, map_in_processes
+from ..preprocessing.transforms import standardize_nonzero
+from ..safety import (
     OwnedFiles,
     UnsafeWriteError,
     atomic_path,

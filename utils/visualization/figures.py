@@ -18,7 +18,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.patches import Patch
 from PIL import Image
 
-from .labels import CLASS_COLORS, CLASS_NAMES, MODALITIES
+from ..data.labels import CLASS_COLORS, CLASS_NAMES, MODALITIES
 
 AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 

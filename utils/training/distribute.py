@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CourseError
+from ..errors import CourseError
 
 TF_CONFIG = "TF_CONFIG"
 KINDS = ("multi_worker", "mirrored", "default")

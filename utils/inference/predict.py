@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import (
+from ..data.datasets import (
     DatasetError,
     detect_layout,
     find_msd_file,
@@ -42,10 +42,10 @@ from .data import (
     strip_nifti_suffix,
     voxel_spacing,
 )
-from .inference import predict_case, probabilities_path, save_segmentation
-from .metrics import evaluate_cases
-from .model import ModelLoadError, load_model
-from .safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target
+from ..evaluation.metrics import evaluate_cases
+from ..model.unet import ModelLoadError, load_model
+from ..safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target
+from .sliding_window import predict_case, probabilities_path, save_segmentation
 
 MSD_FOLDERS = ("imagesTr", "labelsTr", "imagesTs")
 """The folders of an MSD dataset; prediction never writes into them."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .data import list_cases, load_label
+from .datasets import list_cases, load_label
 from .labels import CLASS_NAMES, MODALITIES, REGION_NAMES, REGIONS
 
 

@@ -52,11 +52,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import repo_root
+from ..safety import OwnedFiles, check_target, foreign_files, install_folder, write_bytes_atomic
 from .checks import CHECKS
-from .config import repo_root
 from .lessons import DEF, lesson_stamp
 from .lessons import lessons as lesson_sources
-from .safety import OwnedFiles, check_target, foreign_files, install_folder, write_bytes_atomic
 
 PASS, FAIL = "\u2714", "\u2718"
 MARK = "@@course-grade@@"
@@ -109,7 +109,7 @@ def __course_grade_setup__():
     # utils.checks do not reach the scoring.
     for key in [k for k in sys.modules if k == "utils" or k.startswith("utils.")]:
         del sys.modules[key]
-    from utils.checks import run_check
+    from utils.course.checks import run_check
     return run_check
 
 
@@ -385,7 +385,7 @@ def _limited_client_classes():
 
 def kernel_env(workdir: Path, data_dir: Path) -> dict[str, str]:
     """The environment a submission's kernel gets: nothing of the grader's but what a lesson needs."""
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])
     env = {
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
         "HOME": str(workdir),
@@ -1105,7 +1105,7 @@ def main(argv: list[str] | None = None) -> int:
     if not found:
         print("error: no .ipynb submissions found in " + ", ".join(map(str, args.submissions)), file=sys.stderr)
         return 2
-    from .phantom import ensure_phantom  # lazy: nilearn loads only once submissions are found
+    from ..data.phantom import ensure_phantom  # lazy: nilearn loads only once submissions are found
 
     data_source = ensure_phantom("ci", progress=False)
     limits = Limits(args.cell_timeout, args.timeout, args.score_timeout, args.memory_gb, args.max_mb)

@@ -46,13 +46,11 @@ import keras
 import numpy as np
 import pandas as pd
 
-from . import distribute
-from .backend import gpu_count
-from .cache import CacheError, TrainingCache, build_cache
-from .config import PRESETS, TrainConfig, data_root, preset, run_dir
-from .data import get_dataset, list_cases, split_cases
-from .inference import evaluate_model
-from .losses import (
+from ..backend import gpu_count
+from ..config import PRESETS, TrainConfig, data_root, preset, run_dir
+from ..data.datasets import get_dataset, list_cases, split_cases
+from ..inference.sliding_window import evaluate_model
+from ..model.losses import (
     CLASS_DICE_METRICS,
     batch_dice_bce_loss,
     dice_bce_loss,
@@ -60,9 +58,8 @@ from .losses import (
     pooled_dice_metrics,
     soft_dice_loss,
 )
-from .model import build_unet, load_model
-from .pipeline import PatchDataset, PatchSampler
-from .safety import (
+from ..model.unet import build_unet, load_model
+from ..safety import (
     OwnedFiles,
     UnsafeWriteError,
     atomic_path,
@@ -73,6 +70,9 @@ from .safety import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from . import distribute
+from .cache import CacheError, TrainingCache, build_cache
+from .pipeline import PatchDataset, PatchSampler
 
 LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss, "batch_dice_bce": batch_dice_bce_loss}
 MONITOR = "val_pooled_dice"  # Dice pooled over the validation patches (see losses.PooledDice)

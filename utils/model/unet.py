@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from keras import layers, ops
 
+from ..errors import CourseError
 from . import losses  # noqa: F401  (registers the course's loss and metrics, so load_model finds them)
-from .errors import CourseError
 
 NORMALIZATIONS = (None, "batch", "instance")
 UPSAMPLINGS = ("transpose", "upsample")

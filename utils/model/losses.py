@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from .labels import CLASS_NAMES
+from ..data.labels import CLASS_NAMES
 
 PACKAGE = "brats_course"
 register = keras.saving.register_keras_serializable(package=PACKAGE)

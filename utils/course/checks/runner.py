@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CourseError
+from ...errors import CourseError
 
 PASS, FAIL = "\u2714", "\u2718"
 VARIANTS = ("public", "grading")
@@ -176,7 +176,7 @@ _LIBRARY_DIRS = tuple(
         for key in ("stdlib", "platstdlib", "purelib", "platlib")
         if (p := sysconfig.get_paths().get(key))
     }
-) + (str(Path(__file__).resolve().parents[1]),)
+) + (str(Path(__file__).resolve().parents[2]),)
 
 
 def _is_library(filename: str) -> bool:

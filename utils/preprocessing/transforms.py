@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import CourseError
-from .labels import CLASS_NAMES, NUM_CLASSES, one_hot
+from ..data.labels import CLASS_NAMES, NUM_CLASSES, one_hot
+from ..errors import CourseError
 
 
 class PatchSamplingError(CourseError, ValueError):

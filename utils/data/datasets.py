@@ -31,8 +31,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .config import msd_dir
-from .errors import CourseError
+from ..config import msd_dir
+from ..errors import CourseError
 from .labels import LABEL_NAMES, MODALITIES, brats2023_to_msd, brats_to_msd
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")

@@ -20,11 +20,11 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .cache import CROP_MARGIN, brain_bbox
-from .data import load_case
-from .metrics import evaluate_cases
-from .preprocessing import standardize_nonzero
-from .safety import atomic_path, check_target
+from ..data.datasets import load_case
+from ..evaluation.metrics import evaluate_cases
+from ..preprocessing.transforms import standardize_nonzero
+from ..safety import atomic_path, check_target
+from ..training.cache import CROP_MARGIN, brain_bbox
 
 WEIGHTINGS = ("gaussian", "constant")
 

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .labels import CLASS_NAMES, REGIONS, one_hot
+from ..data.labels import CLASS_NAMES, REGIONS, one_hot
 
 
 def dice_score(truth: np.ndarray, pred: np.ndarray) -> float:

@@ -1,6 +1,6 @@
 """Checks of the exercises: the public ones the lessons call, and the grader's API.
 
-``from utils.checks import check_standardize`` in a lesson; ``run_check(name,
+``from utils.course.checks import check_standardize`` in a lesson; ``run_check(name,
 fn, variant="grading", record=True)`` in the grader (:mod:`utils.grade`).
 
 - :mod:`.runner` runs one exercise's tests and renders the feedback (✔/✘

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 SOURCE_GLOB = "[0-9][0-9]_*.py"
 """The lesson sources in ``notebooks/``: two digits, an underscore, a name."""
@@ -43,7 +43,7 @@ class Lesson:
 
 def notebooks_dir() -> Path:
     """The ``notebooks/`` folder of this checkout (absent when the package is installed from a wheel)."""
-    return Path(__file__).resolve().parent.parent / "notebooks"
+    return Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def lessons(folder: Path | None = None) -> list[Lesson]:

@@ -21,8 +21,8 @@ import ipywidgets
 import nibabel as nib
 import numpy as np
 
-from .labels import CLASS_COLORS, CLASS_NAMES, MODALITIES
-from .viz import display_range, tumour_center
+from ..data.labels import CLASS_COLORS, CLASS_NAMES, MODALITIES
+from .figures import display_range, tumour_center
 
 LABEL_COLORS = tuple(tuple(int(round(255 * c)) for c in rgb) for rgb in CLASS_COLORS)
 """Course colours as 0-255 RGB: edema red, non-enhancing green, enhancing blue."""

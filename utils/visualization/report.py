@@ -33,13 +33,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .analysis import label_volume_table
-from .data import DatasetError, check_label, check_same_grid, load_nifti
-from .labels import REGION_NAMES, REGIONS
-from .metrics import region_scores
-from .predict import load_input
-from .safety import OwnedFiles, atomic_path, check_target
+from .. import __version__
+from ..data.datasets import DatasetError, check_label, check_same_grid, load_nifti
+from ..data.labels import REGION_NAMES, REGIONS
+from ..data.statistics import label_volume_table
+from ..evaluation.metrics import region_scores
+from ..inference.predict import load_input
+from ..safety import OwnedFiles, atomic_path, check_target
 from .viewer3d import build_niivue, case_layers, focus_voxel, legend_html
 
 GENERATOR = "brats-course utils.report"

@@ -53,10 +53,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from .config import BRATS_SHAPE, TINY_SHAPE
+from ..config import BRATS_SHAPE, TINY_SHAPE
+from ..parallel import default_workers, map_in_processes
+from ..safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
 from .labels import LABEL_NAMES, MODALITIES
-from .parallel import default_workers, map_in_processes
-from .safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
 
 GENERATOR_VERSION = 4
 MARKER_FILE = "phantom.json"
@@ -853,8 +853,8 @@ def phantom_label_statistics(folder: Path | str):
     """
     import pandas as pd
 
-    from .analysis import label_statistics
     from .labels import CLASS_NAMES
+    from .statistics import label_statistics
 
     marker = read_marker(folder)
     if marker is None or not isinstance(marker.get("cases"), list):
@@ -867,7 +867,7 @@ def phantom_label_statistics(folder: Path | str):
 
 def ensure_phantom(mode: str | None = None, progress: bool = True) -> Path:
     """Build (once) and return the phantom dataset the course mode asks for."""
-    from .config import get_settings, phantom_dir
+    from ..config import get_settings, phantom_dir
 
     s = get_settings(mode)
     return make_phantom_dataset(

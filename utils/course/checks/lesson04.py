@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from ..labels import CLASS_NAMES
+from ...data.labels import CLASS_NAMES
 from .runner import Mismatch, Run, exercise, expect_close, expect_equal, fmt, run_check
 
 LESSON = "04_soft_dice_loss"

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 from keras.utils import PyDataset
 
+from ..data.labels import one_hot
 from .cache import TrainingCache
-from .labels import one_hot
 
 
 class PatchSampler:

@@ -29,10 +29,10 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from .config import data_root
-from .data import read_dataset_json
-from .errors import CourseError
-from .safety import read_json_object, write_json_atomic
+from ..config import data_root
+from ..errors import CourseError
+from ..safety import read_json_object, write_json_atomic
+from .datasets import read_dataset_json
 
 MSD_URL = "https://msd-for-monai.s3-us-west-2.amazonaws.com/Task01_BrainTumour.tar"
 MSD_MD5 = "240a19d752f0d9e9101544901065d872"
