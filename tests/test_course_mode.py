@@ -87,3 +87,46 @@ def test_cpu_demo_trains_the_lesson_03_unet_at_full_resolution_and_holds_out_six
     ids = [f"PHANTOM_{i:03d}" for i in range(1, settings.phantom_train + 1)]
     train_ids, val_ids = split_cases(ids, config.val_fraction, config.seed)
     assert len(val_ids) >= 6 and len(train_ids) >= 10, (len(train_ids), len(val_ids))
+
+
+def test_each_mode_has_its_own_phantom_folder(no_mode, tmp_path):
+    no_mode.setenv("COURSE_DATA_DIR", str(tmp_path))
+    folders = {mode: config_module.phantom_dir(mode) for mode in config_module.MODES}
+    assert len(set(folders.values())) == len(folders), folders
+    assert folders["cpu"] == tmp_path / "phantom"  # the folder cpu-mode data already lives in is kept
+
+
+def test_the_mode_travels_from_the_preset_to_the_phantom(no_mode, monkeypatch):
+    """``--mode cpu`` on a machine whose own mode is another trains on the cpu phantom (issue 23)."""
+    import utils.data.phantom as phantom_module
+    from utils.training import train as train_module
+
+    no_mode.setenv("COURSE_MODE", "ci")  # the machine's mode
+    asked = []
+
+    def fake_ensure_phantom(mode=None, progress=True):
+        asked.append(mode)
+        raise RuntimeError("stop after the dataset is chosen")
+
+    monkeypatch.setattr(phantom_module, "ensure_phantom", fake_ensure_phantom)
+    config = preset("cpu")
+    assert config.mode == "cpu" and all(preset(m).mode == m for m in config_module.MODES)
+    with pytest.raises(RuntimeError, match="stop after"):
+        train_module.prepare_data(config, progress=False)
+    assert asked == ["cpu"]
+
+
+def test_a_run_folder_from_before_the_mode_was_recorded_still_resumes(tmp_path):
+    from utils.training.train import prepare_output_dir
+
+    config = preset("ci", output_dir=str(tmp_path / "run"))
+    run = tmp_path / "run"
+    run.mkdir()
+    old = {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k != "mode"}
+    (run / "config.json").write_text(json.dumps(old))
+    (run / "state.json").write_text("{}")
+    (run / "last.keras").write_bytes(b"")
+    assert prepare_output_dir(run, config, resume=True) == run
+    (run / "config.json").write_text(json.dumps(dict(old, depth=5)))
+    with pytest.raises(ValueError, match="depth"):
+        prepare_output_dir(run, config, resume=True)

@@ -58,7 +58,8 @@ class Settings:
         phantom_shape: grid of the phantom volumes ``(x, y, z)``.
         phantom_train: number of labelled phantom cases (``imagesTr``).
         phantom_test: number of unlabelled phantom cases (``imagesTs``).
-        phantom_dir_name: folder under the data root that holds this phantom.
+        phantom_dir_name: folder under the data root that holds this phantom
+            (one per mode: switching modes never rebuilds another mode's data).
         patch_shape: the patch lessons 02 and 03 cut and build for (the
             assignment's 160x160x16); the training patch is
             ``preset(mode).patch_shape``.
@@ -75,7 +76,7 @@ class Settings:
 _SETTINGS = {
     "ci": Settings("ci", TINY_SHAPE, 6, 1, "phantom-ci", (16, 16, 16)),
     "cpu": Settings("cpu", BRATS_SHAPE, 16, 2, "phantom", (160, 160, 16)),
-    "gpu": Settings("gpu", BRATS_SHAPE, 24, 2, "phantom", (160, 160, 16)),
+    "gpu": Settings("gpu", BRATS_SHAPE, 24, 2, "phantom-gpu", (160, 160, 16)),
 }
 
 
@@ -89,6 +90,7 @@ class TrainConfig:
     path means the current folder, as usual.
     """
 
+    mode: str = "cpu"  # the preset it came from; it sizes the phantom ("phantom" dataset) and names its folder
     dataset: str = "phantom"  # "phantom", "msd", or the path of a dataset folder (any layout)
     output_dir: str = "runs/cpu"
     patch_shape: tuple[int, int, int] = (160, 160, 16)
@@ -116,6 +118,7 @@ class TrainConfig:
 
 PRESETS = {
     "ci": TrainConfig(
+        mode="ci",
         output_dir="runs/ci",
         patch_shape=(32, 32, 16),
         batch_size=2,
@@ -127,6 +130,7 @@ PRESETS = {
         workers=1,
     ),
     "cpu": TrainConfig(
+        mode="cpu",
         output_dir="runs/cpu",
         patch_shape=(64, 64, 32),  # three of them per step cost what two 80x80x32 did, and saw more places
         batch_size=3,
@@ -145,6 +149,7 @@ PRESETS = {
         workers=1,
     ),
     "gpu": TrainConfig(
+        mode="gpu",
         output_dir="runs/gpu",
         patch_shape=(160, 160, 16),
         batch_size=4,

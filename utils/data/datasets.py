@@ -618,15 +618,19 @@ def load_label(root: Path | str, case_id: str) -> tuple[np.ndarray, tuple[float,
 DATASETS = ("phantom", "msd")
 
 
-def get_dataset(name: str | Path = "phantom") -> Path:
+def get_dataset(name: str | Path = "phantom", mode: str | None = None) -> Path:
     """Return the folder of a course dataset, building the phantom if needed.
 
     Args:
         name: ``"phantom"`` (built from the MNI template, no download, sized by
-            ``COURSE_MODE``), ``"msd"`` (the real Task01_BrainTumour data under
+            ``mode``), ``"msd"`` (the real Task01_BrainTumour data under
             the data root; lesson 05 downloads it), or the path of a dataset
             folder in any layout of :data:`LAYOUTS` (e.g. BraTS 2021 or the
             BraTS 2023 GLI training data).
+        mode: the course mode whose phantom to use (``"ci"``, ``"cpu"``,
+            ``"gpu"``; default :func:`utils.config.course_mode`). Training
+            passes its config's mode, so ``--mode cpu`` on a GPU machine
+            trains on the cpu phantom. Only the phantom depends on it.
 
     Raises:
         DatasetError: for ``"msd"`` when the data is not there yet, or for a
@@ -635,7 +639,7 @@ def get_dataset(name: str | Path = "phantom") -> Path:
     if name == "phantom":
         from .phantom import ensure_phantom  # lazy: nilearn's atlas tools load only when the phantom is asked for
 
-        return ensure_phantom()
+        return ensure_phantom(mode)
     if name == "msd":
         root = msd_dir()
         if not (root / "dataset.json").is_file():

@@ -78,6 +78,8 @@ LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss, "batch_dice_bce": b
 MONITOR = "val_pooled_dice"  # Dice pooled over the validation patches (see losses.PooledDice)
 # Parameters that may change when a run is resumed; any other change is refused.
 RESUMABLE_CHANGES = ("epochs", "workers", "verbose", "early_stopping_patience", "output_dir")
+ADDED_FIELDS = ("mode",)
+"""Fields newer than some run folders: a ``config.json`` without one still resumes."""
 PENDING = ".last.pending.keras"
 """The next ``last.keras`` while an epoch is being committed (see :class:`Checkpoints`)."""
 TOOL = "utils.train"
@@ -347,7 +349,11 @@ def _check_resume(output_dir: Path, config: TrainConfig) -> None:
         return
     saved = read_json_object(path, "run configuration")
     current = json.loads(json.dumps(asdict(config)))
-    changed = {k: (saved.get(k), v) for k, v in current.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v}
+    changed = {
+        k: (saved.get(k), v)
+        for k, v in current.items()
+        if k not in RESUMABLE_CHANGES and saved.get(k) != v and (k in saved or k not in ADDED_FIELDS)
+    }
     if changed:
         details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise ValueError(
@@ -369,7 +375,7 @@ def prepare_data(config: TrainConfig, progress: bool = True, reuse: bool = False
     Returns:
         ``(data_dir, cache, train_ids, val_ids)``.
     """
-    data_dir = get_dataset(config.dataset)
+    data_dir = get_dataset(config.dataset, config.mode)
     case_ids = list_cases(data_dir)
     if config.max_cases:
         case_ids = case_ids[: config.max_cases]
@@ -580,6 +586,8 @@ def _parser() -> argparse.ArgumentParser:
         "(the raw network output, as lesson 05 scores it)",
     )
     for f in fields(TrainConfig):
+        if f.name == "mode":  # --mode above picks the preset, and the preset carries its mode
+            continue
         flag = "--" + f.name.replace("_", "-")
         if f.name == "patch_shape":
             parser.add_argument(flag, type=int, nargs=3, metavar=("X", "Y", "Z"), default=None)
@@ -595,7 +603,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``python -m utils.train --mode cpu --epochs 20 --output-dir runs/mine``."""
     args = _parser().parse_args(argv)
-    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in fields(TrainConfig)
+        if f.name != "mode" and getattr(args, f.name) is not None
+    }
     if args.output_dir is not None:  # a path typed on the command line is relative to where it was typed
         overrides["output_dir"] = str(Path(args.output_dir).expanduser().absolute())
     try:
