@@ -59,6 +59,7 @@ from utils.config import course_mode, gpu_count, preset, run_dir, use_drive
 from utils.training.distribute import current_cluster, parse_tf_config, strategy_kind
 from utils.data.download import fetch_msd
 from utils.inference.sliding_window import evaluate_model
+from utils.preprocessing.plan import read_plan
 from utils.data.labels import CLASS_NAMES
 from utils.evaluation.metrics import lesion_wise_region
 from utils.training.pipeline import PatchDataset, PatchSampler
@@ -282,12 +283,19 @@ plt.show()
 # ## 8. Whole held-out cases
 #
 # Patch scores depend on where the patches fall. The real test is a whole
-# scan: lesson 06 explains the sliding-window prediction used here. Region
-# Dice for whole tumour (WT), tumour core (TC) and enhancing tumour (ET),
-# and the Dice of each class:
+# scan: lesson 06 explains the sliding-window prediction used here. The run
+# folder's `plan.json`, written when training started, records what
+# prediction needs to treat a scan as training did (channels, intensity
+# scheme, crop margin, window, output kind) and the split; prediction reads
+# it rather than today's defaults. Region Dice for whole tumour (WT), tumour
+# core (TC) and enhancing tumour (ET), and the Dice of each class:
 
 # %%
-scores, predictions = evaluate_model(best, data_dir, val_ids, with_hd95=False, progress=False)
+plan = read_plan(run_dir(config))
+print(f"plan.json: {plan.intensity}, crop margin {plan.crop_margin}, window {plan.window}, "
+      f"held-out cases {list(plan.validation_cases)}")
+scores, predictions = evaluate_model(best, data_dir, plan.validation_cases, plan=plan, with_hd95=False,
+                                     progress=False)
 scores[["Dice WT", "Dice TC", "Dice ET", *[f"Dice {n}" for n in CLASS_NAMES], "Dice mean (classes)"]]
 
 # %% [markdown]

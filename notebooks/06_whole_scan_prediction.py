@@ -57,13 +57,14 @@ import utils  # before keras: it keeps TensorFlow's start-up notices out of the 
 import keras
 
 from utils.course.checks import check_blend_windows, check_region_dice
-from utils.data.datasets import load_case
+from utils.data.datasets import get_dataset, load_case
 from utils.inference.sliding_window import (gaussian_weights, predict_case, preprocess_for_model, probabilities_to_labels,
                              save_segmentation, sliding_window_predict, tile_predict, window_starts)
 from scipy import ndimage
 from utils.evaluation.metrics import class_scores, evaluate_cases, hd95, lesion_wise_region, region_scores
 from utils.data.labels import CLASS_NAMES, REGIONS
 from utils.config import course_mode, preset, run_dir, use_drive
+from utils.preprocessing.plan import plan_for_model
 from utils.training.train import prepare_data, train
 from utils.visualization.figures import AXIS_NAMES, label_colormap, label_legend, take_slice, tumour_center
 
@@ -79,7 +80,8 @@ MIRROR = False       # test-time mirroring: 8x the work, usually a little better
 # We reuse lesson 05's run - the same mode (`utils.config.course_mode()`),
 # the same preset, the same run folder, on Google Drive too when
 # `USE_DRIVE = True` in both lessons - or train it now as lesson 05 would,
-# and its validation cases, which the network never trained on.
+# and its validation cases, which the network never trained on: the run
+# folder's `plan.json` names them, with the preprocessing the run used.
 
 # %% tags=["run-config"]
 use_drive(USE_DRIVE)
@@ -93,7 +95,9 @@ if not model_path.is_file():
     trained = train(config)
     print(f"trained {len(trained.history)} epochs in {trained.seconds:.0f} s")
 model = keras.models.load_model(model_path)
-data_dir, cache, train_ids, val_ids = prepare_data(config, progress=False)
+plan = plan_for_model(model_path)  # the run's plan.json: preprocessing, crop, window and split
+data_dir = get_dataset(plan.dataset or config.dataset, plan.mode or config.mode)
+val_ids = list(plan.validation_cases) or prepare_data(config, progress=False)[3]  # a model without a plan
 case = load_case(data_dir, val_ids[0])
 window = tuple(model.input.shape[1:4])
 print(f"model {model_path} ({model.count_params():,} parameters), window {window}; case {case.case_id} "
@@ -106,7 +110,7 @@ print(f"model {model_path} ({model.count_params():,} parameters), window {window
 # sits on the tumour centre; the threshold 0.5 turns probabilities into masks.
 
 # %% alt="One window through the tumour: FLAIR and the three predicted probability maps with the true outline of each class."
-image = preprocess_for_model(case.image)
+image = preprocess_for_model(case.image, plan)
 centre = tumour_center(case.label, case.label.shape)
 corner = [int(np.clip(c - w // 2, 0, max(s - w, 0))) for c, w, s in zip(centre, window, case.label.shape)]
 region = tuple(slice(c, c + w) for c, w in zip(corner, window))
@@ -390,7 +394,7 @@ for case_id in val_ids:
         continue
     other = load_case(data_dir, case_id)
     pred, _ = predict_case(model, other.image, overlap=OVERLAP, mirror=MIRROR, largest_component=True,
-                           progress=False)
+                           progress=False, plan=plan)
     pairs.append((case_id, other.label, pred, other.spacing))
 evaluate_cases(pairs)
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from utils.data.datasets import list_cases, load_msd_case
+from utils.preprocessing.crop import brain_bbox
 from utils.preprocessing.transforms import standardize_nonzero
 from utils.safety import OWNER_FILE
-from utils.training.cache import MANIFEST, CacheError, CacheParams, TrainingCache, brain_bbox, build_cache
+from utils.training.cache import MANIFEST, CacheError, CacheParams, TrainingCache, build_cache
 from utils.training.pipeline import PatchDataset, PatchSampler
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 
@@ -15,6 +16,7 @@ html5lib = pytest.importorskip("html5lib")
 
 from utils.data.statistics import label_volume_table  # noqa: E402
 from utils.evaluation.metrics import region_scores  # noqa: E402
+from utils.preprocessing.plan import default_plan  # noqa: E402
 from utils.visualization import report as report_module  # noqa: E402
 from utils.visualization.report import main, read_report, write_report  # noqa: E402
 from utils.visualization.viewer3d import case_layers, error_map, image_layer, lookup_table, view_angles  # noqa: E402
@@ -190,6 +192,14 @@ def test_command_line(tmp_path, capsys):
     assert main([*args[:2], "--segmentation", str(bad), "--out", str(tmp_path / "x.html")]) == 2
     err = capsys.readouterr().err
     assert "[4]" in err and "MSD label map" in err and str(bad) in err
+    run = tmp_path / "run"  # the model's run folder: the report says where the case stood in its split
+    run.mkdir()
+    plan = default_plan((32, 32, 16)).to_json() | {"mode": "ci", "train_cases": ["case"], "validation_cases": ["v"]}
+    (run / "plan.json").write_text(json.dumps(plan))
+    with_run = [*args[:-1], str(tmp_path / "run.html"), "--run", str(run)]
+    assert main(with_run) == 0
+    assert "a TRAINING case of this run" in (tmp_path / "run.html").read_text()
+    capsys.readouterr()
     moved = affine.copy()
     moved[0, 3] += 5
     nib.save(nib.Nifti1Image(seg, moved), bad)

@@ -82,7 +82,7 @@ def test_predict_slices_on_the_case_grid(phantom_root):
     label, probs = predict_slices(model, case.image)
     assert label.shape == case.label.shape and probs.shape == (*case.label.shape, 3)
     assert 0 <= probs.min() and probs.max() <= 1
-    from utils.training.cache import brain_bbox
+    from utils.preprocessing.crop import brain_bbox
 
     (x0, x1), (y0, y1), (z0, z1) = brain_bbox(case.image, margin=2)
     assert np.all(probs[:x0] == 0) and np.all(probs[x1:] == 0)  # nothing predicted outside the brain box

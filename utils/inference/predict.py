@@ -44,6 +44,7 @@ from ..data.datasets import (
 )
 from ..evaluation.metrics import evaluate_cases
 from ..model.unet import ModelLoadError, load_model
+from ..preprocessing.plan import Plan, PlanError, plan_for_model
 from ..safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target
 from .sliding_window import predict_case, probabilities_path, save_segmentation
 
@@ -90,8 +91,11 @@ def segment(
     overwrite: bool,
     inputs: list[Path] = (),
     input_dirs: list[Path] = (),
+    plan: Plan | None = None,
 ):
     """Segment one input; return ``(case_id, label or None, prediction, spacing)``.
+
+    ``plan`` is the model's run plan (its preprocessing, crop and window); None: the course defaults.
 
     ``output`` (and its probability map) may not be an input file of the case
     (through links too), lie in an input folder, or replace a file that
@@ -108,7 +112,7 @@ def segment(
     if not np.any(image):
         raise DatasetError(f"the image is all zero (no brain to segment): {reference}")
     pred, probs = predict_case(
-        model, image, overlap=overlap, mirror=mirror, largest_component=largest_component, progress=False
+        model, image, overlap=overlap, mirror=mirror, largest_component=largest_component, progress=False, plan=plan
     )
     save_segmentation(pred, reference, output, overwrite=True, probabilities=probs if probabilities else None)
     for target in targets:
@@ -155,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         model = load_model(args.model, compile=False)
+        options["plan"] = plan_for_model(args.model)  # the run's plan.json; a model without one: defaults, noted
         if args.input:
             case_id, _, pred, _ = segment(model, args.input, args.output, **options)
             counts = np.bincount(pred.ravel(), minlength=4)[1:]
@@ -205,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"done in {time.perf_counter() - start:.1f} s")
         return 0
-    except (DatasetError, ValueError, FileExistsError, ModelLoadError, OSError) as err:
+    except (DatasetError, PlanError, ValueError, FileExistsError, ModelLoadError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from ..data.datasets import load_case
 from ..evaluation.metrics import evaluate_cases
-from ..preprocessing.transforms import standardize_nonzero
+from ..preprocessing.crop import brain_bbox
+from ..preprocessing.plan import Plan, default_plan
 from ..safety import atomic_path, check_target
-from ..training.cache import CROP_MARGIN, brain_bbox
 
 WEIGHTINGS = ("gaussian", "constant")
 
@@ -444,9 +444,9 @@ def probabilities_path(out_path: Path | str) -> Path:
     return out_path.with_name(f"{stem}_probabilities.nii.gz")
 
 
-def preprocess_for_model(image: np.ndarray) -> np.ndarray:
-    """The preprocessing the course trains with: brain-mask z-score per channel."""
-    return standardize_nonzero(image)
+def preprocess_for_model(image: np.ndarray, plan: Plan | None = None) -> np.ndarray:
+    """The intensity preprocessing a run trained with (its plan's), else the course's: brain-mask z-score."""
+    return (plan or default_plan()).preprocess(image)
 
 
 def predict_case(
@@ -459,23 +459,28 @@ def predict_case(
     threshold=0.5,
     largest_component: bool = False,
     progress: bool = True,
+    plan: Plan | None = None,
 ):
     """Preprocess a raw case, predict it whole, and merge to a label map.
 
-    The prediction covers the brain's bounding box (nonzero voxels plus
-    ``CROP_MARGIN`` voxels, the crop the training cache uses); outside it the
-    probabilities are 0.
+    The prediction covers the brain's bounding box (nonzero voxels plus the
+    crop margin, the crop the training cache used); outside it the
+    probabilities are 0. ``plan`` (the run's ``plan.json``, see
+    :func:`utils.preprocessing.plan.plan_for_model`) gives the crop margin,
+    the intensity scheme and the window; without one, the course's defaults.
 
     Returns:
         ``(label, probabilities)``: uint8 ``(x, y, z)`` and float32 ``(x, y, z, 3)``.
     """
     # Windows only over the brain (nonzero voxels): the zeros around a
     # skull-stripped brain need no prediction, and a quarter of the windows go.
-    box = brain_bbox(image, margin=CROP_MARGIN)
+    plan = plan or default_plan()
+    box = brain_bbox(image, margin=plan.crop_margin)
     window = tuple(slice(a, b) for a, b in box)
     cropped = sliding_window_predict(
         model,
-        preprocess_for_model(image[window]),
+        preprocess_for_model(image[window], plan),
+        window=plan.window,
         overlap=overlap,
         weighting=weighting,
         mirror=mirror,
@@ -497,6 +502,7 @@ def evaluate_model(
     with_hd95: bool = True,
     progress: bool = True,
     lesion_wise: bool = True,
+    plan: Plan | None = None,
 ):
     """Predict whole labelled cases and score them (BraTS regions and classes).
 
@@ -509,6 +515,7 @@ def evaluate_model(
         with_hd95: also compute HD95 (a few seconds per case).
         progress: progress bar over the cases.
         lesion_wise: also the lesion-wise Dice (and HD95) of the regions.
+        plan: the run's plan (:func:`predict_case`).
 
     Returns:
         ``(table, predictions)``: a DataFrame with one row per case (region
@@ -522,7 +529,13 @@ def evaluate_model(
         if case.label is None:
             raise ValueError(f"case {case_id} has no label to evaluate against")
         pred, _ = predict_case(
-            model, case.image, overlap=overlap, mirror=mirror, largest_component=largest_component, progress=False
+            model,
+            case.image,
+            overlap=overlap,
+            mirror=mirror,
+            largest_component=largest_component,
+            progress=False,
+            plan=plan,
         )
         pairs.append((case_id, case.label, pred, case.spacing))
         predictions[case_id] = (case.label, pred)

@@ -327,3 +327,8 @@ def compare_samplers(
             **{f"{name} share": float(s) for name, s in zip(CLASS_NAMES, mean_share)},
         }
     return pd.DataFrame(rows).T.round(4)
+
+
+INTENSITY_SCHEMES = {"nonzero_zscore": standardize_nonzero}
+"""The intensity schemes a run can train with, by the name its plan (and its cache) records.
+(The model's ``normalization`` is another thing: a layer inside the U-Net.)"""

@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 from ..data.datasets import list_cases, load_case
 from ..errors import CourseError
 from ..parallel import default_workers, map_in_processes
-from ..preprocessing.transforms import standardize_nonzero
+from ..preprocessing.crop import CROP_MARGIN, brain_bbox
+from ..preprocessing.transforms import INTENSITY_SCHEMES
 from ..safety import (
     OwnedFiles,
     UnsafeWriteError,
@@ -53,10 +54,6 @@ MANIFEST = "manifest.json"
 TOOL = "utils.cache"
 FILE_KINDS = ("image", "label", "locations")
 MAX_LOCATIONS = 10_000
-CROP_MARGIN = 2
-"""Voxels kept around the brain's bounding box: by the cache, and by whole-case prediction (the same crop)."""
-NORMALIZATIONS = {"nonzero_zscore": standardize_nonzero}
-"""The intensity normalizations a cache can apply, by the name :class:`CacheParams` records."""
 PARALLEL_BYTES = 64 << 20
 """Dataset bytes to build from above which :func:`build_cache` uses several processes by default."""
 
@@ -67,7 +64,8 @@ class CacheParams:
 
     Attributes:
         margin: voxels kept around the brain's bounding box.
-        normalization: a key of :data:`NORMALIZATIONS`.
+        normalization: the intensity scheme, a key of
+            :data:`utils.preprocessing.transforms.INTENSITY_SCHEMES`.
         image_dtype: the stored images' dtype.
         version: :data:`CACHE_VERSION`, so a format change rebuilds old caches.
     """
@@ -78,8 +76,8 @@ class CacheParams:
     version: int = CACHE_VERSION
 
     def __post_init__(self) -> None:
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {sorted(NORMALIZATIONS)}; found {self.normalization!r}")
+        if self.normalization not in INTENSITY_SCHEMES:
+            raise ValueError(f"normalization must be one of {sorted(INTENSITY_SCHEMES)}; found {self.normalization!r}")
 
 
 class CacheError(CourseError, RuntimeError):
@@ -139,19 +137,6 @@ def _entry_problem(folder: Path, entry: dict) -> str | None:
         if kind in sizes and path.stat().st_size != sizes[kind]:
             return f"{path} is truncated or damaged ({path.stat().st_size} bytes, expected {sizes[kind]})"
     return None
-
-
-def brain_bbox(image: np.ndarray, margin: int = 0) -> tuple[tuple[int, int], ...]:
-    """``((x0, x1), (y0, y1), (z0, z1))`` of the nonzero voxels, widened by ``margin``."""
-    brain = np.any(image != 0, axis=-1)
-    if not brain.any():
-        return tuple((0, s) for s in image.shape[:3])
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(brain.any(axis=other))
-        box.append((max(int(present[0]) - margin, 0), min(int(present[-1]) + 1 + margin, image.shape[axis])))
-    return tuple(box)
 
 
 def class_locations(label: np.ndarray, rng: np.random.Generator, limit: int = MAX_LOCATIONS) -> dict[str, np.ndarray]:
@@ -224,7 +209,7 @@ def _build_case(task: tuple) -> dict:
         raise CacheError(f"case {case_id}: the image is all zero (no brain to crop or standardize): {where}")
     box = brain_bbox(case.image, params.margin)
     window = tuple(slice(a, b) for a, b in box)
-    image = NORMALIZATIONS[params.normalization](case.image[window]).astype(params.image_dtype)
+    image = INTENSITY_SCHEMES[params.normalization](case.image[window]).astype(params.image_dtype)
     label = np.ascontiguousarray(case.label[window])
     if not np.all(np.isfinite(image)):
         raise CacheError(

@@ -19,8 +19,9 @@ from keras.utils import PyDataset
 from ..data.datasets import BRATS_SUFFIXES, list_cases, load_msd_case
 from ..data.labels import msd_to_brats, one_hot
 from ..inference.sliding_window import preprocess_for_model, probabilities_to_labels
+from ..preprocessing.crop import CROP_MARGIN, brain_bbox
 from ..safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
-from .cache import CROP_MARGIN, TrainingCache, brain_bbox
+from .cache import TrainingCache
 
 EXPORT_MARKER = "brats_export.json"
 TOOL = "utils.slices"

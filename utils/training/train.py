@@ -8,7 +8,9 @@ build the training cache, stream augmented patches, fit a U-Net with soft Dice
 * ``last.keras`` (every epoch) and ``best.keras`` (best ``val_pooled_dice``:
   hard Dice pooled over the validation patches, see ``losses.PooledDice``),
   written atomically - a run killed mid-write never loses a checkpoint;
-* ``state.json`` (epochs done, best score) and ``config.json``;
+* ``state.json`` (epochs done, best score), ``config.json`` and ``plan.json``
+  (the run-folder contract prediction reads: preprocessing, window, output
+  kind, split; :mod:`utils.preprocessing.plan`);
 * ``log.csv`` (one row per epoch, appended across resumed runs) and
   ``tensorboard/``.
 
@@ -59,6 +61,7 @@ from ..model.losses import (
     soft_dice_loss,
 )
 from ..model.unet import build_unet, load_model
+from ..preprocessing.plan import make_plan, read_plan, write_plan
 from ..safety import (
     OwnedFiles,
     UnsafeWriteError,
@@ -372,6 +375,10 @@ def prepare_data(config: TrainConfig, progress: bool = True, reuse: bool = False
             touching it (a non-chief worker, after the chief built it on the
             shared filesystem); otherwise, or when that fails, build it.
 
+    The split is the one the run folder's ``plan.json`` records when it has
+    one for this dataset (a resumed run, lessons 06 and 07 after lesson 05),
+    else a new stratified split by ``config.seed``.
+
     Returns:
         ``(data_dir, cache, train_ids, val_ids)``.
     """
@@ -388,6 +395,10 @@ def prepare_data(config: TrainConfig, progress: bool = True, reuse: bool = False
             cache = None
     if cache is None:
         cache = build_cache(data_dir, cache_dir, case_ids, progress=progress)
+    plan = read_plan(run_dir(config))
+    recorded = plan is not None and (plan.mode, plan.dataset) == (config.mode, str(config.dataset))
+    if recorded and set(plan.train_cases + plan.validation_cases) <= set(case_ids):
+        return data_dir, cache, list(plan.train_cases), list(plan.validation_cases)
     # held-out cases with and without enhancing tumour in the data's proportion (ET Dice
     # of a case without it is 1 or 0, so their share sways the mean)
     has_et = {c: cache.voxels(c)[3] > 0 for c in case_ids}
@@ -488,6 +499,7 @@ def train(
             model = build_model(config)
     if chief:
         write_json_atomic(output_dir / "config.json", json.loads(json.dumps(asdict(config))))
+        write_plan(output_dir, make_plan(config, train_ids, val_ids))  # what prediction needs (plan.json)
 
     replicas = strategy.num_replicas_in_sync if strategy else 1  # each draws its own batches of the streams
     train_data = PatchDataset(
@@ -626,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         best = load_model(result.output_dir / "best.keras")
         # the raw network output, as lesson 05 scores it (lesson 06 adds post-processing)
-        table, _ = evaluate_model(best, result.data_dir, result.val_cases)
+        table, _ = evaluate_model(best, result.data_dir, result.val_cases, plan=read_plan(result.output_dir))
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(table.T)
         print(f"evaluated {len(result.val_cases)} held-out cases in {time.perf_counter() - start:.0f} s")

@@ -39,6 +39,7 @@ from ..data.labels import REGION_NAMES, REGIONS
 from ..data.statistics import label_volume_table
 from ..evaluation.metrics import region_scores
 from ..inference.predict import load_input
+from ..preprocessing.plan import PlanError, read_plan
 from ..safety import OwnedFiles, atomic_path, check_target
 from .viewer3d import build_niivue, case_layers, focus_voxel, legend_html
 
@@ -399,6 +400,21 @@ def _load_label(path: Path, what: str, reference) -> np.ndarray:
     return label
 
 
+def run_description(run: Path, case_id: str) -> str:
+    """One line on the run a model comes from and where ``case_id`` stood in its split (its ``plan.json``)."""
+    plan = read_plan(run)
+    if plan is None:
+        return f"run {run.name} (no plan.json: its split is unknown)"
+    where = (
+        "a held-out (validation) case of this run"
+        if case_id in plan.validation_cases
+        else "a TRAINING case of this run: its scores flatter the model"
+        if case_id in plan.train_cases
+        else "not in this run's split"
+    )
+    return f"run {run.name} ({plan.mode} mode, course {plan.course_version}); {where}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.report", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -412,6 +428,12 @@ def main(argv: list[str] | None = None) -> int:
         "--sequences",
         help="comma-separated sequences to embed, e.g. FLAIR,T1gd (default: all four; fewer make a smaller file)",
     )
+    parser.add_argument(
+        "--run",
+        type=Path,
+        help="the training run folder of the model that segmented the case: the report names the run and "
+        "whether the case was one it trained on (from its plan.json)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -423,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         sources = {"image": args.image.name, "segmentation": args.segmentation.name}
         if args.truth is not None:
             sources["truth"] = args.truth.name
+        if args.run is not None:
+            sources["model"] = run_description(args.run, case_id)
         out = write_report(
             args.out,
             image,
@@ -439,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.sequences is None
             else tuple(n.strip() for n in args.sequences.split(",") if n.strip()),
         )
-    except (DatasetError, ValueError, FileExistsError) as err:
+    except (DatasetError, PlanError, ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
