@@ -47,7 +47,8 @@ from IPython.display import Image, display
 from nilearn import plotting
 
 from utils import detect_layout, get_dataset, get_settings, list_cases, load_case
-from utils.data.statistics import class_intensity_table, dataset_volume_table, label_volume_table
+from utils.data.datasets import dataset_volume_table
+from utils.data.statistics import class_intensity_table, label_volume_table
 from utils.visualization.figures import (intensity_histograms, label_colormap, label_legend, show_cases, show_sequences,
                        slice_viewer, slices_gif, to_nifti_images, tumour_center)
 

@@ -46,7 +46,7 @@ import matplotlib.pyplot as plt
 
 import utils
 from utils import get_dataset, get_settings, list_cases, load_case
-from utils.data.statistics import dataset_volume_table
+from utils.data.datasets import dataset_volume_table
 from utils.course.checks import check_get_sub_volume, check_standardize
 from utils.data.labels import CLASS_NAMES, MODALITIES
 from utils.preprocessing.transforms import compare_samplers, sample_foreground_patch, standardize_nonzero

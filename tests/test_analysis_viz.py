@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.data.statistics import class_intensity_table, dataset_volume_table, label_volume_table
+from utils.data.datasets import dataset_volume_table
+from utils.data.statistics import class_intensity_table, label_volume_table
 from utils.visualization.figures import (
     label_colormap,
     overlay_rgb,

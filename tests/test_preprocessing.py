@@ -141,3 +141,22 @@ def test_standardize_nonzero_uses_the_brain_only():
     with pytest.raises(ValueError, match="mask shape"):
         standardize_nonzero(image, np.ones((2, 2, 2)))
     assert np.all(standardize_nonzero(np.zeros((3, 3, 3, 2))) == 0)
+
+
+def test_one_sampler_core_with_the_overhang_as_a_parameter():
+    """Lesson 02's reference sampler keeps patches inside; training's may overhang by half a patch."""
+    from utils.preprocessing.transforms import patch_corner
+
+    shape, patch = (20, 18, 10), (8, 8, 4)
+    inside = np.array([patch_corner(shape, patch, np.random.default_rng(s), 0.0) for s in range(300)])
+    over = np.array([patch_corner(shape, patch, np.random.default_rng(s), 0.0, overhang=True) for s in range(300)])
+    assert inside.min() >= 0 and np.all(inside.max(axis=0) <= np.subtract(shape, patch))
+    assert np.all(over.min(axis=0) == -np.array(patch) // 2)
+    assert np.all(over.max(axis=0) == np.subtract(shape, patch) + np.array(patch) // 2)
+    image = np.random.default_rng(0).normal(size=(*shape, 4)).astype(np.float32)
+    label = np.zeros(shape, np.uint8)
+    label[3:6, 4:7, 2:5] = 2
+    for seed in range(20):  # the reference draws through the same core (its corners, draw for draw)
+        ref = sample_foreground_patch(image, label, patch, foreground_fraction=0.0, rng=np.random.default_rng(seed))
+        core = patch_corner(shape, patch, np.random.default_rng(seed), 0.0, draw_centre=lambda r: None)
+        assert ref.start == tuple(core)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import utils.preprocessing.crop as crop_module
-import utils.preprocessing.plan as plan_module
+import utils.preprocessing.transforms as transforms_module
 from utils.data.labels import MODALITIES
 from utils.inference.predict import main as predict_main
 from utils.preprocessing.plan import PLAN_FILE, PlanError, default_plan, read_plan
@@ -47,7 +47,7 @@ def test_training_records_the_plan_and_the_recorded_settings_win(workdir, monkey
     # the defaults change after training: another crop margin, another intensity scheme, another split seed
     monkeypatch.setattr(crop_module, "CROP_MARGIN", 9)
     monkeypatch.setitem(INTENSITY_SCHEMES, "minmax", lambda image: image / max(float(image.max()), 1e-6))
-    monkeypatch.setattr(plan_module, "DEFAULT_INTENSITY", "minmax")
+    monkeypatch.setattr(transforms_module, "DEFAULT_INTENSITY", "minmax")
     assert (default_plan().crop_margin, default_plan().intensity) == (9, "minmax")
     capsys.readouterr()
     after = _probabilities(run / "best.keras", source, workdir / "after.nii.gz")

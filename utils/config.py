@@ -47,6 +47,14 @@ DRIVE_DIR = "/content/drive/MyDrive/brats-course"
 
 BRATS_SHAPE = (240, 240, 155)
 TINY_SHAPE = (64, 64, 40)
+ASSIGNMENT_PATCH = (160, 160, 16)
+"""The original assignment's patch: the default of every patch and window, and the gpu preset's."""
+FOREGROUND_FRACTION = 0.33
+"""Share of training patches centred on tumour (nnU-Net's third): the default of every sampler and of
+:class:`TrainConfig`; the cpu preset asks for less (issue 14)."""
+VALIDATION_FOREGROUND_FRACTION = 0.5
+"""Share of validation patches centred on tumour, in every mode: half, so ``val_pooled_dice`` sees
+tumour and healthy brain alike whatever share the training draws."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,8 @@ class Settings:
 
 _SETTINGS = {
     "ci": Settings("ci", TINY_SHAPE, 6, 1, "phantom-ci", (16, 16, 16)),
-    "cpu": Settings("cpu", BRATS_SHAPE, 16, 2, "phantom", (160, 160, 16)),
-    "gpu": Settings("gpu", BRATS_SHAPE, 24, 2, "phantom-gpu", (160, 160, 16)),
+    "cpu": Settings("cpu", BRATS_SHAPE, 16, 2, "phantom", ASSIGNMENT_PATCH),
+    "gpu": Settings("gpu", BRATS_SHAPE, 24, 2, "phantom-gpu", ASSIGNMENT_PATCH),
 }
 
 
@@ -93,7 +101,7 @@ class TrainConfig:
     mode: str = "cpu"  # the preset it came from; it sizes the phantom ("phantom" dataset) and names its folder
     dataset: str = "phantom"  # "phantom", "msd", or the path of a dataset folder (any layout)
     output_dir: str = "runs/cpu"
-    patch_shape: tuple[int, int, int] = (160, 160, 16)
+    patch_shape: tuple[int, int, int] = ASSIGNMENT_PATCH
     batch_size: int = 2  # per replica: with several GPUs or workers a step trains on batch_size x replicas
     epochs: int = 20
     steps_per_epoch: int = 50
@@ -105,7 +113,7 @@ class TrainConfig:
     normalization: str | None = None  # None, "batch" or "instance"
     downsample: int = 1  # 2: the U-Net works at half resolution (build_unet)
     loss: str = "dice_bce"  # "dice", "dice_bce" or "batch_dice_bce" (Dice pooled over the batch)
-    foreground_fraction: float = 0.5
+    foreground_fraction: float = FOREGROUND_FRACTION
     val_fraction: float = 0.2
     max_cases: int | None = None  # use only the first N labelled cases
     early_stopping_patience: int = 0  # 0: off
@@ -151,7 +159,7 @@ PRESETS = {
     "gpu": TrainConfig(
         mode="gpu",
         output_dir="runs/gpu",
-        patch_shape=(160, 160, 16),
+        patch_shape=ASSIGNMENT_PATCH,
         batch_size=4,
         epochs=100,
         steps_per_epoch=250,
@@ -160,7 +168,6 @@ PRESETS = {
         depth=4,
         base_filters=32,
         normalization="instance",
-        foreground_fraction=0.33,
     ),
 }
 

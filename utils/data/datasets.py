@@ -30,10 +30,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
 from ..config import msd_dir
 from ..errors import CourseError
-from .labels import LABEL_NAMES, MODALITIES, brats2023_to_msd, brats_to_msd
+from .labels import CLASS_NAMES, LABEL_NAMES, MODALITIES, brats2023_to_msd, brats_to_msd
+from .statistics import label_volume_table
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 BRATS_SUFFIXES = {"FLAIR": "flair", "T1w": "t1", "T1gd": "t1ce", "T2w": "t2"}
@@ -704,3 +706,24 @@ def split_cases(
         random.Random(f"{seed}:{g}").shuffle(members)
         val += members[: take[g]]
     return sorted(set(ids) - set(val)), sorted(val)
+
+
+def dataset_volume_table(root, case_ids: list[str] | None = None) -> pd.DataFrame:
+    """One row per training case: volume in mL of each class and the whole tumour.
+
+    Args:
+        root: an MSD dataset or a folder of BraTS cases.
+        case_ids: the cases to list (default: every training case).
+
+    Returns:
+        DataFrame indexed by case id, with ``mean`` and ``median`` rows after them.
+    """
+    case_ids = list_cases(root) if case_ids is None else case_ids
+    rows = {}
+    for case_id in case_ids:
+        label, spacing = load_label(root, case_id)
+        rows[case_id] = label_volume_table(label, spacing)["volume_mL"].iloc[:4].to_numpy()
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[*CLASS_NAMES, "Whole tumour"])
+    frame = pd.concat([frame, frame.agg(["mean", "median"]).round(2)])
+    frame.index.name = "case"
+    return frame

@@ -55,7 +55,7 @@ from scipy import ndimage as ndi
 
 from ..config import BRATS_SHAPE, TINY_SHAPE
 from ..parallel import default_workers, map_in_processes
-from ..safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
+from ..safety import OwnedFiles, UnsafeWriteError, adopt_files, check_target, foreign_files, install_folder
 from .labels import LABEL_NAMES, MODALITIES
 
 GENERATOR_VERSION = 4
@@ -724,10 +724,7 @@ def _ownership(folder: Path, marker: dict | None) -> OwnedFiles:
     train, test = _case_ids(int(marker["n_train"]), int(marker["n_test"]))
     if [c.get("case_id") if isinstance(c, dict) else None for c in cases] != train + test:
         return owned
-    for name in files:
-        if (folder / name).is_file() and not (folder / name).is_symlink():
-            owned.files[name] = dict(file_record(folder / name), tool=TOOL)
-    return owned
+    return adopt_files(owned, files)
 
 
 def make_phantom_dataset(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .datasets import list_cases, load_label
 from .labels import CLASS_NAMES, MODALITIES, REGION_NAMES, REGIONS
 
 
@@ -35,27 +34,6 @@ def label_volume_table(label: np.ndarray, spacing) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=["name", "labels", "voxels"]).set_index("name")
     table["volume_mL"] = (table["voxels"] * voxel_ml).round(2)
     return table
-
-
-def dataset_volume_table(root, case_ids: list[str] | None = None) -> pd.DataFrame:
-    """One row per training case: volume in mL of each class and the whole tumour.
-
-    Args:
-        root: an MSD dataset or a folder of BraTS cases.
-        case_ids: the cases to list (default: every training case).
-
-    Returns:
-        DataFrame indexed by case id, with ``mean`` and ``median`` rows after them.
-    """
-    case_ids = list_cases(root) if case_ids is None else case_ids
-    rows = {}
-    for case_id in case_ids:
-        label, spacing = load_label(root, case_id)
-        rows[case_id] = label_volume_table(label, spacing)["volume_mL"].iloc[:4].to_numpy()
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[*CLASS_NAMES, "Whole tumour"])
-    frame = pd.concat([frame, frame.agg(["mean", "median"]).round(2)])
-    frame.index.name = "case"
-    return frame
 
 
 def class_intensity_table(image: np.ndarray, label: np.ndarray) -> pd.DataFrame:

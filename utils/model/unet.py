@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from keras import layers, ops
 
+from ..config import ASSIGNMENT_PATCH
 from ..errors import CourseError
 from . import losses  # noqa: F401  (registers the course's loss and metrics, so load_model finds them)
 
@@ -169,7 +170,7 @@ def pool_sizes(spatial_shape, depth: int = 4) -> list[tuple[int, ...]]:
 
 
 def build_unet(
-    input_shape=(160, 160, 16, 4),
+    input_shape=(*ASSIGNMENT_PATCH, 4),
     n_labels: int = 3,
     depth: int = 4,
     base_filters: int = 32,

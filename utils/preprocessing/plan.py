@@ -32,14 +32,12 @@ from .. import __version__
 from ..data.labels import CLASS_NAMES, MODALITIES
 from ..errors import CourseError
 from ..safety import read_json_object, write_json_atomic
-from . import crop
+from . import crop, transforms
 from .transforms import INTENSITY_SCHEMES
 
 PLAN_FILE = "plan.json"
 OUTPUT_KINDS = ("classes",)
 """What the output channels can mean; ``"classes"``: one sigmoid per tumour class (labels 1, 2, 3)."""
-DEFAULT_INTENSITY = "nonzero_zscore"
-"""The intensity scheme the course trains with (brain-mask z-score per channel)."""
 
 
 class PlanError(CourseError, ValueError):
@@ -86,7 +84,7 @@ def default_plan(patch_shape=None, window=None) -> Plan:
     """What the course assumes without a ``plan.json``: today's defaults (read when called)."""
     return Plan(
         channels=MODALITIES,
-        intensity=DEFAULT_INTENSITY,
+        intensity=transforms.DEFAULT_INTENSITY,
         intensity_params={},
         crop_margin=crop.CROP_MARGIN,
         patch_shape=tuple(patch_shape) if patch_shape else None,

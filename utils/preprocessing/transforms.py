@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..config import ASSIGNMENT_PATCH, FOREGROUND_FRACTION
 from ..data.labels import CLASS_NAMES, NUM_CLASSES, one_hot
 from ..errors import CourseError
 
@@ -69,7 +70,7 @@ def _check_patch_inputs(
 def rejection_sample(
     image: np.ndarray,
     label: np.ndarray,
-    patch_shape=(160, 160, 16),
+    patch_shape=ASSIGNMENT_PATCH,
     num_classes: int = NUM_CLASSES,
     max_tries: int = 1000,
     background_threshold: float = 0.95,
@@ -159,9 +160,9 @@ def get_sub_volume(
 def sample_foreground_patch(
     image: np.ndarray,
     label: np.ndarray,
-    patch_shape=(160, 160, 16),
+    patch_shape=ASSIGNMENT_PATCH,
     num_classes: int = NUM_CLASSES,
-    foreground_fraction: float = 0.33,
+    foreground_fraction: float = FOREGROUND_FRACTION,
     rng: np.random.Generator | None = None,
 ) -> Patch:
     """nnU-Net-style sampling: some patches centred on tumour, the rest anywhere.
@@ -180,22 +181,71 @@ def sample_foreground_patch(
         A :class:`Patch` with ``tries == 1``.
     """
     _check_patch_inputs(image, label, patch_shape, num_classes)
+    check_foreground_fraction(foreground_fraction)
+    rng = np.random.default_rng() if rng is None else rng
+    present = [k for k in range(1, num_classes) if np.any(label == k)]
+
+    def draw_centre(rng):  # a voxel of a tumour class chosen at random among those present
+        voxels = np.flatnonzero(label == present[rng.integers(len(present))])
+        return np.array(np.unravel_index(voxels[rng.integers(len(voxels))], label.shape))
+
+    start = patch_corner(label.shape, patch_shape, rng, foreground_fraction, draw_centre if present else None)
+    X, patch_label = cut_patch(image, label, start, patch_shape)
+    return Patch(X, one_hot(patch_label, num_classes), tuple(int(s) for s in start), 1)
+
+
+def check_foreground_fraction(foreground_fraction: float) -> None:
     if not 0.0 <= foreground_fraction <= 1.0:
         raise ValueError(f"foreground_fraction must be in [0, 1]; found {foreground_fraction}")
-    rng = np.random.default_rng() if rng is None else rng
-    shape = np.asarray(image.shape[:3])
-    size = np.asarray(patch_shape)
-    present = [k for k in range(1, num_classes) if np.any(label == k)]
-    if present and rng.random() < foreground_fraction:
-        cls = present[rng.integers(len(present))]
-        voxels = np.flatnonzero(label == cls)
-        centre = np.array(np.unravel_index(voxels[rng.integers(len(voxels))], label.shape))
-        start = np.clip(centre - size // 2, 0, shape - size)
-    else:
-        start = np.array([rng.integers(0, s - p + 1) for s, p in zip(shape, size)])
-    window = tuple(slice(int(s), int(s) + int(p)) for s, p in zip(start, size))
-    y = one_hot(label[window], num_classes)
-    return Patch(np.array(image[window], dtype=np.float32), y, tuple(int(s) for s in start), 1)
+
+
+def patch_corner(
+    volume_shape,
+    patch_shape,
+    rng: np.random.Generator,
+    foreground_fraction: float = FOREGROUND_FRACTION,
+    draw_centre=None,
+    overhang: bool = False,
+) -> np.ndarray:
+    """The corner of one patch: the one sampling rule of the course (lesson 02 and training).
+
+    With probability ``foreground_fraction`` (when ``draw_centre`` is given)
+    the patch is centred on the voxel ``draw_centre(rng)`` returns, moved
+    inside the volume as far as it fits; otherwise the corner is uniform.
+
+    Args:
+        volume_shape, patch_shape: ``(x, y, z)``.
+        rng: numpy Generator.
+        foreground_fraction: share of patches centred on tumour, in [0, 1].
+        draw_centre: ``rng -> (x, y, z)`` voxel of tumour (None: the case has none).
+        overhang: a uniform patch may stick out of the volume by up to half its
+            size (zero-padded by :func:`cut_patch`), as nnU-Net's do in training:
+            with patches kept inside, a voxel near the border would fall in far
+            fewer patches than a central one. Lesson 02's reference keeps them
+            inside (False).
+
+    Returns:
+        int array ``(3,)``, possibly negative or beyond the volume when the
+        patch is larger than it or ``overhang`` is set.
+    """
+    shape, patch = np.asarray(volume_shape), np.asarray(patch_shape)
+    if draw_centre is not None and rng.random() < foreground_fraction:
+        start = np.asarray(draw_centre(rng)) - patch // 2
+        return np.clip(start, np.minimum(0, shape - patch), np.maximum(0, shape - patch))
+    reach = patch // 2 if overhang else np.zeros_like(patch)
+    return np.array([rng.integers(min(0, s - p) - h, max(0, s - p) + h + 1) for s, p, h in zip(shape, patch, reach)])
+
+
+def cut_patch(image: np.ndarray, label: np.ndarray, start, patch_shape) -> tuple[np.ndarray, np.ndarray]:
+    """``(X float32 (*patch, C), label uint8 (*patch))`` at corner ``start``, zero where it leaves the volume."""
+    patch_shape = tuple(int(p) for p in patch_shape)
+    X = np.zeros((*patch_shape, image.shape[-1]), dtype=np.float32)
+    lab = np.zeros(patch_shape, dtype=np.uint8)
+    src = tuple(slice(max(int(a), 0), min(int(a) + p, s)) for a, p, s in zip(start, patch_shape, label.shape))
+    dst = tuple(slice(sl.start - int(a), sl.stop - int(a)) for sl, a in zip(src, start))
+    X[dst] = image[src]
+    lab[dst] = label[src]
+    return X, lab
 
 
 def standardize(image):
@@ -269,8 +319,8 @@ def standardize_nonzero(image: np.ndarray, mask: np.ndarray | None = None) -> np
 def compare_samplers(
     cases,
     n_patches: int = 50,
-    patch_shape=(160, 160, 16),
-    foreground_fraction: float = 0.33,
+    patch_shape=ASSIGNMENT_PATCH,
+    foreground_fraction: float = FOREGROUND_FRACTION,
     background_threshold: float = 0.95,
     max_tries: int = 1000,
     seed: int = 0,
@@ -330,5 +380,7 @@ def compare_samplers(
 
 
 INTENSITY_SCHEMES = {"nonzero_zscore": standardize_nonzero}
+DEFAULT_INTENSITY = "nonzero_zscore"
+"""The intensity scheme the course trains with (brain-mask z-score per channel)."""
 """The intensity schemes a run can train with, by the name its plan (and its cache) records.
 (The model's ``normalization`` is another thing: a layer inside the U-Net.)"""

@@ -38,12 +38,12 @@ from ..data.datasets import list_cases, load_case
 from ..errors import CourseError
 from ..parallel import default_workers, map_in_processes
 from ..preprocessing.crop import CROP_MARGIN, brain_bbox
-from ..preprocessing.transforms import INTENSITY_SCHEMES
+from ..preprocessing.transforms import DEFAULT_INTENSITY, INTENSITY_SCHEMES
 from ..safety import (
     OwnedFiles,
     UnsafeWriteError,
+    adopt_files,
     atomic_path,
-    file_record,
     read_json_object,
     stale_temporaries,
     write_json_atomic,
@@ -64,20 +64,28 @@ class CacheParams:
 
     Attributes:
         margin: voxels kept around the brain's bounding box.
-        normalization: the intensity scheme, a key of
-            :data:`utils.preprocessing.transforms.INTENSITY_SCHEMES`.
+        intensity: the intensity scheme, a key of
+            :data:`utils.preprocessing.transforms.INTENSITY_SCHEMES` (the
+            manifest stores it under its older name ``normalization``: see
+            :meth:`stored`; the model's ``normalization`` is a layer).
         image_dtype: the stored images' dtype.
         version: :data:`CACHE_VERSION`, so a format change rebuilds old caches.
     """
 
     margin: int = CROP_MARGIN
-    normalization: str = "nonzero_zscore"
+    intensity: str = DEFAULT_INTENSITY
     image_dtype: str = "float16"
     version: int = CACHE_VERSION
 
     def __post_init__(self) -> None:
-        if self.normalization not in INTENSITY_SCHEMES:
-            raise ValueError(f"normalization must be one of {sorted(INTENSITY_SCHEMES)}; found {self.normalization!r}")
+        if self.intensity not in INTENSITY_SCHEMES:
+            raise ValueError(f"intensity must be one of {sorted(INTENSITY_SCHEMES)}; found {self.intensity!r}")
+
+    def stored(self) -> dict:
+        """The parameters as a manifest records them (caches built before the rename still match)."""
+        values = asdict(self)
+        values["normalization"] = values.pop("intensity")
+        return values
 
 
 class CacheError(CourseError, RuntimeError):
@@ -209,7 +217,7 @@ def _build_case(task: tuple) -> dict:
         raise CacheError(f"case {case_id}: the image is all zero (no brain to crop or standardize): {where}")
     box = brain_bbox(case.image, params.margin)
     window = tuple(slice(a, b) for a, b in box)
-    image = INTENSITY_SCHEMES[params.normalization](case.image[window]).astype(params.image_dtype)
+    image = INTENSITY_SCHEMES[params.intensity](case.image[window]).astype(params.image_dtype)
     label = np.ascontiguousarray(case.label[window])
     if not np.all(np.isfinite(image)):
         raise CacheError(
@@ -269,7 +277,7 @@ def build_cache(
     dataset_root, cache_dir = Path(dataset_root), Path(cache_dir)
     case_ids = list_cases(dataset_root) if case_ids is None else list(case_ids)
     expected = {
-        "params": asdict(params),
+        "params": params.stored(),
         "dataset": str(dataset_root.resolve()),
         "dataset_fingerprint": _dataset_fingerprint(dataset_root),
         "seed": seed,
@@ -292,17 +300,16 @@ def build_cache(
         if manifest is not None and not owned.exists:
             if manifest.get("tool") not in (None, TOOL):
                 raise CacheError(f"{manifest_path} was not written by {TOOL}; choose another folder")
-            owned.files[MANIFEST] = {**file_record(manifest_path, hashed=False), "tool": TOOL}
-            for entry in manifest["cases"]:  # a cache from before ownership markers: its manifest lists its files
-                for kind, suffix in zip(FILE_KINDS, (".npy", ".npy", ".npz")):
-                    name = entry.get(kind) if isinstance(entry, dict) else None
-                    # only the names a build gives its files, so a forged manifest cannot hand over others
-                    if (
-                        name == f"{entry.get('case_id')}_{kind}{suffix}"
-                        and "/" not in name
-                        and (cache_dir / name).is_file()
-                    ):
-                        owned.files[name] = {**file_record(cache_dir / name, hashed=False), "tool": TOOL}
+            # a cache from before ownership markers: its manifest lists its files; only the names a
+            # build gives its files are taken, so a forged manifest cannot hand over others
+            names = [
+                entry.get(kind)
+                for entry in manifest["cases"]
+                if isinstance(entry, dict)
+                for kind, suffix in zip(FILE_KINDS, (".npy", ".npy", ".npz"))
+                if entry.get(kind) == f"{entry.get('case_id')}_{kind}{suffix}" and "/" not in entry.get(kind)
+            ]
+            adopt_files(owned, [MANIFEST, *names])
         if manifest is not None and {k: manifest.get(k) for k in expected} != expected:
             old = {k: manifest.get(k) for k in expected if manifest.get(k) != expected[k]}
             print(f"cache {cache_dir} was built with other parameters {old}; rebuilding it")

@@ -19,7 +19,9 @@ from __future__ import annotations
 import numpy as np
 from keras.utils import PyDataset
 
+from ..config import ASSIGNMENT_PATCH, FOREGROUND_FRACTION
 from ..data.labels import one_hot
+from ..preprocessing.transforms import check_foreground_fraction, cut_patch, patch_corner
 from .cache import TrainingCache
 
 
@@ -40,8 +42,8 @@ class PatchSampler:
         self,
         cache: TrainingCache,
         case_ids: list[str],
-        patch_shape=(160, 160, 16),
-        foreground_fraction: float = 0.33,
+        patch_shape=ASSIGNMENT_PATCH,
+        foreground_fraction: float = FOREGROUND_FRACTION,
         augment: bool = True,
         scale_range: float = 0.1,
         shift_range: float = 0.1,
@@ -51,8 +53,7 @@ class PatchSampler:
         missing = sorted(set(case_ids) - set(cache.case_ids))
         if missing:
             raise ValueError(f"cases not in the cache {cache.folder}: {missing}")
-        if not 0.0 <= foreground_fraction <= 1.0:
-            raise ValueError(f"foreground_fraction must be in [0, 1]; found {foreground_fraction}")
+        check_foreground_fraction(foreground_fraction)
         self.cache, self.case_ids = cache, list(case_ids)
         self.patch_shape = tuple(int(p) for p in patch_shape)
         self.foreground_fraction, self.augment = foreground_fraction, augment
@@ -65,28 +66,17 @@ class PatchSampler:
         """One patch: ``X`` float32 ``(*patch, 4)`` and ``y`` float32 ``(*patch, 3)``."""
         case_id = self.case_ids[rng.integers(len(self.case_ids))]
         image, label = self._images[case_id], self._labels[case_id]
-        shape, patch = np.array(label.shape), np.array(self.patch_shape)
         locations = [v for v in self._locations[case_id].values() if len(v)]
-        if locations and rng.random() < self.foreground_fraction:
+
+        def draw_centre(rng):  # a stored voxel of a tumour class chosen at random among those present
             coords = locations[rng.integers(len(locations))]
-            centre = coords[rng.integers(len(coords))]
-            start = centre - patch // 2
-            low, high = np.minimum(0, shape - patch), np.maximum(0, shape - patch)
-            start = np.clip(start, low, high)
-        else:
-            # a random patch may stick out by up to half its size (zero-padded), as nnU-Net's
-            # do: with the patch kept inside, a voxel near the border of the case (the
-            # cerebellum, the temporal poles) would fall in far fewer patches than a central one
-            half = patch // 2
-            start = np.array(
-                [rng.integers(min(0, s - p) - h, max(0, s - p) + h + 1) for s, p, h in zip(shape, patch, half)]
-            )
-        X = np.zeros((*self.patch_shape, image.shape[-1]), dtype=np.float32)
-        lab = np.zeros(self.patch_shape, dtype=np.uint8)
-        src = tuple(slice(max(a, 0), min(a + p, s)) for a, p, s in zip(start, patch, shape))
-        dst = tuple(slice(sl.start - a, sl.stop - a) for sl, a in zip(src, start))
-        X[dst] = image[src]
-        lab[dst] = label[src]
+            return coords[rng.integers(len(coords))]
+
+        # random patches may overhang the border by half a patch (zero-padded): see patch_corner
+        start = patch_corner(
+            label.shape, self.patch_shape, rng, self.foreground_fraction, draw_centre if locations else None, True
+        )
+        X, lab = cut_patch(image, label, start, self.patch_shape)
         if self.augment:
             for axis in range(3):
                 if rng.random() < 0.5:

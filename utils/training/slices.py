@@ -20,7 +20,7 @@ from ..data.datasets import BRATS_SUFFIXES, list_cases, load_msd_case
 from ..data.labels import msd_to_brats, one_hot
 from ..inference.sliding_window import preprocess_for_model, probabilities_to_labels
 from ..preprocessing.crop import CROP_MARGIN, brain_bbox
-from ..safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
+from ..safety import OwnedFiles, UnsafeWriteError, adopt_files, check_target, foreign_files, install_folder
 from .cache import TrainingCache
 
 EXPORT_MARKER = "brats_export.json"
@@ -88,11 +88,10 @@ def _export_ownership(out_dir: Path) -> OwnedFiles:
         return owned
     if not isinstance(cases, dict):
         return owned
-    names = [EXPORT_MARKER] + [f"{n}/{n}_{s}.nii.gz" for n in cases for s in (*BRATS_SUFFIXES.values(), "seg")]
-    for name in names:
-        if isinstance(name, str) and (out_dir / name).is_file() and not (out_dir / name).is_symlink():
-            owned.files[name] = dict(file_record(out_dir / name), tool=TOOL)
-    return owned
+    names = [EXPORT_MARKER] + [
+        f"{n}/{n}_{s}.nii.gz" for n in cases if isinstance(n, str) for s in (*BRATS_SUFFIXES.values(), "seg")
+    ]
+    return adopt_files(owned, names)
 
 
 def _write_export(msd_root: Path, partial: Path, prefix: str, case_ids: list[str]) -> None:

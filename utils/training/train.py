@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from ..backend import gpu_count
-from ..config import PRESETS, TrainConfig, data_root, preset, run_dir
+from ..config import PRESETS, VALIDATION_FOREGROUND_FRACTION, TrainConfig, data_root, preset, run_dir
 from ..data.datasets import get_dataset, list_cases, split_cases
 from ..inference.sliding_window import evaluate_model
 from ..model.losses import (
@@ -511,7 +511,7 @@ def train(
         workers=config.workers,
     )
     val_data = PatchDataset(
-        PatchSampler(cache, val_ids, config.patch_shape, foreground_fraction=0.5, augment=False),
+        PatchSampler(cache, val_ids, config.patch_shape, VALIDATION_FOREGROUND_FRACTION, augment=False),
         config.batch_size,
         config.validation_steps * replicas,
         seed=config.seed + 1,

@@ -66,6 +66,28 @@ def display_range(volume: np.ndarray, low: float = 0.5, high: float = 99.5) -> t
     return float(lo), float(hi if hi > lo else lo + 1.0)
 
 
+def draw_slice(ax, volume, axis: int, index: int, spacing=None, label=None, alpha: float = 0.45, window=None):
+    """One grayscale slice of ``volume`` ``(x, y, z)`` on ``ax``, with ``label`` drawn over it when given.
+
+    The course's one label overlay (the lesson figures, :func:`show_cases`, :func:`slice_viewer`).
+    ``window``: the ``(low, high)`` grey range (default :func:`display_range` of ``volume``).
+    """
+    lo, hi = display_range(volume) if window is None else window
+    aspect = _aspect(spacing, axis)
+    ax.imshow(take_slice(volume, axis, index), cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect)
+    if label is not None:
+        cmap, norm = label_colormap()
+        ax.imshow(
+            take_slice(label, axis, index),
+            cmap=cmap,
+            norm=norm,
+            alpha=alpha,
+            origin="lower",
+            aspect=aspect,
+            interpolation="nearest",
+        )
+
+
 def tumour_center(label: np.ndarray | None, shape: tuple[int, ...]) -> tuple[int, int, int]:
     """Voxel at the centre of the tumour (or of the volume without one)."""
     if label is not None and np.any(label > 0):
@@ -97,28 +119,11 @@ def show_sequences(
     index = tumour_center(label, image.shape)[axis] if index is None else index
     panels = 4 + (label is not None)
     fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.6))
-    aspect = _aspect(spacing, axis)
     for ch, name in enumerate(MODALITIES):
-        lo, hi = display_range(image[..., ch])
-        axes[ch].imshow(
-            take_slice(image[..., ch], axis, index), cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect
-        )
+        draw_slice(axes[ch], image[..., ch], axis, index, spacing)
         axes[ch].set_title(name)
     if label is not None:
-        cmap, norm = label_colormap()
-        lo, hi = display_range(image[..., 0])
-        axes[4].imshow(
-            take_slice(image[..., 0], axis, index), cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect
-        )
-        axes[4].imshow(
-            take_slice(label, axis, index),
-            cmap=cmap,
-            norm=norm,
-            alpha=alpha,
-            origin="lower",
-            aspect=aspect,
-            interpolation="nearest",
-        )
+        draw_slice(axes[4], image[..., 0], axis, index, spacing, label, alpha)
         axes[4].set_title(f"labels on FLAIR ({AXIS_NAMES[axis]} {index})")
         label_legend(axes[4])
     for ax in axes:
@@ -146,34 +151,12 @@ def show_cases(cases, axis: int = 2, alpha: float = 0.45):
     if not cases:
         raise ValueError("show_cases needs at least one case; found none")
     fig, axes = plt.subplots(len(cases), 5, figsize=(12.5, 2.6 * len(cases)), squeeze=False)
-    cmap, norm = label_colormap()
     for row, case in zip(axes, cases):
         tumour = np.sum(case.label > 0, axis=tuple(a for a in range(3) if a != axis))
         index = int(np.argmax(tumour)) if tumour.any() else case.label.shape[axis] // 2
-        aspect = _aspect(case.spacing, axis)
         for ch, ax in enumerate(row[:4]):
-            lo, hi = display_range(case.image[..., ch])
-            ax.imshow(
-                take_slice(case.image[..., ch], axis, index),
-                cmap="gray",
-                vmin=lo,
-                vmax=hi,
-                origin="lower",
-                aspect=aspect,
-            )
-        lo, hi = display_range(case.image[..., 0])
-        row[4].imshow(
-            take_slice(case.image[..., 0], axis, index), cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect
-        )
-        row[4].imshow(
-            take_slice(case.label, axis, index),
-            cmap=cmap,
-            norm=norm,
-            alpha=alpha,
-            origin="lower",
-            aspect=aspect,
-            interpolation="nearest",
-        )
+            draw_slice(ax, case.image[..., ch], axis, index, case.spacing)
+        draw_slice(row[4], case.image[..., 0], axis, index, case.spacing, case.label, alpha)
         row[0].text(
             -0.04,
             0.5,
@@ -313,26 +296,9 @@ def slice_viewer(image: np.ndarray, label: np.ndarray | None = None, spacing=Non
 
     def draw(axis, channel, index, overlay, alpha):
         fig, ax = plt.subplots(figsize=(5, 5))
-        lo, hi = windows[channel]
-        ax.imshow(
-            take_slice(image[..., channel], axis, index),
-            cmap="gray",
-            vmin=lo,
-            vmax=hi,
-            origin="lower",
-            aspect=_aspect(spacing, axis),
-        )
-        if overlay and label is not None:
-            cmap, norm = label_colormap()
-            ax.imshow(
-                take_slice(label, axis, index),
-                cmap=cmap,
-                norm=norm,
-                alpha=alpha,
-                origin="lower",
-                aspect=_aspect(spacing, axis),
-                interpolation="nearest",
-            )
+        shown = label if overlay else None
+        draw_slice(ax, image[..., channel], axis, index, spacing, shown, alpha, windows[channel])
+        if shown is not None:
             label_legend(ax)
         ax.set_title(f"{MODALITIES[channel]}, {AXIS_NAMES[axis]} slice {index}")
         ax.set_axis_off()
