@@ -10,7 +10,7 @@ One function decides the mode, :func:`course_mode`:
 Everything sized by the mode is here: :func:`get_settings` (the phantom
 dataset and the patch lessons 02-03 cut) and :func:`preset` (the training
 run: patch, model, budget, run folder). Lessons 05, 06 and 07, the command
-line (``python -m utils.train``) and ``make demo`` all go through them, so
+line (``python -m utils.training.train``) and ``make demo`` all go through them, so
 they agree on the run and its checkpoints.
 
 * ``ci``  - a tiny phantom (64x64x40) and a handful of steps, so the test suite
@@ -90,7 +90,7 @@ _SETTINGS = {
 
 @dataclass
 class TrainConfig:
-    """Every training parameter (the CLI ``python -m utils.train`` has one flag per field).
+    """Every training parameter (the CLI ``python -m utils.training.train`` has one flag per field).
 
     ``output_dir`` is the run folder; a relative one is resolved by
     :func:`run_dir` (under ``$COURSE_DATA_DIR`` when set, else the checkout).

@@ -1,6 +1,6 @@
 """Score submitted learner notebooks: the instructor's grader.
 
-``python -m utils.grade SUBMISSION.ipynb [MORE.ipynb | FOLDER ...] --out grades.csv``
+``python -m utils.course.grade SUBMISSION.ipynb [MORE.ipynb | FOLDER ...] --out grades.csv``
 
 Each submission is untrusted code. It runs top to bottom in a fresh Jupyter
 kernel, in a separate process started with a memory limit (``RLIMIT_AS``), a
@@ -13,7 +13,7 @@ that kills or hangs the kernel is skipped on a fresh kernel.
 
 After the learner's cells, scoring cells run in the same kernel (the learner's
 functions live there). For each exercise of the lesson they call
-``utils.checks.run_check(name, fn, variant=..., record=True)`` with the
+``utils.course.checks.run_check(name, fn, variant=..., record=True)`` with the
 ``public`` tests (those of the lesson) and the ``grading`` variants (the same
 tests on other inputs and seeds, so that answers hard-coded to the outputs
 printed in the lesson fail), and print the results as JSON on one line that
@@ -1050,9 +1050,9 @@ def _lesson_arg(value: str | None, lessons: dict[str, LessonInfo]) -> str | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m utils.grade SUBMISSION.ipynb [MORE | FOLDER ...] --out grades.csv``."""
+    """``python -m utils.course.grade SUBMISSION.ipynb [MORE | FOLDER ...] --out grades.csv``."""
     parser = argparse.ArgumentParser(
-        prog="python -m utils.grade",
+        prog="python -m utils.course.grade",
         description="Score submitted learner notebooks (see the README's instructor section).",
     )
     parser.add_argument(

@@ -1,7 +1,7 @@
 """The course's lessons as files: where their sources are, and what a generated notebook records about its origin.
 
 One home for what both the notebook build tool (``scripts/notebooks.py``) and
-the grader (:mod:`utils.grade`) need at run time. A lesson is one jupytext
+the grader (:mod:`utils.course.grade`) need at run time. A lesson is one jupytext
 source ``notebooks/NN_name.py`` with two generated notebooks; an exercise is a
 function defined in a code cell of that source (found by :data:`DEF`).
 """

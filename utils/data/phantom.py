@@ -33,8 +33,8 @@ size changes, so tumour volumes in mL agree between the two.
 
 Command line::
 
-    python -m utils.phantom --out data/phantom --train 16 --test 2
-    python -m utils.phantom --out data/phantom-ci --shape 64 64 40
+    python -m utils.data.phantom --out data/phantom --train 16 --test 2
+    python -m utils.data.phantom --out data/phantom-ci --shape 64 64 40
 """
 
 from __future__ import annotations
@@ -842,7 +842,7 @@ def phantom_label_statistics(folder: Path | str):
     """Label statistics of a phantom's training cases, from the volumes its ``phantom.json`` records.
 
     Returns:
-        the :func:`utils.analysis.label_statistics` table: per class and
+        the :func:`utils.data.statistics.label_statistics` table: per class and
         region, in how many cases it is present and its min / median / max mL.
 
     Raises:
@@ -873,9 +873,9 @@ def ensure_phantom(mode: str | None = None, progress: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry point (``python -m utils.phantom``)."""
+    """Command line entry point (``python -m utils.data.phantom``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m utils.phantom",
+        prog="python -m utils.data.phantom",
         description="Write a phantom brain-tumour dataset in the MSD Task01 layout.",
     )
     parser.add_argument("--out", required=True, type=Path, help="target folder")

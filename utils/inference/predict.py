@@ -1,12 +1,12 @@
 """Command line: segment a case (or a folder of cases) with a trained model.
 
-    python -m utils.predict --model runs/cpu/best.keras --input CASE --output SEG.nii.gz
-    python -m utils.predict --model M --input-dir DATASET --output-dir OUT
+    python -m utils.inference.predict --model runs/cpu/best.keras --input CASE --output SEG.nii.gz
+    python -m utils.inference.predict --model M --input-dir DATASET --output-dir OUT
 
 ``CASE`` is an MSD 4-D image file (``.nii.gz`` with the four channels) or a
 BraTS case folder (2020/2021: ``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2``;
 2023+: ``*-t2f``, ``*-t1n``, ``*-t1c``, ``*-t2w``). A dataset is a folder in
-any layout of ``utils.data.LAYOUTS``: MSD (``dataset.json``; all training and
+any layout of ``utils.data.datasets.LAYOUTS``: MSD (``dataset.json``; all training and
 test images) or a folder of BraTS 2020/2021 or 2023+ cases (the Kaggle BraTS
 2020 copy included). The segmentation is uint8 NIfTI on the input's grid (its affine
 and header), so 3D Slicer or ITK-SNAP overlays it on the input. In folder
@@ -17,7 +17,7 @@ HD95 and the lesion-wise Dice / HD95 (``LW ...``, BraTS 2023+ ranking).
 Inputs are read-only: the output may not be any file of the case (compared by
 inode, so links count) nor lie in a dataset folder (``imagesTr``, ``labelsTr``,
 ``imagesTs``, a BraTS case folder); ``--overwrite`` replaces only files that
-``utils.predict`` wrote (listed in the folder's ``.course-files.json``), and
+``utils.inference.predict`` wrote (listed in the folder's ``.course-files.json``), and
 scoring never reads a label this run wrote. Refusals are one line, exit 2.
 """
 
@@ -121,7 +121,7 @@ def segment(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.predict", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m utils.inference.predict", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="a .keras model trained by the course")
     one = parser.add_argument_group("one case")
     one.add_argument("--input", type=Path, help="MSD 4-D .nii.gz or a BraTS (2020/2021 or 2023+) case folder")

@@ -1,4 +1,4 @@
-"""Soft Dice loss and Dice metrics (lesson 04); sensitivity / specificity are in :mod:`utils.metrics`.
+"""Soft Dice loss and Dice metrics (lesson 04); sensitivity / specificity are in :mod:`utils.evaluation.metrics`.
 
 Loss and metrics use ``keras.ops`` only, so they run on the TensorFlow, JAX and
 PyTorch backends alike. Batches are channels-last ``(B, x, y, z, C)``:

@@ -4,7 +4,7 @@ Decoding a 240x240x155x4 ``.nii.gz`` takes about a second; a training run
 draws thousands of patches. So each case is preprocessed once:
 
 1. cropped to the bounding box of its brain (nonzero in any channel) plus a margin;
-2. standardized over the brain (:func:`utils.preprocessing.standardize_nonzero`);
+2. standardized over the brain (:func:`utils.preprocessing.transforms.standardize_nonzero`);
 3. stored as ``<case>_image.npy`` (float16) and ``<case>_label.npy`` (uint8),
    which ``np.load(mmap_mode="r")`` maps without reading;
 4. listed in ``manifest.json`` with its shape, crop box, spacing and class

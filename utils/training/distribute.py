@@ -1,6 +1,6 @@
 """Training on several GPUs and on several machines (TensorFlow's ``tf.distribute``).
 
-:func:`train <utils.train.train>` picks the strategy the way TensorFlow's
+:func:`train <utils.training.train.train>` picks the strategy the way TensorFlow's
 guides do (:func:`strategy_kind`):
 
 * ``TF_CONFIG`` names several workers (a cluster, a Slurm job, a Kubernetes
@@ -148,7 +148,7 @@ def make_strategy(kind: str):
     Raises:
         RuntimeError: ``MultiWorkerMirroredStrategy`` was asked for after
             TensorFlow had started running (its collectives must be set up
-            first): start training in a fresh process (``python -m utils.train``).
+            first): start training in a fresh process (``python -m utils.training.train``).
     """
     if kind == "default":
         return None
@@ -163,7 +163,7 @@ def make_strategy(kind: str):
     except RuntimeError as err:
         raise RuntimeError(
             f"{TF_CONFIG} asks for multi-worker training, but TensorFlow was already running in "
-            f"this process ({err}); start it in a fresh process: python -m utils.train ..."
+            f"this process ({err}); start it in a fresh process: python -m utils.training.train ..."
         ) from err
     patch_keras_for_multi_worker()
     return strategy
@@ -275,7 +275,7 @@ def check_same(strategy, value: int, what: str) -> None:
 def distributed_patches(strategy, batches, steps: int, initial_epoch: int = 0, parallel: int = 1):
     """A distributed dataset: each replica draws its own batches of ``batches``' stream.
 
-    ``batches`` is a :class:`utils.pipeline.PatchDataset` of ``steps x
+    ``batches`` is a :class:`utils.training.pipeline.PatchDataset` of ``steps x
     replicas`` batches per epoch; replica ``r`` of step ``s`` gets batch
     ``s x replicas + r`` of the epoch, so the replicas together consume the
     single-device stream of a run with ``replicas`` times the steps, and a

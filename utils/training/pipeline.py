@@ -29,7 +29,7 @@ class PatchSampler:
     """Draw training patches from cached cases.
 
     Args:
-        cache: a :class:`utils.cache.TrainingCache`.
+        cache: a :class:`utils.training.cache.TrainingCache`.
         case_ids: the cases to draw from.
         patch_shape: ``(px, py, pz)``.
         foreground_fraction: share of patches centred on tumour.

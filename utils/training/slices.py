@@ -145,7 +145,7 @@ class SliceSampler:
     ``empty_keep_rate`` - the BraTS 2020 notebooks' way to balance the data.
 
     Args:
-        cache: a :class:`utils.cache.TrainingCache`.
+        cache: a :class:`utils.training.cache.TrainingCache`.
         case_ids: cases to draw from.
         slice_shape: ``(sx, sy)`` every slice is centre-cropped / padded to.
         empty_keep_rate: probability of keeping a slice without tumour, in [0, 1].

@@ -1,6 +1,6 @@
 """Training: one function and one command line with the same parameters.
 
-``train(TrainConfig(...))`` (lesson 05) and ``python -m utils.train ...`` run
+``train(TrainConfig(...))`` (lesson 05) and ``python -m utils.training.train ...`` run
 the same code: build or reuse the phantom / MSD data, split cases by seed,
 build the training cache, stream augmented patches, fit a U-Net with soft Dice
 (or Dice + BCE), validate on held-out cases, and keep, in the output folder:
@@ -28,7 +28,7 @@ On a GPU it turns on mixed precision. With several GPUs (TensorFlow) it
 trains under ``tf.distribute.MirroredStrategy``, and on several machines,
 when ``TF_CONFIG`` names several workers, under
 ``MultiWorkerMirroredStrategy``: ``batch_size`` is then per replica and only
-the chief writes the run folder (:mod:`utils.distribute`).
+the chief writes the run folder (:mod:`utils.training.distribute`).
 """
 
 from __future__ import annotations
@@ -581,7 +581,7 @@ def train(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m utils.train",
+        prog="python -m utils.training.train",
         description="Train the course U-Net (the same parameters as lesson 05's TrainConfig).",
     )
     parser.add_argument(
@@ -613,7 +613,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m utils.train --mode cpu --epochs 20 --output-dir runs/mine``."""
+    """``python -m utils.training.train --mode cpu --epochs 20 --output-dir runs/mine``."""
     args = _parser().parse_args(argv)
     overrides = {
         f.name: getattr(args, f.name)

@@ -140,7 +140,7 @@ def show_cases(cases, axis: int = 2, alpha: float = 0.45):
 
     Args:
         cases: objects with ``image`` ``(x, y, z, 4)``, ``label`` ``(x, y, z)``,
-            ``case_id`` and ``spacing`` (e.g. from :func:`utils.data.load_case`).
+            ``case_id`` and ``spacing`` (e.g. from :func:`utils.data.datasets.load_case`).
         axis: 0 sagittal, 1 coronal, 2 axial.
         alpha: label opacity.
 
@@ -323,7 +323,7 @@ def to_nifti_images(image: np.ndarray, label: np.ndarray | None, affine: np.ndar
 
 
 def plot_unet_levels(model, ax=None):
-    """Draw a U-Net built by :func:`utils.model.build_unet` as its levels.
+    """Draw a U-Net built by :func:`utils.model.unet.build_unet` as its levels.
 
     Each block is a box at the height of its level, labelled with its output
     shape; arrows show pooling (down), up-sampling (up) and skip connections.

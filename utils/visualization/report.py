@@ -1,12 +1,12 @@
 """A self-contained HTML report of one segmented case, to share and to open offline.
 
-    python -m utils.report --image CASE --segmentation SEG [--truth LABEL] --out case.html
+    python -m utils.visualization.report --image CASE --segmentation SEG [--truth LABEL] --out case.html
 
 writes ONE HTML file: a NiiVue viewer (multiplanar slices + 3-D render) with
 the four sequences and the label maps embedded as gzipped NIfTI (base64),
 labels in the course colours (edema red, non-enhancing green, enhancing blue),
 the volume of each class and region in mL and, with a truth, the BraTS region
-Dice / HD95 table (from :mod:`utils.metrics`).
+Dice / HD95 table (from :mod:`utils.evaluation.metrics`).
 
 Nothing is fetched when the file is opened: the viewer is the NiiVue Jupyter
 widget's own JavaScript, read from the installed ``ipyniivue`` package (BSD-2,
@@ -82,8 +82,8 @@ def viewer_payload(layers, focus=None, shape=None, affine=None) -> dict:
     """Everything the page's script needs: widget states, layer list, the viewer's code.
 
     Args:
-        layers: from :func:`utils.viewer3d.case_layers`.
-        focus, shape, affine: where to centre the view (see :func:`utils.viewer3d.view_angles`).
+        layers: from :func:`utils.visualization.viewer3d.case_layers`.
+        focus, shape, affine: where to centre the view (see :func:`utils.visualization.viewer3d.view_angles`).
 
     Returns:
         ``{"root": id, "models": {id: state}, "layers": [...], "esm": gzip+base64 JS,
@@ -416,7 +416,7 @@ def run_description(run: Path, case_id: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m utils.visualization.report", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--image", required=True, type=Path, help="the case: an MSD 4-D image (x, y, z, 4) or a BraTS case folder"
     )

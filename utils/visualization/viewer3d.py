@@ -1,7 +1,7 @@
 """An interactive 3-D view of a case: NiiVue (WebGL) through its Jupyter widget ipyniivue.
 
 One description of the view serves the lessons and the HTML report
-(:mod:`utils.report`): :func:`case_layers` turns arrays into layers (gzipped
+(:mod:`utils.visualization.report`): :func:`case_layers` turns arrays into layers (gzipped
 NIfTI bytes on the case's affine), :func:`build_niivue` puts them in an
 ``ipyniivue.NiiVue`` widget - multiplanar slices plus a 3-D render, labels as
 a discrete lookup table in the course colours (edema red, non-enhancing green,

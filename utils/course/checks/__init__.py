@@ -1,7 +1,7 @@
 """Checks of the exercises: the public ones the lessons call, and the grader's API.
 
 ``from utils.course.checks import check_standardize`` in a lesson; ``run_check(name,
-fn, variant="grading", record=True)`` in the grader (:mod:`utils.grade`).
+fn, variant="grading", record=True)`` in the grader (:mod:`utils.course.grade`).
 
 - :mod:`.runner` runs one exercise's tests and renders the feedback (✔/✘
   lines, expected vs got, the likely mistake, the learner's line that raised);
