@@ -69,7 +69,7 @@ REPORT_CHECK_SHAPE ?= 240x240x155
 report-check: $(DEV_STAMP)
 	@command -v chromium >/dev/null || { echo "chromium not found: apt-get install chromium"; exit 1; }
 	REPORT_CHECK_SHAPE=$(REPORT_CHECK_SHAPE) REPORT_CHECK_DIR=$(CURDIR)/build/report-check \
-	  $(PY) -m pytest tests/test_report_browser.py -s -p no:cacheprovider
+	  $(PY) -m pytest tests/visualization/test_report_browser.py -s -p no:cacheprovider
 
 clean:
 	rm -rf build .pytest_cache

@@ -17,7 +17,7 @@ from utils.preprocessing.transforms import standardize, standardize_nonzero
 
 
 def standardize_slices_loop(image: np.ndarray) -> np.ndarray:
-    """The original assignment's per-slice loop: the baseline (and tests/test_preprocessing.py's oracle).
+    """The original assignment's per-slice loop: the baseline (and tests/preprocessing/test_preprocessing.py's oracle).
 
     Same result as :func:`standardize`, one ``(channel, z)`` slice at a time.
     """

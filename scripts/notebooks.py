@@ -58,10 +58,10 @@ Adding an exercise and its check
    ``run.test(description, body)`` (``grading=True`` selects other inputs for
    the grader), and ``check_fn_name(fn) = run_check("fn_name", fn)``, exported
    from ``utils/course/checks/__init__.py``.
-4. Register the exercise in ``tests/exercise_registry.py`` (its reference and
+4. Register the exercise in ``tests/course/exercise_registry.py`` (its reference and
    the inputs on which the notebook's solution must agree with it), and add
    learner-like wrong answers (must fail) and correct answers in other styles
-   (must pass) to ``tests/test_checks_mistakes.py``.
+   (must pass) to ``tests/course/test_checks_mistakes.py``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ fn, variant="grading", record=True)`` in the grader (:mod:`utils.course.grade`).
   tests of each lesson's exercises and the ``check_<name>`` functions it calls.
 
 The maintainers' registry (each exercise's reference in ``utils`` and the
-drift test between a notebook's solution and it) is ``tests/exercise_registry.py``.
+drift test between a notebook's solution and it) is ``tests/course/exercise_registry.py``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull
 
 from utils.config import BRATS_SHAPE, TINY_SHAPE
-from utils.data.datasets import list_cases, load_msd_case
+from utils.data.datasets import dataset_volume_table, list_cases, load_msd_case
 from utils.data.labels import CLASS_NAMES
 from utils.data.phantom import (
     MARKER_FILE,
@@ -21,7 +21,7 @@ from utils.data.phantom import (
     make_phantom_dataset,
     phantom_label_statistics,
 )
-from utils.data.statistics import class_intensity_table, dataset_volume_table, label_statistics, label_volume_table
+from utils.data.statistics import class_intensity_table, label_statistics, label_volume_table
 
 from conftest import snapshot
 

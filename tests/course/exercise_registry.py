@@ -2,7 +2,7 @@
 
 :data:`EXERCISES` lists every graded function with the lesson that teaches it,
 its public check, its reference in ``utils`` and inputs on which a notebook's
-solution must agree with the reference (``tests/test_exercises.py`` uses it to
+solution must agree with the reference (``tests/course/test_exercises.py`` uses it to
 catch drift between a lesson's solution and the package). The learner-facing
 tests themselves live in ``utils.course.checks`` (:data:`utils.course.checks.CHECKS`).
 """

@@ -26,7 +26,7 @@ from utils.safety import OWNER_FILE, OwnedFiles, UnsafeWriteError
 import notebooks as nbtools
 from exercise_registry import EXERCISES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LESSON = "04_soft_dice_loss"
 LEARNER_NB = ROOT / "notebooks" / f"{LESSON}.ipynb"
 SOLUTION_NB = ROOT / "notebooks" / "solutions" / f"{LESSON}.ipynb"

@@ -17,7 +17,7 @@ import pytest
 
 from utils.training.distribute import Cluster, distributed_patches, parse_tf_config, strategy_kind
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _tf_config(workers: list[str], task: str = "worker", index: int = 0, chief: list[str] | None = None) -> str:

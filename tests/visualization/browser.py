@@ -1,6 +1,6 @@
 """Drive a headless Chromium through the DevTools protocol over a pipe (no extra package).
 
-Used by tests/test_report_browser.py: open a report from disk, wait until its
+Used by tests/visualization/test_report_browser.py: open a report from disk, wait until its
 viewer says it is ready, record every network request, take a screenshot.
 """
 
