@@ -5,26 +5,35 @@ clash with it: panoptica needs numpy < 2.3 and pandas < 3), so this script runs
 in a separate virtual environment:
 
 * the BraTS 2023 organisers' lesion-wise script (``metrics.py`` of
-  https://github.com/rachitsaluja/BraTS-2023-Metrics, with its bundled
-  DeepMind ``surface_distance``): the definition the course implements
-  (dilation merge and match, 0 Dice / 374 mm for misses and false positives,
-  50 mm^3 threshold for gliomas);
+  https://github.com/rachitsaluja/BraTS-2023-Metrics, run as it is, with its
+  bundled copy of DeepMind's ``surface_distance``): the definition the course
+  implements (dilation merge and match, 0 Dice / 374 mm for misses and false
+  positives, 50 mm^3 threshold for gliomas, HD95 on area-weighted surface
+  elements). The course computes that HD95 with its own code
+  (``utils.metrics``, only DeepMind's surface-area table from the PyPI
+  package), so this is an independent check of it;
 * ``brats-evaluation`` (PyPI, built on ``panoptica``), the BraTS 2024+
   package: its whole-scan Dice / HD95 (``global_bin_*``) against the course's
   legacy Dice and the ``"pooled"`` HD95, and its lesion counts.
 
-Reproduce (about a minute)::
+Reproduce (about two minutes)::
 
-    python3 -m venv /tmp/brats-eval && /tmp/brats-eval/bin/pip install brats-evaluation==0.0.10
+    python3 -m venv /tmp/brats-eval
+    /tmp/brats-eval/bin/pip install brats-evaluation==0.0.10 connected-components-3d surface-distance
     git clone https://github.com/rachitsaluja/BraTS-2023-Metrics /tmp/BraTS-2023-Metrics
     BRATS_COURSE_NO_KERAS=1 PYTHONPATH=. /tmp/brats-eval/bin/python benchmarks/compare_official_metrics.py \\
         --brats2023-metrics /tmp/BraTS-2023-Metrics
 
-It builds a dozen synthetic cases (seeded) that exercise each rule - a missed
-satellite, a false-positive blob, two lesions merged by dilation, a lesion
-under the volume threshold, empty maps, anisotropic voxels - writes them as
-NIfTI in the BraTS 2023 label values, scores them with all three, and prints
-the differences.
+It builds 25 synthetic cases (seeded, 96x96x64) that exercise each rule and
+each surface-distance pitfall - a missed satellite, false-positive blobs near
+and far, two lesions merged by dilation, lesions under and just over the
+50 mm^3 threshold, a lesion split in two by the prediction, a predicted blob
+bridging two lesions, empty maps, TC without ET, 1x1x2 and 1x1x3 mm voxels,
+lesions cut by the volume's edge - writes them as NIfTI in the BraTS 2023
+label values, scores them with all three, and prints the differences: per
+case, the largest lesion-wise HD95 difference (per truth lesion and for the
+case score) against the organisers' script. tests/test_lesion_metrics.py pins
+the course's values to the script's on these cases.
 """
 
 from __future__ import annotations
