@@ -20,7 +20,7 @@ other definitions stay available because lesson 06 compares them:
   triangles scaled by the voxel spacing, DeepMind's lookup table). Each
   direction's 95th percentile is the distance at which the cumulative surface
   area first reaches 95% (no interpolation); HD95 is the larger direction;
-* ``"voxels"`` (the course's tables before; lesson 06): the surface is the
+* ``"voxels"`` (the course's former default): the surface is the
   mask voxels with a 6-neighbour outside, at voxel centres, each counting
   once; the larger of the two directed 95th percentiles, interpolated
   between distances (``np.percentile``);
@@ -28,14 +28,17 @@ other definitions stay available because lesson 06 compares them:
   distances pooled into one 95th percentile, as in medpy and ``panoptica``,
   on which the BraTS 2024+ package ``brats-evaluation`` is built.
 
-On 1 mm isotropic voxels ``"surfels"`` and ``"voxels"`` differ by a fraction
-of a millimetre. On anisotropic voxels they part further (up to a slice
-thickness apart; at 1x1x3 mm a one-slice error reads 1.414 mm against 2 mm):
-voxel-centre surfaces sit half a voxel inside the mask, half a slice (1.5 mm)
-along the thick axis but 0.5 mm in-plane, and count every boundary voxel
-once, although a voxel's side faces are then three times the area of its
-top and bottom faces; surface elements lie on the boundary itself and weigh
-by their true area.
+On 1 mm voxels ``"surfels"`` and ``"voxels"`` mostly agree within a fraction
+of a millimetre, but where a far-off part of the surface holds about 5% of
+it, counting voxels or weighing area puts the percentile on either side (a
+case of benchmarks/compare_official_metrics.py reads 36.4 against 1.0 mm).
+On anisotropic voxels they part routinely, by about a millimetre in that
+benchmark's 1x1x2 and 1x1x3 mm cases (a tumour one 3 mm slice off: ET
+1.414 mm against 2.000 mm). Two reasons: voxel centres sit half a voxel
+inside the mask - half a slice along the thick axis, half a pixel in-plane -
+while surface elements lie on the boundary itself; and counting voxels gives
+every boundary voxel one vote, although with 3 mm slices a voxel's side
+faces have three times the area of its top and bottom faces.
 
 Empty masks, documented once and used everywhere (the BraTS convention):
 
