@@ -103,8 +103,8 @@ def _surfels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     The mask is padded with one empty voxel on every side, so a mask touching
     the volume's edge is closed there. Block ``(i, j, k)`` holds the padded
-    voxels ``[i:i+2, j:j+2, k:k+2]``: its centre is the corner between four
-    voxels, half a voxel off the voxel grid. Its code has one bit per voxel
+    voxels ``[i:i+2, j:j+2, k:k+2]``: its centre is the corner its eight
+    voxels share, half a voxel off the voxel centres. Its code has one bit per voxel
     (weights ``ENCODE_NEIGHBOURHOOD_3D_KERNEL``, 128 for the lowest corner);
     the surface passes through the blocks that are neither empty (0) nor full (255).
     """
