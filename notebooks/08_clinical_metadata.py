@@ -625,9 +625,9 @@ if pairs:
 
 # %% [markdown]
 # A few held-out cases are too few to put a spread on these numbers; they
-# show the mechanism: every feature inherits the segmentation's errors, a
-# small region's (the enhancing tumour is a few mL) the most in relative
-# terms, and the models' outputs inherit them in turn. A model meant to run
+# show the mechanism: every feature inherits the segmentation's errors (the
+# line "largest relative error" names the region that suffers most), and
+# the models' outputs inherit them in turn. A model meant to run
 # on automatic segmentations is better trained on automatic segmentations
 # too, so that it learns with the errors it will meet.
 #

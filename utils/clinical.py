@@ -93,9 +93,10 @@ def parse_survival(value) -> tuple[float, bool]:
 
 
 def survival_class(days) -> np.ndarray:
-    """The BraTS class of each survival time: ``"short"`` (< 300 days), ``"mid"`` (300-450) or ``"long"`` (> 450)."""
+    """The BraTS class of each survival time: ``"short"`` (< 300 days), ``"mid"`` (300 to 450) or ``"long"`` (> 450)."""
     days = np.asarray(days, dtype=float)
-    return np.array(SURVIVAL_CLASSES)[np.searchsorted(SURVIVAL_EDGES_DAYS, days, side="right")]
+    short, long = SURVIVAL_EDGES_DAYS
+    return np.array(SURVIVAL_CLASSES)[np.where(days < short, 0, np.where(days <= long, 1, 2))]
 
 
 def _read_rows(path: Path, columns: Iterable[str], what: str) -> list[tuple[int, dict[str, str]]]:
@@ -160,7 +161,7 @@ def read_survival_info(path: Path | str) -> pd.DataFrame:
         One row per subject, indexed by ``Brats20ID``: ``age`` (years),
         ``survival_days`` (float), ``event`` (True: death observed; False:
         alive at ``survival_days``, censored), ``resection`` (``"GTR"``,
-        ``"STR"`` or None when ``NA``) and ``line`` (the row's line in the file).
+        ``"STR"``, missing - ``isna()`` - when ``NA``) and ``line`` (the row's line in the file).
 
     Raises:
         FileNotFoundError: no such file.
@@ -210,7 +211,7 @@ def read_name_mapping(path: Path | str) -> pd.DataFrame:
     Returns:
         One row per subject, indexed by ``BraTS_2020_subject_ID``: ``grade``
         (``"HGG"`` or ``"LGG"``), the subject's ids of earlier years and TCGA
-        (None where ``NA``) and ``line``.
+        (missing where ``NA``) and ``line``.
 
     Raises:
         FileNotFoundError: no such file.

@@ -153,7 +153,7 @@ def _parse_survival_tests(parse_survival: Callable, run: Run, grading: bool) -> 
         _expect_survival(f"parse_survival({value!r})", value, (float(value), True), parse_survival(value))
 
     def invalid():
-        for value in (["", "unknown", "-5"] if grading else ["", "NA"]):
+        for value in ["", "unknown", "-5"] if grading else ["", "NA", "-1"]:
             try:
                 got = parse_survival(value)
             except ValueError:
