@@ -276,3 +276,29 @@ def test_phantom_tables_never_replace_a_file(tmp_path):
         write_phantom_clinical(tmp_path, _fake_cohort(5))
     assert (tmp_path / "name_mapping.csv").read_text() == "mine"
     assert not (tmp_path / "survival_info.csv").exists()
+
+
+def test_a_kaggle_style_brats2020_folder_gives_tables_and_features(tmp_path):
+    """The real-data path of lesson 08: tables beside the case folders, labels read from the case folders."""
+    from conftest import write_brats_case
+
+    from utils.data import list_cases, load_label
+
+    label = np.zeros((12, 10, 8), np.uint8)
+    label[2:8, 2:8, 2:6] = 1
+    label[3:6, 3:6, 3:5] = 2
+    label[4, 4, 4] = 3
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    image = np.random.default_rng(0).normal(size=(12, 10, 8, 4)).astype(np.float32)
+    for n in (1, 2):
+        write_brats_case(tmp_path / f"BraTS20_Training_00{n}", image, label, affine, suffix=".nii")
+    _write(tmp_path)
+    names, survival = clinical_tables(tmp_path)
+    folders = list_cases(tmp_path)  # the CSV files beside the cases are no cases
+    report = match_cases(names, folders)
+    assert report["matched"] == ["BraTS20_Training_001", "BraTS20_Training_002"]
+    loaded, spacing = load_label(tmp_path, "BraTS20_Training_001")  # BraTS labels 1/2/4 mapped to the course's
+    features = tumour_features(loaded, np.diag([*spacing, 1.0]))
+    assert features["WT_ml"] == pytest.approx(tumour_volumes_ml(label, affine)["WT"])
+    assert features["ET_ml"] == pytest.approx(0.002)  # one 2 mm³ voxel
+    assert survival.loc["BraTS20_Training_001", "event"]
