@@ -19,12 +19,15 @@ from utils.clinical import (
     tumour_volumes_ml,
 )
 from utils.config import TINY_SHAPE
+from utils.data import list_cases, load_label
 from utils.phantom import case_seed, make_phantom_case, make_phantom_label
 from utils.phantom_clinical import (
     phantom_clinical_tables,
     phantom_cohort,
     write_phantom_clinical,
 )
+
+from conftest import write_brats_case
 
 SURVIVAL = (
     "Brats20ID,Age,Survival_days,Extent_of_Resection\n"
@@ -280,10 +283,6 @@ def test_phantom_tables_never_replace_a_file(tmp_path):
 
 def test_a_kaggle_style_brats2020_folder_gives_tables_and_features(tmp_path):
     """The real-data path of lesson 08: tables beside the case folders, labels read from the case folders."""
-    from conftest import write_brats_case
-
-    from utils.data import list_cases, load_label
-
     label = np.zeros((12, 10, 8), np.uint8)
     label[2:8, 2:8, 2:6] = 1
     label[3:6, 3:6, 3:5] = 2
