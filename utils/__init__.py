@@ -19,6 +19,7 @@ import os
 __version__ = "0.1.0"  # first: modules imported below may read it
 
 from .config import course_mode, data_root, get_settings, phantom_dir
+from .data.clinical import parse_survival, tumour_volumes_ml
 from .data.datasets import (
     Case,
     DatasetError,
