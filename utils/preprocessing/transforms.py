@@ -4,7 +4,11 @@ Graded-style references: :func:`get_sub_volume` and :func:`standardize` keep
 the names and defaults of the original assignment, channels-last. Beyond it:
 :func:`standardize_nonzero` (brain-mask z-score, as nnU-Net and MONAI do on
 skull-stripped MRI) and :func:`sample_foreground_patch` (nnU-Net-style
-foreground oversampling).
+foreground oversampling). :func:`patch_corner` and :func:`cut_patch` are the
+course's one sampling rule: the reference sampler keeps patches inside the
+volume, the training sampler (:class:`utils.training.pipeline.PatchSampler`)
+lets random ones overhang; :data:`INTENSITY_SCHEMES` names the intensity
+schemes a run's plan can record.
 """
 
 from __future__ import annotations
