@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -1145,6 +1146,142 @@ def css_fourth_axis_as_the_docstring_says(pred, label, class_num):
 
 
 # ----------------------------------------------------------------------------
+# Lesson 08: parse_survival, tumour_volumes_ml
+# ----------------------------------------------------------------------------
+
+
+def _alive_days(text):
+    match = re.fullmatch(r"ALIVE \((\d+) days later\)", str(text).strip())
+    return None if match is None else float(match.group(1))
+
+
+@wrong("parse_survival")
+def ps_alive_is_a_death(value):
+    days = _alive_days(value)
+    return (days, True) if days is not None else (float(str(value).strip()), True)
+
+
+@wrong("parse_survival")
+def ps_event_inverted(value):
+    days = _alive_days(value)
+    return (days, True) if days is not None else (float(str(value).strip()), False)
+
+
+@wrong("parse_survival")
+def ps_alive_dropped_as_nan(value):
+    days = _alive_days(value)
+    return (float("nan"), False) if days is not None else (float(str(value).strip()), True)
+
+
+@wrong("parse_survival")
+def ps_garbage_becomes_nan(value):
+    days = _alive_days(value)
+    if days is not None:
+        return days, False
+    try:
+        return float(str(value).strip()), True
+    except ValueError:
+        return float("nan"), False
+
+
+@wrong("parse_survival")
+def ps_strings_only(value):
+    days = _alive_days(value)
+    return (days, False) if days is not None else (float(value.strip()), True)
+
+
+@wrong("parse_survival")
+def ps_negative_accepted(value):
+    days = _alive_days(value)
+    return (days, False) if days is not None else (float(str(value).strip()), True)
+
+
+@correct("parse_survival")
+def ps_split_style(value):
+    text = str(value).strip()
+    if text.upper().startswith("ALIVE"):
+        return float(text.split("(")[1].split()[0]), False
+    days = float(text)
+    if days < 0:
+        raise ValueError(f"negative survival {text}")
+    return days, True
+
+
+@correct("parse_survival")
+def ps_pandas_style(value):
+    text = str(value).strip()
+    digits = re.findall(r"\d+", text)
+    if text.startswith("ALIVE") and digits:
+        return float(digits[0]), False
+    days = pd.to_numeric(text, errors="raise")  # raises ValueError for text and for ""
+    if not np.isfinite(days) or days < 0:
+        raise ValueError(text)
+    return float(days), True
+
+
+def _tv(label, voxel_mm3, regions=None, scale=1000.0):
+    regions = regions or {"WT": (1, 2, 3), "TC": (2, 3), "ET": (3,)}
+    return {r: float(np.isin(label, v).sum() * voxel_mm3 / scale) for r, v in regions.items()}
+
+
+@wrong("tumour_volumes_ml")
+def tv_single_labels(label, affine):
+    return _tv(label, abs(np.linalg.det(affine[:3, :3])), {"WT": (1,), "TC": (2,), "ET": (3,)})
+
+
+@wrong("tumour_volumes_ml")
+def tv_voxel_counts(label, affine):
+    return _tv(label, 1.0, scale=1.0)
+
+
+@wrong("tumour_volumes_ml")
+def tv_mm3_not_ml(label, affine):
+    return _tv(label, abs(np.linalg.det(affine[:3, :3])), scale=1.0)
+
+
+@wrong("tumour_volumes_ml")
+def tv_diagonal_product(label, affine):
+    return _tv(label, float(np.prod(np.diag(affine)[:3])))
+
+
+@wrong("tumour_volumes_ml")
+def tv_signed_determinant(label, affine):
+    return _tv(label, float(np.linalg.det(affine[:3, :3])))
+
+
+@wrong("tumour_volumes_ml")
+def tv_label_values_summed(label, affine):
+    voxel = abs(np.linalg.det(affine[:3, :3])) / 1000.0
+    label = np.asarray(label)
+    return {
+        r: float(label[np.isin(label, v)].sum() * voxel) for r, v in (("WT", (1, 2, 3)), ("TC", (2, 3)), ("ET", (3,)))
+    }
+
+
+@wrong("tumour_volumes_ml")
+def tv_msd_order_confused(label, affine):
+    return _tv(label, abs(np.linalg.det(affine[:3, :3])), {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)})
+
+
+@correct("tumour_volumes_ml")
+def tv_column_norms(label, affine):
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)  # voxel sizes: right for any rotation
+    counts = np.bincount(np.asarray(label).ravel(), minlength=4)
+    ml = float(np.prod(spacing)) / 1000.0
+    return {"ET": counts[3] * ml, "TC": (counts[2] + counts[3]) * ml, "WT": counts[1:4].sum() * ml}
+
+
+@correct("tumour_volumes_ml")
+def tv_nibabel_zooms(label, affine):
+    import nibabel as nib
+
+    zooms = nib.Nifti1Image(np.asarray(label, np.uint8), np.asarray(affine)).header.get_zooms()
+    mm3 = float(np.prod(zooms))
+    t = np.asarray(label)
+    return {"WT": (t > 0).sum() * mm3 / 1e3, "TC": (t >= 2).sum() * mm3 / 1e3, "ET": (t == 3).sum() * mm3 / 1e3}
+
+
+# ----------------------------------------------------------------------------
 # The suite
 # ----------------------------------------------------------------------------
 
@@ -1273,6 +1410,19 @@ OWN_HINT: dict[str, tuple[str, ...]] = {
     "rd_empty_nan": ("NaN is 0 / 0",),
     "rd_whole_tumour_without_enhancing": (),
     "rd_one_if_truth_empty": ("empty in the truth",),
+    "ps_alive_is_a_death": ("ALIVE patient's death was not observed",),
+    "ps_event_inverted": ("death that was observed", "ALIVE patient's death was not observed"),
+    "ps_alive_dropped_as_nan": (),
+    "ps_garbage_becomes_nan": (),
+    "ps_strings_only": (),
+    "ps_negative_accepted": (),
+    "tv_single_labels": ("one label",),
+    "tv_voxel_counts": ("count of voxels",),
+    "tv_mm3_not_ml": ("mm³, not mL",),
+    "tv_diagonal_product": ("diagonal",),
+    "tv_signed_determinant": ("|det|",),
+    "tv_label_values_summed": ("sum of the label values",),
+    "tv_msd_order_confused": (),
 }
 """Each wrong answer's own "likely mistake" (substrings); () for a mistake with no signature of its own."""
 
@@ -1325,6 +1475,7 @@ NUMERIC = [
     "get_sens_spec_df",
     "blend_windows",
     "region_dice",
+    "tumour_volumes_ml",
 ]
 
 

@@ -1,4 +1,4 @@
-"""One mode everywhere: lessons 05, 06 and 07 resolve the same preset and checkpoint."""
+"""One mode everywhere: lessons 05 to 08 resolve the same preset and checkpoint."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from utils.config import course_mode, get_settings, preset, project_path, run_di
 
 import notebooks as nbtools
 
-RUN_LESSONS = ("05_training", "06_whole_scan_prediction", "07_bonus_2d_unet")
+RUN_LESSONS = ("05_training", "06_whole_scan_prediction", "07_bonus_2d_unet", "08_clinical_metadata")
 CHECKPOINT_NAMES = {
     "05_training": "checkpoint",
     "06_whole_scan_prediction": "model_path",
     "07_bonus_2d_unet": "checkpoint",
+    "08_clinical_metadata": "model_path",
 }
 
 
