@@ -154,8 +154,13 @@ class Checkpoints(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        logs = logs if logs is not None else {}
+        # wall time of the epoch (training steps and validation), logged so a lesson can tell warm-up from steady state
+        logs["epoch_seconds"] = time.perf_counter() - getattr(self, "epoch_start", self.start)
         pending = self.output_dir / PENDING
         save_atomic(self.model, pending)
         append_log_row(self.output_dir / "log.csv", epoch, logs)
