@@ -23,6 +23,12 @@ scoring never reads a label this run wrote. Refusals are one line, exit 2.
 
 from __future__ import annotations
 
+# First, before Keras: a spawned data worker (utils.parallel) re-imports the module that `python -m` ran,
+# so this keeps TensorFlow's start-up notices out of each worker too, as `import utils` does in this process.
+from .backend import quiet_start
+
+quiet_start()
+
 import argparse
 import os
 import sys
