@@ -11,13 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
+from utils.backend import gpu_count
 from utils.config import preset
 from utils.data import find_msd_file, list_cases, load_case
 from utils.inference import predict_case
-from utils.model import dtype_policy_of, load_model, saved_dtype_policy
+from utils.model import build_unet, dtype_policy_of, dtype_policy_scope, load_model, saved_dtype_policy
+from utils.report import main as report_main
+from utils.report import read_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PATCH = (16, 16, 8)  # the smallest patch the gpu preset's depth-4 U-Net takes; two steps of one patch
@@ -60,32 +64,20 @@ def test_gpu_preset_trained_with_mixed_precision_predicts_and_reports_on_cpu(gpu
     assert config["precision"]["dtype_policy"] == "mixed_float16" and config["jit_compile"] == "on"
     assert saved_dtype_policy(run / "best.keras") == "mixed_float16"
 
-    # a fresh process, no XLA (a CPU's default), no GPU: prediction, then the report
+    # a fresh process, no XLA (a CPU's default), no GPU: prediction; then the report of that case
     case_id = list_cases(phantom_root)[0]
     image = find_msd_file(phantom_root / "imagesTr", case_id)
     label = find_msd_file(phantom_root / "labelsTr", case_id)
     seg = tmp_path / "pred" / f"{case_id}.nii.gz"
-    done = _run(
-        [
-            "utils.predict",
-            "--model",
-            str(run / "best.keras"),
-            "--input",
-            str(image),
-            "--output",
-            str(seg),
-            "--overlap",
-            "0",
-        ],
-        env,
-    )
+    predict = ["utils.predict", "--model", str(run / "best.keras"), "--input", str(image), "--output", str(seg)]
+    done = _run([*predict, "--overlap", "0"], env)
     assert f"{case_id}: wrote {seg}" in done.stdout and seg.is_file()
-    html = tmp_path / "case.html"
-    _run(
-        ["utils.report", "--image", str(image), "--segmentation", str(seg), "--truth", str(label), "--out", str(html)],
-        env,
+    assert "trained with mixed precision (mixed_float16); no GPU here, so it runs in float32" in done.stdout
+    html = tmp_path / "case.html"  # the report reads files only (no model): in this process
+    assert (
+        report_main(["--image", str(image), "--segmentation", str(seg), "--truth", str(label), "--out", str(html)]) == 0
     )
-    assert html.stat().st_size > 10_000
+    assert list(read_report(html))[-3:] == ["ground truth", "segmentation", "errors"]
 
 
 def test_float16_and_float32_paths_give_the_same_segmentation(gpu_run, phantom_root):
@@ -131,3 +123,19 @@ def test_mixed_precision_on_a_cpu_without_xla_is_refused_in_one_line(phantom_roo
     config = preset("ci", dataset=str(phantom_root), output_dir=str(tmp_path / "run"), mixed_precision="on")
     with pytest.raises(ValueError, match=r"mixed_precision='on' without a GPU needs jit_compile='on'"):
         train(config, progress=False)
+
+
+@pytest.mark.skipif(gpu_count() > 0, reason="the crash is a CPU's: no float16 MaxPool3D kernel")
+def test_a_mixed_precision_model_crashes_on_a_cpu_as_saved_and_runs_rebuilt_in_float32(tmp_path):
+    """The crash of issue 32 (a GPU-trained model on a CPU, no XLA) and its fix, on a tiny network."""
+    with dtype_policy_scope("mixed_float16"):
+        model = build_unet((16, 16, 8, 4), depth=2, base_filters=4)
+    path = tmp_path / "mixed.keras"
+    model.save(path)
+    x = np.random.default_rng(0).normal(size=(1, 16, 16, 8, 4)).astype("float32")
+    with pytest.raises(Exception, match="No OpKernel was registered to support Op 'MaxPool3D'"):
+        load_model(path, compile=False, precision="saved").predict_on_batch(x)
+    rebuilt = load_model(path, compile=False)
+    assert dtype_policy_of(rebuilt) == "float32" and keras.config.dtype_policy().name == "float32"
+    probabilities = np.asarray(rebuilt.predict_on_batch(x))
+    assert probabilities.dtype == np.float32 and probabilities.shape == (1, 16, 16, 8, 3)
