@@ -61,6 +61,7 @@ from utils.download import fetch_msd
 from utils.inference import evaluate_model
 from utils.labels import CLASS_NAMES
 from utils.metrics import lesion_wise_region
+from utils.model import T4_FP16_PEAK_TFLOPS, T4_MEMORY_GB, T4_UTILISATION, TRAINING_HOLDS, gpu_run_estimate
 from utils.pipeline import PatchDataset, PatchSampler
 from utils.train import prepare_data, train
 from utils.viz import label_colormap, label_legend, plot_learning_curves
@@ -276,7 +277,7 @@ pd.DataFrame({"mean per patch (soft)": [at_best[f"val_dice_{k}"] for k in ("edem
 # ## 7. A prediction on a validation patch
 
 # %% alt="A validation patch: FLAIR, ground truth and prediction of best.keras in the course colours."
-best = keras.models.load_model(result.output_dir / "best.keras")
+best = utils.load_model(result.output_dir / "best.keras")  # on a machine without a GPU: in float32
 val_sampler = PatchSampler(cache, val_ids, config.patch_shape, foreground_fraction=1.0, augment=False)
 Xv, yv = val_sampler.sample(np.random.default_rng(0))
 pv = best.predict(Xv[None], verbose=0)[0]
@@ -399,11 +400,40 @@ with tempfile.TemporaryDirectory() as scratch:
 # ## 10. What to expect on a GPU
 #
 # In `gpu` mode (MSD data, the assignment's network, 160x160x16 patches,
-# batch 4, 250 steps per epoch, mixed precision) the run is 100 epochs: the
-# time section 5 prints after the first session, divided by the epochs done,
-# tells you how many Colab sessions the rest needs - which is why resume
-# matters. Published 3D U-Nets trained this way on BraTS reach whole
-# tumour Dice around 0.85-0.90, tumour core 0.75-0.85 and enhancing tumour
+# batch 4, 250 steps per epoch, mixed precision) the run is 100 epochs. What
+# that costs on Colab's free GPU, a T4, follows from the network itself: the
+# layer outputs one step keeps for backpropagation (float16 under mixed
+# precision), the weights with their gradients and Adam's moments, and the
+# floating-point operations of a step. Two numbers come from outside this
+# lesson: how much memory training really holds beside those layer outputs,
+# measured on a CPU by `benchmarks/bench_gpu_cost.py` (`TRAINING_HOLDS`), and
+# the share of the T4's float16 peak a convolutional network sustains
+# (`T4_UTILISATION`, from NVIDIA's published T4 figures).
+
+# %%
+gpu_preset = preset("gpu")
+estimate = gpu_run_estimate(gpu_preset)
+print(f"gpu preset: {estimate['parameters']:,} parameters, batch {gpu_preset.batch_size} x {gpu_preset.patch_shape}")
+print(f"memory: {TRAINING_HOLDS} x {estimate['activation_bytes'] / 1e9:.2f} GB of float16 layer outputs "
+      f"+ {estimate['parameter_bytes'] / 1e9:.2f} GB of parameters = {estimate['memory_bytes'] / 1e9:.1f} GB "
+      f"of the T4's {T4_MEMORY_GB:.0f} GB ({estimate['memory_bytes'] / 1e9 / T4_MEMORY_GB:.0%})")
+print(f"time: {estimate['step_flops'] / 1e12:.2f} TFLOP per step at {T4_UTILISATION:.0%} of "
+      f"{T4_FP16_PEAK_TFLOPS:.0f} TFLOPS = {estimate['step_seconds']:.2f} s; {gpu_preset.epochs} epochs of "
+      f"{gpu_preset.steps_per_epoch} steps (+ validation) = {estimate['hours']:.1f} h, "
+      f"{2 * estimate['hours']:.1f} h at half that speed")
+
+# %% [markdown]
+# So the run needs about a sixth of the T4's memory, and 1.6 hours if the
+# T4 sustains 15% of its peak, about 3 hours at half that: one long free
+# session, if Colab grants its GPU that long (the free tier guarantees no GPU
+# time, and a session ends after at most 12 hours). Plan for a cut session:
+# the time section 5 prints after the first session, divided by the epochs
+# done, tells you how many sessions the rest needs - which is why resume
+# matters, and why a model trained on the GPU must also run on a CPU:
+# `utils.load_model` rebuilds a mixed-precision model in float32 where no GPU
+# is visible (lesson 06 uses it).
+#
+# Published 3D U-Nets trained this way on BraTS reach whole tumour Dice around 0.85-0.90, tumour core 0.75-0.85 and enhancing tumour
 # 0.70-0.80 (nnU-Net, with 5x the training, about 0.91 / 0.85 / 0.80).
 # The phantom is made hard on purpose, with the difficulties of real
 # gliomas: enhancement that is thin, broken, weak in some tumours and absent

@@ -68,7 +68,8 @@ from utils.train import prepare_data, train
 from utils.viz import AXIS_NAMES, label_colormap, label_legend, take_slice, tumour_center
 
 # %% tags=["parameters"]
-MODEL_PATH = None    # None: the best model of lesson 05 for this mode (trained now if missing)
+MODEL_PATH = None    # None: the best model of lesson 05 for this mode (trained now if missing); on a CPU
+                     # runtime after a GPU run: "/content/drive/MyDrive/brats-course/runs/gpu/best.keras"
 USE_DRIVE = False    # Colab: data, cache and runs on Google Drive, as in lesson 05
 OVERLAP = 0.5
 MIRROR = False       # test-time mirroring: 8x the work, usually a little better
@@ -92,7 +93,8 @@ if not model_path.is_file():
     print(f"{model_path} not found: training it first, as lesson 05 does")
     trained = train(config)
     print(f"trained {len(trained.history)} epochs in {trained.seconds:.0f} s")
-model = keras.models.load_model(model_path)
+# a model trained with mixed precision on a GPU is rebuilt in float32 where there is none (same weights)
+model = utils.load_model(model_path, compile=False)
 data_dir, cache, train_ids, val_ids = prepare_data(config, progress=False)
 case = load_case(data_dir, val_ids[0])
 window = tuple(model.input.shape[1:4])

@@ -129,7 +129,7 @@ print(f"slice shape {slice_shape}; training slices with tumour {len(sampler.tumo
 if not checkpoint.is_file():
     print(f"{checkpoint} not found: training it first, as lesson 05 does")
     train(config)
-model_3d = keras.models.load_model(checkpoint)
+model_3d = utils.load_model(checkpoint, compile=False)
 seconds_3d = json.loads((run_3d / "state.json").read_text()).get("seconds", 60.0)
 
 base_2d = BASE_FILTERS_2D or 2 * config.base_filters
