@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 
 import utils.config as config_module
@@ -21,8 +22,11 @@ CHECKPOINT_NAMES = {
 }
 
 
-def _resolve(lesson_name: str) -> dict:
-    """Run a solution notebook's imports, parameters and run-config cells; return its namespace."""
+def _resolve(lesson_name: str, **parameters) -> dict:
+    """Run a solution notebook's imports, parameters and run-config cells; return its namespace.
+
+    ``parameters`` replace values of the parameters cell, as a learner edits it.
+    """
     lesson = next(lesson for lesson in nbtools.lessons() if lesson.name == lesson_name)
     cells = json.loads(lesson.solution.read_text())["cells"]
     namespace: dict = {}
@@ -31,6 +35,11 @@ def _resolve(lesson_name: str) -> dict:
         chosen = [c for c in cells if tag in c.get("metadata", {}).get("tags", [])]
         assert len(chosen) == 1, f"{lesson_name}: expected one cell tagged {tag!r}, found {len(chosen)}"
         exec("".join(chosen[0]["source"]), namespace)
+        if tag == "parameters":
+            assert set(parameters) <= set(namespace), (
+                f"{lesson_name} has no parameter {set(parameters) - set(namespace)}"
+            )
+            namespace.update(parameters)
     return namespace
 
 
@@ -131,3 +140,33 @@ def test_a_run_folder_from_before_the_mode_was_recorded_still_resumes(tmp_path):
     (run / "config.json").write_text(json.dumps(dict(old, depth=5)))
     with pytest.raises(ValueError, match="depth"):
         prepare_output_dir(run, config, resume=True)
+
+
+def test_gpu_session_trains_cpu_session_predicts(no_mode, tmp_path, phantom_root):
+    """Colab: lesson 05 trains on a GPU runtime into Drive (mixed precision, XLA); the quota runs out;
+    on a CPU runtime lesson 06, given that model, loads it (in float32) and segments a case."""
+    import utils
+    from utils.data.datasets import list_cases, load_case
+    from utils.inference.sliding_window import predict_case
+    from utils.model.unet import dtype_policy_of, saved_dtype_policy
+    from utils.training.train import train
+
+    no_mode.setenv("COURSE_DATA_DIR", str(tmp_path / "drive"))
+    no_mode.setattr(config_module, "gpu_count", lambda: 1)  # the GPU session
+    gpu_session = _resolve("05_training")
+    assert gpu_session["config"].mixed_precision == "auto" and gpu_session["checkpoint"].parent.name == "gpu"
+    # what lesson 05 runs there, on the tiny phantom and network (a GPU turns "auto" into both of these)
+    config = preset("ci", output_dir=gpu_session["config"].output_dir, dataset=str(phantom_root), epochs=1)
+    config.mixed_precision, config.jit_compile, config.steps_per_epoch, config.verbose = "on", "on", 1, 0
+    train(config, progress=False)
+    checkpoint = gpu_session["checkpoint"]
+    assert saved_dtype_policy(checkpoint) == "mixed_float16"
+
+    no_mode.setattr(config_module, "gpu_count", lambda: 0)  # the CPU session: lesson 06 pointed at that model
+    cpu_session = _resolve("06_whole_scan_prediction", MODEL_PATH=str(checkpoint))
+    assert cpu_session["model_path"] == checkpoint
+    model = utils.load_model(cpu_session["model_path"], compile=False)
+    assert dtype_policy_of(model) == "float32"
+    case = load_case(phantom_root, list_cases(phantom_root)[0])
+    labels, probabilities = predict_case(model, case.image, overlap=0, progress=False)
+    assert labels.shape == case.image.shape[:3] and np.isfinite(probabilities).all()
