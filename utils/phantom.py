@@ -54,6 +54,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .config import BRATS_SHAPE, TINY_SHAPE
+from .data import load_nifti
 from .labels import LABEL_NAMES, MODALITIES
 from .parallel import default_workers, map_in_processes
 from .safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
@@ -165,7 +166,7 @@ def anatomy(shape: tuple[int, int, int] = BRATS_SHAPE) -> dict:
         sequence ``healthy`` ``(4, x, y, z)``, and ``affine`` / ``spacing``.
     """
     shape = tuple(int(s) for s in shape)
-    images = {name: nib.load(str(path)) for name, path in template_paths().items()}
+    images = {name: load_nifti(path, f"MNI template {name}", ndim=(3,)) for name, path in template_paths().items()}
     src_affine = images["t1"].affine
     raw = {name: np.asarray(img.get_fdata(dtype=np.float32)) / 255.0 for name, img in images.items()}
     src_mask = ndi.binary_fill_holes(raw["t1"] > 0.2)

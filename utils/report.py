@@ -35,7 +35,7 @@ import pandas as pd
 
 from . import __version__
 from .analysis import label_volume_table
-from .data import DatasetError, check_label, check_same_grid, load_nifti
+from .data import DatasetError, check_label, check_same_grid, load_nifti, read_nifti_header
 from .labels import REGION_NAMES, REGIONS
 from .metrics import region_scores
 from .predict import load_input
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         case_id, image, reference, _, spacing, files, dirs = load_input(args.image)
-        ref = nib.load(str(reference))  # the header only
+        ref = read_nifti_header(reference)  # the header only
         affine = ref.affine
         segmentation = _load_label(args.segmentation, "segmentation", ref)
         truth = None if args.truth is None else _load_label(args.truth, "ground truth", ref)
