@@ -293,11 +293,45 @@ class ModelLoadError(CourseError, ValueError):
     """A file is not a loadable ``.keras`` model of the course."""
 
 
+def check_model_archive(path: Path) -> None:
+    """Refuse a ``.keras`` archive whose members would inflate past the limits, before Keras reads any of it.
+
+    The sizes are the ones the zip's central directory declares; Python's
+    ``zipfile`` (which Keras reads the archive with) never returns more than
+    the declared size of a member, so the check bounds what Keras can inflate.
+    Limits: :data:`utils.config.MODEL_CONFIG_MAX_MB` for ``config.json`` and
+    :data:`utils.config.MODEL_MAX_MB` for all members together.
+
+    Raises:
+        ModelLoadError: one line naming the file, the member and the sizes.
+    """
+    from . import config  # read at each call
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ModelLoadError(f"could not read the model {path}: not a valid .keras archive ({err})") from err
+    for info in members:
+        if info.filename == "config.json" and info.file_size > config.MODEL_CONFIG_MAX_MB << 20:
+            raise ModelLoadError(
+                f"refusing to load the model {path}: its config.json inflates to {info.file_size / 2**20:,.0f} MB, "
+                f"more than the limit of {config.MODEL_CONFIG_MAX_MB} MB (utils.config.MODEL_CONFIG_MAX_MB)"
+            )
+    total = sum(info.file_size for info in members)
+    if total > config.MODEL_MAX_MB << 20:
+        raise ModelLoadError(
+            f"refusing to load the model {path}: its members inflate to {total / 2**20:,.0f} MB in all, "
+            f"more than the limit of {config.MODEL_MAX_MB} MB (utils.config.MODEL_MAX_MB)"
+        )
+
+
 def load_model(path, compile: bool = True) -> keras.Model:
     """Load a ``.keras`` model saved by the course (its loss and metrics are registered).
 
     Keras ``safe_mode`` stays on: a model with arbitrary code (a ``Lambda``
-    layer) is refused rather than executed.
+    layer) is refused rather than executed. The archive's member sizes are
+    checked first (:func:`check_model_archive`).
 
     Raises:
         ModelLoadError: one line naming the file when it is missing, not a
@@ -310,6 +344,7 @@ def load_model(path, compile: bool = True) -> keras.Model:
         raise ModelLoadError(
             f"{path} is not a .keras model (expected the zip archive that model.save() writes with a .keras name)"
         )
+    check_model_archive(path)
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=True)
     except Exception as err:  # Keras raises ValueError, TypeError, KeyError, OSError ... on bad archives

@@ -579,16 +579,20 @@ class _FolderLock:
     def acquire(self, wait: float) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + max(wait, 0.0)
-        while not _try_lock(fd):
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise FolderBusyError(
-                    f"refusing to write into {self.folder}: {_holder(path)} is writing there (lock {path}); "
-                    "wait until it finishes, or choose another folder"
-                )
-            time.sleep(0.05)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            while not _try_lock(fd):
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise FolderBusyError(
+                        f"refusing to write into {self.folder}: {_holder(path)} is writing there (lock {path}); "
+                        "wait until it finishes, or choose another folder"
+                    )
+                time.sleep(0.05)
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # the holder removed the file as it let go: lock the one at the path now
         info = {"pid": os.getpid(), "tool": self.tool, "host": socket.gethostname(), "since": time.strftime("%H:%M:%S")}
         os.ftruncate(fd, 0)  # a killed holder's note (its lock went with it) is replaced
         os.pwrite(fd, json.dumps(info).encode(), 0)
@@ -599,11 +603,22 @@ class _FolderLock:
 
     def release(self) -> None:
         fd, self.fd = self.fd, None
-        if fd is not None:
+        if fd is None:
+            return
+        path = self.folder / LOCK_FILE
+        if _same_file(fd, path):  # remove it while still holding it: a waiter then re-opens the path
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            _unlock(fd)
-            os.close(fd)
+                path.unlink()
+        _unlock(fd)
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st, held = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _lock_key(folder: Path) -> str:
@@ -616,9 +631,10 @@ def folder_lock(folder: Path | str, tool: str, wait: float | None = None) -> Ite
 
     The lock is an OS file lock on ``folder/.course-lock`` (flock on POSIX,
     msvcrt on Windows), so the OS drops it when the holder exits or is
-    killed: a stale lock file never blocks anyone. The file names the holder
-    (pid, command, host, start) for the refusal. A process may take a lock
-    it holds again (nested commands, marker updates).
+    killed: a stale lock file left by a killed command never blocks anyone.
+    The file names the holder (pid, command, host, start) for the refusal and
+    is removed when the lock is let go. A process may take a lock it holds
+    again (nested commands, marker updates).
 
     Args:
         folder: the output folder or run folder.
