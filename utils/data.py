@@ -137,7 +137,7 @@ def _check_data_size(img: nib.Nifti1Image, path: Path, what: str, read: bool) ->
     limit = int(config.NIFTI_MAX_MB) << 20
     header = img.header
     declared = nifti_data_bytes(header)
-    offset = int(header.get_data_offset())
+    offset = int(getattr(img.dataobj, "offset", header.get_data_offset()))  # where nibabel will read from
     shape, dtype = tuple(header.get_data_shape()), header.get_data_dtype()
     declares = f"its header declares {_megabytes(declared)} of voxel data (shape {shape}, {dtype})"
     if not path.name.endswith(".gz"):

@@ -107,8 +107,9 @@ def segment(
         owned.check_free(target, overwrite)
     if not np.any(image):
         raise DatasetError(f"the image is all zero (no brain to segment): {reference}")
-    voxels = int(np.prod(image.shape[:3]))  # uint8 labels (+ float32 probabilities) before compression
-    check_writable(output.parent, "the segmentation", need_bytes=voxels * (1 + (12 if probabilities else 0)))
+    voxels = int(np.prod(image.shape[:3]))  # an uncompressed .nii has a known size: uint8 labels (+ float32 maps)
+    need = voxels * (1 + (12 if probabilities else 0)) if output.name.endswith(".nii") else 0
+    check_writable(output.parent, "the segmentation", need_bytes=need)
     with folder_lock(output.parent, "utils.predict"):  # one writer: the names are re-checked when claimed
         pred, probs = predict_case(
             model, image, overlap=overlap, mirror=mirror, largest_component=largest_component, progress=False
