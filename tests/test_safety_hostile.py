@@ -72,7 +72,7 @@ def gzip_bomb(path: Path, inflate_mb: int) -> Path:
     """A small ``.nii.gz`` that honestly inflates to ``inflate_mb`` MB of zeros (streamed, never held in memory)."""
     n = inflate_mb * MB // 4
     with gzip.open(path, "wb", compresslevel=9) as fh:
-        fh.write(nifti_header((n // (64 * 64), 64, 64), np.float32).binaryblock + b"\0" * 4)
+        fh.write(nifti_header((n // (256 * 256), 256, 256), np.float32).binaryblock + b"\0" * 4)
         block = bytes(MB)
         for _ in range(inflate_mb):
             fh.write(block)

@@ -62,7 +62,7 @@ class UnsafeWriteError(CourseError, ValueError):
     """A write, replacement or deletion was refused to protect the user's files."""
 
 
-class FolderBusyError(UnsafeWriteError):
+class FolderBusyError(CourseError, BlockingIOError):
     """Another course command is writing into the folder (it holds the folder's lock)."""
 
 
@@ -595,7 +595,8 @@ class _FolderLock:
             os.close(fd)  # the holder removed the file as it let go: lock the one at the path now
         info = {"pid": os.getpid(), "tool": self.tool, "host": socket.gethostname(), "since": time.strftime("%H:%M:%S")}
         os.ftruncate(fd, 0)  # a killed holder's note (its lock went with it) is replaced
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(info).encode())
         old, self.fd = self.fd, fd
         if old is not None:  # moved to a new folder of the same name: let the old one go
             _unlock(old)
