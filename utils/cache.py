@@ -43,6 +43,7 @@ from .safety import (
     OwnedFiles,
     UnsafeWriteError,
     atomic_path,
+    check_writable,
     file_record,
     folder_lock,
     read_json_object,
@@ -293,6 +294,7 @@ def build_cache(
     if cache_dir.exists() and not cache_dir.is_dir():
         raise CacheError(f"the cache folder {cache_dir} is a file")
     _refuse_foreign(cache_dir)  # before the lock file is made there
+    check_writable(cache_dir, "the training cache")
     with folder_lock(cache_dir, TOOL, wait=CACHE_LOCK_WAIT):
         return _build_cache(dataset_root, cache_dir, case_ids, params, seed, progress, workers)
 

@@ -516,7 +516,7 @@ def check_writable(folder: Path | str, what: str, need_bytes: int = 0) -> None:
 
 def one_line(err: BaseException) -> str:
     """An error as the one line a command prints (``OSError``: its reason and file, no errno noise)."""
-    if isinstance(err, OSError) and not isinstance(err, CourseError) and err.strerror:
+    if isinstance(err, OSError) and err.strerror:  # (UnwritableError keeps its errno and carries the message)
         where = f": {err.filename}" if err.filename else ""
         return " ".join(f"{err.strerror}{where}".split())
     return " ".join(str(err).split())
