@@ -56,7 +56,16 @@ from .checks import CHECKS
 from .config import repo_root
 from .lessons import DEF, lesson_stamp
 from .lessons import lessons as lesson_sources
-from .safety import OwnedFiles, check_target, foreign_files, install_folder, write_bytes_atomic
+from .safety import (
+    OwnedFiles,
+    check_target,
+    check_writable,
+    folder_lock,
+    foreign_files,
+    install_folder,
+    one_line,
+    write_bytes_atomic,
+)
 
 PASS, FAIL = "\u2714", "\u2718"
 MARK = "@@course-grade@@"
@@ -1099,8 +1108,10 @@ def main(argv: list[str] | None = None) -> int:
         check_outputs(
             outputs, ([checkout] if checkout else []) + folders, args.overwrite, parents, [path for path, _ in found]
         )
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        for folder in {outputs.csv.parent, outputs.feedback.parent}:  # before grading, not after
+            check_writable(folder, "the grading outputs")
+    except (ValueError, OSError) as err:  # refusals, a read-only or full output folder
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     if not found:
         print("error: no .ipynb submissions found in " + ", ".join(map(str, args.submissions)), file=sys.stderr)
@@ -1115,7 +1126,12 @@ def main(argv: list[str] | None = None) -> int:
         sub = grade_submission(path, learner, lessons, limits, expected, data_source)
         subs.append(sub)
         print(f"{sum(e.score for e in sub.exercises):.2f} / {len(sub.exercises)} ({sub.seconds:.0f} s)", flush=True)
-    write_outputs(subs, outputs, args.show_grading)
+    try:
+        with folder_lock(outputs.csv.parent, WRITTEN_BY):  # one writer of the grades folder at a time
+            write_outputs(subs, outputs, args.show_grading)
+    except (ValueError, OSError) as err:  # a refusal, or the disk filled up while grading
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
     print()
     print(summary_markdown(subs))
     print(f"wrote {outputs.csv}, {outputs.summary} and {outputs.feedback}/")
