@@ -779,6 +779,10 @@ class _KernelFunction:
             raise TimeoutError(f"the checks of {self.name} ran out of time (an endless loop in the function?)")
         payload = {"name": self.name, "args": list(args), "kwargs": kwargs, "seed": self.kernel_seed}
         self.kernel_seed = None  # the learner's global RNG is seeded once per variant, as in the lesson
+        symbolic = [(i, a) for i, a in enumerate(args) if _is_symbolic(a)]
+        if symbolic:  # a Keras block (lesson 03): the kernel builds the model, a stand-in layer comes back
+            payload["build"] = [[i, [None if d is None else int(d) for d in a.shape[1:]]] for i, a in symbolic]
+            payload["args"] = [None if _is_symbolic(a) else a for a in args]
         reply = self.calls.request(payload, left)
         changed = reply.get("changed") if isinstance(reply.get("changed"), dict) else {}
         for key, value in changed.items():
@@ -795,9 +799,73 @@ class _KernelFunction:
         if "raised" in reply:
             raised = reply["raised"] if isinstance(reply["raised"], (list, tuple)) else []
             raise _learner_exception(*(list(raised) + ["", "", ""])[:3])
+        if "model" in reply and symbolic:
+            return _remote_block(self, reply, [a for _, a in symbolic])
         if "ok" not in reply:
             raise RuntimeError("the kernel's answer holds no value")
         return reply["ok"]
+
+    def run_model(self, model: Any, weights: list[np.ndarray], inputs: list[np.ndarray], training: bool) -> np.ndarray:
+        """The output of a block built by the learner's function (kept in the kernel) with the given weights."""
+        left = self.stop_at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the checks of {self.name} ran out of time")
+        reply = self.calls.request(
+            {"run": model, "weights": weights, "inputs": inputs, "training": bool(training)}, left
+        )
+        if "raised" in reply:
+            raised = reply["raised"] if isinstance(reply["raised"], (list, tuple)) else []
+            raise _learner_exception(*(list(raised) + ["", "", ""])[:3])
+        out = reply.get("ok")
+        if not isinstance(out, np.ndarray):
+            raise RuntimeError("the block's output did not come back as an array")
+        return out
+
+
+def _is_symbolic(value: Any) -> bool:
+    if "keras" not in sys.modules:
+        return False
+    import keras
+
+    return isinstance(value, keras.KerasTensor)
+
+
+def _remote_block(fn: _KernelFunction, reply: dict, inputs: list) -> Any:
+    """A Keras layer standing for the learner's block: same output shape and weights; it computes in the kernel."""
+    import keras
+    from keras import ops
+
+    weights, shape, model = reply.get("weights"), reply.get("output_shape"), reply.get("model")
+    if not (isinstance(weights, list) and len(weights) <= 1000 and isinstance(shape, (list, tuple))):
+        raise RuntimeError("the kernel's description of the block is not in the expected form")
+    if not all(d is None or (type(d) is int and 0 < d < 1 << 20) for d in shape):
+        raise RuntimeError("the kernel's block has an impossible output shape")
+    specs = []
+    for item in weights:
+        if not (isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[1], (list, tuple))):
+            raise RuntimeError("the kernel's description of the block's weights is not in the expected form")
+        dims = tuple(item[1])
+        if not all(type(d) is int and 0 < d < 1 << 16 for d in dims) or np.prod(dims, dtype=object) > 1 << 26:
+            raise RuntimeError("the kernel's block has a weight of an impossible shape")
+        specs.append((re.sub(r"[^A-Za-z0-9_]", "_", str(item[0]))[:60] or "weight", dims, bool(item[2])))
+
+    class LearnerBlock(keras.layers.Layer):
+        def __init__(self):
+            super().__init__(name=f"learner_{fn.name}")
+            self.mirror = [  # in the kernel model's order (Layer.weights puts the trainable ones first)
+                self.add_weight(shape=dims, name=name, initializer="zeros", trainable=trainable)
+                for name, dims, trainable in specs
+            ]
+
+        def compute_output_shape(self, input_shape: Any) -> tuple:
+            return tuple(shape)
+
+        def call(self, inputs: Any, training: bool = False) -> Any:
+            arrays = [np.asarray(ops.convert_to_numpy(x)) for x in (inputs if isinstance(inputs, list) else [inputs])]
+            values = [np.asarray(ops.convert_to_numpy(v)) for v in self.mirror]
+            return ops.convert_to_tensor(fn.run_model(model, values, arrays, bool(training)))
+
+    return LearnerBlock()(list(inputs) if len(inputs) > 1 else inputs[0])
 
 
 def _score(calls: _KernelCalls, exercises: list[str], limits: Limits, seed: int, notes: list[str]) -> dict[str, dict]:

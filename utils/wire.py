@@ -243,6 +243,8 @@ def answer(request: str, namespace: dict) -> None:
             "module": str(getattr(fn, "__module__", "") or ""),
             "close": difflib.get_close_matches(name, defined, n=3, cutoff=0.6),
         }
+    elif "run" in req:
+        reply = _run_model(req)
     else:
         if req.get("seed") is not None:
             np.random.seed(req["seed"])
@@ -252,7 +254,10 @@ def answer(request: str, namespace: dict) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                reply = {"ok": namespace[req["name"]](*args, **kwargs)}
+                if req.get("build"):
+                    reply = _build_model(namespace[req["name"]], req["build"], args, kwargs)
+                else:
+                    reply = {"ok": namespace[req["name"]](*args, **kwargs)}
             except Exception as err:  # noqa: BLE001 - the learner's error goes back to the grader
                 reply = {"raised": _raised(err)}
         reply["changed"] = {
@@ -266,3 +271,47 @@ def answer(request: str, namespace: dict) -> None:
     except Exception as err:  # noqa: BLE001 - e.g. an array of strings
         text = encode({"raised": ["TypeError", f"the value cannot be sent to the grader: {err}", ""]})
     publish_display_data({MIME: text})
+
+
+# Keras blocks (lesson 03): the grader holds a stand-in layer with the same weights; the model lives here.
+_MODELS: list[Any] = []
+
+
+def _build_model(fn: Callable, build: list, args: list, kwargs: dict) -> dict:
+    """Call ``fn`` on symbolic inputs of the shapes the grader gives (at the argument positions it gives).
+
+    Returns ``{"model": id, "output_shape", "weights": [[name, shape, trainable], ...]}``
+    (the model kept here for :func:`_run_model`), or ``{"ok": value}`` when ``fn``
+    does not return a Keras tensor.
+    """
+    import keras
+
+    inputs = []
+    for index, shape in build:
+        inputs.append(keras.Input(tuple(shape)))
+        args[index] = inputs[-1]
+    out = fn(*args, **kwargs)
+    if not isinstance(out, keras.KerasTensor):
+        return {"ok": out}
+    model = keras.Model(inputs if len(inputs) > 1 else inputs[0], out)
+    _MODELS.append(model)
+    weights = [
+        [str(getattr(v, "name", "")).split("/")[-1].split(":")[0], [int(d) for d in v.shape], bool(v.trainable)]
+        for v in model.weights
+    ]
+    return {"model": len(_MODELS) - 1, "output_shape": list(out.shape), "weights": weights}
+
+
+def _run_model(req: dict) -> dict:
+    """Set the weights the grader sends on a model of :func:`_build_model` and return its output on the inputs."""
+    from keras import ops
+
+    try:
+        model = _MODELS[int(req["run"])]
+        for variable, value in zip(model.weights, req["weights"]):
+            variable.assign(value)
+        inputs = req["inputs"]
+        out = model(inputs if len(inputs) > 1 else inputs[0], training=bool(req["training"]))
+        return {"ok": np.asarray(ops.convert_to_numpy(out))}
+    except Exception as err:  # noqa: BLE001 - the learner's model failed: their error goes back
+        return {"raised": _raised(err)}
