@@ -397,7 +397,8 @@ def _limited_client_classes():
             if getattr(self, "learner_cell", True):
                 self.notebook_bytes = getattr(self, "notebook_bytes", 0) + size
             limit = getattr(self, "cell_limit", MAX_CELL_OUTPUT)
-            if self.cell_bytes > limit or getattr(self, "notebook_bytes", 0) > MAX_NOTEBOOK_OUTPUT:
+            learner = getattr(self, "learner_cell", True)
+            if self.cell_bytes > limit or (learner and getattr(self, "notebook_bytes", 0) > MAX_NOTEBOOK_OUTPUT):
                 self.dropped = True
                 return None
             return super().output(outs, msg, display_id, cell_index)
