@@ -238,11 +238,12 @@ def _attacks(out: Path, subs: Path, home_file: Path) -> dict[str, list[str]]:
         ],
         "survivor": [
             "import subprocess, sys\n"
-            f"code = 'import time, pathlib; time.sleep(3); p = pathlib.Path({str(out)!r}); "
-            'p.parent.mkdir(parents=True, exist_ok=True); p.write_text("pwned")\'\n'
+            f"target = {str(out)!r}\n"
+            "code = ('import pathlib, time; time.sleep(3); p = pathlib.Path(%r); '\n"
+            "        'p.parent.mkdir(parents=True, exist_ok=True); p.write_text(\"pwned\")' % target)\n"
             f"subprocess.Popen(['setsid', sys.executable, '-c', code, {TOKEN!r}], start_new_session=True)\n"
-            "subprocess.Popen([sys.executable, '-c', 'import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n"
-            f"    time.sleep(600)', {TOKEN!r}])"
+            "forker = 'import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    time.sleep(600)'\n"
+            f"subprocess.Popen([sys.executable, '-c', forker, {TOKEN!r}])"
         ],
         "proc": [
             "import os\n"
@@ -250,25 +251,27 @@ def _attacks(out: Path, subs: Path, home_file: Path) -> dict[str, list[str]]:
             "for pid in [p for p in os.listdir('/proc') if p.isdigit()]:\n"
             "    for f in ('cmdline', 'environ'):\n"
             "        try:\n"
-            "            data = open(f'/proc/{pid}/{f}', 'rb').read()\n"
+            "            data = open('/proc/%s/%s' % (pid, f), 'rb').read()\n"
             "        except OSError:\n"
             "            continue\n"
             "        if b'GRADES_SECRET' in data or b'submissions' in data or b'grades.csv' in data:\n"
             "            hits.append(pid + f)\n"
-            f"for victim in [{str(subs / 'honest.ipynb')!r}, {str(home_file)!r}]:\n"
+            f"home = {str(home_file)!r}\n"
+            f"for victim in [{str(subs / 'honest.ipynb')!r}, home]:\n"
             "    try:\n"
             "        open(victim, 'w').write('{}')\n"
             "        hits.append('wrote')\n"
             "    except OSError:\n"
             "        pass\n"
-            f"raise RuntimeError(f'PROC:{{len(hits)}}:{{os.path.exists({str(home_file)!r})}}:{{os.getppid()}}')"
+            "raise RuntimeError('PROC:%d:%s:%d' % (len(hits), os.path.exists(home), os.getppid()))"
         ],
         "transformer": [
             "import json\n"
+            f"MIME = {wire.MIME!r}\n"
+            "FORGED = json.dumps({'ok': {'float': '1.0'}})\n"
             "def forge(lines):\n"
-            "    answer = json.dumps({'ok': {'float': '1.0'}})\n"
             "    return ['from IPython.display import publish_display_data\\n',\n"
-            f"            f'publish_display_data({{{{{wire.MIME!r}: {{answer!r}}}}}})\\n']\n"
+            "            'publish_display_data({%r: %r})\\n' % (MIME, FORGED)]\n"
             "get_ipython().input_transformers_post.append(forge)"
         ],
         "patch": [

@@ -61,7 +61,7 @@ from .config import repo_root
 from .lessons import DEF, lesson_stamp
 from .lessons import lessons as lesson_sources
 from .safety import OwnedFiles, check_target, foreign_files, install_folder, write_bytes_atomic
-from .sandbox import STUB_MESSAGE
+from .sandbox import STUB_MESSAGE, WIRE
 
 PASS, FAIL = "\u2714", "\u2718"
 WRITTEN_BY = "utils.grade"
@@ -716,7 +716,7 @@ class _KernelCalls:
         if self.gone:
             raise KernelGone(self.gone)
         text = wire.encode(payload)
-        cell = nbformat.v4.new_code_cell(f"__import__('utils.wire').wire.answer({text!r}, globals())")
+        cell = nbformat.v4.new_code_cell(f"__import__({WIRE!r}).answer({text!r}, globals())")
         self.run_nb.cells.append(cell)
         self.client.timeout = max(1, int(timeout))
         self.client.reset_budget(cell_limit=MAX_ANSWER_BYTES, learner=False)
@@ -952,6 +952,8 @@ def _exercise_score(name: str, data: dict | None, lesson_ran: bool) -> ExerciseS
             notes.append(f"{variant} checks could not run: {data[variant + '_error']}")
     if not score.grading and score.public:
         notes.append("no grading variant: scored on the public tests")
+    if data.get("note"):
+        notes.append(str(data["note"]))
     if data.get("reference"):
         score.zero = True
         notes.append(f"uses the course's reference utils.{name} instead of the learner's own code")

@@ -33,6 +33,7 @@ from .checks import CHECKS
 HOME = "/tmp/work"  # the kernel's home and working folder, inside the sandbox
 PACKAGE = "/opt/course"  # where the private package copy is mounted (PYTHONPATH)
 DATA = "/opt/course-data"  # the phantom data, read-only
+WIRE = "_course_wire"  # utils/wire.py, also at the top of the copy: the kernel answers calls without importing utils
 STUB_MESSAGE = "is not available while grading: the grader scores your own code"
 
 
@@ -161,6 +162,7 @@ def private_package(dest: Path) -> Path:
     source = Path(__file__).resolve().parent
     target = dest / "utils"
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(source / "wire.py", dest / f"{WIRE}.py")  # importable without the package (and TensorFlow)
     shutil.rmtree(target / "checks")
     (target / "checks").mkdir()
     (target / "checks" / "__init__.py").write_text(_CHECKS_STUB.format(message=STUB_MESSAGE))
