@@ -158,7 +158,7 @@ def test_the_output_budget_counts_every_byte():
         ('{"nd": {"dtype": "|O", "shape": [1], "data": ""}}', "not carried"),
         ('{"nd": {"dtype": "<f8", "shape": [100000, 100000, 100000], "data": ""}}', "size limit"),
         ('{"nd": {"dtype": "<f8", "shape": [2], "data": "AAAA"}}', "holds 3 bytes"),
-        ('{"list": ' * 100 + "null" + "}" * 100, "nested deeper"),
+        ('{"list": [' * 100 + "null" + "]}" * 100, "nested deeper"),
         ('{"pickle": "gASV"}', "unknown value kind"),
         ("[" * 100_000 + "]" * 100_000, "not JSON"),
     ],
