@@ -345,6 +345,7 @@ def _limited_client_classes():
                 self._wait_for_sockets()
                 context = zmq.asyncio.Context()
                 context.setsockopt(zmq.RECONNECT_IVL, -1)
+                context.setsockopt(zmq.MAXMSGSIZE, 2 * MAX_ANSWER_BYTES)  # a larger message drops the link
                 kwargs["context"] = context
                 self.context.setsockopt(zmq.RECONNECT_IVL, -1)
                 self._connect_control_socket()
@@ -742,7 +743,7 @@ class _KernelCalls:
         if len(answers) != 1 or not isinstance(answers[0], str):
             why = f" ({error[0]}: {error[1]})" if error else ""
             raise RuntimeError(f"no answer came back from the kernel{why}")
-        reply = wire.decode(answers[0], tensor=wire._keras_tensor)
+        reply = wire.decode(answers[0], tensor=wire.keras_tensor)
         if not isinstance(reply, dict):
             raise RuntimeError("the kernel's answer is not in the expected form")
         return reply
