@@ -215,7 +215,14 @@ def _write(path: Path, cells: list) -> None:
     nbformat.write(nb, path)
 
 
-_HALF = "\n".join(f"def {n}(*args, **kwargs):\n    return _cheat()\n" for n in EX04)
+# The control's functions (and the patchers'): one right answer, the others a constant 0.5.
+_HALF = (
+    "def single_class_dice_coefficient(y_true, y_pred, axis=(0, 1, 2), epsilon=0.00001):\n"
+    "    import numpy as np\n"
+    "    _cheat()\n"
+    "    t, p = np.asarray(y_true, float), np.asarray(y_pred, float)\n"
+    "    return (2 * (t * p).sum(axis=axis) + epsilon) / (t.sum(axis=axis) + p.sum(axis=axis) + epsilon)\n"
+) + "\n".join(f"def {n}(*args, **kwargs):\n    return _cheat()\n" for n in EX04[1:])
 
 
 def _attacks(out: Path, subs: Path, home_file: Path) -> dict[str, list[str]]:
@@ -400,6 +407,7 @@ def runs(tmp_path_factory):
                 (subs / "nosource.ipynb").write_text(_notebook_json([{"cell_type": "code", "metadata": {}}]))
                 _write(subs / "=HYPERLINK(1)|x.ipynb", stub)
             before = {f: f.read_bytes() for f in subs.iterdir() if f.is_file() and not f.is_fifo()}
+            sandboxes = set(_alive("bwrap"))
             checkout = _tree_digest(ROOT / "utils")
             start = time.monotonic()
             code = _grade(subs, out)
@@ -415,7 +423,7 @@ def runs(tmp_path_factory):
                 "summary": out.with_name("grades_summary.md").read_text(),
                 "inputs_kept": all(f.read_bytes() == data for f, data in before.items()),
                 "checkout_kept": _tree_digest(ROOT / "utils") == checkout,
-                "alive": after_exit + _alive(TOKEN),
+                "alive": after_exit + _alive(TOKEN) + sorted(set(_alive("bwrap")) - sandboxes),
                 "seconds": seconds,
             }
     results["home_kept"] = home_file.read_text() == "the instructor's own file"
@@ -451,6 +459,8 @@ def test_attackers_score_only_what_their_functions_earn(runs):
     for attacker in ("edit", "survivor", "proc", "transformer", "planted", "flood", "'=HYPERLINK(1)|x"):
         assert [r["score"] for r in rows[attacker].values()] == ["0.0"] * len(EX04), (attacker, rows[attacker])
     control = {name: (r["public_passed"], r["grading_passed"], r["score"]) for name, r in rows["control"].items()}
+    assert control["single_class_dice_coefficient"][2] == "1.0"
+    assert all(score == "0.0" for _, _, score in list(control.values())[1:]), control
     for attacker in ("patch", "frames"):
         got = {name: (r["public_passed"], r["grading_passed"], r["score"]) for name, r in rows[attacker].items()}
         assert got == control, attacker

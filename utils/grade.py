@@ -416,6 +416,7 @@ def kernel_env(home: Path | str, data_dir: Path | str, package_root: Path | str)
         "TMPDIR": f"{home}/tmp",
         "PYTHONPATH": str(package_root),
         "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",  # nothing written into the shared package copy
         "COURSE_MODE": "ci",
         "COURSE_DATA_DIR": str(data_dir),
         "MPLBACKEND": "Agg",
