@@ -26,6 +26,9 @@ import numpy as np
 import pytest
 
 from utils import grade, sandbox, wire
+from utils.checks import run_check
+
+from exercise_registry import EXERCISES
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = "04_soft_dice_loss"
@@ -190,6 +193,51 @@ def test_the_private_package_has_stubs_for_the_references(tmp_path):
         assert sandbox.digest(copy) == sandbox.digest(copy)
     finally:
         sandbox.remove_private(tmp_path / "pkg")
+
+
+class _InProcessKernel:
+    """Stands for a kernel: answers the grader's calls with :func:`utils.wire.answer` on a namespace, in this process."""
+
+    gone = ""
+
+    def __init__(self, namespace: dict):
+        self.namespace = namespace
+
+    def request(self, payload: dict, timeout: float) -> dict:
+        import IPython.display
+
+        published: dict = {}
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(IPython.display, "publish_display_data", published.update)
+            wire.answer(wire.encode(payload), self.namespace)
+        return wire.decode(published[wire.MIME], tensor=wire.keras_tensor)
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_every_reference_passes_every_check_through_the_wire(name):
+    """The checks run in the grader on a stand-in that calls the function elsewhere (lesson 03: a Keras block)."""
+    kernel = _InProcessKernel({name: EXERCISES[name].reference_function()})
+    for variant in ("public", "grading"):
+        fn = grade._KernelFunction(kernel, name, 1, time.monotonic() + 300)
+        results = run_check(name, fn, variant=variant, record=True, seed=12345, time_limit=False)
+        assert results and all(r.passed for r in results), [(r.description, r.detail) for r in results if not r.passed]
+
+
+def test_grading_inputs_come_from_the_per_run_seed():
+    """Two seeds, two sets of grading inputs (the hand-made masks too); no seed: the fixed variant of old."""
+    seen: dict = {}
+
+    def recorder(key):
+        def fn(*args, **kwargs):
+            seen.setdefault(key, []).append(wire.encode(list(args)))
+            return 0.5
+
+        return fn
+
+    for key, seed in (("a", 1), ("b", 2), ("c", None), ("d", None)):
+        run_check("single_class_dice_coefficient", recorder(key), variant="grading", record=True, seed=seed)
+    assert seen["a"][0] != seen["b"][0] and seen["a"][2] != seen["b"][2]  # hand-made, then random
+    assert seen["c"] == seen["d"]
 
 
 # ----------------------------------------------------------------------------

@@ -750,16 +750,27 @@ class _KernelCalls:
         return reply
 
 
-def _learner_exception(type_name: Any, message: Any, line: Any) -> Exception:
-    """An exception like the one the learner's function raised in the kernel (builtin types kept)."""
+def _builtin_exception(name: str) -> type[Exception] | None:
     import builtins
 
+    cls = getattr(builtins, name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, Exception) else None
+
+
+def _learner_exception(type_name: Any, message: Any, line: Any, base: Any = "") -> Exception:
+    """An exception like the one the learner's function raised in the kernel.
+
+    Builtin types are kept; another type becomes a class of the same name
+    derived from its nearest builtin base (a ``ValueError`` subclass is still
+    caught as a ``ValueError``).
+    """
     type_name, message = str(type_name)[:80], str(message)[:1000]
-    cls = getattr(builtins, type_name, None)
+    cls = _builtin_exception(type_name)
     err: Exception
     try:
-        if not (isinstance(cls, type) and issubclass(cls, Exception)):
-            cls = type(re.sub(r"\W", "_", type_name) or "Error", (Exception,), {})
+        if cls is None:
+            parent = _builtin_exception(str(base)) or Exception
+            cls = type(re.sub(r"\W", "_", type_name) or "Error", (parent,), {})
         err = cls(message)
     except Exception:  # noqa: BLE001 - a builtin with another constructor
         err = Exception(f"{type_name}: {message}")
@@ -801,7 +812,7 @@ class _KernelFunction:
                 warnings.warn(str(item[1])[:300], category, stacklevel=2)
         if "raised" in reply:
             raised = reply["raised"] if isinstance(reply["raised"], (list, tuple)) else []
-            raise _learner_exception(*(list(raised) + ["", "", ""])[:3])
+            raise _learner_exception(*(list(raised) + ["", "", "", ""])[:4])
         if "model" in reply and symbolic:
             return _remote_block(self, reply, [a for _, a in symbolic])
         if "ok" not in reply:
@@ -818,7 +829,7 @@ class _KernelFunction:
         )
         if "raised" in reply:
             raised = reply["raised"] if isinstance(reply["raised"], (list, tuple)) else []
-            raise _learner_exception(*(list(raised) + ["", "", ""])[:3])
+            raise _learner_exception(*(list(raised) + ["", "", "", ""])[:4])
         out = reply.get("ok")
         if not isinstance(out, np.ndarray):
             raise RuntimeError("the block's output did not come back as an array")

@@ -208,7 +208,7 @@ def keras_tensor(array: np.ndarray) -> Any:
 
 
 def _raised(err: BaseException) -> list[str]:
-    """``[type name, message, "(your line N: code)"]`` of an exception raised by the learner's code."""
+    """``[type name, message, "(your line N: code)", nearest builtin base]`` of the learner's exception."""
     import traceback
 
     line = ""
@@ -217,7 +217,8 @@ def _raised(err: BaseException) -> list[str]:
         if "site-packages" in name or "/lib/python" in name or name.startswith("<frozen") or "/course/" in name:
             continue
         line = f"(your line {frame.lineno}: {frame.line.strip()})" if frame.line else f"(your line {frame.lineno})"
-    return [type(err).__name__, str(err)[:1000], line]
+    base = next(c.__name__ for c in type(err).__mro__ if c.__module__ == "builtins")
+    return [type(err).__name__, str(err)[:1000], line, base]
 
 
 def answer(request: str, namespace: dict) -> None:
@@ -258,21 +259,20 @@ def answer(request: str, namespace: dict) -> None:
         if req.get("seed") is not None:
             np.random.seed(req["seed"])
             random.seed(req["seed"])
-        args, kwargs = req["args"], req["kwargs"]
-        before = {i: a.copy() for i, a in enumerate(args) if isinstance(a, np.ndarray)}
+        # tuples: a function that walks up to this frame cannot change what the answer is built from
+        fn, build, args, kwargs = namespace[req["name"]], req.get("build"), tuple(req["args"]), req["kwargs"]
+        before = tuple((i, a.copy()) for i, a in enumerate(args) if isinstance(a, np.ndarray))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                if req.get("build"):
-                    reply = _build_model(namespace[req["name"]], req["build"], args, kwargs)
+                if build:
+                    reply = _build_model(fn, build, list(args), kwargs)
                 else:
-                    reply = {"ok": namespace[req["name"]](*args, **kwargs)}
+                    reply = {"ok": fn(*args, **kwargs)}
             except Exception as err:  # noqa: BLE001 - the learner's error goes back to the grader
                 reply = {"raised": _raised(err)}
         reply["changed"] = {
-            str(i): args[i]
-            for i, old in before.items()
-            if old.shape != args[i].shape or not np.array_equal(old, args[i])
+            str(i): args[i] for i, old in before if old.shape != args[i].shape or not np.array_equal(old, args[i])
         }
         reply["warnings"] = [[w.category.__name__, str(w.message)[:300]] for w in caught[:5]]
     try:
