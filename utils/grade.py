@@ -2,32 +2,32 @@
 
 ``python -m utils.grade SUBMISSION.ipynb [MORE.ipynb | FOLDER ...] --out grades.csv``
 
-Each submission is untrusted code. It runs top to bottom in a fresh Jupyter
-kernel, in a separate process started with a memory limit (``RLIMIT_AS``), a
-file-size limit and a CPU-time backstop, in a fresh temporary folder outside the
-course checkout (with its own copy of the tiny phantom data), with
-``COURSE_MODE=ci`` and an environment stripped to what a lesson needs. Every
-cell has a wall-clock limit and so has the whole notebook; a cell that raises
-does not stop the run (the learner's later exercises still count), and a cell
-that kills or hangs the kernel is skipped on a fresh kernel.
+Each submission is untrusted code: its code may change only the outputs its
+own exercise functions return for the inputs this grader sends them. It runs
+top to bottom in a fresh Jupyter kernel inside a bubblewrap sandbox
+(:mod:`utils.sandbox`: a read-only view of the Python environment and of a
+private copy of the course package whose references and checks are stubs, no
+network, its own PID namespace, a private size-limited ``/tmp``, nothing of the
+instructor's files or environment), with a memory limit (``RLIMIT_AS``), a
+file-size limit and a CPU-time backstop, with ``COURSE_MODE=ci`` and its own
+copy of the tiny phantom. Every cell has a wall-clock limit and so has the whole
+notebook; a cell that raises does not stop the run (the learner's later
+exercises still count), and a cell that kills or hangs the kernel is skipped on
+a fresh kernel.
 
-After the learner's cells, scoring cells run in the same kernel (the learner's
-functions live there). For each exercise of the lesson they call
-``utils.checks.run_check(name, fn, variant=..., record=True)`` with the
+Scoring happens here, in the grader's process: for each exercise,
+``utils.checks.run_check(name, fn, variant=..., record=True)`` runs the
 ``public`` tests (those of the lesson) and the ``grading`` variants (the same
-tests on other inputs and seeds, so that answers hard-coded to the outputs
-printed in the lesson fail), and print the results as JSON on one line that
-starts with a marker and a random per-run nonce. The grader reads only the
-scoring cells' outputs of that kernel, so a learner's printed text can neither
-forge a result nor touch another learner's rows. Everything is written by this
-(parent) process, atomically, after the kernels have exited: the grades CSV
-(one row per learner and exercise), a feedback file per learner with the
-checks' ✔/✘ lines, and an instructor summary per exercise.
-
-This is not a security boundary against a determined attacker: the kernel runs
-as your user, so it can read and write what you can. For a hostile class, run
-the grader in a container or as a separate user without access to anything
-else.
+tests on inputs drawn from a seed this process draws per run and never sends
+to a kernel), where ``fn`` stands for the learner's function: each call sends
+the arguments to the kernel as wire JSON (:mod:`utils.wire`: numbers, text and
+raw NumPy bytes, never pickles), the kernel calls the learner's function and
+sends back its output the same way. Expected values, tolerances and verdicts
+never leave this process. Everything is written by this process, atomically,
+after the kernels have exited: the grades CSV (one row per learner and
+exercise), a feedback file per learner with the checks' ✔/✘ lines, and an
+instructor summary per exercise. ``--no-sandbox`` runs the kernels without
+bubblewrap (a class you trust only; it says what that exposes).
 """
 
 from __future__ import annotations
