@@ -123,6 +123,8 @@ def bwrap_command(
         "/dev/shm",
         "--dir",
         HOME,
+        "--dir",
+        f"{HOME}/tmp",
         "--bind",
         str(comm),
         str(comm),
