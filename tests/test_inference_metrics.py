@@ -275,13 +275,13 @@ def test_dice_iou_hd95_against_scipy_reference():
     inter, total = (a & b).sum(), a.sum() + b.sum()
     assert dice_score(a, b) == pytest.approx(2 * inter / total)
     assert jaccard_score(a, b) == pytest.approx(inter / (a | b).sum())
-    # reference HD95: brute force over surface voxel pairs with the spacing
+    # reference for the voxel-centre HD95: brute force over surface voxel pairs with the spacing
     spacing = (1.0, 1.5, 2.0)
     sa = np.argwhere(a & ~ndimage.binary_erosion(a)) * spacing
     sb = np.argwhere(b & ~ndimage.binary_erosion(b)) * spacing
     d = np.sqrt(((sa[:, None, :] - sb[None, :, :]) ** 2).sum(-1))
     expected = max(np.percentile(d.min(1), 95), np.percentile(d.min(0), 95))
-    assert hd95(a, b, spacing) == pytest.approx(expected, rel=1e-6)
+    assert hd95(a, b, spacing, "voxels") == pytest.approx(expected, rel=1e-6)
     assert hd95(a, a, spacing) == 0.0
 
 

@@ -62,6 +62,10 @@ class Settings:
         patch_shape: the patch lessons 02 and 03 cut and build for (the
             assignment's 160x160x16); the training patch is
             ``preset(mode).patch_shape``.
+        clinical_cases: phantom patients of lesson 08's clinical cohort
+            (label maps only, as many as BraTS 2020's 369 outside ci mode).
+        clinical_shape: the grid their label maps are drawn on (same field
+            of view, so volumes in mL agree with the phantom's).
     """
 
     mode: str
@@ -70,10 +74,12 @@ class Settings:
     phantom_test: int
     phantom_dir_name: str
     patch_shape: tuple[int, int, int]
+    clinical_cases: int = 369
+    clinical_shape: tuple[int, int, int] = (96, 96, 62)
 
 
 _SETTINGS = {
-    "ci": Settings("ci", TINY_SHAPE, 6, 1, "phantom-ci", (16, 16, 16)),
+    "ci": Settings("ci", TINY_SHAPE, 6, 1, "phantom-ci", (16, 16, 16), 80, TINY_SHAPE),
     "cpu": Settings("cpu", BRATS_SHAPE, 16, 2, "phantom", (160, 160, 16)),
     "gpu": Settings("gpu", BRATS_SHAPE, 24, 2, "phantom", (160, 160, 16)),
 }

@@ -523,6 +523,27 @@ def make_phantom_case(seed: int, shape: tuple[int, int, int] = BRATS_SHAPE):
     return case["image"], case["label"], case["affine"]
 
 
+def make_phantom_label(seed: int, shape: tuple[int, int, int] = BRATS_SHAPE) -> tuple[np.ndarray, np.ndarray, str]:
+    """The label map of phantom case ``seed`` without its images (a fraction of the cost).
+
+    The same draws as :func:`make_phantom_case`, stopped once the tumour is
+    planted: the label equals that function's label for the same
+    ``(seed, shape)``.
+
+    Returns:
+        ``(label, affine, grade)``: uint8 ``(x, y, z)`` in the MSD label
+        values, 4x4 affine, and the planted tumour's grade, ``"high"`` or
+        ``"low"`` (lower grade: no enhancing tumour).
+    """
+    anat = anatomy(tuple(int(s) for s in shape))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), GENERATOR_VERSION]))
+    params = _tumour_parameters(rng, anat)
+    _, _, comp = _plant_tumour(rng, anat, params)
+    label = np.where(comp == 4, 2, comp).astype(np.uint8)
+    label[~anat["mask"]] = 0
+    return label, anat["affine"].copy(), params["grade"]
+
+
 def _synthesise(seed: int, shape: tuple[int, int, int]) -> dict:
     """:func:`make_phantom_case`, plus what went into it: ``params`` and the look-alike maps."""
     anat = anatomy(tuple(int(s) for s in shape))
@@ -636,6 +657,11 @@ def _case_ids(n_train: int, n_test: int) -> tuple[list[str], list[str]]:
 
 def _case_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def case_seed(dataset_seed: int, index: int) -> int:
+    """The seed of case ``index`` (0-based: ``PHANTOM_001`` is 0) of a phantom dataset made with ``dataset_seed``."""
+    return _case_seed(dataset_seed, index)
 
 
 def _write_case(task: tuple) -> dict:

@@ -23,6 +23,12 @@ scoring never reads a label this run wrote. Refusals are one line, exit 2.
 
 from __future__ import annotations
 
+# First, before Keras: a spawned data worker (utils.parallel) re-imports the module that `python -m` ran,
+# so this keeps TensorFlow's start-up notices out of each worker too, as `import utils` does in this process.
+from .backend import quiet_start
+
+quiet_start()
+
 import argparse
 import os
 import sys
@@ -44,7 +50,7 @@ from .data import (
 )
 from .inference import predict_case, probabilities_path, save_segmentation
 from .metrics import evaluate_cases
-from .model import ModelLoadError, load_model
+from .model import ModelLoadError, dtype_policy_of, load_model, saved_dtype_policy
 from .safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target
 
 MSD_FOLDERS = ("imagesTr", "labelsTr", "imagesTs")
@@ -155,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         model = load_model(args.model, compile=False)
+        saved = saved_dtype_policy(args.model)
+        if saved != dtype_policy_of(model):
+            print(f"{args.model} was trained with mixed precision ({saved}); no GPU here, so it runs in float32")
         if args.input:
             case_id, _, pred, _ = segment(model, args.input, args.output, **options)
             counts = np.bincount(pred.ravel(), minlength=4)[1:]

@@ -297,8 +297,25 @@ class Run:
             raise ExerciseCheckError(self.not_written)
         if failed:
             print(f"{total - len(failed)} of {total} public tests passed.")
-            raise ExerciseCheckError(f"{len(failed)} public test(s) of {self.name}() failed: " + "; ".join(failed))
+            first = next(r for r in self.results if not r.passed)
+            raise ExerciseCheckError(
+                f"{len(failed)} of {total} public tests of {self.name}() failed; first: {_finding(first)}"
+            )
         print(f"All public tests passed ({total} of {total}).")
+
+
+SUMMARY_CHARS = 160
+"""The most characters of the first failed test's finding in the one-line summary."""
+
+
+def _finding(result: TestResult) -> str:
+    """The first failed test's finding in one short line: its first detail line (or its description)."""
+    lines = [line.strip() for line in result.detail.splitlines() if line.strip()]
+    text = lines[0] if lines else result.description
+    if len(lines) > 2 and lines[1].startswith("expected:") and lines[2].startswith("got:"):  # a Mismatch
+        text = f"{text}: expected {lines[1][len('expected:') :].strip()}, got {lines[2][len('got:') :].strip()}"
+    text = " ".join(text.split())
+    return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 3] + "..."
 
 
 def run_check(
