@@ -57,7 +57,8 @@ import utils  # before keras: it keeps TensorFlow's start-up notices out of the 
 import keras
 
 from utils.course.checks import check_blend_windows, check_region_dice
-from utils.data.datasets import get_dataset, load_case
+from utils.data.datasets import load_case
+from utils.data.sources import get_dataset
 from utils.inference.sliding_window import (gaussian_weights, predict_case, preprocess_for_model, probabilities_to_labels,
                              save_segmentation, sliding_window_predict, tile_predict, window_starts)
 from scipy import ndimage

@@ -75,7 +75,8 @@ from utils.course.checks import check_parse_survival, check_tumour_volumes_ml
 from utils.data.clinical import (FEATURES, SURVIVAL_CLASSES, SURVIVAL_FILE, ClinicalTableError, clinical_tables,
                             match_cases, read_survival_info, survival_class, tumour_features)
 from utils.config import course_mode, get_settings, preset, run_dir, use_drive
-from utils.data.datasets import get_dataset, list_cases, load_case, load_label
+from utils.data.datasets import list_cases, load_case, load_label
+from utils.data.sources import get_dataset
 from utils.inference.sliding_window import predict_case
 from utils.data.labels import CLASS_COLORS, CLASS_NAMES
 from utils.data.phantom_clinical import phantom_cohort, write_phantom_clinical

@@ -24,7 +24,6 @@ from .data.datasets import (
     Case,
     DatasetError,
     detect_layout,
-    get_dataset,
     list_cases,
     load_brats_case,
     load_case,
@@ -43,6 +42,7 @@ from .data.labels import (
     msd_to_brats,
     one_hot,
 )
+from .data.sources import get_dataset
 from .errors import CourseError
 from .parallel import NO_KERAS_ENV
 from .preprocessing.transforms import (

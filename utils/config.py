@@ -56,6 +56,20 @@ VALIDATION_FOREGROUND_FRACTION = 0.5
 """Share of validation patches centred on tumour, in every mode: half, so ``val_pooled_dice`` sees
 tumour and healthy brain alike whatever share the training draws."""
 
+NIFTI_MAX_MB = 1024
+"""Most voxel data (MB, decompressed) one NIfTI file may hold before the course refuses to read it:
+a 240x240x155x4 float32 BraTS case is 143 MB, so this is about seven of them. A header that
+declares more, or a ``.nii.gz`` that decompresses to more, is refused before anything is allocated."""
+
+MODEL_CONFIG_MAX_MB = 64
+"""Largest ``config.json`` (MB, uncompressed) a ``.keras`` archive may hold (Keras writes the layer graph there: kilobytes)."""
+
+MODEL_MAX_MB = 4096
+"""Largest total size (MB, uncompressed) of the members of a ``.keras`` archive (weights and config; far above any course U-Net)."""
+
+LOCK_WAIT_SECONDS = 0.0
+"""How long a command waits for another course command to finish with its output folder before refusing."""
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -11,7 +11,6 @@ from utils.config import TINY_SHAPE
 from utils.data.datasets import (
     DatasetError,
     detect_layout,
-    get_dataset,
     list_cases,
     load_brats_case,
     load_case,
@@ -21,6 +20,7 @@ from utils.data.datasets import (
     split_cases,
 )
 from utils.data.labels import MODALITIES
+from utils.data.sources import get_dataset
 
 from conftest import snapshot, write_brats_case
 

@@ -11,13 +11,13 @@ from utils.data.datasets import (
     LAYOUTS,
     DatasetError,
     detect_layout,
-    get_dataset,
     list_cases,
     load_brats_case,
     load_case,
     load_label,
 )
 from utils.data.labels import brats2023_to_msd
+from utils.data.sources import get_dataset
 
 from conftest import write_brats_case
 

@@ -55,7 +55,18 @@ from scipy import ndimage as ndi
 
 from ..config import BRATS_SHAPE, TINY_SHAPE
 from ..parallel import default_workers, map_in_processes
-from ..safety import OwnedFiles, UnsafeWriteError, adopt_files, check_target, foreign_files, install_folder
+from ..safety import (
+    OwnedFiles,
+    UnsafeWriteError,
+    adopt_files,
+    check_target,
+    check_writable,
+    folder_lock,
+    foreign_files,
+    install_folder,
+    one_line,
+)
+from .datasets import load_nifti
 from .labels import LABEL_NAMES, MODALITIES
 
 GENERATOR_VERSION = 4
@@ -165,7 +176,7 @@ def anatomy(shape: tuple[int, int, int] = BRATS_SHAPE) -> dict:
         sequence ``healthy`` ``(4, x, y, z)``, and ``affine`` / ``spacing``.
     """
     shape = tuple(int(s) for s in shape)
-    images = {name: nib.load(str(path)) for name, path in template_paths().items()}
+    images = {name: load_nifti(path, f"MNI template {name}", ndim=(3,)) for name, path in template_paths().items()}
     src_affine = images["t1"].affine
     raw = {name: np.asarray(img.get_fdata(dtype=np.float32)) / 255.0 for name, img in images.items()}
     src_mask = ndi.binary_fill_holes(raw["t1"] > 0.2)
@@ -796,6 +807,22 @@ def make_phantom_dataset(
     check_target(out_dir, "the phantom folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise UnsafeWriteError(f"the phantom folder {out_dir} is a file, not a folder; choose a folder")
+    check_writable(out_dir, "the phantom")
+    with folder_lock(out_dir, TOOL):  # one writer per folder
+        return _make_locked(out_dir, n_train, n_test, shape, seed, overwrite, workers, progress)
+
+
+def _make_locked(
+    out_dir: Path,
+    n_train: int,
+    n_test: int,
+    shape: tuple[int, int, int],
+    seed: int,
+    overwrite: bool,
+    workers: int | None,
+    progress: bool,
+) -> Path:
+    """:func:`make_phantom_dataset` with ``out_dir`` locked."""
     params = _params(n_train, n_test, shape, seed)
     marker = read_marker(out_dir)
     if marker is not None and {k: marker.get(k) for k in params} == params and _is_complete(out_dir, marker):
@@ -928,8 +955,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         out = make_phantom_dataset(args.out, args.train, args.test, shape, args.seed, args.overwrite, args.workers)
-    except (FileExistsError, ValueError, OSError) as err:  # refusals (UnsafeWriteError is a ValueError)
-        print(f"error: {err}", file=sys.stderr)
+    except (FileExistsError, ValueError, OSError) as err:  # refusals (UnsafeWriteError is a ValueError), full disk
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print(f"phantom dataset ready in {out} ({time.perf_counter() - start:.1f} s)")
     print("label statistics of the training cases (volumes in mL):")

@@ -389,12 +389,46 @@ class ModelLoadError(CourseError, ValueError):
     """A file is not a loadable ``.keras`` model of the course."""
 
 
+def check_model_archive(path: Path) -> None:
+    """Refuse a ``.keras`` archive whose members would inflate past the limits, before Keras reads any of it.
+
+    The sizes are the ones the zip's central directory declares; Python's
+    ``zipfile`` (which Keras reads the archive with) never returns more than
+    the declared size of a member, so the check bounds what Keras can inflate.
+    Limits: :data:`utils.config.MODEL_CONFIG_MAX_MB` for ``config.json`` and
+    :data:`utils.config.MODEL_MAX_MB` for all members together.
+
+    Raises:
+        ModelLoadError: one line naming the file, the member and the sizes.
+    """
+    from .. import config  # read at each call
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ModelLoadError(f"could not read the model {path}: not a valid .keras archive ({err})") from err
+    for info in members:
+        if info.filename == "config.json" and info.file_size > config.MODEL_CONFIG_MAX_MB << 20:
+            raise ModelLoadError(
+                f"refusing to load the model {path}: its config.json inflates to {info.file_size / 2**20:,.0f} MB, "
+                f"more than the limit of {config.MODEL_CONFIG_MAX_MB} MB (utils.config.MODEL_CONFIG_MAX_MB)"
+            )
+    total = sum(info.file_size for info in members)
+    if total > config.MODEL_MAX_MB << 20:
+        raise ModelLoadError(
+            f"refusing to load the model {path}: its members inflate to {total / 2**20:,.0f} MB in all, "
+            f"more than the limit of {config.MODEL_MAX_MB} MB (utils.config.MODEL_MAX_MB)"
+        )
+
+
 def saved_dtype_policy(path) -> str:
     """The compute policy a saved ``.keras`` model's layers carry: ``"mixed_float16"``, ``"float32"`` ...
 
     Read from the archive's ``config.json`` without building the model: the
-    first mixed policy found, else ``"float32"``.
+    first mixed policy found, else ``"float32"`` (after :func:`check_model_archive`).
     """
+    check_model_archive(path)
     with zipfile.ZipFile(path) as archive:
         config = json.loads(archive.read("config.json"))
     names = set()
@@ -477,7 +511,8 @@ def load_model(path, compile: bool = True, precision: str = "auto") -> keras.Mod
     """Load a ``.keras`` model saved by the course (its loss and metrics are registered).
 
     Keras ``safe_mode`` stays on: a model with arbitrary code (a ``Lambda``
-    layer) is refused rather than executed.
+    layer) is refused rather than executed. The archive's member sizes are
+    checked first (:func:`check_model_archive`).
 
     A model trained with mixed precision (on a GPU, ``mixed_float16``) is
     loaded under that policy (so its loss-scaled optimizer state loads too)
@@ -504,6 +539,7 @@ def load_model(path, compile: bool = True, precision: str = "auto") -> keras.Mod
         raise ModelLoadError(
             f"{path} is not a .keras model (expected the zip archive that model.save() writes with a .keras name)"
         )
+    check_model_archive(path)
     try:
         policy = saved_dtype_policy(path)
         with dtype_policy_scope(policy):  # a mixed model's optimizer is loss-scaled: load it as it was saved

@@ -59,7 +59,8 @@ import pandas as pd
 
 from ..backend import gpu_count
 from ..config import PRESETS, VALIDATION_FOREGROUND_FRACTION, TrainConfig, data_root, preset, run_dir
-from ..data.datasets import get_dataset, list_cases, split_cases
+from ..data.datasets import list_cases, split_cases
+from ..data.sources import get_dataset
 from ..inference.sliding_window import evaluate_model
 from ..model.losses import (
     CLASS_DICE_METRICS,
@@ -76,9 +77,14 @@ from ..safety import (
     UnsafeWriteError,
     atomic_path,
     check_target,
+    check_writable,
     file_record,
+    folder_lock,
+    is_empty_folder,
     matches_record,
+    one_line,
     read_json_object,
+    relock_moved,
     write_bytes_atomic,
     write_json_atomic,
 )
@@ -343,18 +349,12 @@ def prepare_output_dir(output_dir: Path, config: TrainConfig, resume: bool) -> P
         UnsafeWriteError: the folder is refused. ValueError: it holds a run
             with other parameters (resume).
     """
-    check_target(output_dir, "--output-dir")
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UnsafeWriteError(f"--output-dir {output_dir} is a file, not a folder")
-    used = output_dir.is_dir() and any(output_dir.iterdir())
-    if used and not is_run_folder(output_dir):
-        raise UnsafeWriteError(
-            f"refusing to use --output-dir {output_dir}: it is not empty and is not a training run folder "
-            "(no ownership marker); choose a new or empty folder"
-        )
+    used = _check_run_folder(output_dir)
     if used and not resume:
         moved = output_dir.with_name(f"{output_dir.name}-old-{time.strftime('%Y%m%d-%H%M%S')}")
         output_dir.rename(moved)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        relock_moved(output_dir)  # the lock went with the old run: hold the new folder
         print(f"resume=False: the previous run in {output_dir} was moved to {moved}")
     elif used and (output_dir / "last.keras").is_file():
         _check_resume(output_dir, config)
@@ -363,6 +363,20 @@ def prepare_output_dir(output_dir: Path, config: TrainConfig, resume: bool) -> P
     if not owned.exists:
         owned.save()
     return output_dir
+
+
+def _check_run_folder(output_dir: Path) -> bool:
+    """Refuse a run folder no flag unlocks, or a non-empty one that :func:`train` did not make; return whether it is used."""
+    check_target(output_dir, "--output-dir")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UnsafeWriteError(f"--output-dir {output_dir} is a file, not a folder")
+    used = output_dir.is_dir() and not is_empty_folder(output_dir)
+    if used and not is_run_folder(output_dir):
+        raise UnsafeWriteError(
+            f"refusing to use --output-dir {output_dir}: it is not empty and is not a training run folder "
+            "(no ownership marker); choose a new or empty folder"
+        )
+    return used
 
 
 def _check_resume(output_dir: Path, config: TrainConfig) -> None:
@@ -452,7 +466,31 @@ def train(
     progress: bool = True,
     callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
-    """Train (or resume training) a U-Net as ``config`` says.
+    """Train (or resume training) a U-Net as ``config`` says, holding the run folder's lock throughout.
+
+    One writer per run folder: a second training into a folder another
+    process is training in is refused in one line naming that process
+    (:func:`utils.safety.folder_lock`). The folder is checked (protected
+    places, a folder that is not a run) and must be writable before anything
+    starts. Arguments and result: see :func:`_train`.
+    """
+    cluster = distribute.current_cluster()
+    if cluster is not None and not cluster.is_chief:  # workers read what the chief writes, under its lock
+        return _train(config, resume, progress, callbacks)
+    output_dir = run_dir(config)
+    _check_run_folder(output_dir)
+    check_writable(output_dir, "the run folder")
+    with folder_lock(output_dir, TOOL):
+        return _train(config, resume, progress, callbacks)
+
+
+def _train(
+    config: TrainConfig,
+    resume: bool = True,
+    progress: bool = True,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+) -> TrainResult:
+    """Train (or resume training) a U-Net as ``config`` says (the run folder already locked by :func:`train`).
 
     Args:
         config: the parameters.
@@ -673,8 +711,8 @@ def main(argv: list[str] | None = None) -> int:
         config = preset(args.mode, **overrides)
         result = train(config, resume=not args.no_resume)
     except (ValueError, OSError, CacheError, distribute.ClusterError) as err:  # refusals, bad data, a run with
-        # other parameters, a cluster whose workers cannot meet
-        print(f"error: {err}", file=sys.stderr)
+        # other parameters, a cluster whose workers cannot meet, a full or read-only disk
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     last = result.history.iloc[-1] if len(result.history) else {}
     summary = ", ".join(

@@ -354,6 +354,8 @@ def _expect_standardized(what: str, image: np.ndarray, got: Any, index=np.s_[...
 def _standardize_tests(standardize: Callable, run: Run, grading: bool) -> None:
     """Tests of ``standardize`` (lesson 02, exercise 2)."""
     a = np.arange(1, 10).reshape(3, 3) if not grading else np.array([[2, 4, 4], [4, 5, 5], [7, 9, 0]])
+    if run.hidden:  # the grader's per-run seed: a hand-made slice the source does not show
+        a = run.rng(2).permutation(np.arange(9) + run.rng(3).integers(0, 5)).reshape(3, 3)
     image = np.zeros((3, 3, 2, 2), dtype=np.float32)
     image[:, :, 0, 0] = a
     image[:, :, 1, 0] = 100 * a + (0 if not grading else 7)  # other slice, other scale
@@ -394,12 +396,12 @@ def _standardize_tests(standardize: Callable, run: Run, grading: bool) -> None:
         _expect_standardized("a constant slice becomes all zeros (no NaN)", image, out, np.s_[:, :, 0, 1])
 
     def int16_input():
-        rng = np.random.default_rng(21 if grading else 20)
+        rng = run.rng(20)
         vol = rng.integers(0, 900, size=(7, 6, 3, 4) if grading else (6, 5, 4, 4)).astype(np.int16)
         _expect_standardized("int16 input (as the real files are): float values", vol, standardize(vol.copy()))
 
     def random_volume():
-        rng = np.random.default_rng(23 if grading else 22)
+        rng = run.rng(22)
         vol = rng.normal(300.0, 50.0, size=(9, 7, 4, 3) if grading else (8, 7, 5, 4)).astype(np.float32)
         vol[:, :, 1, 2] = 123.0
         _expect_standardized("every slice", vol, standardize(vol.copy()))

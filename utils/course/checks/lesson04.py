@@ -180,15 +180,26 @@ _L1G = np.array([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
 _L2G = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
 
 
-def _hand_made(grading: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (_P1G, _L1G, _L2G) if grading else (_P1, _L1, _L2)
+def _masks(run: Run, n: int, shape: tuple[int, int] = (2, 3)) -> list[np.ndarray]:
+    """``n`` different 0/1 masks, each with a 0 and a 1, from the grader's per-run seed."""
+    rng = run.rng(1)
+    while True:
+        masks = [(rng.random(shape) < 0.5).astype(np.float64) for _ in range(n)]
+        if all(0 < m.sum() < m.size for m in masks) and len({m.tobytes() for m in masks}) == n:
+            return masks
+
+
+def _hand_made(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if run.hidden:
+        return tuple(_masks(run, 3))
+    return (_P1G, _L1G, _L2G) if run.grading else (_P1, _L1, _L2)
 
 
 @exercise("single_class_dice_coefficient", LESSON)
 def _single_class_dice_coefficient_tests(fn: Callable, run: Run, grading: bool) -> None:
     """Tests of ``single_class_dice_coefficient`` (lesson 04, exercise 1)."""
-    p, l1, l2 = (a[..., None] for a in _hand_made(grading))
-    rng = np.random.default_rng(41 if grading else 40)
+    p, l1, l2 = (a[..., None] for a in _hand_made(run))
+    rng = run.rng(40)
     kw = {"soft": False, "loss": False, "batch": False}
 
     def hand(label):
@@ -233,7 +244,7 @@ def _single_class_dice_coefficient_tests(fn: Callable, run: Run, grading: bool) 
 @exercise("dice_coefficient", LESSON)
 def _dice_coefficient_tests(fn: Callable, run: Run, grading: bool) -> None:
     """Tests of ``dice_coefficient`` (lesson 04, exercise 2)."""
-    p, l1, l2 = _hand_made(grading)
+    p, l1, l2 = _hand_made(run)
     kw = {"soft": False, "loss": False, "batch": True}
     batch_pred = np.stack([p, p], axis=-1)[None, :, :, None, :]
     batch_label = np.stack([l1, l2], axis=-1)[None, :, :, None, :]
@@ -252,7 +263,7 @@ def _dice_coefficient_tests(fn: Callable, run: Run, grading: bool) -> None:
         f"per sample, then the mean: samples with Dice 1.0 and {s1:.4g} (epsilon=1) give {(1 + s1) / 2:.4g}",
         lambda: _expect_dice("Dice", two_label, two_pred, 1.0, fn(two_label, two_pred, epsilon=1), **kw),
     )
-    rng = np.random.default_rng(43 if grading else 42)
+    rng = run.rng(42)
     # batch, x, y, z and classes all differ
     t, q = _soft(rng, (3, 4, 6, 5, 2) if grading else (2, 5, 4, 6, 3))
     run.test(
@@ -272,7 +283,7 @@ def _dice_coefficient_tests(fn: Callable, run: Run, grading: bool) -> None:
 @exercise("soft_dice_loss", LESSON)
 def _soft_dice_loss_tests(fn: Callable, run: Run, grading: bool) -> None:
     """Tests of ``soft_dice_loss`` (lesson 04, exercise 3)."""
-    p, l1, l2 = _hand_made(grading)
+    p, l1, l2 = _hand_made(run)
     kw = {"soft": True, "loss": True, "batch": True}
     pred, label = p[None, :, :, None, None], l1[None, :, :, None, None]
     hard = 1 - float(_dice(label, pred, (1, 2, 3), 1.0, True)[0, 0])
@@ -286,7 +297,7 @@ def _soft_dice_loss_tests(fn: Callable, run: Run, grading: bool) -> None:
         f"soft pred {(0.5 * p).tolist()}: the denominator squares the predictions, {soft:.4g}",
         lambda: _expect_dice("loss", label, half, 1.0, fn(label, half, epsilon=1), **kw),
     )
-    rng = np.random.default_rng(45 if grading else 44)
+    rng = run.rng(44)
     t, q = _soft(rng, (2, 4, 6, 5, 3) if grading else (3, 5, 4, 6, 2))
     run.test(
         f"a {t.shape} batch of soft predictions, epsilon=1: one minus the mean over samples and classes",
@@ -367,7 +378,9 @@ def _expect_sens_spec(pred: np.ndarray, label: np.ndarray, k: int, got: Any) -> 
 def _compute_class_sens_spec_tests(fn: Callable, run: Run, grading: bool) -> None:
     """Tests of ``compute_class_sens_spec`` (lesson 04, exercise 4)."""
     # (x, y, z, classes) as the docstring says: a hand-made slice, z = 1, one class
-    if grading:
+    if run.hidden:  # the grader's per-run seed: a hand-made slice the source does not show
+        pred1, label1 = (m.astype(np.int64)[..., None, None] for m in _masks(run, 2))
+    elif grading:
         pred1 = np.array([[1, 1, 0], [0, 1, 0]])[..., None, None]
         label1 = np.array([[1, 0, 0], [1, 1, 1]])[..., None, None]
     else:
@@ -379,7 +392,7 @@ def _compute_class_sens_spec_tests(fn: Callable, run: Run, grading: bool) -> Non
         f"specificity {s['spec']:.4g}",
         lambda: _expect_sens_spec(pred1, label1, 0, fn(pred1, label1, 0)),
     )
-    rng = np.random.default_rng(47 if grading else 46)
+    rng = run.rng(46)
     shape = (5, 4, 6, 3) if grading else (5, 4, 2, 3)  # x, y, z and the classes differ
     pred = (rng.random(shape) < 0.5).astype(np.int64)
     label = (rng.random(shape) < 0.4).astype(np.int64)
@@ -415,7 +428,7 @@ def _compute_class_sens_spec_tests(fn: Callable, run: Run, grading: bool) -> Non
 @exercise("get_sens_spec_df", LESSON)
 def _get_sens_spec_df_tests(fn: Callable, run: Run, grading: bool) -> None:
     """Tests of ``get_sens_spec_df`` (lesson 04, exercise 5)."""
-    rng = np.random.default_rng(49 if grading else 48)
+    rng = run.rng(48)
     shape = (5, 7, 4, 3) if grading else (6, 5, 4, 3)
     label = (rng.random(shape) < 0.3).astype(np.uint8)
     pred = label.copy()

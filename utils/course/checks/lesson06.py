@@ -101,7 +101,7 @@ def _blend_windows_tests(blend_windows: Callable, run: Run, grading: bool) -> No
         )
 
     def identity():
-        rng = np.random.default_rng(61 if grading else 60)
+        rng = run.rng(60)
         shape, win = ((11, 9, 7), (5, 4, 3)) if grading else ((10, 8, 6), (4, 3, 2))
         volume = rng.normal(size=(*shape, 3 if grading else 2))
         starts = _grid(shape, win, (3, 2, 2))
@@ -116,7 +116,7 @@ def _blend_windows_tests(blend_windows: Callable, run: Run, grading: bool) -> No
         )
 
     def several_channels():
-        rng = np.random.default_rng(63 if grading else 62)
+        rng = run.rng(62)
         shape, win = ((8, 6, 5), (4, 3, 3)) if grading else ((6, 5, 4), (3, 3, 2))
         starts = _grid(shape, win, (2, 2, 2))
         preds = rng.random((len(starts), *win, 3))
@@ -131,7 +131,7 @@ def _blend_windows_tests(blend_windows: Callable, run: Run, grading: bool) -> No
         )
 
     def inputs_untouched():
-        rng = np.random.default_rng(67 if grading else 66)
+        rng = run.rng(66)
         shape, win = ((7, 5, 6), (4, 3, 2)) if grading else ((6, 7, 5), (3, 4, 2))
         starts = _grid(shape, win, (2, 2, 2))
         preds = rng.random((len(starts), *win, 2))
@@ -237,7 +237,7 @@ def _region_dice_tests(region_dice: Callable, run: Run, grading: bool) -> None:
         _expect_regions("a region empty in the truth only: Dice 0", zero, some, region_dice(zero, some))
 
     def random_maps():
-        rng = np.random.default_rng(65 if grading else 64)
+        rng = run.rng(64)
         shape = (9, 7, 4) if grading else (8, 6, 5)
         t = rng.integers(0, 4, size=shape).astype(np.uint8)
         p = np.where(rng.random(shape) < 0.7, t, rng.integers(0, 4, size=shape)).astype(np.uint8)
