@@ -130,9 +130,10 @@ def open_report(browser: Chromium, path: Path):
     return box, ready, progress
 
 
-def wait_loaded(browser: Chromium, timeout: float = 900.0) -> str:
-    """Wait until what was asked for is loaded; return what the loading line said just after asking."""
-    said = browser.evaluate("document.getElementById('progress').textContent")
+def ask(browser: Chromium, action: str, timeout: float = 900.0) -> str:
+    """Run the JavaScript ``action`` (a click, a menu choice), wait until what it asked for is
+    loaded and drawn; return what the loading line said right after the action."""
+    said = browser.evaluate(f"(() => {{ {action}; return document.getElementById('progress').textContent; }})()")
     deadline = time.monotonic() + timeout
     while browser.evaluate("document.body.dataset.loading") != "":
         assert time.monotonic() < deadline, "an asked-for layer did not load"
@@ -143,8 +144,7 @@ def wait_loaded(browser: Chromium, timeout: float = 900.0) -> str:
 
 
 def switch(browser: Chromium, layer: str) -> str:
-    browser.evaluate(f"document.querySelector('#controls input[data-layer=\"{layer}\"]').click()")
-    return wait_loaded(browser)
+    return ask(browser, f"document.querySelector('#controls input[data-layer=\"{layer}\"]').click()")
 
 
 def problems(browser: Chromium) -> tuple[list[str], list[str]]:
@@ -167,11 +167,10 @@ def test_segmentation_report_shows_brain_and_the_three_label_colours(case, out_d
         switch(browser, "segmentation")  # overlay off
         hidden_png = browser.screenshot(out_dir / "segmentation_hidden.png")
         hidden = colour_counts(hidden_png, box)
-        browser.evaluate(
-            "(() => { const s = document.querySelector('#controls select'); s.value = '2';"
-            " s.dispatchEvent(new Event('change')); })()"
-        )  # background FLAIR -> T1gd
-        asked = wait_loaded(browser)
+        asked = ask(  # background FLAIR -> T1gd
+            browser,
+            "const s = document.querySelector('#controls select'); s.value = '2'; s.dispatchEvent(new Event('change'))",
+        )
         t1gd_png = browser.screenshot(out_dir / "segmentation_hidden_t1gd.png")
         t1gd = colour_counts(t1gd_png, box)
         remote, errors = problems(browser)
