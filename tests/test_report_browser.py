@@ -50,7 +50,7 @@ def colour_counts(png: Path, box) -> dict[str, int]:
         Image.open(png).convert("RGB").crop((left, top, left + width, top + height)).convert("HSV"), dtype=np.float32
     )
     hue, sat, val = hsv[..., 0] * 360.0 / 255.0, hsv[..., 1] / 255.0, hsv[..., 2] / 255.0
-    vivid = (sat > 0.45) & (val > 0.3)
+    vivid = (sat > 0.3) & (val > 0.3)  # a half-transparent fill over bright FLAIR is pale
     counts = {}
     for name, (lo, hi) in HUES.items():
         in_range = ((hue >= lo) | (hue <= hi)) if lo > hi else ((hue >= lo) & (hue <= hi))

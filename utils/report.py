@@ -232,12 +232,19 @@ _SCRIPT = r"""
     if (!loaded.has(layer.id) && layer !== loading && !queue.includes(layer)) queue.push(layer);
     showProgress(); loadNext();
   };
+  let firstFrame;
+  const shownLoaded = new Promise((resolve) => { firstFrame = resolve; });
   root.send = (message) => {
     if (!message || message.event !== "image_loaded") return;
     loaded.add(message.data.id);
     if (loading && loaded.has(loading.id)) loading = null;
+    if (data.layers.every((l) => !l.shown || loaded.has(l.id))) firstFrame();
     showProgress(); setTimeout(loadNext, 0);
   };
+  // Every volume, the first ones too, goes through the widget's "volumes changed" path, so
+  // it parses each volume once (its first render keeps its own list of those it loaded).
+  const shownModels = root.get("volumes");
+  root.state.volumes = [];
   showProgress();
   try {
     const code = await new Response(new Blob([bytes(data.esm)]).stream()
@@ -268,6 +275,8 @@ _SCRIPT = r"""
       const label = document.createElement("label"); label.append(box, " " + layer.name + " ", slider);
       controls.append(label);
     }
+    root.set("volumes", shownModels);
+    await shownLoaded;
     document.body.dataset.viewer = "ready";
     showProgress(); loadNext();
   } catch (err) {
