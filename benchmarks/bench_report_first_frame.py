@@ -5,7 +5,8 @@
 For each report, opens it from disk in a fresh headless Chromium (SwiftShader,
 as on a machine without a GPU) and takes a screenshot of the viewer's box
 every half second until it shows grey brain (more than 2% of its pixels grey
-and bright). Prints the seconds from navigation to that first picture and,
+and bright). Prints the seconds from navigation to that first picture, to
+the page's controls (the viewer has loaded what it loads at the start) and,
 on a page that loads a sequence when asked, how long T1gd then takes. Run
 reports of the same case, written by the code before and after a change, in
 one call: the times compare within a run, not across machines.
@@ -35,9 +36,10 @@ def grey_fraction(png: bytes) -> float:
     return float(((hsv[..., 1] < 0.1) & (hsv[..., 2] > 0.25)).mean())
 
 
-def first_frame(path: Path, timeout: float = 900.0) -> tuple[float, float | None]:
-    """Seconds to the first picture of brain and, on a page that loads layers when asked,
-    seconds from asking for T1gd until it is loaded (None on a page that loads all at the start)."""
+def first_frame(path: Path, timeout: float = 900.0) -> tuple[float, float, float | None]:
+    """Seconds to the first picture of brain, to the page's controls (``data-viewer="ready"``: the
+    viewer has loaded what it loads at the start) and, on a page that loads layers when asked,
+    from asking for T1gd until it is loaded (None on a page that loads all at the start)."""
     import base64
 
     with Chromium(1200, 1000) as browser:
@@ -56,10 +58,11 @@ def first_frame(path: Path, timeout: float = 900.0) -> tuple[float, float | None
                 if grey_fraction(base64.b64decode(data)) > 0.02:
                     first = time.monotonic() - start
             time.sleep(0.5)
-        if not browser.evaluate("!!document.getElementById('progress')"):
-            return first, None
         while browser.evaluate("document.body.dataset.viewer") != "ready":
             time.sleep(0.5)
+        ready = time.monotonic() - start
+        if not browser.evaluate("!!document.getElementById('progress')"):
+            return first, ready, None
         asked = time.monotonic()
         browser.evaluate(
             "(() => { const s = document.querySelector('#controls select'); s.value = '2';"
@@ -67,16 +70,16 @@ def first_frame(path: Path, timeout: float = 900.0) -> tuple[float, float | None
         )
         while browser.evaluate("document.body.dataset.loading") != "":
             time.sleep(0.5)
-        return first, time.monotonic() - asked
+        return first, ready, time.monotonic() - asked
 
 
 def main(paths: list[str]) -> None:
     for name in paths:
         path = Path(name)
-        first, asked = first_frame(path)
+        first, ready, asked = first_frame(path)
         size = path.stat().st_size / 2**20
         rest = "" if asked is None else f", T1gd loaded {asked:.1f} s after asking for it"
-        print(f"{path.name} ({size:.1f} MiB): first frame {first:.1f} s{rest}", flush=True)
+        print(f"{path.name} ({size:.1f} MiB): first frame {first:.1f} s, controls {ready:.1f} s{rest}", flush=True)
 
 
 if __name__ == "__main__":

@@ -326,7 +326,6 @@ def build_niivue(
         back_color=(0.0, 0.0, 0.0, 1.0),
         crosshair_color=(1.0, 1.0, 0.0, 0.5),  # yellow: no label colour
         crosshair_width=1.0,  # one voxel
-        crosshair_gap=12.0,  # mm left open around the crosshair's centre: the tumour there stays visible
         is_corner_orientation_text=True,  # letters in the corners, clear of the crosshair
         is_colorbar=False,
         show_legend=False,
