@@ -133,8 +133,8 @@ memory.round(2)
 # 2. cut `X = image[start_x:start_x + output_x, ..., :]` (all channels) and the
 #    same window of `label`;
 # 3. one-hot encode the label window into `num_classes` channels, channel k
-#    being 1 where the label is k (`keras.utils.to_categorical(..., num_classes=num_classes)`
-#    or a comparison with `np.arange(num_classes)`): the number of channels
+#    being 1 where the label is k (`np.eye(num_classes)[label_window]` or a
+#    comparison with `np.arange(num_classes)`): the number of channels
 #    comes from `num_classes`, never from the labels, since a patch may well
 #    lack a class;
 # 4. the background share is the mean of channel 0; if it is **below**
@@ -274,6 +274,12 @@ for c, name in enumerate(MODALITIES):
     axes[0, c].set_title(f"{name} raw")
     axes[1, c].hist(X_std[..., c].ravel(), bins=60, color="tab:blue")
     axes[1, c].set_title(f"{name} standardized")
+for ax in axes[0]:
+    ax.set_xlabel("raw intensity")
+for ax in axes[1]:
+    ax.set_xlabel("standardized intensity (sd)")
+for ax in axes[:, 0]:
+    ax.set_ylabel("voxels")
 for ax in axes.ravel():
     ax.set_yticks([])
 fig.tight_layout()
@@ -312,7 +318,9 @@ for ax, data, title in ((axes[0], full_slice, "per channel and z-slice (assignme
     ax.hist(data[..., 0][brain], bins=120, range=(-5, 8), color="tab:blue", alpha=0.7, label="brain")
     ax.set_title(f"FLAIR, {title}", fontsize=10)
     ax.set_yscale("log")
+    ax.set_xlabel("standardized FLAIR (sd)")
     ax.legend()
+axes[0].set_ylabel("voxels (log scale)")
 fig.tight_layout()
 plt.show()
 
@@ -386,6 +394,29 @@ fg = sample_foreground_patch(image, label, PATCH, foreground_fraction=1.0, rng=r
 show_patch(fg.X, fg.y, f"foreground-forced patch at corner {fg.start}")
 
 # %% [markdown]
+# **What training does differently.** `get_sub_volume` keeps every patch
+# inside the volume. Then a voxel near the border lies in far fewer patches
+# than a central one, so the network rarely sees the edge of the brain. The
+# training sampler of lesson 05 (`utils.pipeline.PatchSampler`) lets a random
+# patch stick out by up to half a patch on each side, zero-padded, as
+# nnU-Net does. For one axis of this case: in how many of the possible patch
+# positions does a voxel lie, at the border and at the centre?
+
+# %%
+def positions_covering(voxel, size, patch, overhang):
+    """How many patch starts (integers from -overhang to size - patch + overhang) put ``voxel`` inside the patch."""
+    low, high = -overhang, size - patch + overhang
+    return max(0, min(voxel, high) - max(low, voxel - patch + 1) + 1)
+
+
+size, length = image.shape[0], PATCH[0]
+for name, overhang in (("inside only (get_sub_volume)", 0), ("up to half a patch out (training)", length // 2)):
+    border = positions_covering(0, size, length, overhang)
+    centre = positions_covering(size // 2, size, length, overhang)
+    print(f"x axis of {size} voxels, patch {length}, {name}: the border voxel is in {border} patch positions, "
+          f"a central voxel in {centre} ({border / centre:.0%} as many)")
+
+# %% [markdown]
 # ## Summary
 #
 # - A whole volume needs more activation memory in a 3D U-Net than a 16 GB GPU
@@ -396,6 +427,7 @@ show_patch(fg.X, fg.y, f"foreground-forced patch at corner {fg.start}")
 # - On skull-stripped MRI, standardizing over the brain keeps the tissue
 #   scale consistent across slices and the background at 0.
 # - Foreground oversampling needs one draw per patch and controls the class
-#   balance - the sampler lesson 05 trains with.
+#   balance - the sampler lesson 05 trains with, whose random patches may
+#   also stick out by half a patch so that border voxels are seen (section 5).
 #
 # **Next:** lesson 03 builds the 3D U-Net these patches go through.

@@ -51,7 +51,7 @@ from utils.checks import check_conv_block, check_upsampling_block
 from utils.labels import CLASS_NAMES
 from utils.model import activation_memory_mb, build_unet, level_table, pool_sizes, receptive_field
 from utils.preprocessing import sample_foreground_patch, standardize_nonzero
-from utils.viz import plot_unet_levels
+from utils.viz import label_colormap, plot_unet_levels
 
 # %% tags=["parameters"]
 DATASET = "phantom"
@@ -244,7 +244,7 @@ except ValueError as err:
 # random, so the sigmoid outputs hover around 0.5 - it knows nothing yet.
 # Lesson 05 trains it.
 
-# %% alt="A FLAIR input patch, the three target masks, and the three probability maps of the untrained network with a probability colour bar."
+# %% alt="A FLAIR input patch, the three target masks over it in the course colours, and the three probability maps of the untrained network with a probability colour bar."
 data_dir = get_dataset(DATASET)
 case = load_case(data_dir, list_cases(data_dir)[0])
 patch = sample_foreground_patch(standardize_nonzero(case.image), case.label, PATCH, foreground_fraction=1.0,
@@ -255,18 +255,23 @@ print("input", patch.X.shape, "-> output", probabilities.shape,
       f"range {probabilities.min():.3f} .. {probabilities.max():.3f}")
 
 z = PATCH[2] // 2
+cmap, norm = label_colormap()
 fig, axes = plt.subplots(2, 4, figsize=(13, 7), layout="constrained")
 axes[0, 0].imshow(patch.X[:, :, z, 0].T, cmap="gray", origin="lower")
 axes[0, 0].set_title("FLAIR (input)")
 axes[1, 0].axis("off")
 for k, name in enumerate(CLASS_NAMES):
-    axes[0, k + 1].imshow(patch.y[:, :, z, k].T, cmap="gray", origin="lower", vmin=0, vmax=1)
+    # each target mask over FLAIR in its class's course colour
+    axes[0, k + 1].imshow(patch.X[:, :, z, 0].T, cmap="gray", origin="lower")
+    axes[0, k + 1].imshow((patch.y[:, :, z, k] * (k + 1)).T, cmap=cmap, norm=norm, alpha=0.8, origin="lower",
+                          interpolation="nearest")
     axes[0, k + 1].set_title(f"target:\n{name}", fontsize=10)
     im = axes[1, k + 1].imshow(probabilities[:, :, z, k].T, cmap="magma", origin="lower", vmin=0, vmax=1)
     axes[1, k + 1].set_title(f"untrained output:\n{name}", fontsize=10)
 for ax in axes.ravel():
-    ax.set_xticks([])
-    ax.set_yticks([])
+    if ax.axison:
+        ax.set_xlabel("x (voxels)")
+        ax.set_ylabel("y (voxels)")
 fig.colorbar(im, ax=axes[1, 1:].tolist(), shrink=0.8, label="probability", location="bottom")
 plt.show()
 

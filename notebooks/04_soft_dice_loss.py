@@ -101,8 +101,9 @@ pd.DataFrame({"predicts no tumour": summary(lazy), "finds the tumour": summary(g
 # NumPy arrays and on the tensors Keras passes during training, on any
 # backend.
 #
-# Expected: pred `[[1, 0], [0, 1]]`, label `[[1, 1], [0, 0]]`, ε = 1 → 0.6;
-# label `[[1, 1], [0, 1]]` → 0.8333.
+# Expected, for volumes of shape `(2, 2, 1)` (one z-slice; the default
+# `axis=(0, 1, 2)` needs all three axes): pred `[[1, 0], [0, 1]]`, label
+# `[[1, 1], [0, 0]]`, ε = 1 → 0.6; label `[[1, 1], [0, 1]]` → 0.8333.
 
 # %%
 def single_class_dice_coefficient(y_true, y_pred, axis=(0, 1, 2), epsilon=0.00001):
@@ -137,8 +138,8 @@ check_single_class_dice_coefficient(single_class_dice_coefficient)
 # class** by summing over the spatial axes `axis=(1, 2, 3)` - that leaves a
 # `(batch, classes)` array - and return its mean.
 #
-# Expected: one sample with two classes whose Dice are 0.6 and 0.8333
-# (ε = 1) → 0.7167.
+# Expected: a batch of shape `(1, 2, 2, 1, 2)`, one sample whose two classes
+# are the two label slices of exercise 1 (Dice 0.6 and 0.8333, ε = 1) → 0.7167.
 
 # %%
 def dice_coefficient(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
@@ -209,8 +210,8 @@ print(f"samples pooled (a batch-unaware axis):  {pooled:.3f}")
 # Per sample and class (sum over `axis=(1, 2, 3)`), then one minus the mean.
 # Use `ops.square` for the squares.
 #
-# Expected (ε = 1): pred `[[1, 0], [0, 1]]`, label `[[1, 1], [0, 0]]` → 0.4;
-# pred `[[0.5, 0], [0, 0.5]]` → 0.4286.
+# Expected (ε = 1, batches of shape `(1, 2, 2, 1, 1)`): pred `[[1, 0], [0, 1]]`,
+# label `[[1, 1], [0, 0]]` → 0.4; pred `[[0.5, 0], [0, 0.5]]` → 0.4286.
 
 # %%
 def soft_dice_loss(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
@@ -289,7 +290,10 @@ print("Dice + BCE on the lazy prediction:     ", round(float(ops.convert_to_nump
 # against the tumour in the others, in proportion to how many there are.
 # `utils.batch_dice_bce_loss` is Dice + BCE with the Dice pooled that way; the
 # CPU preset of lesson 05 trains with it. Below: a batch of the good
-# prediction and an empty patch with false positives, strong then faint.
+# prediction and an empty patch with false positives, strong then faint. One
+# change per column: the soft Dice per patch, the same soft Dice pooled over
+# the batch (the only change: the sums run over the batch too), BCE alone, and
+# the sum lesson 05 trains with.
 
 # %%
 empty = np.zeros_like(truth)
@@ -297,11 +301,28 @@ strong, faint = np.zeros_like(truth), np.zeros_like(truth)
 strong[0, :10, :10, :5] = 0.6   # 500 false-positive voxels at p = 0.6
 faint[0, :10, :10, :5] = 0.06   # the same voxels at p = 0.06
 batch_truth = np.concatenate([truth, empty])
+
+
+def as_float(value):
+    return float(ops.convert_to_numpy(value))
+
+
+rows = {}
 for name, fp in (("strong", strong), ("faint", faint)):
     batch_pred = np.concatenate([good, fp])
-    per_patch = float(ops.convert_to_numpy(utils.soft_dice_loss(batch_truth, batch_pred)))
-    pooled = float(ops.convert_to_numpy(utils.batch_dice_bce_loss(batch_truth, batch_pred)))
-    print(f"{name} false positives: soft Dice per patch {per_patch:.4f}, batch Dice + BCE {pooled:.4f}")
+    rows[f"{name} false positives"] = {
+        "soft Dice per patch": as_float(utils.soft_dice_loss(batch_truth, batch_pred)),
+        "soft Dice pooled over the batch": as_float(utils.soft_dice_loss(batch_truth, batch_pred, axis=(0, 1, 2, 3))),
+        "BCE": as_float(ops.mean(keras.losses.binary_crossentropy(batch_truth[..., None], batch_pred[..., None]))),
+        "batch Dice + BCE": as_float(utils.batch_dice_bce_loss(batch_truth, batch_pred)),
+    }
+fp_table = pd.DataFrame(rows).T
+gap = fp_table.iloc[0] - fp_table.iloc[1]   # strong minus faint: what removing the false positives is worth
+print(f"loss removed by turning the strong false positives faint: soft Dice per patch "
+      f"{gap['soft Dice per patch']:.4f}, the same soft Dice pooled over the batch "
+      f"{gap['soft Dice pooled over the batch']:.4f}, BCE {gap['BCE']:.4f}, batch Dice + BCE "
+      f"{gap['batch Dice + BCE']:.4f}")
+fp_table.round(4)
 
 # %% [markdown]
 # ## 4. Sensitivity and specificity
@@ -320,7 +341,8 @@ for name, fp in (("strong", strong), ("faint", faint)):
 # is 0 (e.g. the class does not occur in the label, so there is nothing to
 # find), the ratio is undefined: return `np.nan` for it.
 #
-# Expected: pred `[[1, 0], [0, 1]]`, label `[[1, 1], [0, 0]]` → (0.5, 0.5).
+# Expected: pred `[[1, 0], [0, 1]]`, label `[[1, 1], [0, 0]]` as arrays of
+# shape `(2, 2, 1, 1)` (x, y, z, classes), `class_num=0` → (0.5, 0.5).
 
 # %%
 def compute_class_sens_spec(pred, label, class_num):
@@ -407,8 +429,11 @@ pd.Series(dice_per_class, index=list(CLASS_NAMES), name="Dice").round(4)
 #
 # - Under class imbalance, accuracy and cross-entropy reward finding nothing;
 #   Dice measures overlap and ignores true negatives.
-# - Reduce over the spatial axes of each sample and class, `(1, 2, 3)`, then
-#   average - never across the batch.
+# - A Dice **metric** reduces over the spatial axes of each sample and class,
+#   `(1, 2, 3)`, then averages: pooled over the batch, a large tumour drowns a
+#   missed small one (section 2). A **loss** may pool each class's sums over
+#   the batch on purpose (batch Dice, section 3), so that false positives in
+#   a patch without tumour still cost something.
 # - The soft Dice loss trains; Dice + BCE is the robust default.
 # - Sensitivity and specificity per class complete the picture.
 #

@@ -61,6 +61,7 @@ from utils.download import fetch_msd
 from utils.inference import evaluate_model
 from utils.labels import CLASS_NAMES
 from utils.metrics import lesion_wise_region
+from utils.model import T4_FP16_PEAK_TFLOPS, T4_MEMORY_GB, T4_UTILISATION, TRAINING_HOLDS, gpu_run_estimate
 from utils.pipeline import PatchDataset, PatchSampler
 from utils.train import prepare_data, train
 from utils.viz import label_colormap, label_legend, plot_learning_curves
@@ -82,9 +83,9 @@ OVERRIDES = {}       # any TrainConfig field, e.g. {"epochs": 50, "batch_size": 
 # The `cpu` mode trains the U-Net of lesson 03 as it is, at full
 # resolution - only narrower (8 base filters instead of 32, so each
 # convolution has a sixteenth of the weights) and on smaller patches; it
-# holds out 6 of its 16 phantom cases to judge the result. On a busy,
-# shared two-core machine a training step took about 0.4 s, so the 300 steps
-# take a few minutes. (`build_unet(..., downsample=2)` would run the network
+# holds out 6 of its 16 phantom cases to judge the result; section 5 prints
+# how long a step took in your run, after warm-up and over the whole run.
+# (`build_unet(..., downsample=2)` would run the network
 # at half resolution, about twice as fast per step, for a blurrier
 # segmentation; the course does not need it.)
 #
@@ -162,9 +163,17 @@ manifest[["shape", "crop_box", "voxels"]].head()
 
 # %% alt="Four augmented training patches: FLAIR slices above, their labels over FLAIR in the course colours below."
 sampler = PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction)
-demo = PatchDataset(sampler, batch_size=4, steps=1, seed=config.seed)
-X, y = demo[0]
-print("batch:", X.shape, X.dtype, y.shape, y.dtype)
+demo = PatchDataset(sampler, batch_size=4, steps=4, seed=config.seed)
+batches = [demo[i] for i in range(len(demo))]
+print("batch:", batches[0][0].shape, batches[0][0].dtype, batches[0][1].shape, batches[0][1].dtype)
+X = np.concatenate([b[0] for b in batches])
+y = np.concatenate([b[1] for b in batches])
+brain_share = np.any(X != 0, axis=-1).mean(axis=(1, 2, 3))   # patches may stick out of the brain, zero-padded
+shown = np.argsort(-brain_share, kind="stable")[:4]
+print(f"{len(X)} patches of the first {len(demo)} batches hold {brain_share.mean():.0%} brain on average "
+      f"(the rest is the background around the brain or padding past the border); shown: the 4 with the most "
+      f"brain ({', '.join(f'{brain_share[i]:.0%}' for i in shown)})")
+X, y = X[shown], y[shown]
 
 z = X.shape[3] // 2
 fig, axes = plt.subplots(2, 4, figsize=(12, 6))
@@ -222,6 +231,12 @@ else:
     print(f"trained epochs {result.initial_epoch + 1}..{len(result.history)} in {result.seconds:.0f} s "
           f"-> {result.output_dir}" + (f" ({state['seconds']:.0f} s of training over all sessions)"
                                        if result.initial_epoch else ""))
+if "epoch_seconds" in result.history and result.history["epoch_seconds"].notna().all():
+    per_step = result.history["epoch_seconds"] / config.steps_per_epoch   # validation included
+    later = per_step.iloc[1:] if len(per_step) > 1 else per_step
+    print(f"seconds per training step (the epoch's validation included): {per_step.sum() / len(per_step):.2f} "
+          f"over the whole run, {later.median():.2f} after warm-up (median of epochs 2 on; epoch 1 also builds "
+          f"the graph and starts the workers: {per_step.iloc[0]:.2f})")
 
 # %% [markdown]
 # ## 6. Learning curves, and which Dice to trust
@@ -249,6 +264,11 @@ best_epoch = int(history["val_pooled_dice"].idxmax()) + 1
 fig = plot_learning_curves(history, config.loss, best_epoch)
 plt.show()
 at_best = history.iloc[best_epoch - 1]
+below = int((history["val_loss"] < history["loss"]).sum())
+print(f"validation loss below training loss in {below} of {len(history)} epochs" + (
+    f": the training patches are augmented (flips, intensity jitter) and {config.foreground_fraction:.0%} of them "
+    "are centred on tumour, the validation patches are not augmented and 50% are centred on tumour - an easier "
+    "mix, not a sign that the model does better on unseen cases" if below > len(history) / 2 else ""))
 pd.DataFrame({"mean per patch (soft)": [at_best[f"val_dice_{k}"] for k in ("edema", "non_enhancing", "enhancing")],
               "pooled over patches": [at_best[f"val_pooled_dice_{k}"] for k in ("edema", "non_enhancing", "enhancing")]},
              index=list(CLASS_NAMES)).round(3).rename_axis(f"validation Dice, epoch {best_epoch} (best.keras)")
@@ -257,7 +277,7 @@ pd.DataFrame({"mean per patch (soft)": [at_best[f"val_dice_{k}"] for k in ("edem
 # ## 7. A prediction on a validation patch
 
 # %% alt="A validation patch: FLAIR, ground truth and prediction of best.keras in the course colours."
-best = keras.models.load_model(result.output_dir / "best.keras")
+best = utils.load_model(result.output_dir / "best.keras")  # on a machine without a GPU: in float32
 val_sampler = PatchSampler(cache, val_ids, config.patch_shape, foreground_fraction=1.0, augment=False)
 Xv, yv = val_sampler.sample(np.random.default_rng(0))
 pv = best.predict(Xv[None], verbose=0)[0]
@@ -288,6 +308,9 @@ plt.show()
 
 # %%
 scores, predictions = evaluate_model(best, data_dir, val_ids, with_hd95=False, progress=False)
+print("these scores: best.keras on each case cropped to the brain's bounding box + 2 voxels (predict_case), "
+      "sliding windows (50% overlap, Gaussian weights, no mirroring), threshold 0.5, no post-processing "
+      "(lesson 06 keeps only the largest connected tumour, so its numbers differ)")
 scores[["Dice WT", "Dice TC", "Dice ET", *[f"Dice {n}" for n in CLASS_NAMES], "Dice mean (classes)"]]
 
 # %% [markdown]
@@ -302,6 +325,16 @@ means = scores.loc["mean", regions]
 per_case_sd = scores.drop(index=["mean", "median"])[regions].std(ddof=1)
 print(f"{len(val_ids)} held-out case(s): " + ", ".join(
     f"{r} {means[r]:.3f}" + (f" (sd {per_case_sd[r]:.3f})" if len(val_ids) > 1 else "") for r in regions))
+# BraTS scores a region that is empty in both the truth and the prediction 1, and 0 if only one has it:
+# a case without enhancing tumour adds a 1 (or a 0) to the ET mean that says nothing about outlining it
+per_case = scores.drop(index=["mean", "median"])
+for r, values in (("Dice TC", (2, 3)), ("Dice ET", (3,))):
+    present = [cid for cid, (truth, _) in predictions.items() if np.isin(truth, values).any()]
+    if len(present) < len(per_case):
+        print(f"{r}: {means[r]:.3f} over all {len(per_case)} cases (BraTS convention: a case without the region "
+              f"scores 1 if the prediction has none either, else 0), "
+              + (f"{per_case.loc[present, r].mean():.3f} over the {len(present)} case(s) that have it"
+                 if present else "no case has it"))
 ranking = " > ".join(r.split()[-1] for r in means.sort_values(ascending=False).index)
 print(f"ranking, best first: {ranking}" + ("  (as on real data)" if ranking == "WT > TC > ET" else
                                            "  (real data: WT > TC > ET)"))
@@ -367,11 +400,40 @@ with tempfile.TemporaryDirectory() as scratch:
 # ## 10. What to expect on a GPU
 #
 # In `gpu` mode (MSD data, the assignment's network, 160x160x16 patches,
-# batch 4, 250 steps per epoch, mixed precision) the run is 100 epochs: the
-# time section 5 prints after the first session, divided by the epochs done,
-# tells you how many Colab sessions the rest needs - which is why resume
-# matters. Published 3D U-Nets trained this way on BraTS reach whole
-# tumour Dice around 0.85-0.90, tumour core 0.75-0.85 and enhancing tumour
+# batch 4, 250 steps per epoch, mixed precision) the run is 100 epochs. What
+# that costs on Colab's free GPU, a T4, follows from the network itself: the
+# layer outputs one step keeps for backpropagation (float16 under mixed
+# precision), the weights with their gradients and Adam's moments, and the
+# floating-point operations of a step. Two numbers come from outside this
+# lesson: how much memory training really holds beside those layer outputs,
+# measured on a CPU by `benchmarks/bench_gpu_cost.py` (`TRAINING_HOLDS`), and
+# the share of the T4's float16 peak a convolutional network sustains
+# (`T4_UTILISATION`, from NVIDIA's published T4 figures).
+
+# %%
+gpu_preset = preset("gpu")
+estimate = gpu_run_estimate(gpu_preset)
+print(f"gpu preset: {estimate['parameters']:,} parameters, batch {gpu_preset.batch_size} x {gpu_preset.patch_shape}")
+print(f"memory: {TRAINING_HOLDS} x {estimate['activation_bytes'] / 1e9:.2f} GB of float16 layer outputs "
+      f"+ {estimate['parameter_bytes'] / 1e9:.2f} GB of parameters = {estimate['memory_bytes'] / 1e9:.1f} GB "
+      f"of the T4's {T4_MEMORY_GB:.0f} GB ({estimate['memory_bytes'] / 1e9 / T4_MEMORY_GB:.0%})")
+print(f"time: {estimate['step_flops'] / 1e12:.2f} TFLOP per step at {T4_UTILISATION:.0%} of "
+      f"{T4_FP16_PEAK_TFLOPS:.0f} TFLOPS = {estimate['step_seconds']:.2f} s; {gpu_preset.epochs} epochs of "
+      f"{gpu_preset.steps_per_epoch} steps (+ validation) = {estimate['hours']:.1f} h, "
+      f"{2 * estimate['hours']:.1f} h at half that speed")
+
+# %% [markdown]
+# So the run needs about a sixth of the T4's memory, and 1.6 hours if the
+# T4 sustains 15% of its peak, about 3 hours at half that: one long free
+# session, if Colab grants its GPU that long (the free tier guarantees no GPU
+# time, and a session ends after at most 12 hours). Plan for a cut session:
+# the time section 5 prints after the first session, divided by the epochs
+# done, tells you how many sessions the rest needs - which is why resume
+# matters, and why a model trained on the GPU must also run on a CPU:
+# `utils.load_model` rebuilds a mixed-precision model in float32 where no GPU
+# is visible (lesson 06 uses it).
+#
+# Published 3D U-Nets trained this way on BraTS reach whole tumour Dice around 0.85-0.90, tumour core 0.75-0.85 and enhancing tumour
 # 0.70-0.80 (nnU-Net, with 5x the training, about 0.91 / 0.85 / 0.80).
 # The phantom is made hard on purpose, with the difficulties of real
 # gliomas: enhancement that is thin, broken, weak in some tumours and absent

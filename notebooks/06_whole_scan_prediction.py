@@ -68,7 +68,8 @@ from utils.train import prepare_data, train
 from utils.viz import AXIS_NAMES, label_colormap, label_legend, take_slice, tumour_center
 
 # %% tags=["parameters"]
-MODEL_PATH = None    # None: the best model of lesson 05 for this mode (trained now if missing)
+MODEL_PATH = None    # None: the best model of lesson 05 for this mode (trained now if missing); on a CPU
+                     # runtime after a GPU run: "/content/drive/MyDrive/brats-course/runs/gpu/best.keras"
 USE_DRIVE = False    # Colab: data, cache and runs on Google Drive, as in lesson 05
 OVERLAP = 0.5
 MIRROR = False       # test-time mirroring: 8x the work, usually a little better
@@ -92,7 +93,8 @@ if not model_path.is_file():
     print(f"{model_path} not found: training it first, as lesson 05 does")
     trained = train(config)
     print(f"trained {len(trained.history)} epochs in {trained.seconds:.0f} s")
-model = keras.models.load_model(model_path)
+# a model trained with mixed precision on a GPU is rebuilt in float32 where there is none (same weights)
+model = utils.load_model(model_path, compile=False)
 data_dir, cache, train_ids, val_ids = prepare_data(config, progress=False)
 case = load_case(data_dir, val_ids[0])
 window = tuple(model.input.shape[1:4])
@@ -170,7 +172,9 @@ plt.show()
 #    to `total[a:a+wx, b:b+wy, c:c+wz]` and `weights` to the same region of `norm`;
 # 3. return `total / norm[..., None]`.
 #
-# With `weights=None` every weight is 1 (a plain mean). An identity model -
+# With `weights=None` every weight is 1 (a plain mean). Leave the caller's
+# `window_predictions` and `weights` unchanged (multiply into new arrays,
+# not with `*=`). An identity model -
 # one that returns its input - must come back unchanged, whatever the
 # overlap: a good test of any stitching code.
 
@@ -225,11 +229,11 @@ timings[f"sliding, {OVERLAP:.0%} overlap, Gaussian weights"] = time.perf_counter
 pd.Series(timings, name="seconds").round(1).to_frame()
 
 # %% [markdown]
-# Look at the edema probability on one axial slice. With tiles, the
-# predictions jump where tiles meet (the difference between neighbouring
-# voxels lights up along straight lines); blending smooths those seams away.
-# The red marks below and left of the bottom-left panel show where the tiles
-# meet.
+# Look at the edema probability on one axial slice, and below it the
+# difference between neighbouring voxels: where tiles meet, a tile-wise
+# prediction can jump (the red marks below and left of the bottom-left panel
+# show where the tiles meet). The line under the figure measures it over the
+# whole brain, for each way of predicting.
 
 # %% alt="Edema probability on one axial slice for tiles, constant-weight and Gaussian blending, and the differences between neighbouring voxels that show the tile seams."
 zc = centre[2]
@@ -254,6 +258,32 @@ for ax in axes.ravel():
     ax.set_axis_off()
 fig.tight_layout()
 plt.show()
+
+
+def seam_jump(volume, inside):
+    """Mean |P(edema) difference| of neighbouring brain voxels: across tile borders, and elsewhere (all 3 axes)."""
+    across, elsewhere = [], []
+    for axis in range(3):
+        jump = np.abs(np.diff(volume[..., 0], axis=axis))
+        n = jump.shape[axis]
+        pair = np.take(inside, range(n), axis=axis) & np.take(inside, range(1, n + 1), axis=axis)
+        border = np.zeros(n, bool)
+        border[np.arange(window[axis], n + 1, window[axis]) - 1] = True  # between voxel k*w - 1 and k*w
+        border = np.broadcast_to(border.reshape([-1 if a == axis else 1 for a in range(3)]), jump.shape)
+        across.append(jump[pair & border])
+        elsewhere.append(jump[pair & ~border])
+    across = np.concatenate(across)
+    return (across.mean() if across.size else np.nan), np.concatenate(elsewhere).mean()
+
+
+inside = np.any(image != 0, axis=-1)
+jumps = {name: seam_jump(volume, inside) for name, volume in
+         (("tiles", tiles), ("constant weights", flat), ("Gaussian", probabilities))}
+if np.isnan(jumps["tiles"][0]):
+    print(f"the brain fits in one {window} tile: there is no tile border to measure")
+else:
+    print("mean jump of P(edema) between neighbouring brain voxels, across tile borders / elsewhere: " + "; ".join(
+        f"{name} {a:.4f} / {b:.4f} ({a / b:.1f}x)" for name, (a, b) in jumps.items()))
 
 # %% [markdown]
 # ## 4. From probabilities to a label map
@@ -285,11 +315,12 @@ print("the largest blob", "overlaps the true tumour" if kept_on_tumour else
 # %% [markdown]
 # ## 5. Segmentation against ground truth
 #
-# Three planes through the tumour centre, zoomed on the true tumour (the
-# errors at the tumour's edge are thin rims, invisible at whole-brain scale; errors far from the
-# tumour fall outside the zoom but count in the numbers of section 6). Bottom row: the errors -
-# **false positives** (segmented tumour where there is none, orange) and
-# **false negatives** (missed tumour, cyan), for the whole tumour.
+# Three planes through the tumour centre, zoomed on the true tumour (errors
+# far from the tumour fall outside the zoom but count in the numbers of
+# section 6). Bottom row: the errors - **false positives** (segmented tumour
+# where there is none, orange) and **false negatives** (missed tumour, cyan),
+# for the whole tumour. Under the figure: where the errors sit, counted over
+# the whole scan.
 
 # %% alt="Ground truth, segmentation and whole-tumour errors (false positives orange, false negatives cyan) on three planes, zoomed on the tumour."
 cmap, norm = label_colormap()
@@ -324,6 +355,16 @@ axes[2, 2].legend(handles=[plt.matplotlib.patches.Patch(color=(1.0, 0.55, 0.0), 
                   loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
 fig.tight_layout()
 plt.show()
+
+# a missed voxel two or more voxels inside the true tumour is an interior hole, not a rim
+depth_in = ndimage.distance_transform_edt(case.label > 0)    # 1 on the tumour's outer layer
+depth_out = ndimage.distance_transform_edt(case.label == 0)  # 1 just outside it
+misses, extras = errors == 2, errors == 1
+print(f"whole tumour: {int(misses.sum()):,} missed voxels, "
+      f"{(depth_in[misses] >= 2).mean() if misses.any() else 0:.0%} of them two or more voxels inside the true "
+      f"tumour (interior holes) and the rest on its outer layer (rims); {int(extras.sum()):,} false-positive "
+      f"voxels, {(depth_out[extras] >= 2).mean() if extras.any() else 0:.0%} of them two or more voxels "
+      "outside it")
 
 # %% [markdown]
 # ## 6. The numbers
@@ -394,6 +435,11 @@ for case_id in val_ids:
     pred, _ = predict_case(model, other.image, overlap=OVERLAP, mirror=MIRROR, largest_component=True,
                            progress=False)
     pairs.append((case_id, other.label, pred, other.spacing))
+print(f"every row: sliding windows ({OVERLAP:.0%} overlap, Gaussian weights, mirroring "
+      f"{'on' if MIRROR else 'off'}), threshold 0.5, the largest connected tumour kept; {case.case_id} on the "
+      "whole scan (section 4)" + (f", the other {len(pairs) - 1} case(s) through predict_case, which crops to the "
+                                  "brain's bounding box + 2 voxels first (section 7 shows how much that crop changes)"
+                                  if len(pairs) > 1 else ""))
 evaluate_cases(pairs)
 
 # %% [markdown]
@@ -531,10 +577,9 @@ print(cli.stdout.strip() or cli.stderr[-2000:])
 # brain's bounding box (plus a 2-voxel margin) to skip windows of pure
 # background. Its windows therefore sit at other places than in section 3,
 # so some probabilities near 0.5 come out on the other side of the
-# threshold. Those sit mostly at the tumour's edge, and there are more of
-# them the less sure the network is (a short training run leaves many); when
+# threshold; there are more of them the less sure the network is, and when
 # two blobs are about the same size, it can also change which one the
-# largest-blob rule keeps. How many:
+# largest-blob rule keeps. How many, and where:
 
 # %%
 cli_labels = np.asarray(nib.load(out_dir / "cli_seg.nii.gz").dataobj) if cli.returncode == 0 else None
@@ -544,8 +589,12 @@ if cli_labels is not None:
     print(f"{differ.sum():,} of {tumour.sum():,} tumour voxels ({differ.sum() / max(tumour.sum(), 1):.2%}) "
           f"differ; Dice WT between the two: {region_scores(cli_labels, prediction, with_hd95=False)['Dice WT']:.4f}")
     same_blob = np.logical_and(cli_labels > 0, prediction > 0).any()
-    print("the two kept", "the same blob (the differences are edge voxels)" if same_blob
-          else "different blobs as the largest: the differences are a whole blob, not edge voxels")
+    # distance of each differing voxel to the edge of the notebook's tumour (1: on either side of its surface)
+    mask = prediction > 0
+    to_edge = np.where(mask, ndimage.distance_transform_edt(mask), ndimage.distance_transform_edt(~mask))
+    near_edge = (to_edge[differ] <= 1).mean() if differ.any() else 0.0
+    print(f"the two kept {'the same blob' if same_blob else 'different blobs'} as the largest; "
+          f"{near_edge:.0%} of the differing voxels lie within one voxel of the notebook's tumour surface")
 
 # %% [markdown]
 # ## 8. See the errors in 3-D, and share the case
@@ -595,7 +644,9 @@ print(f"report: {report_path} ({report_path.stat().st_size / 2**20:.1f} MiB)")
 # yourself is never deleted.
 
 # %%
-written = [seg_path, out_dir / "cli_seg.nii.gz", report_path, out_dir / ".course-files.json"]
+from utils.safety import LOCK_FILE, OWNER_FILE  # the course's bookkeeping files in a folder it wrote to
+
+written = [seg_path, out_dir / "cli_seg.nii.gz", report_path, out_dir / OWNER_FILE, out_dir / LOCK_FILE]
 for path in written:
     path.unlink(missing_ok=True)
 others = sorted(p.name for p in out_dir.iterdir())
@@ -608,8 +659,9 @@ else:
 # %% [markdown]
 # ## Summary
 #
-# - Predict whole scans with overlapping windows blended by Gaussian weights:
-#   no seams, and every voxel judged by a window that saw it in context.
+# - Predict whole scans with overlapping windows blended by Gaussian weights,
+#   which trust each window's centre, where it saw the most context (section 3
+#   measures the jump at tile borders).
 # - Merge the sigmoid channels by the tumour's nesting; keep the largest lesion.
 # - Report BraTS region Dice and HD95 per case, with mean and median - the
 #   legacy scores and the lesion-wise ones, which count a missed small lesion

@@ -173,6 +173,17 @@ def _region_inputs():
     return [((truth, pred), {}), ((truth, truth), {}), ((np.zeros_like(truth), pred % 2), {})]
 
 
+def _volume_inputs():
+    rng = np.random.default_rng(11)
+    label = rng.integers(0, 4, size=(9, 8, 6)).astype(np.uint8)
+    oblique = np.array([[0.0, -1.2, 0.0, 90.0], [0.9, 0.0, 0.0, -126.0], [0.0, 0.0, 2.5, -72.0], [0, 0, 0, 1.0]])
+    return [((label, np.eye(4)), {}), ((label, np.diag([-1.0, -1.0, 1.0, 1.0])), {}), ((label, oblique), {})]
+
+
+def _survival_inputs():
+    return [(("289",), {}), ((77,), {}), (("ALIVE (361 days later)",), {}), ((" 1283 ",), {})]
+
+
 def _same_dicts(inputs):
     """Drift test for functions returning ``{region: value}``."""
 
@@ -227,4 +238,6 @@ EXERCISES: dict[str, Exercise] = {
     ),
     "blend_windows": Exercise("blend_windows", "utils.inference:blend_windows", _same_outputs(_blend_inputs)),
     "region_dice": Exercise("region_dice", "utils.metrics:region_dice", _same_dicts(_region_inputs)),
+    "parse_survival": Exercise("parse_survival", "utils.clinical:parse_survival", _same_outputs(_survival_inputs)),
+    "tumour_volumes_ml": Exercise("tumour_volumes_ml", "utils.clinical:tumour_volumes_ml", _same_dicts(_volume_inputs)),
 }

@@ -8,6 +8,10 @@ alternative is written in another style than the reference and must PASS both.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -903,6 +907,381 @@ def rd_epsilon_style(truth_label, pred_label):
 
 
 # ----------------------------------------------------------------------------
+# More classes of mistakes a TA sees in hundreds of submissions: off-by-one
+# ranges, clamped or rounded instead of uniform draws, a returned pair in the
+# wrong order, layer widths that coincide on small inputs, dtype and keepdims
+# slips, in-place modification of the caller's array
+# ----------------------------------------------------------------------------
+
+
+gsv_returns_y_x = wrong("get_sub_volume")(
+    lambda *args, **kwargs: tuple(reversed(EXERCISES["get_sub_volume"].reference_function()(*args, **kwargs)))
+)
+gsv_returns_y_x.__name__ = "gsv_returns_y_x"
+gsv_clamped_start = wrong("get_sub_volume")(
+    _sampler(lambda orig, size: [min(np.random.randint(0, o), o - s) for o, s in zip(orig, size)])
+)
+gsv_clamped_start.__name__ = "gsv_clamped_start"
+gsv_rounded_uniform = wrong("get_sub_volume")(
+    _sampler(lambda orig, size: [int(round(np.random.uniform(0, o - s))) for o, s in zip(orig, size)])
+)
+gsv_rounded_uniform.__name__ = "gsv_rounded_uniform"
+gsv_one_past_the_end = wrong("get_sub_volume")(
+    _sampler(lambda orig, size: [np.random.randint(0, o - s + 2) for o, s in zip(orig, size)])
+)
+gsv_one_past_the_end.__name__ = "gsv_one_past_the_end"
+
+
+@wrong("standardize")
+def std_per_x_slice(image):
+    return _z_score(image, (1, 2))
+
+
+@wrong("standardize")
+def std_mean_of_whole_volume(image):
+    image = np.asarray(image, float)
+    std = image.std(axis=(0, 1), keepdims=True)
+    return np.divide(image - image.mean(), std, out=np.zeros_like(image), where=std > 0)
+
+
+@wrong("standardize")
+def std_in_place_when_float(image):
+    image = image.astype(np.float32, copy=False)  # no copy when the input is float32 already
+    mean, std = image.mean(axis=(0, 1), keepdims=True), image.std(axis=(0, 1), keepdims=True)
+    image -= mean
+    np.divide(image, std, out=image, where=std > 0)
+    image[np.broadcast_to(std == 0, image.shape)] = 0.0
+    return image
+
+
+@wrong("conv_block")
+def cb_three_convolutions(x, filters, normalization=None, name=None):
+    x = _block(x, filters, normalization)
+    layers = _layers()
+    return layers.Activation("relu")(layers.Conv3D(filters, 3, padding="same", use_bias=normalization is None)(x))
+
+
+@wrong("conv_block")
+def cb_second_width_from_input(x, filters, normalization=None, name=None):
+    layers = _layers()
+    channels = x.shape[-1]
+    y = layers.Activation("relu")(layers.Conv3D(filters, 3, padding="same")(x))
+    return layers.Activation("relu")(layers.Conv3D(channels, 3, padding="same")(y))
+
+
+@wrong("conv_block")
+def cb_bias_kept_with_normalization(x, filters, normalization=None, name=None):
+    layers = _layers()
+    for _ in range(2):
+        x = layers.Conv3D(filters, 3, padding="same")(x)
+        if normalization == "batch":
+            x = layers.BatchNormalization()(x)
+        elif normalization == "instance":
+            x = layers.GroupNormalization(groups=-1)(x)
+        x = layers.Activation("relu")(x)
+    return x
+
+
+@wrong("upsampling_block")
+def ub_up_width_from_skip(x, skip, filters, pool_size=(2, 2, 2), normalization=None, name=None):
+    layers = _layers()
+    up = layers.Conv3DTranspose(skip.shape[-1], pool_size, strides=pool_size)(x)
+    return _ref_conv_block(layers.Concatenate()([up, skip]), filters, normalization)
+
+
+@wrong("upsampling_block")
+def ub_block_width_half_of_x(x, skip, filters, pool_size=(2, 2, 2), normalization=None, name=None):
+    layers = _layers()
+    up = layers.Conv3DTranspose(filters, pool_size, strides=pool_size)(x)
+    return _ref_conv_block(layers.Concatenate()([up, skip]), x.shape[-1] // 2, normalization)
+
+
+@wrong("upsampling_block")
+def ub_pool_size_reversed(x, skip, filters, pool_size=(2, 2, 2), normalization=None, name=None):
+    layers = _layers()
+    factor = tuple(pool_size)[::-1]
+    up = layers.Conv3DTranspose(filters, factor, strides=factor)(x)
+    return _ref_conv_block(layers.Concatenate()([up, skip]), filters, normalization)
+
+
+@wrong("single_class_dice_coefficient")
+def scd_keepdims(y_true, y_pred, axis=(0, 1, 2), epsilon=0.00001):
+    ops = _ops()
+    y_true, y_pred = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
+    num = 2.0 * ops.sum(y_true * y_pred, axis=axis, keepdims=True) + epsilon
+    return num / (ops.sum(y_true, axis=axis, keepdims=True) + ops.sum(y_pred, axis=axis, keepdims=True) + epsilon)
+
+
+@wrong("single_class_dice_coefficient")
+def scd_int_cast(y_true, y_pred, axis=(0, 1, 2), epsilon=0.00001):
+    ops = _ops()
+    return _dice_parts(ops.cast(y_true, "int32"), ops.cast(y_pred, "int32"), axis, epsilon)
+
+
+@wrong("single_class_dice_coefficient")
+def scd_mean_not_sum(y_true, y_pred, axis=(0, 1, 2), epsilon=0.00001):
+    ops = _ops()
+    y_true, y_pred = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
+    num = 2.0 * ops.mean(y_true * y_pred, axis=axis) + epsilon
+    return num / (ops.mean(y_true, axis=axis) + ops.mean(y_pred, axis=axis) + epsilon)
+
+
+@wrong("dice_coefficient")
+def dc_no_mean(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
+    return _dice_parts(y_true, y_pred, axis, epsilon)
+
+
+@wrong("dice_coefficient")
+def dc_mean_over_classes_only(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
+    return _ops().mean(_dice_parts(y_true, y_pred, axis, epsilon), axis=-1)
+
+
+@wrong("dice_coefficient")
+def dc_axis_of_exercise_1(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
+    return _ops().mean(_dice_parts(y_true, y_pred, (0, 1, 2), epsilon))
+
+
+@wrong("soft_dice_loss")
+def sdl_squares_in_numerator(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
+    ops = _ops()
+    num = 2.0 * ops.sum(ops.square(y_true * y_pred), axis=axis) + epsilon
+    den = ops.sum(ops.square(y_true), axis=axis) + ops.sum(ops.square(y_pred), axis=axis) + epsilon
+    return 1.0 - ops.mean(num / den)
+
+
+@wrong("soft_dice_loss")
+def sdl_int_cast(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):
+    ops = _ops()
+    return 1.0 - ops.mean(
+        _dice_parts(ops.cast(y_true, "int32"), ops.cast(y_pred, "int32"), axis, epsilon, squares=True)
+    )
+
+
+@wrong("compute_class_sens_spec")
+def css_npv_for_specificity(pred, label, class_num):
+    tp, tn, fp, fn = _counts(pred, label, class_num)
+    return _ratio(tp, tp + fn), _ratio(tn, tn + fn)
+
+
+@wrong("compute_class_sens_spec")
+def css_floor_division(pred, label, class_num):
+    tp, tn, fp, fn = _counts(pred, label, class_num)
+    return (tp // (tp + fn) if tp + fn else np.nan), (tn // (tn + fp) if tn + fp else np.nan)
+
+
+@wrong("compute_class_sens_spec")
+def css_three_d_only(pred, label, class_num):
+    p, t = np.asarray(pred).astype(bool), np.asarray(label).astype(bool)  # follows a 3-D example, ignores class_num
+    tp, tn, fp, fn = (p & t).sum(), (~p & ~t).sum(), (p & ~t).sum(), (~p & t).sum()
+    return _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+
+
+@wrong("blend_windows")
+def bw_weights_in_place(window_predictions, starts, volume_shape, weights=None):
+    preds = window_predictions
+    if weights is not None:
+        preds *= np.asarray(weights)[None, ..., None]  # writes into the caller's array
+    size = preds.shape[1:4]
+    w = np.ones(size) if weights is None else np.asarray(weights, float)
+    total, norm = np.zeros((*volume_shape, preds.shape[-1])), np.zeros(volume_shape)
+    for start, p in zip(starts, preds):
+        region = tuple(slice(s, s + n) for s, n in zip(start, size))
+        total[region] += p
+        norm[region] += w
+    return total / norm[..., None]
+
+
+@wrong("region_dice")
+def rd_whole_tumour_without_enhancing(truth_label, pred_label):
+    return _rd(truth_label, pred_label, {"WT": [1, 2], "TC": [2, 3], "ET": [3]})
+
+
+@wrong("region_dice")
+def rd_one_if_truth_empty(truth_label, pred_label):
+    out = _rd(truth_label, pred_label)
+    for region, values in _REG.items():
+        if not np.isin(truth_label, values).any():
+            out[region] = 1.0
+    return out
+
+
+@correct("get_sub_volume")
+def gsv_choice_per_axis(
+    image,
+    label,
+    orig_x=240,
+    orig_y=240,
+    orig_z=155,
+    output_x=160,
+    output_y=160,
+    output_z=16,
+    num_classes=4,
+    max_tries=1000,
+    background_threshold=0.95,
+):
+    sizes = ((orig_x, output_x), (orig_y, output_y), (orig_z, output_z))
+    for _ in range(max_tries):
+        corner = [int(np.random.choice(np.arange(o - n + 1))) for o, n in sizes]
+        window = tuple(slice(c, c + n) for c, (_, n) in zip(corner, sizes))
+        patch = label[window]
+        if np.mean(patch == 0) < background_threshold:
+            y = np.stack([patch == k for k in range(1, num_classes)], axis=-1).astype(np.float32)
+            return np.asarray(image[window], np.float32), y
+    raise ValueError("no patch found")
+
+
+@correct("standardize")
+def std_no_keepdims_broadcast(image):
+    image = np.array(image, dtype=np.float64)  # a copy
+    mean, std = image.mean(axis=(0, 1)), image.std(axis=(0, 1))  # (z, C): broadcasts over x and y
+    return np.where(std > 0, (image - mean) / np.where(std > 0, std, 1.0), 0.0)
+
+
+@correct("compute_class_sens_spec")
+def css_fourth_axis_as_the_docstring_says(pred, label, class_num):
+    p, t = pred[:, :, :, class_num].astype(bool), label[:, :, :, class_num].astype(bool)
+    tp, fn = np.sum(p & t), np.sum(~p & t)
+    tn, fp = np.sum(~p & ~t), np.sum(p & ~t)
+    return (tp / (tp + fn) if tp + fn else np.nan), (tn / (tn + fp) if tn + fp else np.nan)
+
+
+# ----------------------------------------------------------------------------
+# Lesson 08: parse_survival, tumour_volumes_ml
+# ----------------------------------------------------------------------------
+
+
+def _alive_days(text):
+    match = re.fullmatch(r"ALIVE \((\d+) days later\)", str(text).strip())
+    return None if match is None else float(match.group(1))
+
+
+@wrong("parse_survival")
+def ps_alive_is_a_death(value):
+    days = _alive_days(value)
+    return (days, True) if days is not None else (float(str(value).strip()), True)
+
+
+@wrong("parse_survival")
+def ps_event_inverted(value):
+    days = _alive_days(value)
+    return (days, True) if days is not None else (float(str(value).strip()), False)
+
+
+@wrong("parse_survival")
+def ps_alive_dropped_as_nan(value):
+    days = _alive_days(value)
+    return (float("nan"), False) if days is not None else (float(str(value).strip()), True)
+
+
+@wrong("parse_survival")
+def ps_garbage_becomes_nan(value):
+    days = _alive_days(value)
+    if days is not None:
+        return days, False
+    try:
+        return float(str(value).strip()), True
+    except ValueError:
+        return float("nan"), False
+
+
+@wrong("parse_survival")
+def ps_strings_only(value):
+    days = _alive_days(value)
+    return (days, False) if days is not None else (float(value.strip()), True)
+
+
+@wrong("parse_survival")
+def ps_negative_accepted(value):
+    days = _alive_days(value)
+    return (days, False) if days is not None else (float(str(value).strip()), True)
+
+
+@correct("parse_survival")
+def ps_split_style(value):
+    text = str(value).strip()
+    if text.upper().startswith("ALIVE"):
+        return float(text.split("(")[1].split()[0]), False
+    days = float(text)
+    if days < 0:
+        raise ValueError(f"negative survival {text}")
+    return days, True
+
+
+@correct("parse_survival")
+def ps_pandas_style(value):
+    text = str(value).strip()
+    digits = re.findall(r"\d+", text)
+    if text.startswith("ALIVE") and digits:
+        return float(digits[0]), False
+    days = pd.to_numeric(text, errors="raise")  # raises ValueError for text and for ""
+    if not np.isfinite(days) or days < 0:
+        raise ValueError(text)
+    return float(days), True
+
+
+def _tv(label, voxel_mm3, regions=None, scale=1000.0):
+    regions = regions or {"WT": (1, 2, 3), "TC": (2, 3), "ET": (3,)}
+    return {r: float(np.isin(label, v).sum() * voxel_mm3 / scale) for r, v in regions.items()}
+
+
+@wrong("tumour_volumes_ml")
+def tv_single_labels(label, affine):
+    return _tv(label, abs(np.linalg.det(affine[:3, :3])), {"WT": (1,), "TC": (2,), "ET": (3,)})
+
+
+@wrong("tumour_volumes_ml")
+def tv_voxel_counts(label, affine):
+    return _tv(label, 1.0, scale=1.0)
+
+
+@wrong("tumour_volumes_ml")
+def tv_mm3_not_ml(label, affine):
+    return _tv(label, abs(np.linalg.det(affine[:3, :3])), scale=1.0)
+
+
+@wrong("tumour_volumes_ml")
+def tv_diagonal_product(label, affine):
+    return _tv(label, float(np.prod(np.diag(affine)[:3])))
+
+
+@wrong("tumour_volumes_ml")
+def tv_signed_determinant(label, affine):
+    return _tv(label, float(np.linalg.det(affine[:3, :3])))
+
+
+@wrong("tumour_volumes_ml")
+def tv_label_values_summed(label, affine):
+    voxel = abs(np.linalg.det(affine[:3, :3])) / 1000.0
+    label = np.asarray(label)
+    return {
+        r: float(label[np.isin(label, v)].sum() * voxel) for r, v in (("WT", (1, 2, 3)), ("TC", (2, 3)), ("ET", (3,)))
+    }
+
+
+@wrong("tumour_volumes_ml")
+def tv_msd_order_confused(label, affine):
+    return _tv(label, abs(np.linalg.det(affine[:3, :3])), {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)})
+
+
+@correct("tumour_volumes_ml")
+def tv_column_norms(label, affine):
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)  # voxel sizes: right for any rotation
+    counts = np.bincount(np.asarray(label).ravel(), minlength=4)
+    ml = float(np.prod(spacing)) / 1000.0
+    return {"ET": counts[3] * ml, "TC": (counts[2] + counts[3]) * ml, "WT": counts[1:4].sum() * ml}
+
+
+@correct("tumour_volumes_ml")
+def tv_nibabel_zooms(label, affine):
+    import nibabel as nib
+
+    zooms = nib.Nifti1Image(np.asarray(label, np.uint8), np.asarray(affine)).header.get_zooms()
+    mm3 = float(np.prod(zooms))
+    t = np.asarray(label)
+    return {"WT": (t > 0).sum() * mm3 / 1e3, "TC": (t >= 2).sum() * mm3 / 1e3, "ET": (t == 3).sum() * mm3 / 1e3}
+
+
+# ----------------------------------------------------------------------------
 # The suite
 # ----------------------------------------------------------------------------
 
@@ -929,6 +1308,153 @@ def test_correct_alternative_passes(name, fn, variant):
 
 
 # ----------------------------------------------------------------------------
+# Hint precision: a "likely mistake" line names the answer's own mistake, and
+# only when its output matches that mistake (two mistakes that give the same
+# value on an input may both be named, joined by "or"); an answer whose
+# mistake has no signature gets what differs and no "likely mistake" at all
+# ----------------------------------------------------------------------------
+
+OWN_HINT: dict[str, tuple[str, ...]] = {
+    "gsv_x_y_swapped": (),
+    "gsv_last_corner_excluded": ("randint(low, high) excludes high",),
+    "gsv_less_or_equal": ("<= instead of <",),
+    "gsv_one_hot_from_data": ("took its number of classes from the label",),
+    "gsv_keeps_background": ("background channel is still there",),
+    "gsv_not_random": ("not drawn at random",),
+    "gsv_drops_last_class": ("not the last channel",),
+    "gsv_x_y_window_swapped": ("x and y swapped",),
+    "gsv_returns_y_x": (),
+    "gsv_clamped_start": ("clamped",),
+    "gsv_rounded_uniform": (),
+    "gsv_one_past_the_end": (),
+    "std_sample_std": ("ddof=1",),
+    "std_whole_volume": ("whole volume",),
+    "std_per_channel_only": ("per channel over all z",),
+    "std_inherits_int_dtype": ("integer dtype",),
+    "std_nan_on_constant": ("NaN where a slice is constant",),
+    "std_in_place": ("writes into its input", "integer dtype"),  # in place on int16 truncates too
+    "std_per_x_slice": ("per x-slice",),
+    "std_mean_of_whole_volume": (),
+    "std_in_place_when_float": ("writes into its input",),
+    "cb_sigmoid": ("no output is exactly 0",),
+    "cb_softplus": ("no output is exactly 0",),
+    "cb_missing_first_relu_without_normalization": ("first ReLU is missing",),
+    "cb_instance_as_layer_norm": (),
+    "cb_instance_two_groups": (),
+    "cb_instance_one_group": ("normalized together",),
+    "cb_valid_padding": ("padding='valid'",),
+    "cb_kernel_two": ("kernel size differs",),
+    "cb_relu_before_normalization": ("ReLU comes before",),
+    "cb_three_convolutions": ("3 convolutions where 2",),
+    "cb_second_width_from_input": (),
+    "cb_bias_kept_with_normalization": ("have no bias",),
+    "ub_relu_on_transpose": ("activation on the transposed",),
+    "ub_skip_ignored": ("skip is not concatenated",),
+    "ub_skip_added": ("4 convolutions where 3",),
+    "ub_kernel_three": ("3x3x3 kernel", "kernel size differs"),
+    "ub_stride_two_always": (),
+    "ub_upsampling_layer": ("3x3x3 kernel", "kernel size differs"),
+    "ub_normalization_dropped": ("normalization is not passed",),
+    "ub_up_width_from_skip": (),
+    "ub_block_width_half_of_x": (),
+    "ub_pool_size_reversed": (),
+    "scd_xy_only": ("axis argument is not used",),
+    "scd_squares": ("squares in the denominator",),
+    "scd_one_minus": ("returns 1 - Dice",),
+    "scd_eps_denominator_only": ("epsilon only in the denominator",),
+    "scd_eps_inside_twice": ("2 * (sum + epsilon)",),
+    "scd_ignores_axis": (),
+    "scd_keepdims": (),
+    "scd_int_cast": (),
+    "scd_mean_not_sum": ("means where the formula has sums",),
+    "dc_pooled_batch": ("batch is pooled",),
+    "dc_z_not_summed": ("z is not summed",),
+    "dc_squares": ("squares in the denominator",),
+    "dc_one_minus": ("returns 1 - Dice",),
+    "dc_eps_numerator_only": ("epsilon only in the numerator",),
+    "dc_classes_pooled": ("classes are pooled",),
+    "dc_no_mean": ("one value per sample and class",),
+    "dc_mean_over_classes_only": ("one value per sample came back",),
+    "dc_axis_of_exercise_1": ("batch is pooled",),  # axis=(0, 1, 2) pools the batch (and leaves z)
+    "sdl_pooled_batch": ("batch is pooled",),
+    "sdl_no_squares": ("no squares",),
+    "sdl_returns_dice": ("returns the Dice",),
+    "sdl_z_not_summed": ("z is not summed",),
+    "sdl_eps_denominator_only": ("epsilon only in the denominator",),
+    "sdl_fixed_epsilon": ("epsilon argument is not used",),
+    "sdl_numpy": ("NumPy",),
+    "sdl_squares_in_numerator": ("numerator squares too",),
+    "sdl_int_cast": (),
+    "css_swapped": ("swapped",),
+    "css_precision": ("precision",),
+    "css_first_axis": (),
+    "css_tilde_on_integers": (),
+    "css_zero_not_nan": (),
+    "css_npv_for_specificity": ("TN / (TN + FN)",),
+    "css_floor_division": (),
+    "css_three_d_only": (),
+    "df_transposed": ("transposed",),
+    "df_rows_swapped": ("swapped",),
+    "df_class_off_by_one": (),
+    "df_pooled_classes": (),
+    "bw_overwrite": ("overwrites",),
+    "bw_sum": ("not divided",),
+    "bw_divide_by_count": ("number of windows",),
+    "bw_ignores_weights": ("weights are not used",),
+    "bw_corner_order_swapped": (),
+    "bw_weights_in_place": ("writes into its input",),
+    "rd_single_labels": ("one label",),
+    "rd_jaccard": ("Jaccard",),
+    "rd_empty_zero": ("empty in both maps must score 1",),
+    "rd_msd_order_confused": (),
+    "rd_empty_nan": ("NaN is 0 / 0",),
+    "rd_whole_tumour_without_enhancing": (),
+    "rd_one_if_truth_empty": ("empty in the truth",),
+    "ps_alive_is_a_death": ("ALIVE patient's death was not observed",),
+    "ps_event_inverted": ("death that was observed", "ALIVE patient's death was not observed"),
+    "ps_alive_dropped_as_nan": (),
+    "ps_garbage_becomes_nan": (),
+    "ps_strings_only": (),
+    "ps_negative_accepted": (),
+    "tv_single_labels": ("one label",),
+    "tv_voxel_counts": ("count of voxels",),
+    "tv_mm3_not_ml": ("mm³, not mL",),
+    "tv_diagonal_product": ("diagonal",),
+    "tv_signed_determinant": ("|det|",),
+    "tv_label_values_summed": ("sum of the label values",),
+    "tv_msd_order_confused": (),
+}
+"""Each wrong answer's own "likely mistake" (substrings); () for a mistake with no signature of its own."""
+
+
+def _misleading(name: str, fn) -> tuple[list[str], bool]:
+    """The hint lines that do not name ``fn``'s own mistake, and whether its own mistake was named."""
+    own = OWN_HINT[fn.__name__]
+    lines = [
+        line
+        for variant in ("public", "grading")
+        for line in _likely_mistakes(run_check(name, fn, variant=variant, record=True))
+    ]
+    return [line for line in lines if not any(o in line for o in own)], any(o in line for o in own for line in lines)
+
+
+def test_every_wrong_answer_states_its_own_hint():
+    assert sorted(OWN_HINT) == sorted(fn.__name__ for fns in WRONG.values() for fn in fns)
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_each_hint_fires_only_on_its_own_mistake(name):
+    problems = []
+    for fn in WRONG[name]:
+        misleading, named = _misleading(name, fn)
+        if misleading:
+            problems.append(f"{fn.__name__} was told: {misleading}")
+        if OWN_HINT[fn.__name__] and not named:
+            problems.append(f"{fn.__name__} was never told its own mistake {OWN_HINT[fn.__name__]}")
+    assert not problems, "\n".join(problems)
+
+
+# ----------------------------------------------------------------------------
 # The recording API (the instructor grader calls it) and the feedback
 # ----------------------------------------------------------------------------
 
@@ -949,6 +1475,7 @@ NUMERIC = [
     "get_sens_spec_df",
     "blend_windows",
     "region_dice",
+    "tumour_volumes_ml",
 ]
 
 
@@ -1045,6 +1572,8 @@ def test_a_failed_check_ends_in_one_line_in_a_notebook(capsys):
         run_check("dice_coefficient", dc_pooled_batch)
     lines = info.value._render_traceback_()
     assert len(lines) == 1 and lines[0].startswith("ExerciseCheckError: ") and "\n" not in lines[0]
+    # it names the first failed test's finding, short; not the list of the failed tests
+    assert "failed; first: Dice: expected 0.6667, got 0.7778" in lines[0] and len(lines[0]) <= 250, lines[0]
     out = capsys.readouterr().out
     assert "likely mistake: the batch is pooled" in out and "All public tests passed" not in out
 
@@ -1053,6 +1582,16 @@ def test_large_arrays_are_summarised():
     results = run_check("blend_windows", bw_divide_by_count, record=True)
     detail = next(r.detail for r in results if "identity" in r.description)
     assert "array of shape (10, 8, 6, 2)" in detail and "differ at" in detail and len(detail) < 1000
+
+
+def test_the_one_line_summary_stays_short_for_every_wrong_answer():
+    for name, fns in WRONG.items():
+        for fn in fns:
+            with pytest.raises(ExerciseCheckError) as info:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    run_check(name, fn)
+            line = info.value._render_traceback_()[0]
+            assert len(line) <= 80 + len(name) + check_runner.SUMMARY_CHARS and "\n" not in line, line
 
 
 def test_something_that_is_not_a_function_fails_every_test():
@@ -1073,3 +1612,51 @@ def test_unknown_exercise_or_variant_is_an_error_even_when_recording():
         run_check("no_such_exercise", print, record=True)
     with pytest.raises(ValueError):
         run_check("region_dice", print, variant="private", record=True)
+
+
+# ----------------------------------------------------------------------------
+# The table for a closing note: python tests/test_checks_mistakes.py
+# (PYTHONPATH picks whose checks run against this file's answers)
+# ----------------------------------------------------------------------------
+
+
+def _likely_mistakes(results) -> list[str]:
+    return [
+        line.split("likely mistake:", 1)[1].strip()
+        for r in results
+        for line in r.detail.splitlines()
+        if "likely mistake:" in line
+    ]
+
+
+def mistakes_table(variants=("public", "grading")) -> list[dict]:
+    """Per exercise: wrong answers rejected, correct ones accepted, and what the hints said."""
+    rows = []
+    for name in EXERCISES:
+        row = {"exercise": name}
+        for variant in variants:
+            rejected = sum(
+                not all(r.passed for r in run_check(name, fn, variant=variant, record=True)) for fn in WRONG[name]
+            )
+            accepted = sum(
+                all(r.passed for r in run_check(name, fn, variant=variant, record=True)) for fn in CORRECT[name]
+            )
+            row[f"{variant} wrong rejected"] = f"{rejected}/{len(WRONG[name])}"
+            row[f"{variant} correct accepted"] = f"{accepted}/{len(CORRECT[name])}"
+        told = [_misleading(name, fn) for fn in WRONG[name]]
+        row["wrong answers told another mistake"] = sum(bool(misleading) for misleading, _ in told)
+        row["wrong answers told their own"] = sum(named for _, named in told)
+        rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    if "--hints" in sys.argv:
+        for name in EXERCISES:
+            for fn in WRONG[name]:
+                results = run_check(name, fn, record=True)
+                print(f"{name:32} {fn.__name__:40} {_likely_mistakes(results)}")
+    else:
+        print(pd.DataFrame(mistakes_table()).set_index("exercise").to_string())

@@ -1,10 +1,11 @@
-"""One mode everywhere: lessons 05, 06 and 07 resolve the same preset and checkpoint."""
+"""One mode everywhere: lessons 05 to 08 resolve the same preset and checkpoint."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 
 import utils.config as config_module
@@ -12,16 +13,20 @@ from utils.config import course_mode, get_settings, preset, project_path, run_di
 
 import notebooks as nbtools
 
-RUN_LESSONS = ("05_training", "06_whole_scan_prediction", "07_bonus_2d_unet")
+RUN_LESSONS = ("05_training", "06_whole_scan_prediction", "07_bonus_2d_unet", "08_clinical_metadata")
 CHECKPOINT_NAMES = {
     "05_training": "checkpoint",
     "06_whole_scan_prediction": "model_path",
     "07_bonus_2d_unet": "checkpoint",
+    "08_clinical_metadata": "model_path",
 }
 
 
-def _resolve(lesson_name: str) -> dict:
-    """Run a solution notebook's imports, parameters and run-config cells; return its namespace."""
+def _resolve(lesson_name: str, **parameters) -> dict:
+    """Run a solution notebook's imports, parameters and run-config cells; return its namespace.
+
+    ``parameters`` replace values of the parameters cell, as a learner edits it.
+    """
     lesson = next(lesson for lesson in nbtools.lessons() if lesson.name == lesson_name)
     cells = json.loads(lesson.solution.read_text())["cells"]
     namespace: dict = {}
@@ -30,6 +35,11 @@ def _resolve(lesson_name: str) -> dict:
         chosen = [c for c in cells if tag in c.get("metadata", {}).get("tags", [])]
         assert len(chosen) == 1, f"{lesson_name}: expected one cell tagged {tag!r}, found {len(chosen)}"
         exec("".join(chosen[0]["source"]), namespace)
+        if tag == "parameters":
+            assert set(parameters) <= set(namespace), (
+                f"{lesson_name} has no parameter {set(parameters) - set(namespace)}"
+            )
+            namespace.update(parameters)
     return namespace
 
 
@@ -87,3 +97,33 @@ def test_cpu_demo_trains_the_lesson_03_unet_at_full_resolution_and_holds_out_six
     ids = [f"PHANTOM_{i:03d}" for i in range(1, settings.phantom_train + 1)]
     train_ids, val_ids = split_cases(ids, config.val_fraction, config.seed)
     assert len(val_ids) >= 6 and len(train_ids) >= 10, (len(train_ids), len(val_ids))
+
+
+def test_gpu_session_trains_cpu_session_predicts(no_mode, tmp_path, phantom_root):
+    """Colab: lesson 05 trains on a GPU runtime into Drive (mixed precision, XLA); the quota runs out;
+    on a CPU runtime lesson 06, given that model, loads it (in float32) and segments a case."""
+    import utils
+    from utils.data import list_cases, load_case
+    from utils.inference import predict_case
+    from utils.model import dtype_policy_of, saved_dtype_policy
+    from utils.train import train
+
+    no_mode.setenv("COURSE_DATA_DIR", str(tmp_path / "drive"))
+    no_mode.setattr(config_module, "gpu_count", lambda: 1)  # the GPU session
+    gpu_session = _resolve("05_training")
+    assert gpu_session["config"].mixed_precision == "auto" and gpu_session["checkpoint"].parent.name == "gpu"
+    # what lesson 05 runs there, on the tiny phantom and network (a GPU turns "auto" into both of these)
+    config = preset("ci", output_dir=gpu_session["config"].output_dir, dataset=str(phantom_root), epochs=1)
+    config.mixed_precision, config.jit_compile, config.steps_per_epoch, config.verbose = "on", "on", 1, 0
+    train(config, progress=False)
+    checkpoint = gpu_session["checkpoint"]
+    assert saved_dtype_policy(checkpoint) == "mixed_float16"
+
+    no_mode.setattr(config_module, "gpu_count", lambda: 0)  # the CPU session: lesson 06 pointed at that model
+    cpu_session = _resolve("06_whole_scan_prediction", MODEL_PATH=str(checkpoint))
+    assert cpu_session["model_path"] == checkpoint
+    model = utils.load_model(cpu_session["model_path"], compile=False)
+    assert dtype_policy_of(model) == "float32"
+    case = load_case(phantom_root, list_cases(phantom_root)[0])
+    labels, probabilities = predict_case(model, case.image, overlap=0, progress=False)
+    assert labels.shape == case.image.shape[:3] and np.isfinite(probabilities).all()

@@ -114,10 +114,11 @@ def test_a_wrong_answer_fails_with_expected_and_got():
         raise ValueError("none")
 
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(ExerciseCheckError, match="far one included"):
+    # the one-line summary names the first failed test's finding
+    with contextlib.redirect_stdout(out), pytest.raises(ExerciseCheckError, match="first: never drawn in 1200 patches"):
         EXERCISES["get_sub_volume"].check(off_by_one)
     text = out.getvalue()
-    assert "never drawn:" in text and "randint(low, high) excludes high" in text
+    assert "far one included" in text and "randint(low, high) excludes high" in text
     assert "All public tests passed" not in text
 
 
@@ -152,10 +153,13 @@ def test_check_does_not_depend_on_the_order_of_random_draws():
 
 
 def _fails(name, fn, match):
+    """The check fails, its one line names the first finding, and a failed test's line matches ``match``."""
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(ExerciseCheckError, match=match):
+    with contextlib.redirect_stdout(out), pytest.raises(ExerciseCheckError, match="failed; first: "):
         EXERCISES[name].check(fn)
-    return out.getvalue()
+    text = out.getvalue()
+    assert any(re.search(match, line) for line in text.splitlines() if line.lstrip().startswith("\u2718")), text
+    return text
 
 
 def test_common_mistakes_of_lesson_04_fail():

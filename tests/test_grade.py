@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import utils
-from utils import grade
+from utils import grade, sandbox
 from utils.checks import run_check
 from utils.safety import OWNER_FILE, OwnedFiles, UnsafeWriteError
 
@@ -133,11 +133,11 @@ def test_learner_names_come_from_the_file_or_its_first_folder(tmp_path):
 
 def test_the_kernel_environment_holds_nothing_of_the_graders(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADES_SECRET", "x")
-    env = grade.kernel_env(tmp_path, tmp_path / "data")
+    env = grade.kernel_env(tmp_path, tmp_path / "data", "/opt/course")
     assert "GRADES_SECRET" not in env
     assert env["COURSE_MODE"] == "ci" and env["HOME"] == str(tmp_path)
     assert env["COURSE_DATA_DIR"] == str(tmp_path / "data")
-    assert env["PYTHONPATH"] == str(ROOT)
+    assert env["PYTHONPATH"] == "/opt/course"  # the private package copy, never the checkout
 
 
 # ----------------------------------------------------------------------------
@@ -260,10 +260,12 @@ def graded(tmp_path_factory):
     crash.cells.insert(j + 1, nbformat.v4.new_code_cell("raise RuntimeError('crash halfway')"))
     crash.cells.insert(j + 2, nbformat.v4.new_code_cell("hog = bytearray(64 * 2**30)  # over the memory limit"))
     crash.cells.insert(j + 3, nbformat.v4.new_code_cell("for i in range(20000):\n    print('x' * 1000)"))
-    forged = json.dumps(
-        {"exercise": "soft_dice_loss", "public": [["forged", True, ""]], "grading": [["forged", True, ""]]}
+    forged = json.dumps({"ok": 0.0})  # a forged answer outside the grader's calls counts for nothing
+    crash.cells.append(
+        nbformat.v4.new_code_cell(
+            f"from IPython.display import publish_display_data\npublish_display_data({{{grade.wire.MIME!r}: {forged!r}}})"
+        )
     )
-    crash.cells.append(nbformat.v4.new_code_cell(f"print('{grade.MARK}' + '0' * 32 + ' ' + {forged!r})"))
     crash.cells.append(nbformat.v4.new_code_cell("import os\nos._exit(3)"))
     nbformat.write(crash, subs / "crash.ipynb")
 
@@ -295,6 +297,7 @@ def graded(tmp_path_factory):
                 "120",
                 "--timeout",
                 "600",
+                *(["--no-sandbox"] if sandbox.missing() else []),
             ]
         )
     rows: dict[str, dict[str, dict]] = {}

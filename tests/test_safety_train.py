@@ -110,7 +110,8 @@ def test_kill_after_logging_before_commit_drops_the_row_and_says_so(env, monkeyp
     assert state["epochs_done"] == 1
     assert "epoch 2" in message and "trained again" in message and "dropped" in message
     lines = (out / "log.csv").read_text().splitlines()
-    assert lines[0] == "epoch,learning_rate,loss,val_pooled_dice" and [l.split(",")[0] for l in lines[1:]] == ["0"]
+    assert lines[0] == "epoch,epoch_seconds,learning_rate,loss,val_pooled_dice"
+    assert [l.split(",")[0] for l in lines[1:]] == ["0"]
     assert not (out / PENDING).exists()
     for a, b in zip(keras.models.load_model(out / "last.keras").get_weights(), committed):
         np.testing.assert_array_equal(a, b)

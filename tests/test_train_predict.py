@@ -48,6 +48,7 @@ def test_train_crash_and_resume(workdir, capsys):
     result = train(config, progress=False)
     assert result.initial_epoch == 1
     assert result.history["epoch"].tolist() == [0, 1, 2], "the log continues the epoch count"
+    assert (result.history["epoch_seconds"] > 0).all(), "each epoch's wall time is logged (lesson 05 prints it)"
     assert json.loads((out / "state.json").read_text())["epochs_done"] == 3
     assert (out / "best.keras").is_file() and (out / "tensorboard").is_dir()
     assert len(result.train_cases) + len(result.val_cases) == 6 and set(result.train_cases).isdisjoint(result.val_cases)

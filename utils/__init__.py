@@ -18,6 +18,7 @@ import os
 
 __version__ = "0.1.0"  # first: modules imported below may read it
 
+from .clinical import parse_survival, tumour_volumes_ml
 from .config import course_mode, data_root, get_settings, phantom_dir
 from .data import (
     Case,

@@ -39,10 +39,13 @@ from .errors import CourseError
 from .parallel import default_workers, map_in_processes
 from .preprocessing import standardize_nonzero
 from .safety import (
+    BOOKKEEPING,
     OwnedFiles,
     UnsafeWriteError,
     atomic_path,
+    check_writable,
     file_record,
+    folder_lock,
     read_json_object,
     stale_temporaries,
     write_json_atomic,
@@ -57,6 +60,8 @@ CROP_MARGIN = 2
 """Voxels kept around the brain's bounding box: by the cache, and by whole-case prediction (the same crop)."""
 NORMALIZATIONS = {"nonzero_zscore": standardize_nonzero}
 """The intensity normalizations a cache can apply, by the name :class:`CacheParams` records."""
+CACHE_LOCK_WAIT = 3600.0
+"""Seconds a build waits for another process building the same cache (then it finds the cases done)."""
 PARALLEL_BYTES = 64 << 20
 """Dataset bytes to build from above which :func:`build_cache` uses several processes by default."""
 
@@ -280,8 +285,40 @@ def build_cache(
 
     Returns:
         The :class:`TrainingCache`.
+
+    One build at a time per folder: the cache folder is locked for the build
+    (:func:`utils.safety.folder_lock`); a second build waits up to
+    :data:`CACHE_LOCK_WAIT` for the first and then reuses its cases.
     """
     dataset_root, cache_dir = Path(dataset_root), Path(cache_dir)
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise CacheError(f"the cache folder {cache_dir} is a file")
+    _refuse_foreign(cache_dir)  # before the lock file is made there
+    check_writable(cache_dir, "the training cache")
+    with folder_lock(cache_dir, TOOL, wait=CACHE_LOCK_WAIT):
+        return _build_cache(dataset_root, cache_dir, case_ids, params, seed, progress, workers)
+
+
+def _refuse_foreign(cache_dir: Path) -> None:
+    if (
+        cache_dir.is_dir()
+        and not (cache_dir / MANIFEST).is_file()
+        and not OwnedFiles(cache_dir, TOOL).exists
+        and any(p.name not in (".gitkeep", *BOOKKEEPING) for p in cache_dir.iterdir())
+    ):
+        raise CacheError(f"{cache_dir} is not empty and holds no cache manifest; choose another folder")
+
+
+def _build_cache(
+    dataset_root: Path,
+    cache_dir: Path,
+    case_ids: list[str] | None,
+    params: CacheParams,
+    seed: int,
+    progress: bool,
+    workers: int | None,
+) -> TrainingCache:
+    """:func:`build_cache` with the cache folder locked."""
     case_ids = list_cases(dataset_root) if case_ids is None else list(case_ids)
     expected = {
         "params": asdict(params),
@@ -290,8 +327,6 @@ def build_cache(
         "seed": seed,
     }
     manifest_path = cache_dir / MANIFEST
-    if cache_dir.exists() and not cache_dir.is_dir():
-        raise CacheError(f"the cache folder {cache_dir} is a file")
     owned = OwnedFiles(cache_dir, TOOL, hashed=False)
     ours = owned.exists or manifest_path.is_file()
     manifest = None
@@ -327,8 +362,8 @@ def build_cache(
                 if key != MANIFEST:
                     owned.remove(cache_dir / key, strict=False)
             owned.save()
-    elif cache_dir.exists() and any(p.name != ".gitkeep" for p in cache_dir.iterdir()) and not ours:
-        raise CacheError(f"{cache_dir} is not empty and holds no cache manifest; choose another folder")
+    elif not ours:
+        _refuse_foreign(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     for stale in stale_temporaries(cache_dir, owned.files):  # a killed build's temporary files of our files
         stale.unlink()

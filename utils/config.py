@@ -48,6 +48,20 @@ DRIVE_DIR = "/content/drive/MyDrive/brats-course"
 BRATS_SHAPE = (240, 240, 155)
 TINY_SHAPE = (64, 64, 40)
 
+NIFTI_MAX_MB = 1024
+"""Most voxel data (MB, decompressed) one NIfTI file may hold before the course refuses to read it:
+a 240x240x155x4 float32 BraTS case is 143 MB, so this is about seven of them. A header that
+declares more, or a ``.nii.gz`` that decompresses to more, is refused before anything is allocated."""
+
+MODEL_CONFIG_MAX_MB = 64
+"""Largest ``config.json`` (MB, uncompressed) a ``.keras`` archive may hold (Keras writes the layer graph there: kilobytes)."""
+
+MODEL_MAX_MB = 4096
+"""Largest total size (MB, uncompressed) of the members of a ``.keras`` archive (weights and config; far above any course U-Net)."""
+
+LOCK_WAIT_SECONDS = 0.0
+"""How long a command waits for another course command to finish with its output folder before refusing."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -62,6 +76,10 @@ class Settings:
         patch_shape: the patch lessons 02 and 03 cut and build for (the
             assignment's 160x160x16); the training patch is
             ``preset(mode).patch_shape``.
+        clinical_cases: phantom patients of lesson 08's clinical cohort
+            (label maps only, as many as BraTS 2020's 369 outside ci mode).
+        clinical_shape: the grid their label maps are drawn on (same field
+            of view, so volumes in mL agree with the phantom's).
     """
 
     mode: str
@@ -70,10 +88,12 @@ class Settings:
     phantom_test: int
     phantom_dir_name: str
     patch_shape: tuple[int, int, int]
+    clinical_cases: int = 369
+    clinical_shape: tuple[int, int, int] = (96, 96, 62)
 
 
 _SETTINGS = {
-    "ci": Settings("ci", TINY_SHAPE, 6, 1, "phantom-ci", (16, 16, 16)),
+    "ci": Settings("ci", TINY_SHAPE, 6, 1, "phantom-ci", (16, 16, 16), 80, TINY_SHAPE),
     "cpu": Settings("cpu", BRATS_SHAPE, 16, 2, "phantom", (160, 160, 16)),
     "gpu": Settings("gpu", BRATS_SHAPE, 24, 2, "phantom", (160, 160, 16)),
 }

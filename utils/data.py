@@ -21,6 +21,7 @@ and the voxel size in mm. Loaders only read: nothing is written to the dataset.
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import zlib
@@ -111,20 +112,151 @@ def strip_nifti_suffix(name: str) -> str:
     return name
 
 
-def load_nifti(path: Path | str, what: str = "image") -> nib.Nifti1Image:
-    """Open a NIfTI file and check that its data can be read in full.
+def nifti_data_bytes(header: nib.Nifti1Header) -> int:
+    """Bytes of voxel data a NIfTI header declares: product of the data shape times the dtype's size."""
+    count = 1
+    for n in header.get_data_shape():
+        count *= int(n)
+    return count * header.get_data_dtype().itemsize
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 2**20:,.0f} MB" if n >= 2**20 else f"{n:,} bytes"
+
+
+def _check_data_size(img: nib.Nifti1Image, path: Path, what: str, read: bool) -> None:
+    """Refuse a file whose header declares more voxel data than the file holds or than the limit allows.
+
+    Uncompressed files are compared with their size on disk. A ``.nii.gz`` is
+    decompressed as a stream, 1 MB at a time, and never beyond
+    :data:`utils.config.NIFTI_MAX_MB` (``read=False``: the header is checked,
+    the stream is not read).
+    """
+    from . import config  # the limit is read at each call, so a test or a notebook can lower it
+
+    limit = int(config.NIFTI_MAX_MB) << 20
+    header = img.header
+    declared = nifti_data_bytes(header)
+    offset = int(getattr(img.dataobj, "offset", header.get_data_offset()))  # where nibabel will read from
+    shape, dtype = tuple(header.get_data_shape()), header.get_data_dtype()
+    declares = f"its header declares {_megabytes(declared)} of voxel data (shape {shape}, {dtype})"
+    if not path.name.endswith(".gz"):
+        size = path.stat().st_size
+        if offset + declared > size:
+            raise DatasetError(
+                f"could not read {what} {path}: truncated or not a valid NIfTI file ({declares}, but the "
+                f"file holds {_megabytes(max(size - offset, 0))} after the header)"
+            )
+        if declared > limit:
+            raise DatasetError(
+                f"refusing to read {what} {path}: {declares}, more than the limit of {config.NIFTI_MAX_MB} MB "
+                "(utils.config.NIFTI_MAX_MB)"
+            )
+        return
+    if declared <= limit and not read:
+        return
+    need = offset + declared
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while total < need:
+                block = stream.read(min(1 << 20, need - total, limit + 1 - total) or 1)
+                if not block:
+                    break
+                total += len(block)
+                if total > limit:
+                    raise DatasetError(
+                        f"refusing to read {what} {path}: it decompresses to more than {config.NIFTI_MAX_MB} MB "
+                        f"(utils.config.NIFTI_MAX_MB; {declares})"
+                    )
+    except (EOFError, zlib.error, OSError) as err:
+        raise DatasetError(f"could not read {what} {path}: not a valid NIfTI file or truncated ({err})") from err
+    if total < need:
+        raise DatasetError(
+            f"could not read {what} {path}: truncated or not a valid NIfTI file ({declares}, but the "
+            f"file decompresses to only {_megabytes(max(total - offset, 0))} after the header)"
+        )
+
+
+def check_geometry(img: nib.Nifti1Image, path: Path | str, what: str, ndim: tuple[int, ...] = (3, 4)) -> None:
+    """Refuse a NIfTI whose voxel grid cannot be placed in space, before any work is done with it.
+
+    Checked: ``ndim`` dimensions, each at least 1; a finite, invertible affine;
+    positive, finite voxel sizes; and, when the header codes both a qform and
+    an sform, that they place the volume's corners within one voxel of each
+    other.
+
+    Raises:
+        DatasetError: naming the file and what is wrong with its geometry.
+    """
+    shape = tuple(int(n) for n in img.shape)
+    if len(shape) not in ndim or min(shape, default=0) < 1:
+        expected = " or ".join(f"{n}-D" for n in ndim)
+        raise DatasetError(f"expected a {expected} {what}; found shape {shape} in {path}")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        raise DatasetError(
+            f"the {what} {path} has no valid voxel-to-world matrix (its affine holds NaN or Inf): "
+            "a file whose voxels cannot be placed in space is refused"
+        )
+    columns = np.linalg.norm(affine[:3, :3], axis=0)
+    det = float(np.linalg.det(affine[:3, :3]))
+    if np.any(columns == 0) or abs(det) <= 1e-6 * float(np.prod(columns)):
+        raise DatasetError(
+            f"the {what} {path} has a singular affine (determinant {det:.3g}: two voxel axes point the same "
+            "way or one has length 0), so its voxels cannot be placed in space"
+        )
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
+        raise DatasetError(f"expected positive voxel sizes in {what} {path}; found {tuple(zooms.tolist())}")
+    sform, scode = img.header.get_sform(coded=True)
+    qform, qcode = img.header.get_qform(coded=True)
+    if scode and qcode:
+        corners = np.array(
+            [[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
+        )
+        apart = (
+            np.linalg.norm((corners @ sform.T - corners @ qform.T)[:, :3], axis=1)
+            if np.all(np.isfinite(qform))
+            else [np.inf]
+        )
+        if float(np.max(apart)) > float(np.max(columns)):
+            raise DatasetError(
+                f"the {what} {path} places its voxels in two different ways: its qform and sform disagree "
+                f"by {float(np.max(apart)):.3g} mm at a corner of the volume (more than one voxel)"
+            )
+
+
+def read_nifti_header(path: Path | str, what: str = "image", ndim: tuple[int, ...] = (3, 4)) -> nib.Nifti1Image:
+    """Open a NIfTI file for its header and grid only (no voxel data is read), checked as :func:`load_nifti` does."""
+    return _open_nifti(Path(path), what, ndim, read=False)
+
+
+def load_nifti(path: Path | str, what: str = "image", ndim: tuple[int, ...] = (3, 4)) -> nib.Nifti1Image:
+    """Open a NIfTI file and check that its data can be read in full, within bounded memory.
+
+    Every course command reads NIfTI through here (or :func:`read_nifti_header`).
+    Before anything is allocated, the size the header declares is compared with
+    the file (a ``.nii`` must hold it; a ``.nii.gz`` is decompressed as a stream
+    and must reach it) and with :data:`utils.config.NIFTI_MAX_MB`; the geometry
+    is checked by :func:`check_geometry`.
 
     Args:
         path: a ``.nii`` or ``.nii.gz`` file.
         what: what the file should hold, used in error messages.
+        ndim: the number of dimensions allowed.
 
     Returns:
-        The nibabel image (data already read, so a truncated file fails here).
+        The nibabel image (its data proven readable; read it with ``get_fdata`` or ``dataobj``).
 
     Raises:
-        DatasetError: if the file is missing, not NIfTI, or truncated.
+        DatasetError: if the file is missing, not NIfTI, truncated, larger than
+            the limit, or its geometry is broken; one line naming the file.
     """
-    path = Path(path)
+    return _open_nifti(Path(path), what, ndim, read=True)
+
+
+def _open_nifti(path: Path, what: str, ndim: tuple[int, ...], read: bool) -> nib.Nifti1Image:
     if not path.is_file():
         raise DatasetError(f"{what} file not found: {path}")
     if not path.name.endswith(NIFTI_SUFFIXES):
@@ -133,11 +265,14 @@ def load_nifti(path: Path | str, what: str = "image") -> nib.Nifti1Image:
         img = nib.load(str(path))
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise DatasetError(f"expected a NIfTI {what}; {path} is a {type(img).__name__}")
-        np.asanyarray(img.dataobj)  # force the read: catches truncated archives
+        _check_data_size(img, path, what, read)
     except DatasetError:
         raise
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
         raise DatasetError(f"could not read {what} {path}: not a valid NIfTI file or truncated ({err})") from err
+    except nib.spatialimages.HeaderDataError as err:
+        raise DatasetError(f"could not read {what} {path}: its NIfTI header is not valid ({err})") from err
+    check_geometry(img, path, what, ndim)
     return img
 
 
@@ -605,13 +740,13 @@ def load_label(root: Path | str, case_id: str) -> tuple[np.ndarray, tuple[float,
             )
         flair = _one_file(root / case_id, layout, layout.suffixes["FLAIR"], "FLAIR image")
         if flair is not None:  # the header only: no image data is read
-            check_same_grid(nib.load(str(flair)), "FLAIR", img, path, "segmentation")
+            check_same_grid(read_nifti_header(flair, "FLAIR image"), "FLAIR", img, path, "segmentation")
         return label, voxel_spacing(img)
     path = find_msd_file(root / "labelsTr", case_id)
     img = load_nifti(path, "label")
     image_path = find_msd_file(root / "imagesTr", case_id)
     label = np.asanyarray(img.dataobj)
-    check_same_grid(nib.load(str(image_path)), "image", img, path, "label")  # header only
+    check_same_grid(read_nifti_header(image_path), "image", img, path, "label")  # header only
     return check_label(label, label.shape, path), voxel_spacing(img)
 
 

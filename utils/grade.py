@@ -2,32 +2,32 @@
 
 ``python -m utils.grade SUBMISSION.ipynb [MORE.ipynb | FOLDER ...] --out grades.csv``
 
-Each submission is untrusted code. It runs top to bottom in a fresh Jupyter
-kernel, in a separate process started with a memory limit (``RLIMIT_AS``), a
-file-size limit and a CPU-time backstop, in a fresh temporary folder outside the
-course checkout (with its own copy of the tiny phantom data), with
-``COURSE_MODE=ci`` and an environment stripped to what a lesson needs. Every
-cell has a wall-clock limit and so has the whole notebook; a cell that raises
-does not stop the run (the learner's later exercises still count), and a cell
-that kills or hangs the kernel is skipped on a fresh kernel.
+Each submission is untrusted code: its code may change only the outputs its
+own exercise functions return for the inputs this grader sends them. It runs
+top to bottom in a fresh Jupyter kernel inside a bubblewrap sandbox
+(:mod:`utils.sandbox`: a read-only view of the Python environment and of a
+private copy of the course package whose references and checks are stubs, no
+network, its own PID namespace, a private size-limited ``/tmp``, nothing of the
+instructor's files or environment), with a memory limit (``RLIMIT_AS``), a
+file-size limit and a CPU-time backstop, with ``COURSE_MODE=ci`` and its own
+copy of the tiny phantom. Every cell has a wall-clock limit and so has the whole
+notebook; a cell that raises does not stop the run (the learner's later
+exercises still count), and a cell that kills or hangs the kernel is skipped on
+a fresh kernel.
 
-After the learner's cells, scoring cells run in the same kernel (the learner's
-functions live there). For each exercise of the lesson they call
-``utils.checks.run_check(name, fn, variant=..., record=True)`` with the
+Scoring happens here, in the grader's process: for each exercise,
+``utils.checks.run_check(name, fn, variant=..., record=True)`` runs the
 ``public`` tests (those of the lesson) and the ``grading`` variants (the same
-tests on other inputs and seeds, so that answers hard-coded to the outputs
-printed in the lesson fail), and print the results as JSON on one line that
-starts with a marker and a random per-run nonce. The grader reads only the
-scoring cells' outputs of that kernel, so a learner's printed text can neither
-forge a result nor touch another learner's rows. Everything is written by this
-(parent) process, atomically, after the kernels have exited: the grades CSV
-(one row per learner and exercise), a feedback file per learner with the
-checks' ✔/✘ lines, and an instructor summary per exercise.
-
-This is not a security boundary against a determined attacker: the kernel runs
-as your user, so it can read and write what you can. For a hostile class, run
-the grader in a container or as a separate user without access to anything
-else.
+tests on inputs drawn from a seed this process draws per run and never sends
+to a kernel), where ``fn`` stands for the learner's function: each call sends
+the arguments to the kernel as wire JSON (:mod:`utils.wire`: numbers, text and
+raw NumPy bytes, never pickles), the kernel calls the learner's function and
+sends back its output the same way. Expected values, tolerances and verdicts
+never leave this process. Everything is written by this process, atomically,
+after the kernels have exited: the grades CSV (one row per learner and
+exercise), a feedback file per learner with the checks' ✔/✘ lines, and an
+instructor summary per exercise. ``--no-sandbox`` runs the kernels without
+bubblewrap (a class you trust only; it says what that exposes).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -52,14 +53,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from . import wire
 from .checks import CHECKS
 from .config import repo_root
 from .lessons import DEF, lesson_stamp
 from .lessons import lessons as lesson_sources
-from .safety import OwnedFiles, check_target, foreign_files, install_folder, write_bytes_atomic
+from .safety import (
+    OwnedFiles,
+    check_target,
+    check_writable,
+    folder_lock,
+    foreign_files,
+    install_folder,
+    one_line,
+    write_bytes_atomic,
+)
+from .sandbox import STUB_MESSAGE, WIRE
 
 PASS, FAIL = "\u2714", "\u2718"
-MARK = "@@course-grade@@"
 WRITTEN_BY = "utils.grade"
 CSV_FIELDS = [
     "learner",
@@ -80,15 +93,17 @@ DEFAULT_NOTEBOOK_TIMEOUT = 1200
 DEFAULT_SCORE_TIMEOUT = 300
 DEFAULT_MEMORY_GB = 8.0
 DEFAULT_MAX_MB = 50.0
+DEFAULT_WORK_MB = 512.0  # bytes a submission may keep in its work folder, /tmp and /dev/shm
 MAX_CELL_OUTPUT = 200_000  # bytes of output kept per cell
 MAX_NOTEBOOK_OUTPUT = 5_000_000  # bytes of output kept per notebook
+MAX_ANSWER_BYTES = 50_000_000  # largest answer of one call of a learner's function
 MAX_FILE_BYTES = 1 << 30  # largest file a submission may write (RLIMIT_FSIZE)
 MAX_KERNEL_RESTARTS = 3
 PROBE_TIMEOUT = 20
 
-# Runs first in the kernel process: limits, then the ordinary IPython kernel.
+# Runs first in the kernel process: limits, the data copy, then the ordinary IPython kernel.
 _KERNEL_LAUNCHER = """\
-import resource, sys
+import os, resource, shutil, sys
 memory, fsize, cpu = (int(v) for v in sys.argv[1:4])
 del sys.argv[1:4]
 if memory > 0:
@@ -97,75 +112,12 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 if cpu > 0:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 30))
+source, target = os.environ.pop("COURSE_DATA_SOURCE", ""), os.environ.get("COURSE_DATA_DIR", "")
+if source and target and os.path.isdir(source) and not os.path.exists(target):
+    shutil.copytree(source, os.path.join(target, os.environ.pop("COURSE_DATA_NAME", "phantom")))
 from ipykernel import kernelapp
 kernelapp.launch_new_instance()
 """
-
-# Defined in the learner's kernel after their cells; {nonce} is per run.
-_SCORER = r"""
-def __course_grade_setup__():
-    import sys
-    # A fresh copy of the course package: patches the learner's cells made to
-    # utils.checks do not reach the scoring.
-    for key in [k for k in sys.modules if k == "utils" or k.startswith("utils.")]:
-        del sys.modules[key]
-    from utils.checks import run_check
-    return run_check
-
-
-def __course_grade__(name, _run_check=__course_grade_setup__(), _mark={mark!r}):
-    import contextlib, difflib, json, sys, types
-    real_stdout = sys.stdout
-
-    class _Sink:
-        def write(self, text):
-            return len(text)
-
-        def flush(self):
-            pass
-
-    ns = get_ipython().user_ns
-    result = {{"exercise": name}}
-    fn = ns.get(name)
-    if fn is None or not callable(fn):
-        defined = [k for k, v in ns.items() if callable(v) and not k.startswith("_")
-                   and getattr(v, "__module__", None) == "__main__"]
-        result["missing"] = "not defined" if fn is None else f"{{name}} is a {{type(fn).__name__}}, not a function"
-        result["close"] = difflib.get_close_matches(name, defined, n=3, cutoff=0.6)
-    else:
-        module = getattr(fn, "__module__", "") or ""
-        calls_reference = module == "utils" or module.startswith("utils.")
-
-        def code_names(code):
-            names = set(code.co_names)
-            for const in code.co_consts:
-                if isinstance(const, types.CodeType):
-                    names |= code_names(const)
-            return names
-
-        code = getattr(fn, "__code__", None)
-        if code is not None and not calls_reference:
-            used = code_names(code)
-            for used_name in used:
-                obj = getattr(fn, "__globals__", {{}}).get(used_name)
-                obj_module = getattr(obj, "__module__", None) or getattr(obj, "__name__", "") or ""
-                if not (obj_module == "utils" or obj_module.startswith("utils.")):
-                    continue
-                if getattr(obj, "__name__", None) == name or (isinstance(obj, types.ModuleType) and name in used):
-                    calls_reference = True
-        if calls_reference:
-            result["reference"] = True
-        for variant in ("public", "grading"):
-            try:
-                with contextlib.redirect_stdout(_Sink()), contextlib.redirect_stderr(_Sink()):
-                    tests = _run_check(name, fn, variant=variant, record=True)
-                result[variant] = [[str(t.description)[:300], bool(t.passed), str(t.detail)[:1500]] for t in tests]
-            except BaseException as err:  # noqa: BLE001 - a broken check must not stop the scoring
-                result[variant + "_error"] = f"{{type(err).__name__}}: {{str(err)[:500]}}"
-    real_stdout.write("\n" + _mark + {nonce!r} + " " + json.dumps(result) + "\n")
-    real_stdout.flush()
-"""
-
 
 # ----------------------------------------------------------------------------
 # What is graded and what comes out
@@ -229,21 +181,62 @@ def course_lessons() -> dict[str, LessonInfo]:
 _TITLE = re.compile(r"^#\s*Lesson\s+(\d+)", re.MULTILINE)
 
 
+_FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device", stat.S_IFSOCK: "a socket"}
+
+
+def _read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``max_bytes`` (never follows a last link, never blocks)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        if path.is_symlink():
+            raise ValueError("not a notebook: a symbolic link (only regular files are read)") from None
+        raise ValueError(f"not readable: {err.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise ValueError(f"not a notebook: {kind} (only regular files are read)")
+        if info.st_size > max_bytes:
+            raise ValueError(
+                f"the file is {info.st_size / 1e6:.0f} MB, over the {max_bytes / 1e6:.0f} MB limit "
+                "(clear the outputs before handing in: Edit > Clear All Outputs)"
+            )
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ValueError(f"the file grew over the {max_bytes / 1e6:.0f} MB limit while being read")
+    return raw
+
+
+def _check_shape(data: Any) -> None:
+    """Refuse notebook JSON whose top level or cells have the wrong types (before nbformat sees it)."""
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise ValueError("not a notebook: the JSON has no 'cells' list")
+    if not isinstance(data.get("metadata", {}), dict):
+        raise ValueError("not a readable notebook: its 'metadata' is not an object")
+    for n, cell in enumerate(data["cells"], start=1):
+        if not isinstance(cell, dict):
+            raise ValueError(f"not a readable notebook: cell {n} is not an object")
+        if not isinstance(cell.get("cell_type"), str):
+            raise ValueError(f"not a readable notebook: cell {n} has no 'cell_type'")
+        if "source" not in cell:
+            raise ValueError(f"not a readable notebook: cell {n} has no 'source'")
+        source = cell["source"]
+        if not (isinstance(source, str) or (isinstance(source, list) and all(isinstance(s, str) for s in source))):
+            raise ValueError(f"not a readable notebook: cell {n}'s source is not text")
+        if not isinstance(cell.get("metadata", {}), dict):
+            raise ValueError(f"not a readable notebook: cell {n}'s metadata is not an object")
+
+
 def read_submission(path: Path, max_bytes: int) -> Any:
-    """Read a notebook without trusting it (size first, then JSON, then nbformat).
+    """Read a notebook without trusting it (regular file and size first, then JSON and its shape, then nbformat).
 
     Raises:
         ValueError: with a learner-readable reason when it is not a usable notebook.
     """
     import nbformat
 
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise ValueError(
-            f"the file is {size / 1e6:.0f} MB, over the {max_bytes / 1e6:.0f} MB limit "
-            "(clear the outputs before handing in: Edit > Clear All Outputs)"
-        )
-    raw = path.read_bytes()
+    raw = _read_regular(path, max_bytes)
     try:
         text = raw.decode("utf-8")
         data = json.loads(text)
@@ -251,8 +244,9 @@ def read_submission(path: Path, max_bytes: int) -> Any:
         raise ValueError(f"not a notebook: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"not a notebook: invalid JSON at line {err.lineno} column {err.colno} ({err.msg})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
-        raise ValueError("not a notebook: the JSON has no 'cells' list")
+    except RecursionError:
+        raise ValueError("not a notebook: the JSON is nested too deeply") from None
+    _check_shape(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -260,8 +254,10 @@ def read_submission(path: Path, max_bytes: int) -> Any:
     except Exception as err:  # noqa: BLE001 - nbformat raises many kinds
         raise ValueError(f"not a readable notebook: {type(err).__name__}: {str(err)[:200]}") from None
     for cell in nb.cells:
-        if not isinstance(cell.get("source", ""), str):
+        if not isinstance(cell.get("source", ""), str) or not isinstance(cell.get("cell_type"), str):
             raise ValueError("not a readable notebook: a cell's source is not text")
+    if not isinstance(nb.get("metadata"), dict):
+        raise ValueError("not a readable notebook: its 'metadata' is not an object")
     return nb
 
 
@@ -324,20 +320,22 @@ def identify_lesson(nb: Any, lessons: dict[str, LessonInfo]) -> tuple[str, str, 
 
 
 def _limited_client_classes():
-    """nbclient/jupyter_client subclasses: limits on the kernel process, bounded outputs."""
+    """nbclient/jupyter_client subclasses: a sandboxed, limited kernel process and bounded outputs."""
     # lazy here and below: nbformat / nbclient / jupyter_client are the dev extra, needed only to grade
+    import zmq
     from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
     from traitlets import Int
 
     class LimitedKernelManager(AsyncKernelManager):
-        """Starts the ordinary IPython kernel under resource limits."""
+        """Starts the ordinary IPython kernel under resource limits, inside the sandbox when ``wrap`` is set."""
 
         memory_bytes = Int(0)
         cpu_seconds = Int(0)
+        wrap = None  # command -> sandboxed command (utils.sandbox.bwrap_command), or None
 
         def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-            return [
+            command = [
                 sys.executable,
                 "-c",
                 _KERNEL_LAUNCHER,
@@ -348,12 +346,49 @@ def _limited_client_classes():
                 os.path.realpath(self.connection_file),
                 *(extra_arguments or []),
             ]
+            return self.wrap(command) if self.wrap else command
+
+        def client(self, **kwargs: Any) -> Any:
+            """A client connected once to the kernel's own sockets, never reconnecting (see _wait_for_sockets)."""
+            if self.transport == "ipc":
+                self._wait_for_sockets()
+                context = zmq.asyncio.Context()
+                context.setsockopt(zmq.RECONNECT_IVL, -1)
+                context.setsockopt(zmq.MAXMSGSIZE, 2 * MAX_ANSWER_BYTES)  # a larger message drops the link
+                kwargs["context"] = context
+                self.context.setsockopt(zmq.RECONNECT_IVL, -1)
+                self._connect_control_socket()
+            return super().client(**kwargs)
+
+        def _wait_for_sockets(self, timeout: float = 120) -> None:
+            """Wait until the kernel has bound its five Unix sockets (before any learner code runs).
+
+            Connecting only then, and never reconnecting, means a socket the
+            learner's code later replaces (by a link to another socket of this
+            machine, say) is never followed.
+            """
+
+            ports = [self.shell_port, self.iopub_port, self.stdin_port, self.control_port, self.hb_port]
+            paths = [Path(f"{self.ip}-{port}") for port in ports]
+            stop = time.monotonic() + timeout
+            while time.monotonic() < stop:
+                try:
+                    if all(stat.S_ISSOCK(p.lstat().st_mode) for p in paths):
+                        return
+                except FileNotFoundError:
+                    pass
+                if self.provisioner is not None and self.provisioner.process is not None:
+                    if self.provisioner.process.poll() is not None:
+                        break
+                time.sleep(0.05)
+            raise RuntimeError("the kernel did not open its sockets")
 
     class BoundedClient(NotebookClient):
-        """Keeps at most MAX_CELL_OUTPUT / MAX_NOTEBOOK_OUTPUT bytes of outputs."""
+        """Keeps at most MAX_CELL_OUTPUT / MAX_NOTEBOOK_OUTPUT bytes of outputs; every byte counts."""
 
-        def reset_budget(self) -> None:
+        def reset_budget(self, cell_limit: int = MAX_CELL_OUTPUT, learner: bool = True) -> None:
             self.cell_bytes, self.dropped, self.last_reply = 0, False, None
+            self.cell_limit, self.learner_cell = cell_limit, learner
             self.on_cell_executed = self._remember_reply
 
         def _remember_reply(self, cell, cell_index, execute_reply) -> None:  # noqa: ANN001 - nbclient's hook
@@ -368,35 +403,34 @@ def _limited_client_classes():
 
         def output(self, outs, msg, display_id, cell_index):  # noqa: ANN001 - nbclient's signature
             size = len(json.dumps(msg.get("content", {}), default=str))
-            self.notebook_bytes = getattr(self, "notebook_bytes", 0) + size
             self.cell_bytes = getattr(self, "cell_bytes", 0) + size
-            if self.cell_bytes > MAX_CELL_OUTPUT or self.notebook_bytes > MAX_NOTEBOOK_OUTPUT:
-                text = msg.get("content", {}).get("text", "") if msg["msg_type"] == "stream" else ""
-                kept = "".join(line for line in text.splitlines(True) if line.startswith(MARK))
-                if kept:
-                    msg = {**msg, "content": {**msg["content"], "text": kept}}
-                else:
-                    self.dropped = True
-                    return None
+            if getattr(self, "learner_cell", True):
+                self.notebook_bytes = getattr(self, "notebook_bytes", 0) + size
+            limit = getattr(self, "cell_limit", MAX_CELL_OUTPUT)
+            learner = getattr(self, "learner_cell", True)
+            if self.cell_bytes > limit or (learner and getattr(self, "notebook_bytes", 0) > MAX_NOTEBOOK_OUTPUT):
+                self.dropped = True
+                return None
             return super().output(outs, msg, display_id, cell_index)
 
     return LimitedKernelManager, BoundedClient
 
 
-def kernel_env(workdir: Path, data_dir: Path) -> dict[str, str]:
+def kernel_env(home: Path | str, data_dir: Path | str, package_root: Path | str) -> dict[str, str]:
     """The environment a submission's kernel gets: nothing of the grader's but what a lesson needs."""
-    package_root = str(Path(__file__).resolve().parent.parent)
+    home = str(home)
     env = {
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir / "tmp"),
-        "PYTHONPATH": package_root,
+        "HOME": home,
+        "TMPDIR": f"{home}/tmp",
+        "PYTHONPATH": str(package_root),
         "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",  # nothing written into the shared package copy
         "COURSE_MODE": "ci",
         "COURSE_DATA_DIR": str(data_dir),
         "MPLBACKEND": "Agg",
-        "MPLCONFIGDIR": str(workdir / ".matplotlib"),
-        "KERAS_HOME": str(workdir / ".keras"),
+        "MPLCONFIGDIR": f"{home}/.matplotlib",
+        "KERAS_HOME": f"{home}/.keras",
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "CUDA_VISIBLE_DEVICES": "",
         "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MB of address space per arena: keeps RLIMIT_AS meaningful
@@ -412,13 +446,31 @@ def kernel_env(workdir: Path, data_dir: Path) -> dict[str, str]:
 
 @dataclass
 class Limits:
-    """Time and memory limits for one submission."""
+    """Time, memory and disk limits for one submission."""
 
     cell_timeout: float = DEFAULT_CELL_TIMEOUT
     notebook_timeout: float = DEFAULT_NOTEBOOK_TIMEOUT
     score_timeout: float = DEFAULT_SCORE_TIMEOUT
     memory_gb: float = DEFAULT_MEMORY_GB
     max_mb: float = DEFAULT_MAX_MB
+    work_mb: float = DEFAULT_WORK_MB
+
+
+@dataclass
+class Setup:
+    """What every kernel of a grading run shares.
+
+    Attributes:
+        package: the private, read-only copy of the course package (:func:`utils.sandbox.private_package`).
+        data: the phantom data the kernels get a copy of (``None``: none).
+        sandbox: run each kernel inside bubblewrap (``--no-sandbox``: False).
+        seed: the per-run seed of the grading variants' inputs (never sent to a kernel).
+    """
+
+    package: Path
+    data: Path | None = None
+    sandbox: bool = True
+    seed: int = field(default_factory=lambda: secrets.randbits(32))
 
 
 def _first_line(source: str) -> str:
@@ -429,7 +481,7 @@ def _first_line(source: str) -> str:
 
 
 def _kill_group(pid: int | None) -> None:
-    """Kill what is left of a kernel's process group (the kernel started a new session)."""
+    """Kill what is left of a kernel's process group (bwrap's PID namespace takes the sandboxed rest with it)."""
     if not pid:
         return
     try:
@@ -438,17 +490,38 @@ def _kill_group(pid: int | None) -> None:
         pass
 
 
+def _folder_bytes(folder: Path, cap: int) -> int:
+    """Bytes in ``folder`` (links not followed), counting up to just over ``cap``."""
+    total, stack = 0, [folder]
+    while stack and total <= cap:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                else:
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                pass
+    return total
+
+
 def execute_and_score(
-    nb: Any, exercises: list[str], limits: Limits, data_source: Path | None, log: Any = None
+    nb: Any, exercises: list[str], limits: Limits, setup: Setup
 ) -> tuple[dict[str, dict], list[str], list[str]]:
-    """Run a notebook's code cells in a sandboxed kernel, then score ``exercises`` there.
+    """Run a notebook's code cells in a sandboxed kernel, then score ``exercises`` from this process.
 
     Returns:
-        ``(results by exercise, notes, errors)``: the scoring cells' JSON
-        results, what happened to the run as a whole, and the cells that raised.
+        ``(results by exercise, notes, errors)``: the exercises' test results,
+        what happened to the run as a whole, and the cells that raised.
     """
     import nbformat
     from nbclient.exceptions import DeadKernelError
+
+    from . import sandbox
 
     LimitedKernelManager, BoundedClient = _limited_client_classes()
     quiet = logging.getLogger("utils.grade.nbclient")
@@ -457,25 +530,36 @@ def execute_and_score(
 
     code = [(i, c.source) for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
     numbers = {index: n for n, (index, _) in enumerate(code, start=1)}
-    nonce = secrets.token_hex(16)
-    scorer = _SCORER.format(mark=MARK, nonce=nonce)
     skip: set[int] = set()
     notes: list[str] = []
     memory_noted = False
     start = time.monotonic()
     deadline = start + limits.notebook_timeout
+    work_bytes = int(limits.work_mb * 1e6)
 
     for attempt in range(MAX_KERNEL_RESTARTS + 1):
         errors: list[str] = []
+        uses_reference: list[int] = []
         results: dict[str, dict] = {}
         workdir = Path(tempfile.mkdtemp(prefix="course-grade-"))
-        (workdir / "tmp").mkdir()
-        data_dir = workdir / "data"
-        if data_source is not None:
-            shutil.copytree(data_source, data_dir / data_source.name)
+        comm = workdir / "comm"
+        comm.mkdir()
         run_nb = nbformat.v4.new_notebook()
         run_nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         run_nb.cells = [nbformat.v4.new_code_cell(src) for _, src in code]
+        if setup.sandbox:
+            home, package = sandbox.HOME, sandbox.PACKAGE
+            env = kernel_env(home, f"{home}/data", package)
+            if setup.data is not None:
+                env.update(COURSE_DATA_SOURCE=sandbox.DATA, COURSE_DATA_NAME=setup.data.name)
+            cwd = str(comm)
+        else:
+            home = workdir / "home"
+            (home / "tmp").mkdir(parents=True)
+            env = kernel_env(home, home / "data", setup.package)
+            if setup.data is not None:
+                env.update(COURSE_DATA_SOURCE=str(setup.data), COURSE_DATA_NAME=setup.data.name)
+            cwd = str(home)
         client = BoundedClient(
             run_nb,
             timeout=limits.cell_timeout,
@@ -492,19 +576,24 @@ def execute_and_score(
             startup_timeout=120,
             record_timing=False,
             log=quiet,
-            resources={"metadata": {"path": str(workdir)}},
+            resources={"metadata": {"path": cwd}},
         )
         client.km = client.create_kernel_manager()
         client.km.memory_bytes = int(limits.memory_gb * (1 << 30)) if limits.memory_gb > 0 else 0
         client.km.cpu_seconds = int(4 * limits.notebook_timeout + limits.score_timeout * (len(exercises) + 1))
+        client.km.connection_file = str(comm / "kernel.json")
+        if setup.sandbox:
+            client.km.transport, client.km.ip = "ipc", str(comm / "k")
+            client.km.wrap = lambda command, env=env, comm=comm: sandbox.bwrap_command(
+                command, comm=comm, package=setup.package, data=setup.data, env=env, work_bytes=work_bytes
+            )
+            client.km.kernel_spec.interrupt_mode = "message"  # a signal would reach bwrap, not the kernel
         failed_at: int | None = None
         kernel_pid = None
         stack = contextlib.ExitStack()
         try:
             log_file = stack.enter_context(open(workdir / "kernel.log", "wb"))
-            with client.setup_kernel(
-                env=kernel_env(workdir, data_dir), cwd=str(workdir), stdout=log_file, stderr=subprocess.STDOUT
-            ):
+            with client.setup_kernel(env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT):
                 kernel_pid = getattr(client.km.provisioner, "pid", None)
                 for n, (index, source) in enumerate(code):
                     if index in skip:
@@ -527,6 +616,13 @@ def execute_and_score(
                             f"exit, crash or over the memory limit){_log_tail(workdir / 'kernel.log')}"
                         )
                         break
+                    if _folder_bytes(comm, work_bytes) > work_bytes:
+                        failed_at = index
+                        notes.append(
+                            f"cell {numbers[index]} ({_first_line(source)!r}) wrote over the "
+                            f"{limits.work_mb:g} MB limit of the work folder"
+                        )
+                        break
                     error = client.error()
                     if error is None:
                         continue
@@ -543,6 +639,8 @@ def execute_and_score(
                                 f"{client.timeout} s time limit and did not stop when interrupted"
                             )
                             break
+                    elif ename == "RuntimeError" and STUB_MESSAGE in evalue:
+                        uses_reference.append(numbers[index])
                     elif ename != "ExerciseCheckError":
                         errors.append(f"cell {numbers[index]} ({_first_line(source)!r}) raised {ename}: {evalue}")
                         if (ename == "MemoryError" or "failed to map segment" in evalue) and not memory_noted:
@@ -552,13 +650,18 @@ def execute_and_score(
                                 "of address space; raise --memory-gb if a correct notebook needs more)"
                             )
                 if failed_at is None:  # also when stopped by the notebook limit: score what was defined
-                    results = _score(client, run_nb, scorer, exercises, nonce, limits, notes)
+                    results = _score(_KernelCalls(client, run_nb), exercises, limits, setup.seed, notes)
         except Exception as err:  # noqa: BLE001 - the kernel could not start or talk
             notes.append(f"could not run the notebook: {type(err).__name__}: {str(err)[:200]}")
         finally:
             _kill_group(kernel_pid)
             stack.close()
             shutil.rmtree(workdir, ignore_errors=True)
+        if uses_reference and failed_at is None:
+            notes.append(
+                f"{len(uses_reference)} cell(s) ({', '.join(map(str, uses_reference[:8]))}) called a course reference, "
+                "which is not available while grading (expected in the lesson's own example cells)"
+            )
         if failed_at is None:
             break
         skip.add(failed_at)
@@ -591,7 +694,7 @@ def _responsive(client: Any, run_nb: Any) -> bool:
     run_nb.cells.append(probe)
     saved = client.timeout
     client.timeout = PROBE_TIMEOUT
-    client.reset_budget()
+    client.reset_budget(learner=False)
     try:
         client.execute_cell(probe, len(run_nb.cells) - 1, store_history=False)
         return client.error() is None
@@ -602,64 +705,235 @@ def _responsive(client: Any, run_nb: Any) -> bool:
         run_nb.cells.pop()
 
 
-def _score(
-    client: Any, run_nb: Any, scorer: str, exercises: list[str], nonce: str, limits: Limits, notes: list[str]
-) -> dict[str, dict]:
-    """Define the scorer in the learner's kernel and run it once per exercise (own time limit each)."""
-    import nbformat
-    from nbclient.exceptions import DeadKernelError
+# ----------------------------------------------------------------------------
+# Scoring: the checks run here; only the learner's function runs in the kernel
+# ----------------------------------------------------------------------------
+
+
+class KernelGone(Exception):
+    """The kernel died or stopped answering: no more calls into it."""
+
+
+class _KernelCalls:
+    """Calls into the learner's kernel: wire JSON in, one display-data answer out (see :func:`utils.wire.answer`)."""
+
+    def __init__(self, client: Any, run_nb: Any):
+        self.client, self.run_nb, self.gone = client, run_nb, ""
+
+    def request(self, payload: dict, timeout: float) -> dict:
+        import nbformat
+        from nbclient.exceptions import DeadKernelError
+
+        if self.gone:
+            raise KernelGone(self.gone)
+        text = wire.encode(payload)
+        cell = nbformat.v4.new_code_cell(f"__import__({WIRE!r}).answer({text!r}, globals())")
+        self.run_nb.cells.append(cell)
+        self.client.timeout = max(1, int(timeout))
+        self.client.reset_budget(cell_limit=MAX_ANSWER_BYTES, learner=False)
+        try:
+            cell = self.client.execute_cell(cell, len(self.run_nb.cells) - 1, store_history=False)
+        except DeadKernelError:
+            self.gone = "the kernel died while its checks ran"
+            raise KernelGone(self.gone) from None
+        finally:
+            self.run_nb.cells.pop()
+        error = self.client.error()
+        if error and error[0] == "CellTimeoutError":
+            if not _responsive(self.client, self.run_nb):
+                self.gone = "the kernel stopped answering after a call ran past the time limit"
+            raise TimeoutError(f"the function ran past the {timeout:.0f} s left for this exercise's checks")
+        answers = [
+            out["data"][wire.MIME]
+            for out in cell.get("outputs", [])
+            if out.get("output_type") == "display_data" and wire.MIME in out.get("data", {})
+        ]
+        if self.client.dropped:
+            raise RuntimeError("the answer was over the output size limit")
+        if len(answers) != 1 or not isinstance(answers[0], str):
+            why = f" ({error[0]}: {error[1]})" if error else ""
+            raise RuntimeError(f"no answer came back from the kernel{why}")
+        reply = wire.decode(answers[0], tensor=wire.keras_tensor)
+        if not isinstance(reply, dict):
+            raise RuntimeError("the kernel's answer is not in the expected form")
+        return reply
+
+
+def _builtin_exception(name: str) -> type[Exception] | None:
+    import builtins
+
+    cls = getattr(builtins, name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, Exception) else None
+
+
+def _learner_exception(type_name: Any, message: Any, line: Any, base: Any = "") -> Exception:
+    """An exception like the one the learner's function raised in the kernel.
+
+    Builtin types are kept; another type becomes a class of the same name
+    derived from its nearest builtin base (a ``ValueError`` subclass is still
+    caught as a ``ValueError``).
+    """
+    type_name, message = str(type_name)[:80], str(message)[:1000]
+    cls = _builtin_exception(type_name)
+    err: Exception
+    try:
+        if cls is None:
+            parent = _builtin_exception(str(base)) or Exception
+            cls = type(re.sub(r"\W", "_", type_name) or "Error", (parent,), {})
+        err = cls(message)
+    except Exception:  # noqa: BLE001 - a builtin with another constructor
+        err = Exception(f"{type_name}: {message}")
+    err.learner_line = str(line)[:300]
+    return err
+
+
+class _KernelFunction:
+    """Stands for the learner's function in the grader: each call runs the function in the kernel."""
+
+    def __init__(self, calls: _KernelCalls, name: str, kernel_seed: int, stop_at: float):
+        self.calls, self.name, self.kernel_seed, self.stop_at = calls, name, kernel_seed, stop_at
+        self.__name__ = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import builtins
+
+        left = self.stop_at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the checks of {self.name} ran out of time (an endless loop in the function?)")
+        payload = {"name": self.name, "args": list(args), "kwargs": kwargs, "seed": self.kernel_seed}
+        self.kernel_seed = None  # the learner's global RNG is seeded once per variant, as in the lesson
+        symbolic = [(i, a) for i, a in enumerate(args) if _is_symbolic(a)]
+        if symbolic:  # a Keras block (lesson 03): the kernel builds the model, a stand-in layer comes back
+            payload["build"] = [[i, [None if d is None else int(d) for d in a.shape[1:]]] for i, a in symbolic]
+            payload["args"] = [None if _is_symbolic(a) else a for a in args]
+        reply = self.calls.request(payload, left)
+        changed = reply.get("changed") if isinstance(reply.get("changed"), dict) else {}
+        for key, value in changed.items():
+            i = int(key) if str(key).isdigit() else -1
+            if 0 <= i < len(args) and isinstance(args[i], np.ndarray) and isinstance(value, np.ndarray):
+                if value.shape == args[i].shape and args[i].flags.writeable:
+                    np.copyto(args[i], value, casting="unsafe")
+        for item in reply.get("warnings") or []:
+            if isinstance(item, (list, tuple)) and len(item) == 2:
+                category = getattr(builtins, str(item[0]), None)
+                if not (isinstance(category, type) and issubclass(category, Warning)):
+                    category = UserWarning
+                warnings.warn(str(item[1])[:300], category, stacklevel=2)
+        if "raised" in reply:
+            raised = reply["raised"] if isinstance(reply["raised"], (list, tuple)) else []
+            raise _learner_exception(*(list(raised) + ["", "", "", ""])[:4])
+        if "model" in reply and symbolic:
+            return _remote_block(self, reply, [a for _, a in symbolic])
+        if "ok" not in reply:
+            raise RuntimeError("the kernel's answer holds no value")
+        return reply["ok"]
+
+    def run_model(self, model: Any, weights: list[np.ndarray], inputs: list[np.ndarray], training: bool) -> np.ndarray:
+        """The output of a block built by the learner's function (kept in the kernel) with the given weights."""
+        left = self.stop_at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the checks of {self.name} ran out of time")
+        reply = self.calls.request(
+            {"run": model, "weights": weights, "inputs": inputs, "training": bool(training)}, left
+        )
+        if "raised" in reply:
+            raised = reply["raised"] if isinstance(reply["raised"], (list, tuple)) else []
+            raise _learner_exception(*(list(raised) + ["", "", "", ""])[:4])
+        out = reply.get("ok")
+        if not isinstance(out, np.ndarray):
+            raise RuntimeError("the block's output did not come back as an array")
+        return out
+
+
+def _is_symbolic(value: Any) -> bool:
+    if "keras" not in sys.modules:
+        return False
+    import keras
+
+    return isinstance(value, keras.KerasTensor)
+
+
+def _remote_block(fn: _KernelFunction, reply: dict, inputs: list) -> Any:
+    """A Keras layer standing for the learner's block: same output shape and weights; it computes in the kernel."""
+    import keras
+    from keras import ops
+
+    weights, shape, model = reply.get("weights"), reply.get("output_shape"), reply.get("model")
+    if not (isinstance(weights, list) and len(weights) <= 1000 and isinstance(shape, (list, tuple))):
+        raise RuntimeError("the kernel's description of the block is not in the expected form")
+    if not all(d is None or (type(d) is int and 0 < d < 1 << 20) for d in shape):
+        raise RuntimeError("the kernel's block has an impossible output shape")
+    specs = []
+    for item in weights:
+        if not (isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[1], (list, tuple))):
+            raise RuntimeError("the kernel's description of the block's weights is not in the expected form")
+        dims = tuple(item[1])
+        if not all(type(d) is int and 0 < d < 1 << 16 for d in dims) or np.prod(dims, dtype=object) > 1 << 26:
+            raise RuntimeError("the kernel's block has a weight of an impossible shape")
+        specs.append((re.sub(r"[^A-Za-z0-9_]", "_", str(item[0]))[:60] or "weight", dims, bool(item[2])))
+
+    class LearnerBlock(keras.layers.Layer):
+        def __init__(self):
+            super().__init__(name=f"learner_{fn.name}")
+            self.mirror = [  # in the kernel model's order (Layer.weights puts the trainable ones first)
+                self.add_weight(shape=dims, name=name, initializer="zeros", trainable=trainable)
+                for name, dims, trainable in specs
+            ]
+
+        def compute_output_shape(self, input_shape: Any) -> tuple:
+            return tuple(shape)
+
+        def call(self, inputs: Any, training: bool = False) -> Any:
+            arrays = [np.asarray(ops.convert_to_numpy(x)) for x in (inputs if isinstance(inputs, list) else [inputs])]
+            values = [np.asarray(ops.convert_to_numpy(v)) for v in self.mirror]
+            return ops.convert_to_tensor(fn.run_model(model, values, arrays, bool(training)))
+
+    return LearnerBlock()(list(inputs) if len(inputs) > 1 else inputs[0])
+
+
+def _score(calls: _KernelCalls, exercises: list[str], limits: Limits, seed: int, notes: list[str]) -> dict[str, dict]:
+    """Run each exercise's checks here, on the learner's function called in the kernel (own time limit each)."""
+    from .checks.runner import SEED, run_check
 
     results: dict[str, dict] = {}
-    cells = [scorer] + [f"__course_grade__({name!r})" for name in exercises]
-    prefix = MARK + nonce + " "
-    for k, source in enumerate(cells):
-        cell = nbformat.v4.new_code_cell(source)
-        run_nb.cells.append(cell)
-        client.timeout = int(limits.score_timeout)
-        client.reset_budget()
-        try:
-            cell = client.execute_cell(cell, len(run_nb.cells) - 1, store_history=False)
-        except DeadKernelError:
-            if k:
-                results[exercises[k - 1]] = {
-                    "exercise": exercises[k - 1],
-                    "not_scored": "the kernel died while its checks ran",
-                }
-            notes.append("the kernel died while scoring: later exercises were not scored")
-            return results
-        error = client.error()
-        if k == 0:
-            if error:
-                notes.append("the scoring code could not be defined in the kernel: {}: {}".format(*error))
-                return results
+    for name in exercises:
+        if calls.gone:
+            results[name] = {"exercise": name, "not_scored": calls.gone}
             continue
-        name = exercises[k - 1]
-        found = []
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream" and out.get("name") == "stdout":
-                found += [line[len(prefix) :] for line in out.get("text", "").splitlines() if line.startswith(prefix)]
-        if len(found) == 1:
+        stop_at = time.monotonic() + limits.score_timeout
+        result: dict[str, Any] = {"exercise": name}
+        try:
+            probe = calls.request({"probe": name}, limits.score_timeout)
+        except (KernelGone, TimeoutError, RuntimeError, wire.WireError) as err:
+            results[name] = {"exercise": name, "not_scored": f"scoring failed ({err})"}
+            continue
+        if not probe.get("defined") or not probe.get("callable"):
+            result["missing"] = (
+                "not defined"
+                if not probe.get("defined")
+                else f"{name} is a {str(probe.get('type'))[:40]}, not a function"
+            )
+            result["close"] = [str(c)[:80] for c in probe.get("close") or []][:3]
+            results[name] = result
+            continue
+        module = str(probe.get("module", ""))
+        if module == "utils" or module.startswith("utils."):
+            result["reference"] = True
+        for variant, kernel_seed in (("public", SEED), ("grading", seed ^ 0x5EED)):
+            fn = _KernelFunction(calls, name, kernel_seed, stop_at)
             try:
-                data = json.loads(found[0])
-            except json.JSONDecodeError:
-                data = None
-            if isinstance(data, dict) and data.get("exercise") == name:
-                results[name] = data
-                continue
-        if error and error[0] == "CellTimeoutError":
-            results[name] = {
-                "exercise": name,
-                "not_scored": f"the checks ran past the {limits.score_timeout:.0f} s "
-                "limit (an endless loop in the function?)",
-            }
-            if not _responsive(client, run_nb):
-                notes.append(f"the kernel stopped answering while scoring {name}")
-                return results
-        elif len(found) > 1:
-            results[name] = {"exercise": name, "not_scored": "the scoring output was tampered with"}
-        else:
-            why = f"{error[0]}: {error[1]}" if error else "no result came back"
-            results[name] = {"exercise": name, "not_scored": f"scoring failed ({why})"}
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    tests = run_check(name, fn, variant=variant, record=True, seed=seed, time_limit=False)
+                result[variant] = [[str(t.description)[:300], bool(t.passed), str(t.detail)[:1500]] for t in tests]
+            except BaseException as err:  # noqa: BLE001 - a broken check must not stop the scoring
+                if isinstance(err, KeyboardInterrupt):
+                    raise
+                result[variant + "_error"] = f"{type(err).__name__}: {str(err)[:500]}"
+        if calls.gone and time.monotonic() < stop_at:
+            notes.append(f"{calls.gone}: later exercises were not scored")
+        elif time.monotonic() >= stop_at:
+            result.setdefault("note", f"the checks ran past the {limits.score_timeout:.0f} s limit")
+        results[name] = result
     return results
 
 
@@ -700,9 +974,16 @@ def _exercise_score(name: str, data: dict | None, lesson_ran: bool) -> ExerciseS
             notes.append(f"{variant} checks could not run: {data[variant + '_error']}")
     if not score.grading and score.public:
         notes.append("no grading variant: scored on the public tests")
+    if data.get("note"):
+        notes.append(str(data["note"]))
     if data.get("reference"):
         score.zero = True
         notes.append(f"uses the course's reference utils.{name} instead of the learner's own code")
+    elif any(STUB_MESSAGE in detail for _, ok, detail in score.public + score.grading if not ok):
+        score.zero = True
+        notes.append(
+            "calls the course's reference, which is not available while grading: only the learner's own code scores"
+        )
     if score.public and all(not ok and "not written yet" in detail for _, ok, detail in score.public):
         notes.append("not attempted: still the stub that raises NotImplementedError")
     public_ok = score.public and all(ok for _, ok, _ in score.public)
@@ -726,9 +1007,29 @@ def grade_submission(
     lessons: dict[str, LessonInfo],
     limits: Limits,
     expected_lesson: str | None = None,
-    data_source: Path | None = None,
+    setup: Setup | None = None,
 ) -> Submission:
-    """Grade one notebook file (never raises for a bad submission)."""
+    """Grade one notebook file (never raises for a bad submission: an internal failure becomes a note)."""
+    start = time.monotonic()
+    try:
+        sub = _grade_submission(path, learner, lessons, limits, expected_lesson, setup)
+    except Exception as err:  # noqa: BLE001 - one learner's notebook must never lose the others' rows
+        sub = Submission(path=path, learner=learner, lesson=expected_lesson or "")
+        sub.notes.append(f"could not be graded: {type(err).__name__}: {str(err)[:200]}")
+        names = lessons[expected_lesson].exercises if expected_lesson in lessons else []
+        sub.exercises = [ExerciseScore(n, zero=True, note="not graded (internal error)") for n in names]
+    sub.seconds = time.monotonic() - start
+    return sub
+
+
+def _grade_submission(
+    path: Path,
+    learner: str,
+    lessons: dict[str, LessonInfo],
+    limits: Limits,
+    expected_lesson: str | None,
+    setup: Setup | None,
+) -> Submission:
     sub = Submission(path=path, learner=learner)
     start = time.monotonic()
     try:
@@ -759,7 +1060,9 @@ def grade_submission(
         return sub
     sub.lesson = lesson
     names = lessons[lesson].exercises
-    results, notes, errors = execute_and_score(nb, names, limits, data_source)
+    if setup is None:
+        raise ValueError("grading a notebook needs a Setup (the package copy the kernels get)")
+    results, notes, errors = execute_and_score(nb, names, limits, setup)
     sub.notes += notes
     sub.errors = errors
     sub.exercises = [_exercise_score(name, results.get(name), bool(results)) for name in names]
@@ -832,11 +1135,11 @@ def feedback_markdown(subs: list[Submission], show_grading: bool = False) -> str
         show_grading: include the grading tests' own descriptions and expected
             vs got (they reveal the hidden inputs; off for feedback sent to learners).
     """
-    lines = [f"# Feedback for {subs[0].learner}", ""]
+    lines = [f"# Feedback for {_md(subs[0].learner)}", ""]
     for sub in subs:
         total = sum(ex.score for ex in sub.exercises)
         lines += [
-            f"## {sub.path.name}: {sub.lesson or 'unknown lesson'}",
+            f"## {_md(sub.path.name)}: {sub.lesson or 'unknown lesson'}",
             "",
             f"Score: **{total:.2f} / {len(sub.exercises)}** "
             "(each exercise scores the share of its grading tests passed).",
@@ -906,13 +1209,25 @@ def summary_markdown(subs: list[Submission]) -> str:
         )
     lines += ["", "| learner | submission | lesson | score | seconds | notes |", "|---|---|---|---|---|---|"]
     for sub in subs:
-        notes = "; ".join(sub.notes + sub.errors).replace("|", "/")
+        notes = "; ".join(sub.notes + sub.errors)[:300]
         lines.append(
-            f"| {sub.learner} | {sub.path.name} | {sub.lesson} | "
+            f"| {_md(sub.learner)} | {_md(sub.path.name)} | {_md(sub.lesson)} | "
             f"{sum(e.score for e in sub.exercises):.2f} / {len(sub.exercises)} | {sub.seconds:.0f} | "
-            f"{notes[:300]} |"
+            f"{_md(notes)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: text that could start a formula gets a leading quote."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _md(text: Any) -> str:
+    """Text for one Markdown table cell or heading: no line breaks, ``|`` escaped."""
+    return re.sub(r"[\r\n]+", " ", str(text)).replace("|", "\\|")
 
 
 def _safe_name(learner: str) -> str:
@@ -994,7 +1309,7 @@ def write_outputs(subs: list[Submission], outputs: Outputs, show_grading: bool =
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(csv_rows(subs))
+    writer.writerows({key: _cell(value) for key, value in row.items()} for row in csv_rows(subs))
     by_learner: dict[str, list[Submission]] = {}
     for sub in subs:
         by_learner.setdefault(sub.learner, []).append(sub)
@@ -1021,18 +1336,23 @@ def write_outputs(subs: list[Submission], outputs: Outputs, show_grading: bool =
 
 
 def collect(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[Path], list[Path]]:
-    """``[(notebook, learner)]`` from files and folders; the folders given; the folders of the files given."""
+    """``[(notebook, learner)]`` from files and folders; the folders given; the folders of the files given.
+
+    In a folder, every ``*.ipynb`` entry counts (links and other non-regular
+    files too: reading them gives a row saying why); links to folders are not
+    followed, hidden files and folders are skipped.
+    """
     found, folders, parents = [], [], []
     for path in paths:
         path = path.expanduser().resolve()
         if path.is_dir():
             folders.append(path)
-            for nb in sorted(path.rglob("*.ipynb")):
-                rel = nb.relative_to(path)
-                if any(part.startswith(".") for part in rel.parts):
-                    continue  # .ipynb_checkpoints and hidden files
-                found.append((nb, learner_name(nb, path)))
-        elif path.is_file():
+            entries = []
+            for top, dirs, files in os.walk(path, followlinks=False):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .ipynb_checkpoints and hidden
+                entries += [Path(top) / f for f in files if f.endswith(".ipynb") and not f.startswith(".")]
+            found += [(nb, learner_name(nb, path)) for nb in sorted(entries)]
+        elif path.exists():
             parents.append(path.parent)
             found.append((path, learner_name(path, None)))
         else:
@@ -1081,6 +1401,18 @@ def main(argv: list[str] | None = None) -> int:
         help="address-space limit of a submission's kernel (0: none)",
     )
     parser.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB, help="largest notebook file read")
+    parser.add_argument(
+        "--work-mb",
+        type=float,
+        default=DEFAULT_WORK_MB,
+        help="bytes (MB) a submission may keep in its work folder, /tmp and /dev/shm",
+    )
+    parser.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run the kernels without bubblewrap (a class you trust only: the kernel can then read and write "
+        "whatever your user can, reach the network and outlive the grader)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace the output of an earlier grading run")
     parser.add_argument(
         "--show-grading",
@@ -1099,23 +1431,60 @@ def main(argv: list[str] | None = None) -> int:
         check_outputs(
             outputs, ([checkout] if checkout else []) + folders, args.overwrite, parents, [path for path, _ in found]
         )
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        for folder in {outputs.csv.parent, outputs.summary.parent, outputs.feedback.parent}:  # before grading
+            check_writable(folder, "the grading outputs")
+    except (ValueError, OSError) as err:  # refusals, a read-only or full output folder
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     if not found:
         print("error: no .ipynb submissions found in " + ", ".join(map(str, args.submissions)), file=sys.stderr)
         return 2
+    from . import sandbox
+
+    if args.no_sandbox:
+        print(
+            "warning: --no-sandbox: each kernel runs as your user, outside any sandbox: it can read and write your "
+            "files (this grader's outputs, the submissions, your home), read your processes' command lines and "
+            "environments, reach the network and leave processes running after the grader ends. Grade only a "
+            "class you trust this way.",
+            file=sys.stderr,
+        )
+    else:
+        why = sandbox.missing()
+        if why:
+            print(
+                f"error: cannot sandbox the submissions' kernels: {why} (or pass --no-sandbox for a class you trust)",
+                file=sys.stderr,
+            )
+            return 2
     from .phantom import ensure_phantom  # lazy: nilearn loads only once submissions are found
 
     data_source = ensure_phantom("ci", progress=False)
-    limits = Limits(args.cell_timeout, args.timeout, args.score_timeout, args.memory_gb, args.max_mb)
+    limits = Limits(args.cell_timeout, args.timeout, args.score_timeout, args.memory_gb, args.max_mb, args.work_mb)
+    copy_root = Path(tempfile.mkdtemp(prefix="course-grade-package-"))
     subs = []
-    for i, (path, learner) in enumerate(found, start=1):
-        print(f"[{i}/{len(found)}] {learner}: {path.name} ...", end=" ", flush=True)
-        sub = grade_submission(path, learner, lessons, limits, expected, data_source)
-        subs.append(sub)
-        print(f"{sum(e.score for e in sub.exercises):.2f} / {len(sub.exercises)} ({sub.seconds:.0f} s)", flush=True)
-    write_outputs(subs, outputs, args.show_grading)
+    try:
+        setup = Setup(sandbox.private_package(copy_root / "package"), data_source, not args.no_sandbox)
+        digest = sandbox.digest(setup.package)
+        for i, (path, learner) in enumerate(found, start=1):
+            print(f"[{i}/{len(found)}] {learner}: {path.name} ...", end=" ", flush=True)
+            sub = grade_submission(path, learner, lessons, limits, expected, setup)
+            subs.append(sub)
+            print(f"{sum(e.score for e in sub.exercises):.2f} / {len(sub.exercises)} ({sub.seconds:.0f} s)", flush=True)
+            if sandbox.digest(setup.package) != digest:
+                print(
+                    f"error: the package copy the kernels share changed while {path} ran: grading stopped",
+                    file=sys.stderr,
+                )
+                return 1
+    finally:
+        sandbox.remove_private(copy_root)
+    try:
+        with folder_lock(outputs.csv.parent, WRITTEN_BY):  # one writer of the grades folder at a time
+            write_outputs(subs, outputs, args.show_grading)
+    except (ValueError, OSError) as err:  # a refusal, or the disk filled up while grading
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
     print()
     print(summary_markdown(subs))
     print(f"wrote {outputs.csv}, {outputs.summary} and {outputs.feedback}/")

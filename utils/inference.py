@@ -21,7 +21,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from .cache import CROP_MARGIN, brain_bbox
-from .data import load_case
+from .data import check_geometry, load_case, read_nifti_header
 from .metrics import evaluate_cases
 from .preprocessing import standardize_nonzero
 from .safety import atomic_path, check_target
@@ -403,10 +403,11 @@ def save_segmentation(
     out_path = Path(out_path)
     if isinstance(reference, (str, Path)):
         ref_path = Path(reference)
-        ref = nib.load(str(ref_path))
+        ref = read_nifti_header(ref_path, "reference image")
     else:
         ref = reference
         ref_path = Path(ref.get_filename()) if ref.get_filename() else None
+        check_geometry(ref, ref_path or "(in memory)", "reference image")  # never write a NaN or singular affine
     if not out_path.name.endswith((".nii", ".nii.gz")):
         raise ValueError(f"the output must be a .nii or .nii.gz file; found {out_path.name!r}")
     if tuple(label.shape) != tuple(ref.shape[:3]):

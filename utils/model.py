@@ -8,6 +8,8 @@ the assignment.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import zipfile
 from pathlib import Path
@@ -18,6 +20,7 @@ import pandas as pd
 from keras import layers, ops
 
 from . import losses  # noqa: F401  (registers the course's loss and metrics, so load_model finds them)
+from .backend import gpu_count
 from .errors import CourseError
 
 NORMALIZATIONS = (None, "batch", "instance")
@@ -289,20 +292,245 @@ def activation_memory_mb(model: keras.Model, batch_size: int = 1, bytes_per_valu
     return total * batch_size * bytes_per_value / 1e6
 
 
+T4_FP16_PEAK_TFLOPS = 65.0
+"""NVIDIA T4 (Colab's free GPU): float16 tensor-core peak, TFLOPS."""
+T4_MEMORY_GB = 15.0
+"""Memory of Colab's T4 as CUDA reports it, GB."""
+T4_UTILISATION = 0.15
+"""Share of the T4's peak a convolutional network sustains: NVIDIA's ResNet-50 v1.5 README (DeepLearningExamples)
+reports 1198 images/s mixed-precision inference on a T4, x 8.2 GFLOP per image = 9.8 TFLOPS, 15% of peak;
+training and 3-D convolutions usually do no better, so read the time as a lower bound."""
+BYTES_PER_PARAMETER = 16
+"""Training memory per parameter: float32 weight, gradient and Adam's two moments."""
+
+
+def layer_flops(layer) -> int:
+    """Floating-point operations (a multiply-add is 2) of one sample through ``layer``'s forward pass.
+
+    Counts the convolutions, transposed convolutions and dense layers, which
+    hold all but a few percent of a U-Net's arithmetic; 0 for other layers.
+    """
+    kernel = getattr(layer, "kernel", None)
+    if kernel is None:
+        return 0
+    if isinstance(layer, (layers.Conv2DTranspose, layers.Conv3DTranspose)):
+        positions = np.prod(layer.input.shape[1:-1])  # each input voxel spreads over a kernel-sized block
+    else:
+        positions = np.prod(layer.output.shape[1:-1])
+    return int(2 * positions * np.prod(kernel.shape))
+
+
+def training_cost(model: keras.Model, batch_size: int) -> dict:
+    """What one training step of ``model`` on ``batch_size`` samples costs, from its layers.
+
+    Returns:
+        ``activation_bytes``: every layer output of the batch at its dtype (a
+        float16 tensor under mixed precision takes 2 bytes), what backprop
+        keeps; ``parameter_bytes``: weights, gradients and Adam moments
+        (:data:`BYTES_PER_PARAMETER`); ``step_flops``: forward + backward
+        (twice the forward: gradients of inputs and of weights) for the batch.
+    """
+    activations = 0
+    for layer in model.layers:
+        for out in layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]:
+            activations += int(np.prod(out.shape[1:])) * np.dtype(out.dtype).itemsize
+    forward = sum(layer_flops(layer) for layer in model.layers)
+    return {
+        "activation_bytes": activations * batch_size,
+        "parameter_bytes": model.count_params() * BYTES_PER_PARAMETER,
+        "step_flops": 3 * forward * batch_size,
+    }
+
+
+TRAINING_HOLDS = 1.09
+"""Peak memory of a training step over its layer outputs, measured by ``benchmarks/bench_gpu_cost.py``
+(the gpu preset's network, batch 4, float32 on a CPU: peak-RSS growth from 32x32x16 to 64x64x16
+patches over the layer-output growth; 2026-12-06). A GPU's allocator and cuDNN workspaces add some."""
+
+
+def gpu_run_estimate(config, holds: float | None = None) -> dict:
+    """Memory and time of the training run ``config`` on a T4 under mixed precision.
+
+    Args:
+        config: a ``TrainConfig`` (its network, patch, batch, epochs and steps).
+        holds: training's peak memory over the layer outputs (default
+            :data:`TRAINING_HOLDS`, measured by ``benchmarks/bench_gpu_cost.py``).
+
+    Returns:
+        :func:`training_cost`'s figures and ``memory_bytes`` (``holds`` x the
+        layer outputs + parameter memory), ``step_seconds`` (step FLOPs at
+        :data:`T4_UTILISATION` of :data:`T4_FP16_PEAK_TFLOPS`) and ``hours``
+        (every training step, and the validation steps at a third of a step:
+        forward only).
+    """
+    holds = TRAINING_HOLDS if holds is None else holds
+    with dtype_policy_scope("mixed_float16"):
+        model = build_unet(
+            (*config.patch_shape, 4),
+            depth=config.depth,
+            base_filters=config.base_filters,
+            normalization=config.normalization,
+            downsample=config.downsample,
+        )
+    cost = training_cost(model, config.batch_size)
+    step = cost["step_flops"] / (T4_FP16_PEAK_TFLOPS * 1e12 * T4_UTILISATION)
+    steps = config.epochs * (config.steps_per_epoch + config.validation_steps / 3)
+    return {
+        **cost,
+        "parameters": model.count_params(),
+        "memory_bytes": holds * cost["activation_bytes"] + cost["parameter_bytes"],
+        "step_seconds": step,
+        "hours": steps * step / 3600,
+    }
+
+
 class ModelLoadError(CourseError, ValueError):
     """A file is not a loadable ``.keras`` model of the course."""
 
 
-def load_model(path, compile: bool = True) -> keras.Model:
+def check_model_archive(path: Path) -> None:
+    """Refuse a ``.keras`` archive whose members would inflate past the limits, before Keras reads any of it.
+
+    The sizes are the ones the zip's central directory declares; Python's
+    ``zipfile`` (which Keras reads the archive with) never returns more than
+    the declared size of a member, so the check bounds what Keras can inflate.
+    Limits: :data:`utils.config.MODEL_CONFIG_MAX_MB` for ``config.json`` and
+    :data:`utils.config.MODEL_MAX_MB` for all members together.
+
+    Raises:
+        ModelLoadError: one line naming the file, the member and the sizes.
+    """
+    from . import config  # read at each call
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ModelLoadError(f"could not read the model {path}: not a valid .keras archive ({err})") from err
+    for info in members:
+        if info.filename == "config.json" and info.file_size > config.MODEL_CONFIG_MAX_MB << 20:
+            raise ModelLoadError(
+                f"refusing to load the model {path}: its config.json inflates to {info.file_size / 2**20:,.0f} MB, "
+                f"more than the limit of {config.MODEL_CONFIG_MAX_MB} MB (utils.config.MODEL_CONFIG_MAX_MB)"
+            )
+    total = sum(info.file_size for info in members)
+    if total > config.MODEL_MAX_MB << 20:
+        raise ModelLoadError(
+            f"refusing to load the model {path}: its members inflate to {total / 2**20:,.0f} MB in all, "
+            f"more than the limit of {config.MODEL_MAX_MB} MB (utils.config.MODEL_MAX_MB)"
+        )
+
+
+def saved_dtype_policy(path) -> str:
+    """The compute policy a saved ``.keras`` model's layers carry: ``"mixed_float16"``, ``"float32"`` ...
+
+    Read from the archive's ``config.json`` without building the model: the
+    first mixed policy found, else ``"float32"`` (after :func:`check_model_archive`).
+    """
+    check_model_archive(path)
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    names = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
+                names.add(str(node["config"].get("name")))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    mixed = sorted(name for name in names if name.startswith("mixed_"))
+    return mixed[0] if mixed else "float32"
+
+
+def dtype_policy_of(model: keras.Model) -> str:
+    """The compute policy of ``model``'s layers: its mixed policy if any layer has one, else ``"float32"``."""
+    mixed = sorted({layer.dtype_policy.name for layer in model.layers if layer.dtype_policy.name.startswith("mixed_")})
+    return mixed[0] if mixed else "float32"
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(name: str):
+    """Keras's global dtype policy set to ``name`` inside the block, restored after it."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _float32_layer(layer):
+    config = layer.get_config()
+    config["dtype"] = "float32"
+    return layer.__class__.from_config(config)
+
+
+def to_float32(model: keras.Model) -> keras.Model:
+    """The same network with every layer computing in float32, holding the same weights.
+
+    A model trained with mixed precision (``mixed_float16``) keeps its weights
+    in float32 already, so the copy is exact; only the computation changes
+    (TensorFlow has no float16 CPU kernel for ``MaxPool3D`` and others). A
+    compiled model's copy is compiled with the same optimizer, loss and
+    metrics (no loss scaling, XLA as the machine's default) and takes over
+    the optimizer's state (step count, learning rate, moments), so training
+    resumes where it stopped.
+
+    Raises:
+        ModelLoadError: the optimizer state does not match the copy's variables.
+    """
+    with dtype_policy_scope("float32"):
+        clone = keras.models.clone_model(model, clone_function=_float32_layer)
+        clone.set_weights(model.get_weights())
+        if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
+            clone.compile_from_config(model.get_compile_config())
+            source = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # unwrap the loss scaling
+            if not source.built:
+                return clone
+            clone.optimizer.build(clone.trainable_variables)
+            pairs = list(zip(source.variables, clone.optimizer.variables))
+            if len(source.variables) != len(clone.optimizer.variables) or any(
+                a.path != b.path or tuple(a.shape) != tuple(b.shape) for a, b in pairs
+            ):
+                raise ModelLoadError(
+                    f"cannot carry the optimizer state of {model.name} over to float32: its "
+                    f"{len(source.variables)} variables do not match the copy's {len(clone.optimizer.variables)}"
+                )
+            for a, b in pairs:
+                b.assign(a)
+    return clone
+
+
+def load_model(path, compile: bool = True, precision: str = "auto") -> keras.Model:
     """Load a ``.keras`` model saved by the course (its loss and metrics are registered).
 
     Keras ``safe_mode`` stays on: a model with arbitrary code (a ``Lambda``
-    layer) is refused rather than executed.
+    layer) is refused rather than executed. The archive's member sizes are
+    checked first (:func:`check_model_archive`).
+
+    A model trained with mixed precision (on a GPU, ``mixed_float16``) is
+    loaded under that policy (so its loss-scaled optimizer state loads too)
+    and, where no GPU is visible, rebuilt in float32 with the same weights
+    (:func:`to_float32`): TensorFlow has no float16 CPU kernel for some of
+    the U-Net's layers, and a CPU computes float32 faster anyway.
+
+    Args:
+        path: the ``.keras`` file.
+        compile: restore the optimizer, loss and metrics (to resume training).
+        precision: ``"auto"`` (float32 where no GPU is visible, else as
+            saved), ``"saved"`` (as saved) or ``"float32"``.
 
     Raises:
         ModelLoadError: one line naming the file when it is missing, not a
             ``.keras`` archive, damaged, or holds a layer refused by safe mode.
     """
+    if precision not in ("auto", "saved", "float32"):
+        raise ValueError(f"precision must be auto, saved or float32; found {precision!r}")
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model not found: {path}")
@@ -310,8 +538,11 @@ def load_model(path, compile: bool = True) -> keras.Model:
         raise ModelLoadError(
             f"{path} is not a .keras model (expected the zip archive that model.save() writes with a .keras name)"
         )
+    check_model_archive(path)
     try:
-        return keras.models.load_model(path, compile=compile, safe_mode=True)
+        policy = saved_dtype_policy(path)
+        with dtype_policy_scope(policy):  # a mixed model's optimizer is loss-scaled: load it as it was saved
+            model = keras.models.load_model(path, compile=compile, safe_mode=True)
     except Exception as err:  # Keras raises ValueError, TypeError, KeyError, OSError ... on bad archives
         text = " ".join(str(err).split())
         if "safe_mode" in text or "unsafe" in text.lower() or "lambda" in text.lower():
@@ -320,3 +551,6 @@ def load_model(path, compile: bool = True) -> keras.Model:
                 "because safe mode is on. Load it only if you trust its author."
             ) from err
         raise ModelLoadError(f"could not load the model {path}: {text[:300]}") from err
+    if policy != "float32" and (precision == "float32" or (precision == "auto" and not gpu_count())):
+        model = to_float32(model)
+    return model

@@ -54,9 +54,20 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .config import BRATS_SHAPE, TINY_SHAPE
+from .data import load_nifti
 from .labels import LABEL_NAMES, MODALITIES
 from .parallel import default_workers, map_in_processes
-from .safety import OwnedFiles, UnsafeWriteError, check_target, file_record, foreign_files, install_folder
+from .safety import (
+    OwnedFiles,
+    UnsafeWriteError,
+    check_target,
+    check_writable,
+    file_record,
+    folder_lock,
+    foreign_files,
+    install_folder,
+    one_line,
+)
 
 GENERATOR_VERSION = 4
 MARKER_FILE = "phantom.json"
@@ -165,7 +176,7 @@ def anatomy(shape: tuple[int, int, int] = BRATS_SHAPE) -> dict:
         sequence ``healthy`` ``(4, x, y, z)``, and ``affine`` / ``spacing``.
     """
     shape = tuple(int(s) for s in shape)
-    images = {name: nib.load(str(path)) for name, path in template_paths().items()}
+    images = {name: load_nifti(path, f"MNI template {name}", ndim=(3,)) for name, path in template_paths().items()}
     src_affine = images["t1"].affine
     raw = {name: np.asarray(img.get_fdata(dtype=np.float32)) / 255.0 for name, img in images.items()}
     src_mask = ndi.binary_fill_holes(raw["t1"] > 0.2)
@@ -523,6 +534,27 @@ def make_phantom_case(seed: int, shape: tuple[int, int, int] = BRATS_SHAPE):
     return case["image"], case["label"], case["affine"]
 
 
+def make_phantom_label(seed: int, shape: tuple[int, int, int] = BRATS_SHAPE) -> tuple[np.ndarray, np.ndarray, str]:
+    """The label map of phantom case ``seed`` without its images (a fraction of the cost).
+
+    The same draws as :func:`make_phantom_case`, stopped once the tumour is
+    planted: the label equals that function's label for the same
+    ``(seed, shape)``.
+
+    Returns:
+        ``(label, affine, grade)``: uint8 ``(x, y, z)`` in the MSD label
+        values, 4x4 affine, and the planted tumour's grade, ``"high"`` or
+        ``"low"`` (lower grade: no enhancing tumour).
+    """
+    anat = anatomy(tuple(int(s) for s in shape))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), GENERATOR_VERSION]))
+    params = _tumour_parameters(rng, anat)
+    _, _, comp = _plant_tumour(rng, anat, params)
+    label = np.where(comp == 4, 2, comp).astype(np.uint8)
+    label[~anat["mask"]] = 0
+    return label, anat["affine"].copy(), params["grade"]
+
+
 def _synthesise(seed: int, shape: tuple[int, int, int]) -> dict:
     """:func:`make_phantom_case`, plus what went into it: ``params`` and the look-alike maps."""
     anat = anatomy(tuple(int(s) for s in shape))
@@ -636,6 +668,11 @@ def _case_ids(n_train: int, n_test: int) -> tuple[list[str], list[str]]:
 
 def _case_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def case_seed(dataset_seed: int, index: int) -> int:
+    """The seed of case ``index`` (0-based: ``PHANTOM_001`` is 0) of a phantom dataset made with ``dataset_seed``."""
+    return _case_seed(dataset_seed, index)
 
 
 def _write_case(task: tuple) -> dict:
@@ -773,6 +810,22 @@ def make_phantom_dataset(
     check_target(out_dir, "the phantom folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise UnsafeWriteError(f"the phantom folder {out_dir} is a file, not a folder; choose a folder")
+    check_writable(out_dir, "the phantom")
+    with folder_lock(out_dir, TOOL):  # one writer per folder
+        return _make_locked(out_dir, n_train, n_test, shape, seed, overwrite, workers, progress)
+
+
+def _make_locked(
+    out_dir: Path,
+    n_train: int,
+    n_test: int,
+    shape: tuple[int, int, int],
+    seed: int,
+    overwrite: bool,
+    workers: int | None,
+    progress: bool,
+) -> Path:
+    """:func:`make_phantom_dataset` with ``out_dir`` locked."""
     params = _params(n_train, n_test, shape, seed)
     marker = read_marker(out_dir)
     if marker is not None and {k: marker.get(k) for k in params} == params and _is_complete(out_dir, marker):
@@ -905,8 +958,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         out = make_phantom_dataset(args.out, args.train, args.test, shape, args.seed, args.overwrite, args.workers)
-    except (FileExistsError, ValueError, OSError) as err:  # refusals (UnsafeWriteError is a ValueError)
-        print(f"error: {err}", file=sys.stderr)
+    except (FileExistsError, ValueError, OSError) as err:  # refusals (UnsafeWriteError is a ValueError), full disk
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print(f"phantom dataset ready in {out} ({time.perf_counter() - start:.1f} s)")
     print("label statistics of the training cases (volumes in mL):")

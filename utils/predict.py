@@ -23,6 +23,12 @@ scoring never reads a label this run wrote. Refusals are one line, exit 2.
 
 from __future__ import annotations
 
+# First, before Keras: a spawned data worker (utils.parallel) re-imports the module that `python -m` ran,
+# so this keeps TensorFlow's start-up notices out of each worker too, as `import utils` does in this process.
+from .backend import quiet_start
+
+quiet_start()
+
 import argparse
 import os
 import sys
@@ -44,8 +50,8 @@ from .data import (
 )
 from .inference import predict_case, probabilities_path, save_segmentation
 from .metrics import evaluate_cases
-from .model import ModelLoadError, load_model
-from .safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target
+from .model import ModelLoadError, dtype_policy_of, load_model, saved_dtype_policy
+from .safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target, check_writable, folder_lock, one_line
 
 MSD_FOLDERS = ("imagesTr", "labelsTr", "imagesTs")
 """The folders of an MSD dataset; prediction never writes into them."""
@@ -107,12 +113,15 @@ def segment(
         owned.check_free(target, overwrite)
     if not np.any(image):
         raise DatasetError(f"the image is all zero (no brain to segment): {reference}")
-    pred, probs = predict_case(
-        model, image, overlap=overlap, mirror=mirror, largest_component=largest_component, progress=False
-    )
-    save_segmentation(pred, reference, output, overwrite=True, probabilities=probs if probabilities else None)
-    for target in targets:
-        owned.record(target)
+    voxels = int(np.prod(image.shape[:3]))  # an uncompressed .nii has a known size: uint8 labels (+ float32 maps)
+    need = voxels * (1 + (12 if probabilities else 0)) if output.name.endswith(".nii") else 0
+    check_writable(output.parent, "the segmentation", need_bytes=need)
+    with folder_lock(output.parent, "utils.predict"):  # one writer: the names are re-checked when claimed
+        pred, probs = predict_case(
+            model, image, overlap=overlap, mirror=mirror, largest_component=largest_component, progress=False
+        )
+        with owned.writing(*targets, overwrite=overwrite):  # the names are ours before a byte is written
+            save_segmentation(pred, reference, output, overwrite=True, probabilities=probs if probabilities else None)
     return case_id, label, pred, spacing
 
 
@@ -154,26 +163,38 @@ def main(argv: list[str] | None = None) -> int:
     )
     start = time.perf_counter()
     try:
-        model = load_model(args.model, compile=False)
-        if args.input:
-            case_id, _, pred, _ = segment(model, args.input, args.output, **options)
-            counts = np.bincount(pred.ravel(), minlength=4)[1:]
-            print(
-                f"{case_id}: wrote {args.output} (voxels edema {counts[0]}, non-enhancing {counts[1]}, "
-                f"enhancing {counts[2]}) in {time.perf_counter() - start:.1f} s"
-            )
-            return 0
+        return _run(args, options, start)
+    except (DatasetError, ValueError, FileExistsError, ModelLoadError, OSError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
 
-        items, read_only = _dataset_inputs(args.input_dir)
-        inputs = [p for item in items for p in item if p is not None and not p.is_dir()]
-        if args.output_dir.exists() and not args.output_dir.is_dir():
-            raise UnsafeWriteError(f"--output-dir {args.output_dir} is a file, not a folder")
-        if args.output_dir.resolve() == args.input_dir.resolve():
-            raise UnsafeWriteError(
-                f"refusing to write --output-dir {args.output_dir}: it is the input dataset folder, which is read-only"
-            )
-        check_target(args.output_dir, "--output-dir", input_dirs=read_only)
-        args.output_dir.mkdir(parents=True, exist_ok=True)
+
+def _run(args: argparse.Namespace, options: dict, start: float) -> int:
+    """The command; the output folder is locked (one writer) once the targets are checked."""
+    model = load_model(args.model, compile=False)
+    saved = saved_dtype_policy(args.model)
+    if saved != dtype_policy_of(model):
+        print(f"{args.model} was trained with mixed precision ({saved}); no GPU here, so it runs in float32")
+    if args.input:
+        case_id, _, pred, _ = segment(model, args.input, args.output, **options)
+        counts = np.bincount(pred.ravel(), minlength=4)[1:]
+        print(
+            f"{case_id}: wrote {args.output} (voxels edema {counts[0]}, non-enhancing {counts[1]}, "
+            f"enhancing {counts[2]}) in {time.perf_counter() - start:.1f} s"
+        )
+        return 0
+
+    items, read_only = _dataset_inputs(args.input_dir)
+    inputs = [p for item in items for p in item if p is not None and not p.is_dir()]
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise UnsafeWriteError(f"--output-dir {args.output_dir} is a file, not a folder")
+    if args.output_dir.resolve() == args.input_dir.resolve():
+        raise UnsafeWriteError(
+            f"refusing to write --output-dir {args.output_dir}: it is the input dataset folder, which is read-only"
+        )
+    check_target(args.output_dir, "--output-dir", input_dirs=read_only)
+    check_writable(args.output_dir, "the segmentations")
+    with folder_lock(args.output_dir, "utils.predict"):
         csv = args.output_dir / "metrics.csv"
         check_target(csv, "the metrics", inputs=inputs)
         OwnedFiles(args.output_dir, "utils.predict").check_free(csv, args.overwrite)
@@ -195,19 +216,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case_id}: {out}")
         if scored:
             table = evaluate_cases(scored)
-            with atomic_path(csv) as tmp:
-                table.to_csv(tmp)
-            OwnedFiles(args.output_dir, "utils.predict").record(csv)  # re-read: segment() recorded the cases
+            with OwnedFiles(args.output_dir, "utils.predict").writing(csv), atomic_path(csv) as tmp:
+                table.to_csv(tmp)  # the marker is re-read: segment() recorded the cases
             print(table.loc[["mean", "median"]].T.to_string())
             print(
                 f"metrics of {len(scored)} labelled cases: {csv} (every labelled case of the folder: "
                 "this command does not know which of them a model trained on)"
             )
-        print(f"done in {time.perf_counter() - start:.1f} s")
-        return 0
-    except (DatasetError, ValueError, FileExistsError, ModelLoadError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    print(f"done in {time.perf_counter() - start:.1f} s")
+    return 0
 
 
 def _refuse_own_output(label_path: Path, written: list[Path]) -> None:

@@ -40,11 +40,11 @@ import pandas as pd
 
 from . import __version__
 from .analysis import label_volume_table
-from .data import DatasetError, check_label, check_same_grid, load_nifti
+from .data import DatasetError, check_label, check_same_grid, load_nifti, read_nifti_header
 from .labels import CLASS_NAMES, REGION_NAMES, REGIONS
 from .metrics import region_scores
 from .predict import load_input
-from .safety import OwnedFiles, atomic_path, check_target
+from .safety import OwnedFiles, atomic_path, check_target, check_writable, folder_lock, one_line
 from .viewer3d import CLASS_WORDS, build_niivue, case_layers, focus_voxel, legend_html
 
 GENERATOR = "brats-course utils.report"
@@ -413,13 +413,13 @@ def write_report(
     if out.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"expected an .html output path; found {out}")
     check_target(out, "the report", inputs=[p for p in inputs if p is not None], input_dirs=input_dirs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    owned = OwnedFiles(out.parent, "utils.report")
-    owned.check_free(out, overwrite)
-    text = report_html(image, affine, segmentation, spacing, truth, case_id, sources, sequences)
-    with atomic_path(out) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
-    owned.record(out)
+    check_writable(out.parent, "the report")
+    with folder_lock(out.parent, "utils.report"):  # one writer per folder
+        owned = OwnedFiles(out.parent, "utils.report")
+        owned.check_free(out, overwrite)
+        text = report_html(image, affine, segmentation, spacing, truth, case_id, sources, sequences)
+        with owned.writing(out, overwrite=overwrite), atomic_path(out) as tmp:  # ours before a byte is written
+            Path(tmp).write_text(text, encoding="utf-8")
     return out
 
 
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         case_id, image, reference, _, spacing, files, dirs = load_input(args.image)
-        ref = nib.load(str(reference))  # the header only
+        ref = read_nifti_header(reference)  # the header only
         affine = ref.affine
         segmentation = _load_label(args.segmentation, "segmentation", ref)
         truth = None if args.truth is None else _load_label(args.truth, "ground truth", ref)
@@ -499,8 +499,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.sequences is None
             else tuple(n.strip() for n in args.sequences.split(",") if n.strip()),
         )
-    except (DatasetError, ValueError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (DatasetError, ValueError, OSError) as err:  # refusals, bad files, a full or read-only disk
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return 0

@@ -16,8 +16,20 @@ The rule the commands follow (``predict``, ``phantom``, ``cache``, ``train``,
   (``os.path.samefile``: through symbolic and hard links) or lies inside an
   input folder.
 
+* one writer per folder at a time: a command holds the folder's lock
+  (:func:`folder_lock`, an OS file lock on ``.course-lock``) for its whole run,
+  and every marker update re-reads the marker, merges and renames under it, so
+  two commands never lose each other's entries; a second command waits
+  :data:`utils.config.LOCK_WAIT_SECONDS` and then refuses, naming the process
+  that holds the folder; a lock of a killed process is released by the OS;
+* ownership before bytes: a file is claimed in the marker before it is written
+  (:meth:`OwnedFiles.writing`), so a failed or killed write never leaves a file
+  the course then refuses to replace; :func:`check_writable` refuses a
+  read-only or full folder before long work starts.
+
 A refusal raises :class:`UnsafeWriteError` with one line that says what was
-refused and why; the command lines print it and exit with status 2.
+refused and why; the command lines print it (and any ``OSError``, e.g. a full
+disk) as one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -27,6 +39,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import socket
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -36,8 +51,23 @@ OWNER_FILE = ".course-files.json"
 """Ownership marker: the files course commands wrote in a folder, with sizes and hashes."""
 
 
+LOCK_FILE = ".course-lock"
+"""The folder lock a command holds while it writes there (:func:`folder_lock`)."""
+
+BOOKKEEPING = (OWNER_FILE, LOCK_FILE)
+"""Files the course keeps in an output folder about the folder itself (never outputs, never the user's)."""
+
+
 class UnsafeWriteError(CourseError, ValueError):
     """A write, replacement or deletion was refused to protect the user's files."""
+
+
+class FolderBusyError(CourseError, BlockingIOError):
+    """Another course command is writing into the folder (it holds the folder's lock)."""
+
+
+class UnwritableError(CourseError, OSError):
+    """The output folder cannot be written (read-only, not permitted, or too little free space)."""
 
 
 # ----------------------------------------------------------------------------
@@ -230,11 +260,14 @@ class OwnedFiles:
     def __init__(self, folder: Path | str, tool: str, hashed: bool = True):
         self.folder, self.tool, self.hashed = Path(folder).absolute(), tool, hashed
         self.path = self.folder / OWNER_FILE
-        self.files: dict[str, dict] = {}
-        if self.path.is_file():
-            data = read_json_object(self.path, "ownership marker")
-            files = data.get("files", {})
-            self.files = {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
+        self.files: dict[str, dict] = self._read()
+        self._saved = dict(self.files)  # what the marker held when last read or written: save() merges against it
+
+    def _read(self) -> dict[str, dict]:
+        if not self.path.is_file():
+            return {}
+        files = read_json_object(self.path, "ownership marker").get("files", {})
+        return {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
 
     @property
     def exists(self) -> bool:
@@ -261,18 +294,25 @@ class OwnedFiles:
             return False
         return bool(record.get("claimed")) or not strict or matches_record(self.folder / key, record)
 
-    def claim(self, *paths: Path | str, strict: bool = True) -> None:
+    def claim(self, *paths: Path | str, strict: bool = True, overwrite: bool = True) -> None:
         """Reserve names about to be written, so a kill mid-write leaves files still provably ours.
+
+        Under the folder's lock the marker is re-read first, so a file another
+        command recorded meanwhile is seen.
 
         Raises:
             UnsafeWriteError: a name is taken by a file that is not ours.
+            FileExistsError: a name is taken and ``overwrite`` is False.
         """
-        for path in paths:
-            self.check_free(path, overwrite=True, strict=strict)
-            key = self._key(path)
-            if key not in self.files:
-                self.files[key] = {"claimed": True, "tool": self.tool}
-        self.save()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with folder_lock(self.folder, self.tool, wait=MARKER_LOCK_WAIT):
+            self.files = self._merged()
+            for path in paths:
+                self.check_free(path, overwrite=overwrite, strict=strict)
+                key = self._key(path)
+                if key not in self.files:
+                    self.files[key] = {"claimed": True, "tool": self.tool}
+            self.save()
 
     def check_free(
         self, path: Path | str, overwrite: bool, hint: str = "pass --overwrite to replace it", strict: bool = True
@@ -306,9 +346,50 @@ class OwnedFiles:
         self.files.pop(self._key(path), None)
 
     def save(self) -> None:
-        """Write the marker atomically."""
+        """Write the marker: under the folder's lock, re-read it, merge this object's changes, rename in place.
+
+        Entries another command (or another :class:`OwnedFiles` of this one)
+        added since this object read the marker are kept; only the names this
+        object recorded, claimed or dropped change.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, {"tool": self.tool, "files": self.files})
+        with folder_lock(self.folder, self.tool, wait=MARKER_LOCK_WAIT):
+            merged = self._merged()
+            write_json_atomic(self.path, {"tool": self.tool, "files": merged})
+            self.files, self._saved = merged, dict(merged)
+
+    def _merged(self) -> dict[str, dict]:
+        """The marker on disk with this object's changes since it last read or wrote it applied."""
+        merged = self._read()
+        for key in set(self._saved) | set(self.files):
+            if key in self.files:
+                if self.files[key] != self._saved.get(key):
+                    merged[key] = self.files[key]
+            elif key in merged and merged[key] == self._saved.get(key):
+                del merged[key]  # dropped here (and unchanged there since)
+        return merged
+
+    @contextlib.contextmanager
+    def writing(self, *paths: Path | str, strict: bool = True, overwrite: bool = True) -> Iterator[None]:
+        """Claim ``paths`` in the marker, let the caller write them, then record them.
+
+        Ownership comes before bytes: the names are in the marker before any
+        byte is written, so an interrupted write leaves files the course may
+        replace. If the write fails, the claims of names left absent are
+        dropped again (so the marker lists exactly the files on disk).
+        """
+        self.claim(*paths, strict=strict, overwrite=overwrite)
+        try:
+            yield
+        except BaseException:
+            for path in paths:
+                key = self._key(path)
+                if not (self.folder / key).exists() and self.files.get(key, {}).get("claimed"):
+                    del self.files[key]
+            with contextlib.suppress(OSError, UnsafeWriteError):
+                self.save()
+            raise
+        self.record(*paths)
 
     def remove(self, path: Path | str, strict: bool = True) -> bool:
         """Delete ``path`` if it is ours; return whether it was deleted (unproven files stay).
@@ -330,7 +411,7 @@ def foreign_files(folder: Path | str, owned: OwnedFiles) -> list[str]:
     folder = Path(folder)
     found = []
     for path in sorted(folder.rglob("*")):
-        if path.name == OWNER_FILE and path.parent == folder:
+        if path.name in BOOKKEEPING and path.parent == folder:
             continue
         if (path.is_file() or path.is_symlink()) and not owned.owns(path):
             found.append(path.relative_to(folder).as_posix())
@@ -364,14 +445,14 @@ def install_folder(
     """
     staged, target = Path(staged), Path(target)
     new = OwnedFiles(staged, tool)
-    new.record(*(p for p in sorted(staged.rglob("*")) if p.is_file() and p.name != OWNER_FILE))
+    new.record(*(p for p in sorted(staged.rglob("*")) if p.is_file() and p.name not in BOOKKEEPING))
     if not target.exists() or (target.is_dir() and not any(target.iterdir())):
         if target.exists():
             target.rmdir()
         staged.rename(target)
         return
     owned = owned if owned is not None else OwnedFiles(target, tool)
-    keys = sorted(new.files, key=lambda k: k == last)
+    keys = sorted((k for k in new.files if k not in BOOKKEEPING), key=lambda k: k == last)
     for key in keys:  # refuse before anything moves
         owned.check_free(target / key, overwrite=True)
     old = [k for k in owned.files if k not in new.files]
@@ -389,3 +470,210 @@ def install_folder(
                 parent.rmdir()  # emptied by the deletion above: no data in it
                 parent = parent.parent
     owned.save()
+
+
+def is_empty_folder(folder: Path | str) -> bool:
+    """True if ``folder`` holds nothing but the course's bookkeeping (:data:`BOOKKEEPING`)."""
+    return all(p.name in BOOKKEEPING for p in Path(folder).iterdir())
+
+
+# ----------------------------------------------------------------------------
+# Writable, with room: checked before long work
+# ----------------------------------------------------------------------------
+
+
+def check_writable(folder: Path | str, what: str, need_bytes: int = 0) -> None:
+    """Refuse, before long work starts, an output folder that cannot take the output.
+
+    A probe file is created and removed in ``folder`` (or its nearest existing
+    parent, when it is still to be made): that catches read-only mounts and
+    missing permissions even for root. With ``need_bytes`` the free space is
+    compared too.
+
+    Raises:
+        UnwritableError: one line naming the folder and the reason.
+    """
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    probe = existing / f"{TEMPORARY_PREFIX}{os.getpid()}-write-probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UnwritableError(
+            err.errno, f"cannot write {what} in {folder}: {err.strerror or err} (read-only, not permitted or full)"
+        ) from err
+    free = shutil.disk_usage(existing).free
+    if need_bytes and free < need_bytes:
+        raise UnwritableError(
+            28,
+            f"cannot write {what} in {folder}: it needs about {need_bytes / 2**20:.1f} MB and only "
+            f"{free / 2**20:.1f} MB are free there",
+        )
+
+
+def one_line(err: BaseException) -> str:
+    """An error as the one line a command prints (``OSError``: its reason and file, no errno noise)."""
+    if isinstance(err, OSError) and err.strerror:  # (UnwritableError keeps its errno and carries the message)
+        where = f": {err.filename}" if err.filename else ""
+        return " ".join(f"{err.strerror}{where}".split())
+    return " ".join(str(err).split())
+
+
+# ----------------------------------------------------------------------------
+# One writer per folder
+# ----------------------------------------------------------------------------
+
+MARKER_LOCK_WAIT = 30.0
+"""Seconds an ownership-marker update waits for another process's marker update in the same folder."""
+
+_HELD: dict[str, _FolderLock] = {}
+"""The folder locks this process holds (by real path), so a command may take its own lock again."""
+
+try:  # POSIX: flock, released by the OS when the holder exits or is killed (no stale locks)
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+except ImportError:  # Windows: msvcrt's byte-range lock, also released by the OS when the holder exits
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
+def _holder(path: Path) -> str:
+    """Who holds the lock at ``path``, as its file says (pid, command, host, start)."""
+    try:
+        info = json.loads(path.read_text() or "{}")
+        return f"process {info['pid']} ({info['tool']} on {info['host']}, since {info['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+class _FolderLock:
+    """The lock of one folder, held by this process (see :func:`folder_lock`)."""
+
+    def __init__(self, folder: Path, tool: str):
+        self.folder, self.tool, self.fd, self.depth = folder, tool, None, 0
+
+    def acquire(self, wait: float) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_FILE
+        deadline = time.monotonic() + max(wait, 0.0)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            while not _try_lock(fd):
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise FolderBusyError(
+                        f"refusing to write into {self.folder}: {_holder(path)} is writing there (lock {path}); "
+                        "wait until it finishes, or choose another folder"
+                    )
+                time.sleep(0.05)
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # the holder removed the file as it let go: lock the one at the path now
+        info = {"pid": os.getpid(), "tool": self.tool, "host": socket.gethostname(), "since": time.strftime("%H:%M:%S")}
+        os.ftruncate(fd, 0)  # a killed holder's note (its lock went with it) is replaced
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(info).encode())
+        old, self.fd = self.fd, fd
+        if old is not None:  # moved to a new folder of the same name: let the old one go
+            _unlock(old)
+            os.close(old)
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        path = self.folder / LOCK_FILE
+        if _same_file(fd, path):  # remove it while still holding it: a waiter then re-opens the path
+            with contextlib.suppress(OSError):
+                path.unlink()
+        _unlock(fd)
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st, held = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _lock_key(folder: Path) -> str:
+    return os.path.realpath(folder)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path | str, tool: str, wait: float | None = None) -> Iterator[Path]:
+    """Hold ``folder``'s lock (one writer per folder) while the block runs; the folder is made if missing.
+
+    The lock is an OS file lock on ``folder/.course-lock`` (flock on POSIX,
+    msvcrt on Windows), so the OS drops it when the holder exits or is
+    killed: a stale lock file left by a killed command never blocks anyone.
+    The file names the holder (pid, command, host, start) for the refusal and
+    is removed when the lock is let go. A process may take a lock it holds
+    again (nested commands, marker updates).
+
+    Args:
+        folder: the output folder or run folder.
+        tool: the command, as the refusal names it.
+        wait: seconds to wait for the holder to finish (default
+            :data:`utils.config.LOCK_WAIT_SECONDS`).
+
+    Raises:
+        FolderBusyError: another process still holds it after ``wait``: one
+            line naming that process.
+    """
+    folder = Path(folder).absolute()
+    if wait is None:
+        from . import config  # read at each call
+
+        wait = float(config.LOCK_WAIT_SECONDS)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = _lock_key(folder)
+    lock = _HELD.get(key)
+    if lock is None:
+        lock = _FolderLock(folder, tool)
+        lock.acquire(wait)
+        _HELD[key] = lock
+    lock.depth += 1
+    try:
+        yield folder / LOCK_FILE
+    finally:
+        lock.depth -= 1
+        if lock.depth == 0:
+            _HELD.pop(key, None)
+            lock.release()
+
+
+def relock_moved(folder: Path | str) -> None:
+    """After this process renamed a folder it holds locked and made a new one at the same path, lock the new one.
+
+    (``utils.train --no-resume`` moves an old run aside: the lock went with it.)
+    """
+    lock = _HELD.get(_lock_key(Path(folder).absolute()))
+    if lock is not None:
+        lock.acquire(0.0)

@@ -8,7 +8,8 @@ build the training cache, stream augmented patches, fit a U-Net with soft Dice
 * ``last.keras`` (every epoch) and ``best.keras`` (best ``val_pooled_dice``:
   hard Dice pooled over the validation patches, see ``losses.PooledDice``),
   written atomically - a run killed mid-write never loses a checkpoint;
-* ``state.json`` (epochs done, best score) and ``config.json``;
+* ``state.json`` (epochs done, best score) and ``config.json`` (the
+  parameters, and under ``precision`` the dtype policy the session trained in);
 * ``log.csv`` (one row per epoch, appended across resumed runs) and
   ``tensorboard/``.
 
@@ -22,7 +23,9 @@ checkout, ``notebooks/``, home) is refused, and ``--no-resume`` moves only an
 earlier run aside, never deleting anything. A run that already has its
 epochs is reused as it is (ask for more epochs to continue it). The mode and
 its presets live in ``utils.config``.
-On a GPU it turns on mixed precision. With several GPUs (TensorFlow) it
+On a GPU it turns on mixed precision; such a model still predicts, and its
+run resumes, on a machine without a GPU, in float32 with the same weights
+(``utils.model.load_model``). With several GPUs (TensorFlow) it
 trains under ``tf.distribute.MirroredStrategy``, and on several machines,
 when ``TF_CONFIG`` names several workers, under
 ``MultiWorkerMirroredStrategy``: ``batch_size`` is then per replica and only
@@ -30,6 +33,12 @@ the chief writes the run folder (:mod:`utils.distribute`).
 """
 
 from __future__ import annotations
+
+# First, before Keras: a spawned data worker (utils.parallel) re-imports the module that `python -m` ran,
+# so this keeps TensorFlow's start-up notices out of each worker too, as `import utils` does in this process.
+from .backend import quiet_start
+
+quiet_start()
 
 import argparse
 import contextlib
@@ -60,16 +69,21 @@ from .losses import (
     pooled_dice_metrics,
     soft_dice_loss,
 )
-from .model import build_unet, load_model
+from .model import build_unet, dtype_policy_of, dtype_policy_scope, load_model, saved_dtype_policy
 from .pipeline import PatchDataset, PatchSampler
 from .safety import (
     OwnedFiles,
     UnsafeWriteError,
     atomic_path,
     check_target,
+    check_writable,
     file_record,
+    folder_lock,
+    is_empty_folder,
     matches_record,
+    one_line,
     read_json_object,
+    relock_moved,
     write_bytes_atomic,
     write_json_atomic,
 )
@@ -154,8 +168,13 @@ class Checkpoints(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        logs = logs if logs is not None else {}
+        # wall time of the epoch (training steps and validation), logged so a lesson can tell warm-up from steady state
+        logs["epoch_seconds"] = time.perf_counter() - getattr(self, "epoch_start", self.start)
         pending = self.output_dir / PENDING
         save_atomic(self.model, pending)
         append_log_row(self.output_dir / "log.csv", epoch, logs)
@@ -289,6 +308,11 @@ def cosine_schedule(base_lr: float, epochs: int, floor: float = 0.02):
     return schedule
 
 
+def _read_config(output_dir: Path) -> dict:
+    path = Path(output_dir) / "config.json"
+    return read_json_object(path, "run configuration") if path.is_file() else {}
+
+
 def _read_state(output_dir: Path) -> dict:
     path = Path(output_dir) / "state.json"
     return read_json_object(path, "training state") if path.is_file() else {}
@@ -319,18 +343,12 @@ def prepare_output_dir(output_dir: Path, config: TrainConfig, resume: bool) -> P
         UnsafeWriteError: the folder is refused. ValueError: it holds a run
             with other parameters (resume).
     """
-    check_target(output_dir, "--output-dir")
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UnsafeWriteError(f"--output-dir {output_dir} is a file, not a folder")
-    used = output_dir.is_dir() and any(output_dir.iterdir())
-    if used and not is_run_folder(output_dir):
-        raise UnsafeWriteError(
-            f"refusing to use --output-dir {output_dir}: it is not empty and is not a training run folder "
-            "(no ownership marker); choose a new or empty folder"
-        )
+    used = _check_run_folder(output_dir)
     if used and not resume:
         moved = output_dir.with_name(f"{output_dir.name}-old-{time.strftime('%Y%m%d-%H%M%S')}")
         output_dir.rename(moved)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        relock_moved(output_dir)  # the lock went with the old run: hold the new folder
         print(f"resume=False: the previous run in {output_dir} was moved to {moved}")
     elif used and (output_dir / "last.keras").is_file():
         _check_resume(output_dir, config)
@@ -339,6 +357,20 @@ def prepare_output_dir(output_dir: Path, config: TrainConfig, resume: bool) -> P
     if not owned.exists:
         owned.save()
     return output_dir
+
+
+def _check_run_folder(output_dir: Path) -> bool:
+    """Refuse a run folder no flag unlocks, or a non-empty one that :func:`train` did not make; return whether it is used."""
+    check_target(output_dir, "--output-dir")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UnsafeWriteError(f"--output-dir {output_dir} is a file, not a folder")
+    used = output_dir.is_dir() and not is_empty_folder(output_dir)
+    if used and not is_run_folder(output_dir):
+        raise UnsafeWriteError(
+            f"refusing to use --output-dir {output_dir}: it is not empty and is not a training run folder "
+            "(no ownership marker); choose a new or empty folder"
+        )
+    return used
 
 
 def _check_resume(output_dir: Path, config: TrainConfig) -> None:
@@ -416,7 +448,31 @@ def train(
     progress: bool = True,
     callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
-    """Train (or resume training) a U-Net as ``config`` says.
+    """Train (or resume training) a U-Net as ``config`` says, holding the run folder's lock throughout.
+
+    One writer per run folder: a second training into a folder another
+    process is training in is refused in one line naming that process
+    (:func:`utils.safety.folder_lock`). The folder is checked (protected
+    places, a folder that is not a run) and must be writable before anything
+    starts. Arguments and result: see :func:`_train`.
+    """
+    cluster = distribute.current_cluster()
+    if cluster is not None and not cluster.is_chief:  # workers read what the chief writes, under its lock
+        return _train(config, resume, progress, callbacks)
+    output_dir = run_dir(config)
+    _check_run_folder(output_dir)
+    check_writable(output_dir, "the run folder")
+    with folder_lock(output_dir, TOOL):
+        return _train(config, resume, progress, callbacks)
+
+
+def _train(
+    config: TrainConfig,
+    resume: bool = True,
+    progress: bool = True,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+) -> TrainResult:
+    """Train (or resume training) a U-Net as ``config`` says (the run folder already locked by :func:`train`).
 
     Args:
         config: the parameters.
@@ -460,13 +516,31 @@ def train(
         distribute.check_same(strategy, initial_epoch, f"the epochs already done in {output_dir}")
 
     on_gpu = gpu_count() > 0
-    if config.mixed_precision == "on" or (config.mixed_precision == "auto" and on_gpu):
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    else:
-        keras.mixed_precision.set_global_policy("float32")
-    with strategy.scope() if strategy else contextlib.nullcontext():
+    mixed = config.mixed_precision == "on" or (config.mixed_precision == "auto" and on_gpu)
+    if (
+        mixed
+        and not on_gpu
+        and not initial_epoch
+        and config.jit_compile != "on"
+        and keras.backend.backend() == "tensorflow"
+    ):
+        raise ValueError(
+            "mixed_precision='on' without a GPU needs jit_compile='on' (TensorFlow has no float16 CPU kernel "
+            "for MaxPool3D; XLA compiles one); or train in float32 with mixed_precision='off'"
+        )
+    # the policy the new model's layers get (a resumed model keeps its own; see load_model)
+    with (
+        strategy.scope() if strategy else contextlib.nullcontext(),
+        dtype_policy_scope("mixed_float16" if mixed else "float32"),
+    ):
         if initial_epoch:
             model = load_model(output_dir / "last.keras")
+            saved = saved_dtype_policy(output_dir / "last.keras")
+            if saved != dtype_policy_of(model):
+                print(
+                    f"{output_dir}/last.keras was trained with mixed precision ({saved}); no GPU is visible, so "
+                    "training continues in float32 with the same weights and optimizer state"
+                )
             if initial_epoch >= config.epochs:
                 print(
                     f"{output_dir} already holds a finished run ({initial_epoch} epochs, {config.epochs} asked "
@@ -480,8 +554,18 @@ def train(
                 )
         else:
             model = build_model(config)
-    if chief:
-        write_json_atomic(output_dir / "config.json", json.loads(json.dumps(asdict(config))))
+    if chief:  # the precision this session trains in, beside the parameters (a field no resume check compares)
+        policy = dtype_policy_of(model)
+        earlier = _read_config(output_dir).get("precision", {}).get("trained_in", []) if initial_epoch else []
+        precision = {
+            "dtype_policy": policy,
+            "trained_in": [*earlier, policy] if earlier[-1:] != [policy] else earlier,  # every policy, in order
+            "inference_without_gpu": "float32: utils.model.load_model rebuilds a mixed-precision model "
+            "in float32 with the same weights where no GPU is visible",
+        }
+        write_json_atomic(
+            output_dir / "config.json", {**json.loads(json.dumps(asdict(config))), "precision": precision}
+        )
 
     replicas = strategy.num_replicas_in_sync if strategy else 1  # each draws its own batches of the streams
     train_data = PatchDataset(
@@ -602,8 +686,8 @@ def main(argv: list[str] | None = None) -> int:
         config = preset(args.mode, **overrides)
         result = train(config, resume=not args.no_resume)
     except (ValueError, OSError, CacheError, distribute.ClusterError) as err:  # refusals, bad data, a run with
-        # other parameters, a cluster whose workers cannot meet
-        print(f"error: {err}", file=sys.stderr)
+        # other parameters, a cluster whose workers cannot meet, a full or read-only disk
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     last = result.history.iloc[-1] if len(result.history) else {}
     summary = ", ".join(

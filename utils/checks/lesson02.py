@@ -24,15 +24,53 @@ def _decode_start(X: np.ndarray) -> tuple[int, int, int]:
     return code // 10000, (code // 100) % 100, code % 100
 
 
+UNIFORM_ALPHA = 1e-4
+"""False-failure rate of the uniformity test: a correct sampler fails it with at most this probability."""
+_DRAWS = {False: 1200, True: 1500}  # patches drawn for the corner tests (public, grading)
+
+
+def _corner_counts(corners: list[tuple[int, int, int]], starts_max: tuple[int, int, int]) -> np.ndarray:
+    counts = np.zeros(tuple(m + 1 for m in starts_max), dtype=np.int64)
+    for corner in corners:
+        counts[corner] += 1
+    return counts
+
+
+def _uniformity(counts: np.ndarray) -> list[tuple[str, float]]:
+    """Chi-square p-values of the corner counts against the uniform law: the joint one, then each axis."""
+    from scipy import stats
+
+    tests = [("(x, y, z) jointly", stats.chisquare(counts.ravel()).pvalue)]
+    for axis, name in enumerate("xyz"):
+        marginal = counts.sum(axis=tuple(a for a in range(3) if a != axis))
+        if marginal.size > 1:
+            tests.append((f"start_{name}", stats.chisquare(marginal).pvalue))
+    return tests
+
+
+def _fits(marginal: np.ndarray, probabilities: np.ndarray, alpha: float) -> bool:
+    """Whether counts are consistent with a law (chi-square goodness of fit at level ``alpha``)."""
+    from scipy import stats
+
+    expected = probabilities * marginal.sum()
+    keep = expected > 0
+    if np.any(marginal[~keep]):
+        return False
+    return stats.chisquare(marginal[keep], expected[keep]).pvalue > alpha
+
+
 @exercise("get_sub_volume", LESSON)
 def _get_sub_volume_tests(get_sub_volume: Callable, run: Run, grading: bool) -> None:
     """Tests of ``get_sub_volume`` (lesson 02, exercise 1).
 
-    Volumes and patches are not square in x and y (so swapping them shows),
+    No two sizes a learner might confuse are equal: the volume's x, y and z,
+    the patch's, and the ranges of the corner (``orig - output``) all differ,
     and no label holds the top class 3 (so a one-hot encoding that takes its
-    number of classes from the data, not from ``num_classes``, shows).
+    number of classes from the data, not from ``num_classes``, shows). The
+    corners must be uniform: a chi-square test on :data:`_DRAWS` patches, which
+    a correct sampler fails with probability at most :data:`UNIFORM_ALPHA`.
     """
-    shape, out = ((6, 9, 5), (3, 5, 3)) if grading else ((7, 5, 4), (4, 3, 2))
+    shape, out = ((8, 11, 6), (3, 5, 2)) if grading else ((9, 7, 5), (4, 3, 2))
     starts_max = tuple(s - o for s, o in zip(shape, out))
     image = _coded_image(shape)
     label = np.zeros(shape, dtype=np.uint8)
@@ -50,7 +88,28 @@ def _get_sub_volume_tests(get_sub_volume: Callable, run: Run, grading: bool) -> 
                 f"expected the pair (X, y); got {type(result).__name__} "
                 "(a missing return, or no ValueError when no patch qualifies?)"
             )
-        return np.asarray(result[0]), np.asarray(result[1])
+        X, y = np.asarray(result[0]), np.asarray(result[1])
+        if X.ndim == y.ndim == 4 and X.shape[-1] == 3 and y.shape[-1] == img.shape[-1] != 3:
+            raise AssertionError(
+                f"the pair came back as (y, X): the first array has {X.shape[-1]} channels (the labels), "
+                f"the second {y.shape[-1]} (the image); return X, y"
+            )
+        return X, y
+
+    def window_of(X: np.ndarray, img=image, size=out) -> tuple[int, int, int] | None:
+        """The corner X was cut at, if X is a window of ``img`` (None otherwise)."""
+        if X.shape != (*size, img.shape[-1]):
+            return None
+        corner = _decode_start(X)
+        if not all(0 <= c <= m for c, m in zip(corner, (n - o for n, o in zip(img.shape, size)))):
+            return None
+        a, b, c = corner
+        if not np.allclose(X, img[a : a + size[0], b : b + size[1], c : c + size[2]]):
+            return None
+        return corner
+
+    def one_hot(window: np.ndarray, classes: int) -> np.ndarray:
+        return (window[..., None] == np.arange(classes)).astype(np.float32)
 
     results = {}
 
@@ -64,12 +123,19 @@ def _get_sub_volume_tests(get_sub_volume: Callable, run: Run, grading: bool) -> 
             "x and y swapped (output_y used for x?)" if X.shape[:2] == out[1::-1] else "",
         )
         hint = ""
-        if y.shape[-1] == 2:
-            hint = (
-                "the one-hot encoding took its number of classes from the label (no voxel is 3 here): pass num_classes"
-            )
-        elif y.shape[-1] == 4:
-            hint = "the background channel is still there: return y[..., 1:]"
+        corner = window_of(X)
+        if corner is not None and y.shape[:3] == out:
+            a, b, c = corner
+            window = label[a : a + out[0], b : b + out[1], c : c + out[2]]
+            got = np.asarray(y, dtype=np.float32)
+            from_data = one_hot(window, int(window.max()) + 1)[..., 1:]
+            if got.shape == from_data.shape and np.allclose(got, from_data):
+                hint = (
+                    "the one-hot encoding took its number of classes from the label "
+                    "(no voxel is 3 here): pass num_classes"
+                )
+            elif got.shape == (*out, 4) and np.allclose(got, one_hot(window, 4)):
+                hint = "the background channel is still there: return y[..., 1:]"
         expect_equal("y shape (x, y, z, classes without background)", (*out, 3), y.shape, hint)
 
     def x_is_a_window():
@@ -92,11 +158,12 @@ def _get_sub_volume_tests(get_sub_volume: Callable, run: Run, grading: bool) -> 
             raise AssertionError("skipped: no patch came back")
         sx, sy, sz = _decode_start(X)
         window = label[sx : sx + out[0], sy : sy + out[1], sz : sz + out[2]]
-        expected = (window[..., None] == np.arange(1, 4)).astype(np.float32)
+        full = one_hot(window, 4)
+        expected = full[..., 1:]
         got = np.asarray(y, dtype=np.float32)
         hint = ""
-        if got.shape == expected.shape and np.allclose(got[..., 0], window == 0):
-            hint = "channel 0 is the background: drop it with y[..., 1:]"
+        if got.shape == expected.shape and np.allclose(got, full[..., :-1]):
+            hint = "channel 0 is the background: drop it with y[..., 1:], not the last channel"
         expect_close(
             "y[..., k] must be 1 where the label is k + 1 (channel 0 = edema, background dropped)",
             expected,
@@ -121,48 +188,93 @@ def _get_sub_volume_tests(get_sub_volume: Callable, run: Run, grading: bool) -> 
         share = 0.75 if grading else 0.5
         lab = np.zeros(small, dtype=np.uint8)
         lab.reshape(-1)[: int(round(np.prod(small) * (1 - share)))] = 1
+        img = _coded_image(small)
         try:
-            got = call(lab=lab, img=_coded_image(small), orig=small, size=small, max_tries=5, threshold=share)
+            got = call(lab=lab, img=img, orig=small, size=small, max_tries=5, threshold=share)
         except ValueError:
             return
+        whole = got[0].shape == img.shape and np.allclose(got[0], img)  # the one patch there is, accepted
         raise Mismatch(
             f"background share {share} with background_threshold={share}: the patch is rejected "
             "(a ValueError), as the share must be below the threshold",
             "ValueError",
             f"a patch of shape {got[0].shape}",
-            "<= instead of < in the background test",
+            "<= instead of < in the background test" if whole else "",
         )
 
+    n_draws = _DRAWS[grading]
+
+    def corners() -> list[tuple[int, int, int]]:
+        """The corners of ``n_draws`` patches from a volume that is tumour everywhere (drawn once)."""
+        if "corners" not in results:
+            results["corners"] = None
+            everywhere = np.ones(shape, dtype=np.uint8)
+            found = []
+            for _ in range(n_draws):
+                X = call(lab=everywhere)[0]
+                corner = window_of(X)
+                if corner is None:
+                    raise AssertionError(
+                        f"a patch of shape {X.shape} is not a window image[sx:sx+{out[0]}, sy:sy+{out[1]}, "
+                        f"sz:sz+{out[2]}] of a corner inside the volume (corner read from it: {_decode_start(X)})"
+                    )
+                found.append(corner)
+            results["corners"] = found
+        if results["corners"] is None:
+            raise AssertionError("skipped: the patches of the previous test were not windows of the volume")
+        return results["corners"]
+
     def every_corner():
-        everywhere = np.ones(shape, dtype=np.uint8)
-        seen = {_decode_start(call(lab=everywhere)[0]) for _ in range(600)}
-        valid = {
-            (a, b, c)
-            for a in range(starts_max[0] + 1)
-            for b in range(starts_max[1] + 1)
-            for c in range(starts_max[2] + 1)
+        found = corners()
+        seen = set(found)
+        missing = {
+            "xyz"[axis]: sorted(set(range(m + 1)) - {c[axis] for c in found}) for axis, m in enumerate(starts_max)
         }
-        missing, outside = sorted(valid - seen), sorted(seen - valid)
-        if not missing and not outside:
+        missing = {name: values for name, values in missing.items() if values}
+        if not missing:
             return
         lines = [
-            f"600 patches from a volume that is tumour everywhere: every corner from (0, 0, 0) to "
-            f"{starts_max} (orig - output) should come up; {len(seen)} different ones did"
+            f"never drawn in {n_draws} patches: "
+            + "; ".join(f"start_{name} = {', '.join(map(str, values))}" for name, values in missing.items())
+            + f" (from a volume that is tumour everywhere, every start 0 .. orig - output {starts_max} should come up)"
         ]
-        if missing:
-            lines.append(f"never drawn: {len(missing)} of {len(valid)}, e.g. {missing[:3]}")
-        if outside:
-            lines.append(f"drawn although the patch does not fit there: {outside[:3]}")
         if len(seen) == 1:
-            lines.append("likely mistake: the corner is not drawn at random")
-        elif outside:
-            lines.append("likely mistake: x and y swapped (a start drawn with orig_y - output_y used for x?)")
-        elif all(any(s == m for s, m in zip(c, starts_max)) for c in missing) and not any(
-            any(s == m for s, m in zip(c, starts_max)) for c in seen
-        ):
+            lines.append("likely mistake: the corner is not drawn at random (the same one came back every time)")
+        elif all(values == [starts_max["xyz".index(name)]] for name, values in missing.items()):
             lines.append(
-                "likely mistake: the last start position (orig - output) is never drawn: "
-                "np.random.randint(low, high) excludes high"
+                "only the far start (orig - output) is missing; "
+                "likely mistake: np.random.randint(low, high) excludes high"
+            )
+        raise AssertionError("\n".join(lines))
+
+    def uniform_corners():
+        found = corners()
+        counts = _corner_counts(found, starts_max)
+        failed = [(what, p) for what, p in _uniformity(counts) if p < UNIFORM_ALPHA / 4]
+        if not failed:
+            return
+        lines = [
+            f"{n_draws} corners should be uniform over the {counts.size} possible ones; a chi-square test rejects "
+            f"that for {', '.join(f'{what} (p = {p:.1e})' for what, p in failed)} "
+            f"(a uniform sampler fails this with probability below {UNIFORM_ALPHA:g})"
+        ]
+        clamped = []
+        for axis, name in enumerate("xyz"):
+            marginal = counts.sum(axis=tuple(a for a in range(3) if a != axis))
+            m = starts_max[axis]
+            share = marginal / marginal.sum()
+            top = int(np.argmax(share))
+            lines.append(
+                f"start_{name}: most often {top} ({share[top]:.0%} of the draws; uniform gives {1 / (m + 1):.0%})"
+            )
+            law = np.full(m + 1, 1.0 / shape[axis])
+            law[m] = (shape[axis] - m) / shape[axis]  # randint(0, orig) clamped to orig - output
+            if m > 0 and share[m] > 1.5 / (m + 1) and _fits(marginal, law, 1e-3):
+                clamped.append(name)
+        if clamped:
+            lines.append(
+                f"likely mistake: the start along {', '.join(clamped)} is drawn from 0 .. orig - 1 and then clamped "
+                "to orig - output, so the far corner comes up far too often: draw from 0 .. orig - output directly"
             )
         raise AssertionError("\n".join(lines))
 
@@ -183,7 +295,8 @@ def _get_sub_volume_tests(get_sub_volume: Callable, run: Run, grading: bool) -> 
     run.test("y is the one-hot label of the same window, background dropped", y_matches_x)
     run.test("accepted patches have background below the threshold", threshold_respected)
     run.test("a background share equal to the threshold is rejected (below means <)", threshold_exclusive)
-    run.test("the corner is random and every corner is possible, the far one included", every_corner)
+    run.test("the corner is random and every start is possible, the far one included", every_corner)
+    run.test(f"the corners are uniform (chi-square test, false-failure rate {UNIFORM_ALPHA:g})", uniform_corners)
     run.test("raises ValueError when no patch qualifies", gives_up_clearly)
 
 
@@ -241,6 +354,8 @@ def _expect_standardized(what: str, image: np.ndarray, got: Any, index=np.s_[...
 def _standardize_tests(standardize: Callable, run: Run, grading: bool) -> None:
     """Tests of ``standardize`` (lesson 02, exercise 2)."""
     a = np.arange(1, 10).reshape(3, 3) if not grading else np.array([[2, 4, 4], [4, 5, 5], [7, 9, 0]])
+    if run.hidden:  # the grader's per-run seed: a hand-made slice the source does not show
+        a = run.rng(2).permutation(np.arange(9) + run.rng(3).integers(0, 5)).reshape(3, 3)
     image = np.zeros((3, 3, 2, 2), dtype=np.float32)
     image[:, :, 0, 0] = a
     image[:, :, 1, 0] = 100 * a + (0 if not grading else 7)  # other slice, other scale
@@ -281,12 +396,12 @@ def _standardize_tests(standardize: Callable, run: Run, grading: bool) -> None:
         _expect_standardized("a constant slice becomes all zeros (no NaN)", image, out, np.s_[:, :, 0, 1])
 
     def int16_input():
-        rng = np.random.default_rng(21 if grading else 20)
+        rng = run.rng(20)
         vol = rng.integers(0, 900, size=(7, 6, 3, 4) if grading else (6, 5, 4, 4)).astype(np.int16)
         _expect_standardized("int16 input (as the real files are): float values", vol, standardize(vol.copy()))
 
     def random_volume():
-        rng = np.random.default_rng(23 if grading else 22)
+        rng = run.rng(22)
         vol = rng.normal(300.0, 50.0, size=(9, 7, 4, 3) if grading else (8, 7, 5, 4)).astype(np.float32)
         vol[:, :, 1, 2] = 123.0
         _expect_standardized("every slice", vol, standardize(vol.copy()))

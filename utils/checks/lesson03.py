@@ -42,17 +42,38 @@ def _transpose_conv(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return out.reshape(b, nx * p1, ny * p2, nz * p3, f)
 
 
+_NORM_AXES = {
+    "batch": (0, 1, 2, 3),  # each channel over the batch and all voxels
+    "instance": (1, 2, 3),  # each channel of each sample over its voxels
+    "layer": (1, 2, 3, 4),  # each sample over its voxels and channels (LayerNormalization, one group)
+}
+
+
 def _normalize(h: np.ndarray, normalization: str | None) -> np.ndarray:
     if normalization is None:
         return h
-    axes = (0, 1, 2, 3) if normalization == "batch" else (1, 2, 3)  # batch: over the batch; instance: per sample
+    axes = _NORM_AXES[normalization]
     mean, var = h.mean(axis=axes, keepdims=True), h.var(axis=axes, keepdims=True)
     return (h - mean) / np.sqrt(var + _NORM_EPS)
 
 
-def _block_np(x: np.ndarray, k1: np.ndarray, k2: np.ndarray, normalization: str | None) -> np.ndarray:
-    for kernel in (k1, k2):
-        x = np.maximum(_normalize(_conv3d_same(x, kernel), normalization), 0.0)
+def _block_np(
+    x: np.ndarray,
+    k1: np.ndarray,
+    k2: np.ndarray,
+    normalization: str | None,
+    first_relu: bool = True,
+    relu_first: bool = False,
+) -> np.ndarray:
+    """conv -> normalization -> ReLU, twice (``first_relu=False``: no first ReLU; ``relu_first``: ReLU before the normalization)."""
+    for i, kernel in enumerate((k1, k2)):
+        x = _conv3d_same(x, kernel)
+        relu = first_relu or i == 1
+        if relu and relu_first:
+            x = _normalize(np.maximum(x, 0.0), normalization)
+        else:
+            x = _normalize(x, normalization)
+            x = np.maximum(x, 0.0) if relu else x
     return x
 
 
@@ -65,7 +86,9 @@ def _weight_name(variable) -> str:
     return str(getattr(variable, "name", "")).split("/")[-1].split(":")[0]
 
 
-def _set_known_weights(model, kernels: dict[tuple[int, ...], np.ndarray], what: str) -> None:
+def _set_known_weights(
+    model, kernels: dict[tuple[int, ...], np.ndarray], what: str, skip_hint: list[tuple] | None = None
+) -> None:
     """Give ``model`` known weights: each 5-D kernel by its shape; biases and offsets 0, scales 1."""
     shapes = [tuple(int(d) for d in v.shape) for v in model.weights if len(v.shape) == 5]
     if sorted(shapes) != sorted(kernels):
@@ -73,7 +96,7 @@ def _set_known_weights(model, kernels: dict[tuple[int, ...], np.ndarray], what: 
             f"convolution kernels (x, y, z, in, out) of {what}",
             sorted(kernels),
             sorted(shapes),
-            _kernel_hint(sorted(kernels), sorted(shapes)),
+            _kernel_hint(sorted(kernels), sorted(shapes), skip_hint),
         )
     for v in model.weights:
         shape = tuple(int(d) for d in v.shape)
@@ -86,12 +109,15 @@ def _set_known_weights(model, kernels: dict[tuple[int, ...], np.ndarray], what: 
             v.assign(np.ones(shape, np.float32))
 
 
-def _kernel_hint(expected: list[tuple], got: list[tuple]) -> str:
+def _kernel_hint(expected: list[tuple], got: list[tuple], skip_hint: list[tuple] | None) -> str:
+    """What differs between the kernel shapes; the skip mistake only when its kernel shape is there."""
     if len(got) != len(expected):
         return f"{len(got)} convolutions where {len(expected)} are expected"
     if any(g[:3] != e[:3] for g, e in zip(got, expected)):
-        return "wrong kernel size (the conv block uses 3, the transposed convolution pool_size)"
-    return "a convolution sees the wrong number of input channels (the skip not concatenated?)"
+        return "a kernel size differs (the conv block uses 3, the transposed convolution pool_size)"
+    if skip_hint is not None and sorted(skip_hint) == got:
+        return "the first convolution sees only the up-sampled channels: the skip is not concatenated"
+    return ""
 
 
 def _predict(model, inputs, training: bool) -> np.ndarray:
@@ -119,9 +145,10 @@ def _activation_hint(got: np.ndarray) -> str:
 @exercise("conv_block", LESSON)
 def _conv_block_tests(conv_block: Callable, run: Run, grading: bool) -> None:
     """Tests of ``conv_block`` (lesson 03, exercise 1)."""
-    shape, f = ((5, 6, 4, 3), 8) if grading else ((6, 6, 4, 4), 10)
+    # x, y, z, the input channels and the filters all differ, so no two can be confused unseen
+    shape, f = ((5, 6, 4, 3), 8) if grading else ((7, 6, 5, 4), 10)
     cin = shape[-1]
-    rng = np.random.default_rng(31 if grading else 30)
+    rng = run.rng(30)
     k1, k2 = _random_kernels(rng, (3, 3, 3, cin, f), (3, 3, 3, f, f))
     x = rng.normal(size=(2, *shape)).astype(np.float32)
     x[1] = 3.0 * x[1] + 1.0  # the two samples have other statistics
@@ -141,11 +168,14 @@ def _conv_block_tests(conv_block: Callable, run: Run, grading: bool) -> None:
         return models[normalization]
 
     def out_shape():
+        got = tuple(build(None).output.shape)
         expect_equal(
             f"output shape for input (None, {', '.join(map(str, shape))}) and {f} filters",
             (None, *shape[:3], f),
-            tuple(build(None).output.shape),
-            "padding='same' keeps the size",
+            got,
+            "each axis is 4 shorter: padding='valid'; padding='same' keeps the size"
+            if got[1:4] == tuple(n - 4 for n in shape[:3])
+            else "",
         )
 
     conv_params = 27 * cin * f + 27 * f * f
@@ -162,22 +192,34 @@ def _conv_block_tests(conv_block: Callable, run: Run, grading: bool) -> None:
             expected = _block_np(x.astype(np.float64), k1, k2, normalization)
 
             def hint(got):
-                text = _activation_hint(got)
-                if text or normalization is None:
-                    return text or "conv -> ReLU -> conv -> ReLU: is the first ReLU missing?"
-                other = "instance" if normalization == "batch" else "batch"
-                if np.allclose(got, _block_np(x.astype(np.float64), k1, k2, other), rtol=1e-2, atol=1e-2):
-                    return f"this is {other} normalization"
-                return (
-                    f"{normalization} normalization normalizes each channel over "
-                    + (
-                        "the batch and all voxels"
-                        if normalization == "batch"
-                        else "the voxels of each sample (LayerNormalization or GroupNormalization with other "
-                        "groups normalize across channels)"
+                # name a mistake only when the block computed exactly what that mistake computes
+                xs = x.astype(np.float64)
+                mistakes = {
+                    "the first ReLU is missing: conv -> ReLU -> conv -> ReLU": _block_np(
+                        xs, k1, k2, normalization, first_relu=False
+                    ),
+                }
+                if normalization is not None:
+                    mistakes["the ReLU comes before the normalization: normalize first, then ReLU"] = _block_np(
+                        xs, k1, k2, normalization, relu_first=True
                     )
-                    + ", between the convolution and its ReLU"
-                )
+                    for other, text in (
+                        ("batch", "this is batch normalization (statistics over the batch)"),
+                        ("instance", "this is instance normalization (each sample on its own)"),
+                        (
+                            "layer",
+                            "the channels are normalized together (LayerNormalization, or GroupNormalization "
+                            "with fewer groups than channels): one group per channel",
+                        ),
+                    ):
+                        if other != normalization:
+                            mistakes[text] = _block_np(xs, k1, k2, other)
+                found = [
+                    text
+                    for text, wrong in mistakes.items()
+                    if got.shape == wrong.shape and np.allclose(got, wrong, rtol=1e-2, atol=1e-2)
+                ]
+                return "; or ".join(found) or _activation_hint(got)
 
             _expect_block(
                 "output of the block with known weights (kernels random, biases 0)",
@@ -220,12 +262,13 @@ def _conv_block_tests(conv_block: Callable, run: Run, grading: bool) -> None:
 @exercise("upsampling_block", LESSON)
 def _upsampling_block_tests(upsampling_block: Callable, run: Run, grading: bool) -> None:
     """Tests of ``upsampling_block`` (lesson 03, exercise 2)."""
+    # the channels of x, of the skip and `filters` differ, and so do the x, y and z sizes
     if grading:
-        x_shape, skip_shape, f, cases = (3, 2, 2, 6), (6, 4, 4, 5), 4, [None, (2, 1, 2)]
+        x_shape, skip_shape, f, cases = (3, 2, 5, 6), (6, 4, 10, 5), 7, [None, (1, 2, 2)]
     else:
-        x_shape, skip_shape, f, cases = (4, 4, 4, 32), (8, 8, 8, 16), 16, [None, (2, 2, 1)]
+        x_shape, skip_shape, f, cases = (4, 3, 5, 12), (8, 6, 10, 6), 10, [None, (2, 2, 1)]
     cx, cs = x_shape[-1], skip_shape[-1]
-    rng = np.random.default_rng(33 if grading else 32)
+    rng = run.rng(32)
     models = {}
 
     def build(pool_size, normalization=None):
@@ -284,7 +327,12 @@ def _upsampling_block_tests(upsampling_block: Callable, run: Run, grading: bool)
             p = (2, 2, 2) if pool_size is None else pool_size
             k1, k2 = _random_kernels(rng, (3, 3, 3, f + cs, f), (3, 3, 3, f, f))
             kt = rng.normal(size=(*p, f, cx)) / np.sqrt(cx)  # unit-variance up-sampled values
-            _set_known_weights(model, {kt.shape: kt, k1.shape: k1, k2.shape: k2}, "upsampling_block")
+            _set_known_weights(
+                model,
+                {kt.shape: kt, k1.shape: k1, k2.shape: k2},
+                "upsampling_block",
+                skip_hint=[kt.shape, (3, 3, 3, f, f), k2.shape],
+            )
             xs = tuple(int(d) for d in model.inputs[0].shape[1:])
             x = rng.normal(size=(2, *xs)).astype(np.float32)
             skip = rng.normal(size=(2, *skip_shape)).astype(np.float32)

@@ -29,13 +29,23 @@ def _dice(
     squares: bool = False,
     num_eps: float | None = None,
     den_eps: float | None = None,
+    reduce: str = "sum",
+    square_numerator: bool = False,
 ) -> np.ndarray:
-    """(2 * sum(t * p) + eps) / (sum(t) + sum(p) + eps) over ``axis`` (squared sums with ``squares``)."""
+    """(2 * sum(t * p) + eps) / (sum(t) + sum(p) + eps) over ``axis`` (squared sums with ``squares``).
+
+    ``reduce="mean"`` and ``square_numerator`` compute two mistakes: means for
+    sums, and 2 * sum(t² p²) in the numerator.
+    """
     t, p = np.asarray(t, np.float64), np.asarray(p, np.float64)
     num_eps = eps if num_eps is None else num_eps
     den_eps = eps if den_eps is None else den_eps
-    num = 2.0 * (t * p).sum(axis=axis) + num_eps
-    den = ((t * t).sum(axis=axis) + (p * p).sum(axis=axis)) if squares else (t.sum(axis=axis) + p.sum(axis=axis))
+    total = getattr(np, reduce)
+    tp = (t * p) ** 2 if square_numerator else t * p
+    num = 2.0 * total(tp, axis=axis) + num_eps
+    den = (
+        (total(t * t, axis=axis) + total(p * p, axis=axis)) if squares else (total(t, axis=axis) + total(p, axis=axis))
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         return num / (den + den_eps)
 
@@ -66,7 +76,12 @@ def _dice_mistakes(
         "epsilon only in the denominator (add it to the numerator too)": score(num_eps=0.0),
         "epsilon only in the numerator (add it to the denominator too)": score(den_eps=0.0),
         "2 * (sum + epsilon) in the numerator: epsilon is added once, after the 2 *": score(num_eps=2 * eps),
+        "means where the formula has sums (ops.mean for ops.sum)": score(reduce="mean"),
     }
+    if soft:
+        out["the numerator squares too: it is 2 * sum(y * p), only the denominator squares"] = score(
+            square_numerator=True
+        )
     if eps != 1e-5:
         out["the epsilon argument is not used (a fixed 1e-5?)"] = score(num_eps=1e-5, den_eps=1e-5)
     if batch:
@@ -107,16 +122,39 @@ def _expect_dice(
     expected = float(np.mean(_dice(t, p, axis, eps, soft)))
     expected = 1.0 - expected if loss else expected
     got = _numpy(got)
+    if got.shape != () and got.size == 1 and np.isclose(float(got.ravel()[0]), expected, atol=1e-4):
+        raise Mismatch(f"{what}: the value is right, but one number is expected, not an array", (), got.shape)
     if got.shape != ():
-        hint = (
-            "z is not summed: one value per z-slice came back"
-            if got.shape[-1:] == t.shape[2:3] and not batch
-            else "return one number: the mean over samples and classes"
-            if batch
-            else ""
+        raise Mismatch(
+            f"{what} (shape: one number expected)", (), got.shape, _shape_hint(t, p, eps, got, soft, loss, batch)
         )
-        raise Mismatch(f"{what} (shape: one number expected)", (), got.shape, hint)
     expect_close(what, expected, got, hint=_hint(got, expected, mistakes))
+
+
+def _shape_hint(t: np.ndarray, p: np.ndarray, eps: float, got: np.ndarray, soft: bool, loss: bool, batch: bool) -> str:
+    """The mistake whose (non-scalar) value ``got`` is, recomputed on the same inputs; "" if none."""
+    spatial = (1, 2, 3) if batch else (0, 1, 2)
+
+    def value(axis):
+        d = _dice(t, p, axis, eps, soft)
+        return 1.0 - d if loss else d
+
+    candidates = {"z is not summed: one value per z-slice came back": value(spatial[:2])}
+    if batch:
+        per = value(spatial)  # (batch, classes)
+        candidates["one value per sample and class came back: return their mean"] = per
+        candidates["one value per class came back (mean over the samples only): return the mean over both"] = per.mean(
+            axis=0
+        )
+        candidates["one value per sample came back (mean over the classes only): return the mean over both"] = per.mean(
+            axis=-1
+        )
+    found = [
+        text
+        for text, wrong in candidates.items()
+        if np.shape(wrong) == got.shape and np.allclose(got, wrong, atol=1e-4)
+    ]
+    return "; or ".join(found)
 
 
 def _soft(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -142,15 +180,26 @@ _L1G = np.array([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
 _L2G = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
 
 
-def _hand_made(grading: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (_P1G, _L1G, _L2G) if grading else (_P1, _L1, _L2)
+def _masks(run: Run, n: int, shape: tuple[int, int] = (2, 3)) -> list[np.ndarray]:
+    """``n`` different 0/1 masks, each with a 0 and a 1, from the grader's per-run seed."""
+    rng = run.rng(1)
+    while True:
+        masks = [(rng.random(shape) < 0.5).astype(np.float64) for _ in range(n)]
+        if all(0 < m.sum() < m.size for m in masks) and len({m.tobytes() for m in masks}) == n:
+            return masks
+
+
+def _hand_made(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if run.hidden:
+        return tuple(_masks(run, 3))
+    return (_P1G, _L1G, _L2G) if run.grading else (_P1, _L1, _L2)
 
 
 @exercise("single_class_dice_coefficient", LESSON)
 def _single_class_dice_coefficient_tests(fn: Callable, run: Run, grading: bool) -> None:
     """Tests of ``single_class_dice_coefficient`` (lesson 04, exercise 1)."""
-    p, l1, l2 = (a[..., None] for a in _hand_made(grading))
-    rng = np.random.default_rng(41 if grading else 40)
+    p, l1, l2 = (a[..., None] for a in _hand_made(run))
+    rng = run.rng(40)
     kw = {"soft": False, "loss": False, "batch": False}
 
     def hand(label):
@@ -164,14 +213,14 @@ def _single_class_dice_coefficient_tests(fn: Callable, run: Run, grading: bool) 
             f"(2*{tp} + 1) / ({tl} + {pp} + 1)",
             hand(label),
         )
-    t, q = _soft(rng, (4, 3, 3) if grading else (3, 4, 2))
+    t, q = _soft(rng, (4, 3, 5) if grading else (3, 4, 2))
     run.test(
         f"soft predictions on a {t.shape} volume, epsilon=1: sums over x, y and z, no squares",
         lambda: _expect_dice("Dice", t, q, 1.0, fn(t, q, epsilon=1), **kw),
     )
 
     def axis_argument():
-        bt, bq = _soft(rng, (2, 3, 2, 2) if not grading else (3, 2, 3, 2))
+        bt, bq = _soft(rng, (2, 3, 5, 4) if not grading else (3, 4, 2, 5))
         got = _numpy(fn(bt, bq, axis=(1, 2, 3), epsilon=1))
         expect_close(
             "with axis=(1, 2, 3) on a (batch, x, y, z) array: one Dice per sample",
@@ -195,7 +244,7 @@ def _single_class_dice_coefficient_tests(fn: Callable, run: Run, grading: bool) 
 @exercise("dice_coefficient", LESSON)
 def _dice_coefficient_tests(fn: Callable, run: Run, grading: bool) -> None:
     """Tests of ``dice_coefficient`` (lesson 04, exercise 2)."""
-    p, l1, l2 = _hand_made(grading)
+    p, l1, l2 = _hand_made(run)
     kw = {"soft": False, "loss": False, "batch": True}
     batch_pred = np.stack([p, p], axis=-1)[None, :, :, None, :]
     batch_label = np.stack([l1, l2], axis=-1)[None, :, :, None, :]
@@ -214,8 +263,9 @@ def _dice_coefficient_tests(fn: Callable, run: Run, grading: bool) -> None:
         f"per sample, then the mean: samples with Dice 1.0 and {s1:.4g} (epsilon=1) give {(1 + s1) / 2:.4g}",
         lambda: _expect_dice("Dice", two_label, two_pred, 1.0, fn(two_label, two_pred, epsilon=1), **kw),
     )
-    rng = np.random.default_rng(43 if grading else 42)
-    t, q = _soft(rng, (3, 3, 2, 3, 2) if grading else (2, 3, 3, 2, 2))
+    rng = run.rng(42)
+    # batch, x, y, z and classes all differ
+    t, q = _soft(rng, (3, 4, 6, 5, 2) if grading else (2, 5, 4, 6, 3))
     run.test(
         f"a {t.shape} batch of soft predictions, epsilon=1: Dice per sample and class over x, y, z, then the mean",
         lambda: _expect_dice("Dice", t, q, 1.0, fn(t, q, epsilon=1), **kw),
@@ -233,7 +283,7 @@ def _dice_coefficient_tests(fn: Callable, run: Run, grading: bool) -> None:
 @exercise("soft_dice_loss", LESSON)
 def _soft_dice_loss_tests(fn: Callable, run: Run, grading: bool) -> None:
     """Tests of ``soft_dice_loss`` (lesson 04, exercise 3)."""
-    p, l1, l2 = _hand_made(grading)
+    p, l1, l2 = _hand_made(run)
     kw = {"soft": True, "loss": True, "batch": True}
     pred, label = p[None, :, :, None, None], l1[None, :, :, None, None]
     hard = 1 - float(_dice(label, pred, (1, 2, 3), 1.0, True)[0, 0])
@@ -247,8 +297,8 @@ def _soft_dice_loss_tests(fn: Callable, run: Run, grading: bool) -> None:
         f"soft pred {(0.5 * p).tolist()}: the denominator squares the predictions, {soft:.4g}",
         lambda: _expect_dice("loss", label, half, 1.0, fn(label, half, epsilon=1), **kw),
     )
-    rng = np.random.default_rng(45 if grading else 44)
-    t, q = _soft(rng, (3, 2, 3, 3, 3) if grading else (2, 3, 3, 2, 2))
+    rng = run.rng(44)
+    t, q = _soft(rng, (2, 4, 6, 5, 3) if grading else (3, 5, 4, 6, 2))
     run.test(
         f"a {t.shape} batch of soft predictions, epsilon=1: one minus the mean over samples and classes",
         lambda: _expect_dice("loss", t, q, 1.0, fn(t, q, epsilon=1), **kw),
@@ -327,20 +377,23 @@ def _expect_sens_spec(pred: np.ndarray, label: np.ndarray, k: int, got: Any) -> 
 @exercise("compute_class_sens_spec", LESSON)
 def _compute_class_sens_spec_tests(fn: Callable, run: Run, grading: bool) -> None:
     """Tests of ``compute_class_sens_spec`` (lesson 04, exercise 4)."""
-    if grading:
-        pred1 = np.array([[1, 1, 0], [0, 1, 0]])[..., None]
-        label1 = np.array([[1, 0, 0], [1, 1, 1]])[..., None]
+    # (x, y, z, classes) as the docstring says: a hand-made slice, z = 1, one class
+    if run.hidden:  # the grader's per-run seed: a hand-made slice the source does not show
+        pred1, label1 = (m.astype(np.int64)[..., None, None] for m in _masks(run, 2))
+    elif grading:
+        pred1 = np.array([[1, 1, 0], [0, 1, 0]])[..., None, None]
+        label1 = np.array([[1, 0, 0], [1, 1, 1]])[..., None, None]
     else:
-        pred1 = np.array([[1, 0], [0, 1]])[..., None]
-        label1 = np.array([[1, 1], [0, 0]])[..., None]
+        pred1 = np.array([[1, 0], [0, 1]])[..., None, None]
+        label1 = np.array([[1, 1], [0, 0]])[..., None, None]
     s = _sens_spec(pred1, label1, 0)
     run.test(
         f"TP={s['tp']}, FN={s['fn']}, FP={s['fp']}, TN={s['tn']}: sensitivity {s['sens']:.4g}, "
         f"specificity {s['spec']:.4g}",
         lambda: _expect_sens_spec(pred1, label1, 0, fn(pred1, label1, 0)),
     )
-    rng = np.random.default_rng(47 if grading else 46)
-    shape = (4, 3, 3, 3) if grading else (3, 4, 2, 3)
+    rng = run.rng(46)
+    shape = (5, 4, 6, 3) if grading else (5, 4, 2, 3)  # x, y, z and the classes differ
     pred = (rng.random(shape) < 0.5).astype(np.int64)
     label = (rng.random(shape) < 0.4).astype(np.int64)
     k = 2 if grading else 1
@@ -375,8 +428,8 @@ def _compute_class_sens_spec_tests(fn: Callable, run: Run, grading: bool) -> Non
 @exercise("get_sens_spec_df", LESSON)
 def _get_sens_spec_df_tests(fn: Callable, run: Run, grading: bool) -> None:
     """Tests of ``get_sens_spec_df`` (lesson 04, exercise 5)."""
-    rng = np.random.default_rng(49 if grading else 48)
-    shape = (5, 4, 3, 3) if grading else (6, 6, 4, 3)
+    rng = run.rng(48)
+    shape = (5, 7, 4, 3) if grading else (6, 5, 4, 3)
     label = (rng.random(shape) < 0.3).astype(np.uint8)
     pred = label.copy()
     pred[:2] = 1 - pred[:2]

@@ -101,7 +101,7 @@ def _blend_windows_tests(blend_windows: Callable, run: Run, grading: bool) -> No
         )
 
     def identity():
-        rng = np.random.default_rng(61 if grading else 60)
+        rng = run.rng(60)
         shape, win = ((11, 9, 7), (5, 4, 3)) if grading else ((10, 8, 6), (4, 3, 2))
         volume = rng.normal(size=(*shape, 3 if grading else 2))
         starts = _grid(shape, win, (3, 2, 2))
@@ -116,7 +116,7 @@ def _blend_windows_tests(blend_windows: Callable, run: Run, grading: bool) -> No
         )
 
     def several_channels():
-        rng = np.random.default_rng(63 if grading else 62)
+        rng = run.rng(62)
         shape, win = ((8, 6, 5), (4, 3, 3)) if grading else ((6, 5, 4), (3, 3, 2))
         starts = _grid(shape, win, (2, 2, 2))
         preds = rng.random((len(starts), *win, 3))
@@ -130,10 +130,33 @@ def _blend_windows_tests(blend_windows: Callable, run: Run, grading: bool) -> No
             blend_windows(preds, starts, shape, weights),
         )
 
+    def inputs_untouched():
+        rng = run.rng(66)
+        shape, win = ((7, 5, 6), (4, 3, 2)) if grading else ((6, 7, 5), (3, 4, 2))
+        starts = _grid(shape, win, (2, 2, 2))
+        preds = rng.random((len(starts), *win, 2))
+        weights = rng.uniform(0.1, 1.0, size=win)
+        kept = preds.copy(), weights.copy(), list(starts)
+        blend_windows(preds, starts, shape, weights)
+        for what, before, after in zip(("window_predictions", "weights", "starts"), kept, (preds, weights, starts)):
+            if what == "starts":
+                expect_equal("the starts must not be modified", before, after)
+                continue
+            changed = ~np.isclose(np.asarray(after, np.float64), before)
+            if changed.any():
+                raise Mismatch(
+                    f"{what} must not be modified: {int(changed.sum())} of {changed.size} values changed",
+                    "unchanged",
+                    "changed",
+                    "the function writes into its input (e.g. window_predictions[i] *= weights): "
+                    "multiply into a new array",
+                )
+
     run.test("constant weights average the overlap", two_windows)
     run.test("weights make a weighted average", weighted)
     run.test("an identity prediction is reproduced exactly", identity)
     run.test("random windows, several channels", several_channels)
+    run.test("the inputs are left unchanged", inputs_untouched)
 
 
 _REGIONS = {"WT": (1, 2, 3), "TC": (2, 3), "ET": (3,)}
@@ -163,6 +186,9 @@ def _expect_regions(what: str, truth: np.ndarray, pred: np.ndarray, got: Any) ->
         ),
         "Jaccard |A∩B| / |A∪B|, not Dice 2|A∩B| / (|A| + |B|)": {r: d / (2 - d) for r, d in expected.items()},
         "a region empty in both maps must score 1": _region_dice_np(truth, pred, empty=0.0),
+        "a region empty in the truth scores 1 only if the prediction is empty too": {
+            r: 1.0 if not np.isin(truth, v).any() else expected[r] for r, v in _REGIONS.items()
+        },
     }
     hint = "; or ".join(
         text
@@ -208,15 +234,16 @@ def _region_dice_tests(region_dice: Callable, run: Run, grading: bool) -> None:
         some = zero.copy()
         some[1, 1, 1] = 3 if grading else 1
         _expect_regions("a region empty in the prediction only: Dice 0", some, zero, region_dice(some, zero))
+        _expect_regions("a region empty in the truth only: Dice 0", zero, some, region_dice(zero, some))
 
     def random_maps():
-        rng = np.random.default_rng(65 if grading else 64)
+        rng = run.rng(64)
         shape = (9, 7, 4) if grading else (8, 6, 5)
         t = rng.integers(0, 4, size=shape).astype(np.uint8)
         p = np.where(rng.random(shape) < 0.7, t, rng.integers(0, 4, size=shape)).astype(np.uint8)
         _expect_regions("random label maps", t, p, region_dice(t, p))
 
-    run.test("empty regions: 1 if empty in both, 0 if in one", empty)
+    run.test("empty regions: 1 if empty in both, 0 if in only one (truth or prediction)", empty)
     run.test("random label maps", random_maps)
 
 

@@ -202,11 +202,28 @@ def _learner_line(err: BaseException) -> str:
 class Run:
     """Runs one exercise's tests, collects :class:`TestResult` and (unless recording) prints them."""
 
-    def __init__(self, name: str, record: bool):
-        self.name, self.record = name, record
+    def __init__(
+        self, name: str, record: bool, grading: bool = False, seed: int | None = None, time_limit: bool = True
+    ):
+        self.name, self.record, self.grading, self.seed = name, record, grading, seed
+        self.time_limit = time_limit
         self.results: list[TestResult] = []
         self.not_written = ""
         self._say(f"Checking {name}()")
+
+    def rng(self, public_seed: int) -> np.random.Generator:
+        """The random generator of a test: ``public_seed`` for the public variant; for the grading variant
+        ``public_seed + 1``, or one drawn from the grader's per-run seed when it gave one (never in the source)."""
+        if not self.grading:
+            return np.random.default_rng(public_seed)
+        if self.seed is None:
+            return np.random.default_rng(public_seed + 1)
+        return np.random.default_rng([self.seed, public_seed])
+
+    @property
+    def hidden(self) -> bool:
+        """Whether this is a grading run with a per-run seed: hand-made inputs are then drawn at random too."""
+        return self.grading and self.seed is not None
 
     def _say(self, text: str) -> None:
         if not self.record:
@@ -237,7 +254,7 @@ class Run:
         except _TimeLimit:
             return self._fail(description, f"stopped after {TIME_LIMIT_S} s: an endless loop?")
         except Exception as err:  # the learner's code raised: show where
-            where = _learner_line(err)
+            where = getattr(err, "learner_line", None) or _learner_line(err)
             if where:
                 return self._fail(description, f"your function raised {type(err).__name__}: {err}\n{where}")
             return self._fail(description, f"{type(err).__name__} while checking what your function returned: {err}")
@@ -247,7 +264,12 @@ class Run:
 
     @contextlib.contextmanager
     def _time_limit(self):
-        usable = self.record and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+        usable = (
+            self.record
+            and self.time_limit
+            and hasattr(signal, "setitimer")
+            and threading.current_thread() is threading.main_thread()
+        )
         if not usable:
             yield
             return
@@ -275,11 +297,36 @@ class Run:
             raise ExerciseCheckError(self.not_written)
         if failed:
             print(f"{total - len(failed)} of {total} public tests passed.")
-            raise ExerciseCheckError(f"{len(failed)} public test(s) of {self.name}() failed: " + "; ".join(failed))
+            first = next(r for r in self.results if not r.passed)
+            raise ExerciseCheckError(
+                f"{len(failed)} of {total} public tests of {self.name}() failed; first: {_finding(first)}"
+            )
         print(f"All public tests passed ({total} of {total}).")
 
 
-def run_check(exercise: str, fn: Callable, *, variant: str = "public", record: bool = False) -> list[TestResult]:
+SUMMARY_CHARS = 160
+"""The most characters of the first failed test's finding in the one-line summary."""
+
+
+def _finding(result: TestResult) -> str:
+    """The first failed test's finding in one short line: its first detail line (or its description)."""
+    lines = [line.strip() for line in result.detail.splitlines() if line.strip()]
+    text = lines[0] if lines else result.description
+    if len(lines) > 2 and lines[1].startswith("expected:") and lines[2].startswith("got:"):  # a Mismatch
+        text = f"{text}: expected {lines[1][len('expected:') :].strip()}, got {lines[2][len('got:') :].strip()}"
+    text = " ".join(text.split())
+    return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 3] + "..."
+
+
+def run_check(
+    exercise: str,
+    fn: Callable,
+    *,
+    variant: str = "public",
+    record: bool = False,
+    seed: int | None = None,
+    time_limit: bool = True,
+) -> list[TestResult]:
     """Run the tests of one exercise on a learner's function.
 
     Args:
@@ -295,6 +342,11 @@ def run_check(exercise: str, fn: Callable, *, variant: str = "public", record: b
             (the notebooks), print the ✔/✘ lines and raise
             :class:`ExerciseCheckError` on failure.
 
+        seed: the grader's per-run seed of the grading variant (its random
+            inputs then come from it, not from seeds written in the checks).
+        time_limit: enforce :data:`TIME_LIMIT_S` per test in ``record`` mode
+            (the grader enforces its own limit on calls into a kernel).
+
     Returns:
         One :class:`TestResult` per test, in order.
 
@@ -306,13 +358,14 @@ def run_check(exercise: str, fn: Callable, *, variant: str = "public", record: b
         raise KeyError(f"unknown exercise {exercise!r}; known: {sorted(CHECKS)}")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}; found {variant!r}")
-    run = Run(exercise, record)
+    run = Run(exercise, record, variant == "grading", seed if variant == "grading" else None, time_limit)
     if not callable(fn):
         run.not_written = f"{exercise} is not a function: found {type(fn).__name__} (did its cell run?)"
         run._say(f"  {FAIL} {run.not_written}")
     np_state, py_state = np.random.get_state(), random.getstate()
-    np.random.seed(SEED + (variant == "grading"))
-    random.seed(SEED + (variant == "grading"))
+    global_seed = SEED + (variant == "grading") if run.seed is None else run.seed
+    np.random.seed(global_seed)
+    random.seed(global_seed)
     quiet = io.StringIO()
     try:
         with contextlib.ExitStack() as stack:
