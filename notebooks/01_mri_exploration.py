@@ -226,10 +226,13 @@ print(f"{len(range(0, case.image.shape[2], step))} frames, {len(gif) / 1024:.0f}
 # A radiologist scrolls three planes together and turns the brain around.
 # NiiVue, a WebGL viewer made for neuroimaging, does both in the notebook
 # (through its Jupyter widget `ipyniivue`): axial, coronal and sagittal
-# slices through the tumour centre, and a 3-D render. Pick the sequence,
-# switch the labels on and off, change their opacity; click in a slice to
-# move the crosshair, drag the render to rotate it. The labels keep the
-# course colours: edema red, non-enhancing tumour green, enhancing tumour blue.
+# slices through the tumour centre, and a 3-D render, in a 2x2 grid. Pick
+# the sequence, switch the labels on and off, change their opacity; click in
+# a slice to move the crosshair, drag the render to rotate it. The labels
+# are drawn filled and half transparent in the course colours: edema red,
+# non-enhancing tumour green, enhancing tumour blue. Only FLAIR and the
+# labels load before the first picture; another sequence loads when you pick
+# it (a line under the controls says so).
 #
 # The viewer needs a live kernel with widgets (JupyterLab, VS Code, Colab);
 # a static copy of this lesson shows a one-line note instead.

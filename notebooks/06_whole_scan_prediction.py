@@ -318,16 +318,16 @@ print("the largest blob", "overlaps the true tumour" if kept_on_tumour else
 # the tables below, with that in mind.
 
 # %% [markdown]
-# ## 5. Prediction against ground truth
+# ## 5. Segmentation against ground truth
 #
 # Three planes through the tumour centre, zoomed on the true tumour (errors
 # far from the tumour fall outside the zoom but count in the numbers of
-# section 6). Bottom row: the errors - **false positives** (predicted tumour
+# section 6). Bottom row: the errors - **false positives** (segmented tumour
 # where there is none, orange) and **false negatives** (missed tumour, cyan),
 # for the whole tumour. Under the figure: where the errors sit, counted over
 # the whole scan.
 
-# %% alt="Ground truth, prediction and whole-tumour errors (false positives orange, false negatives cyan) on three planes, zoomed on the tumour."
+# %% alt="Ground truth, segmentation and whole-tumour errors (false positives orange, false negatives cyan) on three planes, zoomed on the tumour."
 cmap, norm = label_colormap()
 flair = case.image[..., 0]
 errors = np.zeros(case.label.shape, np.uint8)
@@ -344,7 +344,7 @@ for col, axis in enumerate((2, 1, 0)):
     shown_x, shown_y = [a for a in (0, 1, 2) if a != axis]   # take_slice shows these array axes as x and y
     idx = centre[axis]
     for row, (overlay, cm, nm, title) in enumerate(((case.label, cmap, norm, "ground truth"),
-                                                    (prediction, cmap, norm, "prediction"),
+                                                    (prediction, cmap, norm, "segmentation"),
                                                     (errors, error_cmap, None, "errors"))):
         ax = axes[row, col]
         ax.imshow(take_slice(flair, axis, idx), cmap="gray", vmin=lo, vmax=hi, origin="lower")
@@ -604,24 +604,29 @@ if cli_labels is not None:
 # %% [markdown]
 # ## 8. See the errors in 3-D, and share the case
 #
-# The same case in NiiVue: the ground truth and the prediction as two
-# overlays you can switch on and off, and the whole-tumour errors as a third -
-# **false positives orange, false negatives cyan**. Switch the prediction off
-# and the truth on to see what the network missed; drag the 3-D render to see
-# where the errors sit on the tumour's surface. (A live kernel with widgets
-# shows the viewer; a static copy shows a one-line note.)
+# The same case in NiiVue, as a radiologist reads a result: the model's
+# **segmentation filled** (half transparent) over FLAIR and the **ground truth
+# as an outline**, both in the class colours, so where the two agree the
+# outline runs along the filled edge, and a filled patch without an outline
+# is tumour the truth does not have. The whole-tumour **errors** layer
+# (false positives orange, false negatives cyan) is off at the start: switch
+# it on to see them, and drag the 3-D render to see where they sit on the
+# tumour's surface. Only FLAIR and the two label maps load before the first
+# picture; another sequence or the errors load when you ask for them (a line
+# under the controls says so). (A live kernel with widgets shows the viewer;
+# a static copy shows a one-line note.)
 
 # %%
 from utils.visualization.viewer3d import show_3d
 
-show_3d(case.image, case.affine, {"ground truth": case.label, "prediction": prediction},
-        errors=(case.label, prediction))
+show_3d(case.image, case.affine, {"segmentation": prediction}, truth=case.label)
 
 # %% [markdown]
 # A colleague without Python wants to look too. `utils.visualization.report` writes **one
-# HTML file** that opens offline in any recent browser: the viewer with the
-# four sequences and the label maps embedded (compressed), the volumes in mL
-# and the Dice / HD95 table. The same from a terminal:
+# HTML file** that opens offline in any recent browser: the same viewer and
+# default view, with the four sequences and the label maps embedded
+# (compressed), the files it was made from, the volumes in mL and the
+# Dice / HD95 table. The same from a terminal:
 #
 # ```bash
 # python -m utils.visualization.report --image CASE.nii.gz --segmentation CASE_seg.nii.gz --truth LABEL.nii.gz --out case.html
@@ -632,8 +637,29 @@ from utils.visualization.report import write_report
 
 report_path = write_report(out_dir / f"{case.case_id}_report.html", case.image, case.affine, prediction,
                            case.spacing, truth=case.label, case_id=case.case_id,
-                           sources={"model": model_path.name})
+                           sources={"image": str(source), "ground truth": str(case.label_path),
+                                    "segmentation": f"{seg_path.name}, by {model_path}"})
 print(f"report: {report_path} ({report_path.stat().st_size / 2**20:.1f} MiB)")
+
+# %% [markdown]
+# The segmentation, the command line's copy and the report sit in a
+# temporary folder made for this run. Open the report now (or copy it) if
+# you want it: the next cell deletes the files this lesson wrote there, and
+# then the folder only if nothing else is in it, so a file you put there
+# yourself is never deleted.
+
+# %%
+from utils.safety import LOCK_FILE, OWNER_FILE  # the course's bookkeeping files in a folder it wrote to
+
+written = [seg_path, out_dir / "cli_seg.nii.gz", report_path, out_dir / OWNER_FILE, out_dir / LOCK_FILE]
+for path in written:
+    path.unlink(missing_ok=True)
+others = sorted(p.name for p in out_dir.iterdir())
+if others:
+    print(f"kept {out_dir}: it holds files this lesson did not write: {others}")
+else:
+    out_dir.rmdir()
+    print(f"removed {out_dir} and the {len(written)} files this lesson wrote in it")
 
 # %% [markdown]
 # ## Summary

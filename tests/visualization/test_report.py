@@ -19,7 +19,16 @@ from utils.evaluation.metrics import region_scores  # noqa: E402
 from utils.preprocessing.plan import default_plan  # noqa: E402
 from utils.visualization import report as report_module  # noqa: E402
 from utils.visualization.report import main, read_report, write_report  # noqa: E402
-from utils.visualization.viewer3d import case_layers, error_map, image_layer, lookup_table, view_angles  # noqa: E402
+from utils.visualization.viewer3d import (  # noqa: E402
+    case_layers,
+    error_map,
+    image_layer,
+    label_outline,
+    legend_html,
+    load_next,
+    lookup_table,
+    view_angles,
+)
 
 SHAPE = (24, 20, 16)
 
@@ -72,11 +81,15 @@ def test_report_has_no_external_urls(written):
 def test_embedded_volumes_decode_to_the_inputs(written):
     out, image, truth, seg, affine = written
     layers = read_report(out)
-    assert list(layers) == ["FLAIR", "T1w", "T1gd", "T2w", "ground truth", "segmentation", "errors"]
+    assert list(layers) == ["FLAIR", "T1w", "T1gd", "T2w", "segmentation", "ground truth", "errors"]
     for name, (_kind, img) in layers.items():
         assert img.shape == SHAPE, name
         np.testing.assert_allclose(img.affine, affine, atol=1e-6, err_msg=name)
-    for name, expected in (("ground truth", truth), ("segmentation", seg), ("errors", error_map(truth, seg))):
+    for name, expected in (
+        ("ground truth", label_outline(truth)),
+        ("segmentation", seg),
+        ("errors", error_map(truth, seg)),
+    ):
         kind, img = layers[name]
         assert img.get_data_dtype() == np.uint8
         np.testing.assert_array_equal(np.asanyarray(img.dataobj), expected, err_msg=name)
@@ -185,6 +198,9 @@ def test_command_line(tmp_path, capsys):
     assert main(args) == 0
     assert "wrote" in capsys.readouterr().out
     assert list(read_report(out))[-1] == "errors"
+    text = out.read_text(encoding="utf-8")
+    for role, name in (("image", "case"), ("segmentation", "seg"), ("ground truth", "truth")):
+        assert f"<li>{role}: <code>{html.escape(str(paths[name]))}</code></li>" in text
     assert main(args) == 2  # exists
     assert "exists" in capsys.readouterr().err
     bad = tmp_path / "brats_seg.nii.gz"
@@ -235,24 +251,107 @@ def test_show_3d_controls_drive_the_widget():
     from utils.visualization.viewer3d import NO_WIDGETS_NOTE, show_3d
 
     image, truth, seg, affine = make_case()
-    box = show_3d(image, affine, {"ground truth": truth, "prediction": seg}, errors=(truth, seg))
+    box = show_3d(image, affine, {"segmentation": seg}, truth=truth)
     bundle = box._repr_mimebundle_()
     assert bundle["text/plain"] == NO_WIDGETS_NOTE  # what nbconvert / nbval / static exports show
     assert "application/vnd.jupyter.widget-view+json" in bundle
     controls, nv = box.children
-    sequence, *rows, legend = controls.children
-    names = ["FLAIR", "T1w", "T1gd", "T2w", "ground_truth", "prediction", "errors"]
-    assert [v.name for v in nv.volumes] == [f"{n}.nii.gz" for n in names]
-    assert [v.opacity for v in nv.volumes[:4]] == [1.0, 0.0, 0.0, 0.0]  # FLAIR shown
+    sequence, *rows, legend, progress = controls.children
+    # the first frame waits for FLAIR, the filled segmentation and the truth's outline only
+    assert [v.name for v in nv.volumes] == ["FLAIR.nii.gz", "segmentation.nii.gz", "ground_truth.nii.gz"]
+    assert [v.opacity for v in nv.volumes] == [1.0, 0.5, 1.0]
+    assert progress.value == "<i>loading FLAIR, segmentation, ground truth ...</i>"
     assert nv.scene.crosshair_pos == pytest.approx(view_angles((12, 10, 8), SHAPE, affine)["crosshair_pos"], abs=0.1)
-    sequence.value = 2
-    assert [v.opacity for v in nv.volumes[:4]] == [0.0, 0.0, 1.0, 0.0]  # T1gd shown
-    shown, opacity = rows[1].children  # the prediction
+    assert [row.children[0].value for row in rows] == [True, True, False]  # errors off
+    for v in list(nv.volumes):  # the browser reports each volume loaded
+        nv._event_handlers["image_loaded"](v)
+    assert len(nv.volumes) == 3 and progress.value == ""  # nothing else loads unless asked for
+    rows[2].children[0].value = True  # errors asked for
+    assert [v.name for v in nv.volumes][-1] == "errors.nii.gz" and nv.volumes[-1].opacity == pytest.approx(0.8)
+    assert progress.value == "<i>loading errors ...</i>"
+    sequence.value = 2  # T1gd asked for while the errors load: it waits its turn
+    assert progress.value == "<i>loading errors, T1gd ...</i>" and len(nv.volumes) == 4
+    assert nv.volumes[0].opacity == 0.0  # FLAIR off
+    nv._event_handlers["image_loaded"](nv.volumes[-1])
+    assert [v.name for v in nv.volumes][1] == "T1gd.nii.gz" and nv.volumes[1].opacity == 1.0  # T1gd shown
+    nv._event_handlers["image_loaded"](nv.volumes[1])
+    assert len(nv.volumes) == 5 and progress.value == ""
+    shown, opacity = rows[0].children  # the segmentation
     opacity.value = 0.3
-    assert nv.volumes[5].opacity == pytest.approx(0.3)
+    assert nv.volumes[2].opacity == pytest.approx(0.3)
     shown.value = False
-    assert nv.volumes[5].opacity == 0.0 and nv.volumes[4].opacity == pytest.approx(0.6)
-    assert "rgb(255, 0, 0)" in legend.value and "false negative" in legend.value
+    assert nv.volumes[2].opacity == 0.0 and nv.volumes[3].opacity == 1.0
+    assert "Filled: segmentation" in legend.value and "Outline: ground truth" in legend.value
+    assert "rgb(255,0,0)" in legend.value and "false negative" in legend.value and "tumour" in legend.value
+    assert "Tumor" not in legend.value
+
+
+def test_show_3d_one_label_map_is_filled():
+    from utils.visualization.viewer3d import show_3d
+
+    image, truth, _, affine = make_case()
+    controls, nv = show_3d(image, affine, {"labels": truth}).children
+    assert [v.name for v in nv.volumes] == ["FLAIR.nii.gz", "labels.nii.gz"]
+    legend = controls.children[-2].value
+    assert "Filled: labels" in legend and "Outline" not in legend and "Errors" not in legend
+
+
+def test_outline_is_the_border_of_each_class():
+    label = np.zeros((9, 9, 9), np.uint8)
+    label[1:8, 1:8, 1:8] = 1
+    label[3:6, 3:6, 3:6] = 3
+    ring = label_outline(label)
+    assert ring[3, 4, 4] == 3 and ring[2, 4, 4] == 1  # each class's border keeps its value
+    assert ring[4, 4, 4] == 0  # the core's inside
+    assert ring[1, 4, 4] == 1 and ring[4, 4, 1] == 1  # the outer border
+    assert ring[0, 4, 4] == 0 and ring[2, 2, 2] == 0  # outside and the edema's inside (not beside the core)
+    assert set(np.unique(ring)) == {0, 1, 3}
+    middle = ring[:, :, 4]
+    assert (middle == 1).sum() == 24 + 12  # in a middle slice: the outer ring and the edema beside the core
+    assert (middle == 3).sum() == 8  # the core's ring (its centre touches core above and below)
+    edge = np.ones((4, 4, 4), np.uint8)
+    assert not label_outline(edge).any()  # the volume's edge is not a border
+
+
+def test_layers_load_the_shown_ones_first():
+    image, truth, seg, affine = make_case()
+    layers = case_layers(image, affine, {"segmentation": seg}, truth=truth)
+    assert [(layer.name, layer.kind, layer.shown) for layer in layers] == [
+        ("FLAIR", "image", True),
+        ("T1w", "image", False),
+        ("T1gd", "image", False),
+        ("T2w", "image", False),
+        ("segmentation", "label", True),
+        ("ground truth", "outline", True),
+        ("errors", "errors", False),
+    ]
+    with pytest.raises(ValueError, match="one segmentation"):
+        case_layers(image, affine, {"a": seg, "b": seg}, truth=truth)
+    legend = legend_html(layers)
+    assert legend.index("Filled: segmentation") < legend.index("Outline: ground truth") < legend.index("Errors")
+
+
+def test_load_next_adds_one_volume_in_the_layers_order():
+    from utils.visualization.viewer3d import build_niivue
+
+    image, truth, seg, affine = make_case()
+    nv, volumes = build_niivue(case_layers(image, affine, {"segmentation": seg}, truth=truth))
+    assert [v.id for v in nv.volumes] == [volumes[k].id for k in (0, 4, 5)]
+    assert load_next(nv, volumes, first=volumes[6])
+    assert [v.id for v in nv.volumes] == [volumes[k].id for k in (0, 4, 5, 6)]
+    while load_next(nv, volumes):
+        pass
+    assert [v.id for v in nv.volumes] == [v.id for v in volumes]
+
+
+def test_report_header_names_each_file_by_role(tmp_path):
+    image, truth, seg, affine = make_case()
+    sources = {"image": "imagesTr/CASE_007.nii.gz", "segmentation": "pred/CASE_007.nii.gz"}
+    sources["ground truth"] = "labelsTr/CASE_007.nii.gz"
+    text = write_report(tmp_path / "r.html", image, affine, seg, truth=truth, sources=sources).read_text()
+    for role, path in sources.items():
+        assert f"<li>{role}: <code>{path}</code></li>" in text
+    assert "non-enhancing tumour" in text and "Tumor" not in text.split('id="report-data"')[0]
 
 
 def test_sequences_subset_makes_a_smaller_report(tmp_path, capsys):

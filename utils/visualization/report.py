@@ -2,11 +2,16 @@
 
     python -m utils.visualization.report --image CASE --segmentation SEG [--truth LABEL] --out case.html
 
-writes ONE HTML file: a NiiVue viewer (multiplanar slices + 3-D render) with
-the four sequences and the label maps embedded as gzipped NIfTI (base64),
-labels in the course colours (edema red, non-enhancing green, enhancing blue),
-the volume of each class and region in mL and, with a truth, the BraTS region
-Dice / HD95 table (from :mod:`utils.evaluation.metrics`).
+writes ONE HTML file: a NiiVue viewer (the three planes and a 3-D render in a
+2x2 grid) with the four sequences and the label maps embedded as gzipped NIfTI
+(base64), labels in the course colours (edema red, non-enhancing green,
+enhancing blue), the volume of each class and region in mL and, with a truth,
+the BraTS region Dice / HD95 table (from :mod:`utils.evaluation.metrics`).
+
+The viewer opens on FLAIR with the segmentation filled and, with a truth, the
+truth as an outline; the whole-tumour error map is a switch, off. The first
+frame waits only for those volumes; another sequence or the error map is
+loaded when it is asked for, and the page says what is loading.
 
 Nothing is fetched when the file is opened: the viewer is the NiiVue Jupyter
 widget's own JavaScript, read from the installed ``ipyniivue`` package (BSD-2,
@@ -35,13 +40,13 @@ import pandas as pd
 
 from .. import __version__
 from ..data.datasets import DatasetError, check_label, check_same_grid, load_nifti, read_nifti_header
-from ..data.labels import REGION_NAMES, REGIONS
+from ..data.labels import CLASS_NAMES, REGION_NAMES, REGIONS
 from ..data.statistics import label_volume_table
 from ..evaluation.metrics import region_scores
 from ..inference.predict import load_input
 from ..preprocessing.plan import read_plan
 from ..safety import OwnedFiles, atomic_path, check_target, check_writable, folder_lock, one_line
-from .viewer3d import build_niivue, case_layers, focus_voxel, legend_html
+from .viewer3d import CLASS_WORDS, build_niivue, case_layers, focus_voxel, legend_html
 
 GENERATOR = "brats-course utils.report"
 CSP = (
@@ -91,15 +96,22 @@ def viewer_payload(layers, focus=None, shape=None, affine=None) -> dict:
     """
     import ipyniivue  # lazy: the widget stack loads only when a report is built
 
-    nv, volumes = build_niivue(layers, height=440, focus=focus, shape=shape, affine=affine)
+    nv, volumes = build_niivue(layers, focus=focus, shape=shape, affine=affine)
     try:
         esm = nv.get_state()["_esm"]
         root = nv.model_id
-        models = {root: _widget_state(nv)}
+        models = {root: _widget_state(nv)}  # its "volumes": the shown ones; the page adds the rest
         for vol in volumes:
             models[vol.model_id] = _widget_state(vol)
         listed = [
-            {"name": layer.name, "kind": layer.kind, "model": vol.model_id, "opacity": layer.opacity}
+            {
+                "name": layer.name,
+                "kind": layer.kind,
+                "model": vol.model_id,
+                "id": vol.id,
+                "opacity": layer.opacity,
+                "shown": layer.shown,
+            }
             for layer, vol in zip(layers, volumes)
         ]
     finally:
@@ -137,7 +149,7 @@ def volume_tables(segmentation: np.ndarray, spacing, truth: np.ndarray | None = 
     columns = {"labels": seg["labels"], "segmentation (mL)": seg["volume_mL"]}
     if truth is not None:
         columns["ground truth (mL)"] = label_volume_table(truth, spacing)["volume_mL"]
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns).rename(index=dict(zip(CLASS_NAMES, CLASS_WORDS)))
 
 
 def metrics_table(truth: np.ndarray, segmentation: np.ndarray, spacing):
@@ -155,10 +167,13 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.2em auto; max-width: 1100px; color: #222; }
 h1 { font-size: 1.4em; margin-bottom: 0.2em; } h2 { font-size: 1.1em; margin-top: 1.4em; }
 .meta { color: #555; font-size: 0.9em; }
-#viewer { width: 100%; height: 440px; background: #000; }
-#controls { display: flex; flex-wrap: wrap; gap: 0.4em 1.6em; align-items: center; margin: 0.6em 0; }
+.meta ul { margin: 0.2em 0; padding-left: 1.2em; }
+#view { display: flex; flex-wrap: wrap; gap: 0.8em 1.4em; align-items: flex-start; }
+#viewer { flex: 1 1 560px; max-width: 760px; min-height: 540px; background: #000; }
+#panel { flex: 1 1 260px; font-size: 0.92em; }
+#controls { display: flex; flex-direction: column; gap: 0.5em; margin: 0 0 0.8em; }
 #controls label { white-space: nowrap; } #controls input[type=range] { width: 7em; vertical-align: middle; }
-.legend { margin: 0.3em 0; } #status { color: #a00; font-size: 0.9em; }
+.legend div { margin: 0.25em 0; } #status { color: #a00; } #progress { color: #555; font-style: italic; }
 table.numbers { border-collapse: collapse; } table.numbers td, table.numbers th { padding: 0.2em 0.8em; text-align: right; }
 table.numbers tr:nth-child(even) { background: #f3f3f3; }
 details { margin-top: 2em; font-size: 0.85em; color: #555; } pre { white-space: pre-wrap; }
@@ -193,12 +208,50 @@ _SCRIPT = r"""
     save_changes() {} send() {} onChange() {}
   }
   for (const [id, state] of Object.entries(data.models)) models.set(id, new Model(revive(state)));
+  // Only the layers shown at the start are loaded before the first frame; another one is
+  // loaded when it is asked for (one at a time), so a slow (software WebGL) machine shows
+  // a picture early and stays responsive. NiiVue reports each volume it has loaded
+  // ("image_loaded"), which moves the queue on.
+  const loaded = new Set();
+  const queue = [];
+  const progress = document.getElementById("progress");
+  const root = models.get(data.root);
+  let loading = null;
+  const showProgress = () => {
+    const waiting = data.layers.filter((l) => (l.shown && !loaded.has(l.id)) || l === loading || queue.includes(l));
+    progress.textContent = waiting.length ? "loading " + waiting.map((l) => l.name).join(", ") + " ..." : "";
+    document.body.dataset.loading = waiting.map((l) => l.name).join(", ");
+    document.body.dataset.volumes = loaded.size;
+  };
+  const loadNext = () => {
+    if (loading || !queue.length || document.body.dataset.viewer !== "ready") return;
+    loading = queue.shift();
+    const ids = new Set(data.layers.filter((l) => loaded.has(l.id) || l === loading).map((l) => l.id));
+    root.set("volumes", data.layers.filter((l) => ids.has(l.id)).map((l) => "IPY_MODEL_" + l.model));
+  };
+  const ask = (layer) => {
+    if (!loaded.has(layer.id) && layer !== loading && !queue.includes(layer)) queue.push(layer);
+    showProgress(); loadNext();
+  };
+  let firstFrame;
+  const shownLoaded = new Promise((resolve) => { firstFrame = resolve; });
+  root.send = (message) => {
+    if (!message || message.event !== "image_loaded") return;
+    loaded.add(message.data.id);
+    if (loading && loaded.has(loading.id)) loading = null;
+    if (data.layers.every((l) => !l.shown || loaded.has(l.id))) firstFrame();
+    showProgress(); setTimeout(loadNext, 0);
+  };
+  // Every volume, the first ones too, goes through the widget's "volumes changed" path, so
+  // it parses each volume once (its first render keeps its own list of those it loaded).
+  const shownModels = root.get("volumes");
+  root.state.volumes = [];
+  showProgress();
   try {
     const code = await new Response(new Blob([bytes(data.esm)]).stream()
       .pipeThrough(new DecompressionStream("gzip"))).text();
     const url = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
     const widget = (await import(url)).default;
-    const root = models.get(data.root);
     if (widget.initialize) await widget.initialize({ model: root });
     await widget.render({ model: root, el: document.getElementById("viewer") });
     // Controls: background sequence, and per overlay an on/off switch and an opacity slider.
@@ -207,20 +260,26 @@ _SCRIPT = r"""
     const overlays = data.layers.filter((l) => l.kind !== "image");
     const select = document.createElement("select");
     images.forEach((l, i) => select.add(new Option(l.name, i)));
-    select.addEventListener("change", () => images.forEach((layer, i) =>
-      models.get(layer.model).set("opacity", i === Number(select.value) ? 1 : 0)));
+    select.addEventListener("change", () => images.forEach((layer, i) => {
+      models.get(layer.model).set("opacity", i === Number(select.value) ? 1 : 0);
+      if (i === Number(select.value)) ask(layer);
+    }));
     const sequence = document.createElement("label"); sequence.append("sequence ", select); controls.append(sequence);
     for (const layer of overlays) {
       const model = models.get(layer.model);
-      const box = document.createElement("input"); box.type = "checkbox"; box.checked = true;
+      const box = document.createElement("input"); box.type = "checkbox"; box.checked = layer.shown;
+      box.dataset.layer = layer.name;
       const slider = document.createElement("input"); slider.type = "range";
       slider.min = 0; slider.max = 1; slider.step = 0.05; slider.value = layer.opacity;
-      const update = () => model.set("opacity", box.checked ? Number(slider.value) : 0);
+      const update = () => { model.set("opacity", box.checked ? Number(slider.value) : 0); if (box.checked) ask(layer); };
       box.addEventListener("change", update); slider.addEventListener("input", update);
       const label = document.createElement("label"); label.append(box, " " + layer.name + " ", slider);
       controls.append(label);
     }
+    root.set("volumes", shownModels);
+    await shownLoaded;
     document.body.dataset.viewer = "ready";
+    showProgress(); loadNext();
   } catch (err) {
     status.textContent = "The 3-D viewer could not start in this browser (it needs WebGL2): " + err;
     document.body.dataset.viewer = "failed";
@@ -254,7 +313,8 @@ def report_html(
         truth: optional ground-truth label map: adds its overlay, the whole-tumour
             error overlay and the Dice / HD95 table.
         case_id: shown in the title.
-        sources: file names shown under the title, e.g. ``{"image": "BRATS_001.nii.gz"}``.
+        sources: the files the report is made from, by role, shown under the title,
+            e.g. ``{"image": "imagesTr/BRATS_001.nii.gz", "ground truth": "labelsTr/BRATS_001.nii.gz"}``.
         sequences: the sequences to embed (default: all four; each adds about 1.7 MB
             on a 240x240x155 grid), e.g. ``("FLAIR", "T1gd")``.
     """
@@ -265,15 +325,10 @@ def report_html(
         raise ValueError(f"segmentation shape {np.shape(segmentation)} does not match the image {np.shape(image)[:3]}")
     if truth is not None and np.shape(truth) != np.shape(image)[:3]:
         raise ValueError(f"truth shape {np.shape(truth)} does not match the image {np.shape(image)[:3]}")
-    overlays = (
-        {"segmentation": segmentation} if truth is None else {"ground truth": truth, "segmentation": segmentation}
-    )
-    layers = case_layers(
-        image, affine, overlays, errors=None if truth is None else (truth, segmentation), sequences=sequences
-    )
-    payload = viewer_payload(layers, focus_voxel(overlays, np.shape(image)[:3]), np.shape(image)[:3], affine)
+    layers = case_layers(image, affine, {"segmentation": segmentation}, truth=truth, sequences=sequences)
+    focus = focus_voxel({"segmentation": segmentation} if truth is None else {"truth": truth}, np.shape(image)[:3])
+    payload = viewer_payload(layers, focus, np.shape(image)[:3], affine)
     esc = html.escape
-    kinds = ["label"] + (["errors"] if truth is not None else [])
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -287,20 +342,25 @@ def report_html(
         "</head>",
         "<body>",
         f"<h1>{esc(case_id)}: tumour segmentation</h1>",
-        '<p class="meta">'
-        + " &middot; ".join(
-            [f"grid {' x '.join(map(str, np.shape(image)[:3]))}, voxel {' x '.join(f'{s:g}' for s in spacing)} mm"]
-            + [f"{esc(k)}: {esc(v)}" for k, v in (sources or {}).items()]
+        '<div class="meta">'
+        + f"grid {' x '.join(map(str, np.shape(image)[:3]))}, voxel {' x '.join(f'{s:g}' for s in spacing)} mm"
+        + (
+            "<ul>" + "".join(f"<li>{esc(k)}: <code>{esc(v)}</code></li>" for k, v in sources.items()) + "</ul>"
+            if sources
+            else ""
         )
-        + "</p>",
+        + "</div>",
+        '<div id="view">',
         '<div id="viewer"></div>',
+        '<div id="panel">',
         '<div id="controls"></div>',
-        legend_html(kinds),
+        legend_html(layers),
+        '<p id="progress"></p>',
         '<p id="status"></p>',
         '<p class="meta">Drag in a slice to move the crosshair, drag the 3-D render to rotate it, '
-        "scroll to change slice. Labels: 1 edema, 2 non-enhancing tumour, 3 enhancing tumour (MSD values)."
-        + (" Errors are for the whole tumour." if truth is not None else "")
-        + "</p>",
+        "scroll to change slice. Labels: 1 edema, 2 non-enhancing tumour, 3 enhancing tumour (MSD values).</p>",
+        "</div>",
+        "</div>",
         "<h2>Volumes</h2>",
         _table(volume_tables(segmentation, spacing, truth)),
     ]
@@ -442,9 +502,9 @@ def main(argv: list[str] | None = None) -> int:
         affine = ref.affine
         segmentation = _load_label(args.segmentation, "segmentation", ref)
         truth = None if args.truth is None else _load_label(args.truth, "ground truth", ref)
-        sources = {"image": args.image.name, "segmentation": args.segmentation.name}
+        sources = {"image": str(args.image), "segmentation": str(args.segmentation)}
         if args.truth is not None:
-            sources["truth"] = args.truth.name
+            sources["ground truth"] = str(args.truth)
         if args.run is not None:
             sources["model"] = run_description(args.run, case_id)
         out = write_report(
