@@ -40,7 +40,7 @@ test: $(DEV_STAMP)
 	COURSE_MODE=ci $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
 data: $(DEV_STAMP)
-	$(PY) -c "from utils.phantom import ensure_phantom; print(ensure_phantom())"
+	$(PY) -c "from utils.data.datasets.phantom import ensure_phantom; print(ensure_phantom())"
 
 demo: $(LAB_STAMP) data
 	@mkdir -p $(BUILD)
@@ -61,7 +61,7 @@ notebooks: $(DEV_STAMP)
 
 grade: $(DEV_STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04]"; exit 2; }
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m utils.grade $(SUBMISSIONS) --out $(OUT) $(if $(LESSON),--lesson $(LESSON))
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m utils.course.grade $(SUBMISSIONS) --out $(OUT) $(if $(LESSON),--lesson $(LESSON))
 
 # The report in a real browser (not part of `make test`: Debian's chromium is needed, and the full-size
 # case takes minutes in software WebGL). Screenshots and reports land in build/report-check/.
@@ -69,7 +69,7 @@ REPORT_CHECK_SHAPE ?= 240x240x155
 report-check: $(DEV_STAMP)
 	@command -v chromium >/dev/null || { echo "chromium not found: apt-get install chromium"; exit 1; }
 	REPORT_CHECK_SHAPE=$(REPORT_CHECK_SHAPE) REPORT_CHECK_DIR=$(CURDIR)/build/report-check \
-	  $(PY) -m pytest tests/test_report_browser.py -s -p no:cacheprovider
+	  $(PY) -m pytest tests/visualization/test_report_browser.py -s -p no:cacheprovider
 
 clean:
 	rm -rf build .pytest_cache

@@ -56,7 +56,7 @@ def _worker(models: list[str], steps: int, warmup: int) -> None:
     import numpy as np
 
     from utils.config import preset
-    from utils.train import build_model
+    from utils.training.train import build_model
 
     for name in models:
         mode, overrides, batch = MODELS[name]

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_gpu_cost.py [--sizes 32x32x16 64x64x16]
 
-1. From the model (``utils.model.training_cost``): the gpu preset's network
+1. From the model (``utils.model.unet.training_cost``): the gpu preset's network
    at its patch and batch under mixed precision (``mixed_float16``): the
    layer outputs backprop keeps (float16: 2 bytes a value), the weights,
    gradients and Adam moments, and the FLOPs of one training step.
@@ -13,7 +13,7 @@
    to the layer outputs (it cancels the runtime's fixed memory); the float16
    estimate at the full patch is scaled by it.
 3. The T4 step time: step FLOPs over an assumed sustained throughput
-   (``utils.model.T4_UTILISATION`` of the 65 TFLOPS float16 peak, with its
+   (``utils.model.unet.T4_UTILISATION`` of the 65 TFLOPS float16 peak, with its
    source), then the 100 x 250-step run with its validation.
 
 Prints ratios and the inputs of every figure; nothing here needs a GPU.
@@ -37,8 +37,8 @@ def measure(patch) -> dict:
     import numpy as np
 
     from utils.config import preset
-    from utils.losses import dice_bce_loss
-    from utils.model import build_unet, training_cost
+    from utils.model.losses import dice_bce_loss
+    from utils.model.unet import build_unet, training_cost
 
     config = preset("gpu")
     model = build_unet(
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import utils  # noqa: F401  (quiet TensorFlow start)
     from utils.config import preset
-    from utils.model import T4_FP16_PEAK_TFLOPS, T4_MEMORY_GB, T4_UTILISATION, TRAINING_HOLDS, gpu_run_estimate
+    from utils.model.unet import T4_FP16_PEAK_TFLOPS, T4_MEMORY_GB, T4_UTILISATION, TRAINING_HOLDS, gpu_run_estimate
 
     config = preset("gpu")
     small, large = (tuple(int(v) for v in size.split("x")) for size in args.sizes)
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
             f"= {m['step_flops'] / m['seconds'] / 1e9:.0f} GFLOPS"
         )
     print(
-        f"  peak growth / layer-output growth = {holds:.2f} (utils.model.TRAINING_HOLDS, what the lesson uses: "
+        f"  peak growth / layer-output growth = {holds:.2f} (utils.model.unet.TRAINING_HOLDS, what the lesson uses: "
         f"{TRAINING_HOLDS})"
     )
     need = est["memory_bytes"]

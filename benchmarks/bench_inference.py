@@ -5,7 +5,7 @@ With the same model (by default the CPU demo's, built from
 original assignment's tile loop (non-overlapping windows, one per call), the
 sliding window as first written (kept below as the baseline: float64 sums, a
 stacked copy of each batch, a weighted temporary per window, the normalizer
-summed window by window) and ``utils.inference.sliding_window_predict``
+summed window by window) and ``utils.inference.sliding_window.sliding_window_predict``
 (float32 in place, the normalizer from 1-D sums). Both sliding windows place
 the same windows (50 % overlap, Gaussian weights, batches of 4). Reported:
 the time of each, and the share of the sliding window's time spent outside
@@ -28,10 +28,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from utils.config import BRATS_SHAPE, PRESETS, preset
-from utils.inference import gaussian_weights, preprocess_for_model, sliding_window_predict, tile_predict, window_starts
-from utils.model import build_unet
-from utils.phantom import make_phantom_case
-from utils.train import build_model
+from utils.data.phantom import make_phantom_case
+from utils.inference.sliding_window import (
+    gaussian_weights,
+    preprocess_for_model,
+    sliding_window_predict,
+    tile_predict,
+    window_starts,
+)
+from utils.model.unet import build_unet
+from utils.training.train import build_model
 
 
 def original_sliding_window(predict_fn, image: np.ndarray, window, overlap: float, batch_size: int) -> np.ndarray:
@@ -123,7 +129,7 @@ def main() -> None:
     rows = {
         "tiles": "tile loop, no overlap, 1 window per call (assignment)",
         "original": "sliding window, original (float64, copies)",
-        "now": "sliding window, utils.inference",
+        "now": "sliding window, utils.inference.sliding_window",
     }
     for name in names:
         total, model_s, outside, share = (

@@ -16,9 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from utils.config import get_settings, preset
-from utils.data import load_case
-from utils.preprocessing import sample_foreground_patch, standardize_nonzero
-from utils.train import build_model, prepare_data
+from utils.data.datasets import load_case
+from utils.preprocessing.transforms import sample_foreground_patch, standardize_nonzero
+from utils.training.train import build_model, prepare_data
 
 
 def rate(fn, n: int) -> float:
@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     config = preset("cpu")
     data_dir, cache, train_ids, _ = prepare_data(config, progress=False)
-    from utils.pipeline import PatchSampler
+    from utils.training.pipeline import PatchSampler
 
     sampler = PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction)
     cached = rate(lambda i: sampler.sample(np.random.default_rng(i)), args.patches)

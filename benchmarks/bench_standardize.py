@@ -12,12 +12,12 @@ import time
 import numpy as np
 
 from utils.config import BRATS_SHAPE
-from utils.phantom import make_phantom_case
-from utils.preprocessing import standardize, standardize_nonzero
+from utils.data.phantom import make_phantom_case
+from utils.preprocessing.transforms import standardize, standardize_nonzero
 
 
 def standardize_slices_loop(image: np.ndarray) -> np.ndarray:
-    """The original assignment's per-slice loop: the baseline (and tests/test_preprocessing.py's oracle).
+    """The original assignment's per-slice loop: the baseline (and tests/preprocessing/test_preprocessing.py's oracle).
 
     Same result as :func:`standardize`, one ``(channel, z)`` slice at a time.
     """

@@ -10,7 +10,7 @@ in a separate virtual environment:
   implements (dilation merge and match, 0 Dice / 374 mm for misses and false
   positives, 50 mm^3 threshold for gliomas, HD95 on area-weighted surface
   elements). The course computes that HD95 with its own code
-  (``utils.metrics``, only DeepMind's surface-area table from the PyPI
+  (``utils.evaluation.metrics``, only DeepMind's surface-area table from the PyPI
   package), so this is an independent check of it;
 * ``brats-evaluation`` (PyPI, built on ``panoptica``), the BraTS 2024+
   package: its whole-scan Dice / HD95 (``global_bin_*``) against the course's
@@ -51,8 +51,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from utils.labels import BRATS2023_TO_MSD, REGIONS
-from utils.metrics import LESION_MISS_HD95, dice_score, hd95, lesion_wise_region
+from utils.data.labels import BRATS2023_TO_MSD, REGIONS
+from utils.evaluation.metrics import LESION_MISS_HD95, dice_score, hd95, lesion_wise_region
 
 SHAPE = (96, 96, 64)
 MSD_TO_BRATS2023 = {msd: raw for raw, msd in BRATS2023_TO_MSD.items()}

@@ -47,8 +47,9 @@ from IPython.display import Image, display
 from nilearn import plotting
 
 from utils import detect_layout, get_dataset, get_settings, list_cases, load_case
-from utils.analysis import class_intensity_table, dataset_volume_table, label_volume_table
-from utils.viz import (intensity_histograms, label_colormap, label_legend, show_cases, show_sequences,
+from utils.data.datasets import dataset_volume_table
+from utils.data.statistics import class_intensity_table, label_volume_table
+from utils.visualization.figures import (intensity_histograms, label_colormap, label_legend, show_cases, show_sequences,
                        slice_viewer, slices_gif, to_nifti_images, tumour_center)
 
 # %% tags=["parameters"]
@@ -76,7 +77,7 @@ CASE_INDEX = 0       # which training case to explore
 #   to the folder that holds the case folders, e.g.
 #   `DATASET = "/data/MICCAI_BraTS2020_TrainingData"`.
 #
-# That one parameter switches every lesson (and `python -m utils.train
+# That one parameter switches every lesson (and `python -m utils.training.train
 # --dataset PATH`). The loader names the layout it found and brings every
 # case to one convention: channels FLAIR, T1w, T1gd, T2w, and the MSD label
 # values below - BraTS files number their labels differently, and getting
@@ -237,7 +238,7 @@ print(f"{len(range(0, case.image.shape[2], step))} frames, {len(gif) / 1024:.0f}
 # a static copy of this lesson shows a one-line note instead.
 
 # %%
-from utils.viewer3d import show_3d
+from utils.visualization.viewer3d import show_3d
 
 show_3d(case.image, case.affine, {"labels": case.label})
 
@@ -266,11 +267,11 @@ volumes
 # the cases that have it). Real glioma collections look like this too: edema
 # is usually the largest class; the enhancing tumour is often small, and
 # lower-grade tumours have none at all. The phantom generator prints this
-# table when it builds a dataset (`python -m utils.phantom`), from the volumes
+# table when it builds a dataset (`python -m utils.data.phantom`), from the volumes
 # it records in `phantom.json`.
 
 # %%
-from utils.analysis import label_statistics
+from utils.data.statistics import label_statistics
 
 stats = label_statistics(volumes)
 n_cases = len(volumes) - 2  # the table ends with its mean and median rows

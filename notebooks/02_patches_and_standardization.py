@@ -46,11 +46,11 @@ import matplotlib.pyplot as plt
 
 import utils
 from utils import get_dataset, get_settings, list_cases, load_case
-from utils.analysis import dataset_volume_table
-from utils.checks import check_get_sub_volume, check_standardize
-from utils.labels import CLASS_NAMES, MODALITIES
-from utils.preprocessing import compare_samplers, sample_foreground_patch, standardize_nonzero
-from utils.viz import label_colormap, label_legend
+from utils.data.datasets import dataset_volume_table
+from utils.course.checks import check_get_sub_volume, check_standardize
+from utils.data.labels import CLASS_NAMES, MODALITIES
+from utils.preprocessing.transforms import compare_samplers, sample_foreground_patch, standardize_nonzero
+from utils.visualization.figures import label_colormap, label_legend
 
 # %% tags=["parameters"]
 DATASET = "phantom"     # "phantom" or "msd"
@@ -397,7 +397,7 @@ show_patch(fg.X, fg.y, f"foreground-forced patch at corner {fg.start}")
 # **What training does differently.** `get_sub_volume` keeps every patch
 # inside the volume. Then a voxel near the border lies in far fewer patches
 # than a central one, so the network rarely sees the edge of the brain. The
-# training sampler of lesson 05 (`utils.pipeline.PatchSampler`) lets a random
+# training sampler of lesson 05 (`utils.training.pipeline.PatchSampler`) lets a random
 # patch stick out by up to half a patch on each side, zero-padded, as
 # nnU-Net does. For one axis of this case: in how many of the possible patch
 # positions does a voxel lie, at the border and at the centre?

@@ -47,11 +47,11 @@ import keras
 from keras import layers
 
 from utils import get_dataset, get_settings, list_cases, load_case
-from utils.checks import check_conv_block, check_upsampling_block
-from utils.labels import CLASS_NAMES
-from utils.model import activation_memory_mb, build_unet, level_table, pool_sizes, receptive_field
-from utils.preprocessing import sample_foreground_patch, standardize_nonzero
-from utils.viz import label_colormap, plot_unet_levels
+from utils.course.checks import check_conv_block, check_upsampling_block
+from utils.data.labels import CLASS_NAMES
+from utils.model.unet import activation_memory_mb, build_unet, level_table, pool_sizes, receptive_field
+from utils.preprocessing.transforms import sample_foreground_patch, standardize_nonzero
+from utils.visualization.figures import label_colormap, plot_unet_levels
 
 # %% tags=["parameters"]
 DATASET = "phantom"

@@ -48,9 +48,9 @@ from keras import ops
 from scipy import ndimage
 
 from utils import get_dataset, list_cases, load_case, one_hot
-from utils.checks import (check_compute_class_sens_spec, check_dice_coefficient, check_get_sens_spec_df,
+from utils.course.checks import (check_compute_class_sens_spec, check_dice_coefficient, check_get_sens_spec_df,
                           check_single_class_dice_coefficient, check_soft_dice_loss)
-from utils.labels import CLASS_NAMES
+from utils.data.labels import CLASS_NAMES
 
 # %% tags=["parameters"]
 DATASET = "phantom"
@@ -374,7 +374,7 @@ check_compute_class_sens_spec(compute_class_sens_spec)
 # ### Exercise 5: `get_sens_spec_df`
 #
 # Put both numbers for the three classes into a pandas DataFrame: columns
-# `Edema`, `Non-Enhancing Tumor`, `Enhancing Tumor` (`utils.labels.CLASS_NAMES`),
+# `Edema`, `Non-Enhancing Tumor`, `Enhancing Tumor` (`utils.data.labels.CLASS_NAMES`),
 # rows `Sensitivity` and `Specificity`, values rounded to 4 decimals.
 
 # %%

@@ -56,15 +56,16 @@ import utils  # before keras: it keeps TensorFlow's start-up notices out of the 
 import keras
 
 from utils.config import course_mode, gpu_count, preset, run_dir, use_drive
-from utils.distribute import current_cluster, parse_tf_config, strategy_kind
-from utils.download import fetch_msd
-from utils.inference import evaluate_model
-from utils.labels import CLASS_NAMES
-from utils.metrics import lesion_wise_region
-from utils.model import T4_FP16_PEAK_TFLOPS, T4_MEMORY_GB, T4_UTILISATION, TRAINING_HOLDS, gpu_run_estimate
-from utils.pipeline import PatchDataset, PatchSampler
-from utils.train import prepare_data, train
-from utils.viz import label_colormap, label_legend, plot_learning_curves
+from utils.training.distribute import current_cluster, parse_tf_config, strategy_kind
+from utils.data.download import fetch_msd
+from utils.inference.sliding_window import evaluate_model
+from utils.preprocessing.plan import read_plan
+from utils.data.labels import CLASS_NAMES
+from utils.evaluation.metrics import lesion_wise_region
+from utils.model.unet import T4_FP16_PEAK_TFLOPS, T4_MEMORY_GB, T4_UTILISATION, TRAINING_HOLDS, gpu_run_estimate
+from utils.training.pipeline import PatchDataset, PatchSampler
+from utils.training.train import prepare_data, train
+from utils.visualization.figures import label_colormap, label_legend, plot_learning_curves
 
 # %% tags=["parameters"]
 DATASET = None       # None: the mode's default ("phantom"); "msd" for the real data
@@ -94,7 +95,7 @@ OVERRIDES = {}       # any TrainConfig field, e.g. {"epochs": 50, "batch_size": 
 # Keras sees a GPU (Colab sets no variable), otherwise `cpu`. Lessons 06 and
 # 07 and the command line ask the same function, so they find this lesson's
 # run. Every parameter lives in one `TrainConfig` (`utils.config.preset`);
-# `python -m utils.train` runs the same code with the same fields.
+# `python -m utils.training.train` runs the same code with the same fields.
 #
 # On Colab, `USE_DRIVE = True` keeps data, training cache and runs on Google
 # Drive (`utils.config.use_drive` sets `COURSE_DATA_DIR`): a cut session
@@ -251,7 +252,7 @@ if "epoch_seconds" in result.history and result.history["epoch_seconds"].notna()
 # whole cases.
 #
 # `best.keras` is chosen by a Dice that means what it says: `val_pooled_dice`
-# (`utils.losses.PooledDice`) thresholds the prediction at 0.5 and adds up
+# (`utils.model.losses.PooledDice`) thresholds the prediction at 0.5 and adds up
 # intersections and sizes over **all** validation patches of the epoch, as
 # if they were one volume, before dividing. A class missing from a patch
 # then adds its false positives and nothing else. Below, solid lines are
@@ -302,15 +303,22 @@ plt.show()
 # ## 8. Whole held-out cases
 #
 # Patch scores depend on where the patches fall. The real test is a whole
-# scan: lesson 06 explains the sliding-window prediction used here. Region
-# Dice for whole tumour (WT), tumour core (TC) and enhancing tumour (ET),
-# and the Dice of each class:
+# scan: lesson 06 explains the sliding-window prediction used here. The run
+# folder's `plan.json`, written when training started, records what
+# prediction needs to treat a scan as training did (channels, intensity
+# scheme, crop margin, window, output kind) and the split; prediction reads
+# it rather than today's defaults. Region Dice for whole tumour (WT), tumour
+# core (TC) and enhancing tumour (ET), and the Dice of each class:
 
 # %%
-scores, predictions = evaluate_model(best, data_dir, val_ids, with_hd95=False, progress=False)
-print("these scores: best.keras on each case cropped to the brain's bounding box + 2 voxels (predict_case), "
-      "sliding windows (50% overlap, Gaussian weights, no mirroring), threshold 0.5, no post-processing "
-      "(lesson 06 keeps only the largest connected tumour, so its numbers differ)")
+plan = read_plan(run_dir(config))
+print(f"plan.json: {plan.intensity}, crop margin {plan.crop_margin}, window {plan.window}, "
+      f"held-out cases {list(plan.validation_cases)}")
+scores, predictions = evaluate_model(best, data_dir, plan.validation_cases, plan=plan, with_hd95=False,
+                                     progress=False)
+print(f"these scores: best.keras on each case cropped to the brain's bounding box + {plan.crop_margin} voxels "
+      "(predict_case), sliding windows (50% overlap, Gaussian weights, no mirroring), threshold 0.5, no "
+      "post-processing (lesson 06 keeps only the largest connected tumour, so its numbers differ)")
 scores[["Dice WT", "Dice TC", "Dice ET", *[f"Dice {n}" for n in CLASS_NAMES], "Dice mean (classes)"]]
 
 # %% [markdown]
@@ -380,7 +388,7 @@ pd.Series({"validation patches, mean per patch (soft Dice)": at_best["val_dice_c
 # the learning-rate schedule and the best score carry on. (Change a
 # parameter that shapes the run, like the patch size, and it refuses, rather
 # than mixing two runs in one folder.) The same from the command line:
-# `python -m utils.train --mode gpu` again.
+# `python -m utils.training.train --mode gpu` again.
 #
 # To see it without touching your run, we copy the run folder and ask the
 # copy for one epoch more than it holds: the call resumes after the last
@@ -461,9 +469,9 @@ print(f"time: {estimate['step_flops'] / 1e12:.2f} TFLOP per step at {T4_UTILISAT
 #   `TF_CONFIG` environment variable: the list of workers (`host:port`) and
 #   which one it is. Slurm job scripts and Kubernetes operators (Kubeflow's
 #   TFJob) set it in every process; then each runs the same command,
-#   `python -m utils.train --mode gpu`.
+#   `python -m utils.training.train --mode gpu`.
 #
-# What the course code does then (`utils.distribute`): `batch_size` is per
+# What the course code does then (`utils.training.distribute`): `batch_size` is per
 # replica; each replica draws its own batches of the same deterministic
 # stream, so no two see the same patches and a resumed run continues it.
 # Only the *chief* (worker 0) writes the run folder and its checkpoints; the

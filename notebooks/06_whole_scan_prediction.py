@@ -26,7 +26,7 @@
 #   95th-percentile Hausdorff distance, both the legacy way (one score per
 #   scan) and lesion-wise (one per lesion, as BraTS ranks since 2023);
 # - export a NIfTI segmentation that keeps the scan's affine, and use the
-#   `utils.predict` command line.
+#   `utils.inference.predict` command line.
 #
 # **Accelerator: CPU** (a GPU makes it faster, nothing more).
 #
@@ -56,16 +56,18 @@ import nibabel as nib
 import utils  # before keras: it keeps TensorFlow's start-up notices out of the lesson
 import keras
 
-from utils.checks import check_blend_windows, check_region_dice
-from utils.data import load_case
-from utils.inference import (gaussian_weights, predict_case, preprocess_for_model, probabilities_to_labels,
+from utils.course.checks import check_blend_windows, check_region_dice
+from utils.data.datasets import load_case
+from utils.data.sources import get_dataset
+from utils.inference.sliding_window import (gaussian_weights, predict_case, preprocess_for_model, probabilities_to_labels,
                              save_segmentation, sliding_window_predict, tile_predict, window_starts)
 from scipy import ndimage
-from utils.metrics import class_scores, evaluate_cases, hd95, lesion_wise_region, region_scores
-from utils.labels import CLASS_NAMES, REGIONS
+from utils.evaluation.metrics import class_scores, evaluate_cases, hd95, lesion_wise_region, region_scores
+from utils.data.labels import CLASS_NAMES, REGIONS
 from utils.config import course_mode, preset, run_dir, use_drive
-from utils.train import prepare_data, train
-from utils.viz import AXIS_NAMES, label_colormap, label_legend, take_slice, tumour_center
+from utils.preprocessing.plan import plan_for_model
+from utils.training.train import prepare_data, train
+from utils.visualization.figures import AXIS_NAMES, label_colormap, label_legend, take_slice, tumour_center
 
 # %% tags=["parameters"]
 MODEL_PATH = None    # None: the best model of lesson 05 for this mode (trained now if missing); on a CPU
@@ -80,7 +82,8 @@ MIRROR = False       # test-time mirroring: 8x the work, usually a little better
 # We reuse lesson 05's run - the same mode (`utils.config.course_mode()`),
 # the same preset, the same run folder, on Google Drive too when
 # `USE_DRIVE = True` in both lessons - or train it now as lesson 05 would,
-# and its validation cases, which the network never trained on.
+# and its validation cases, which the network never trained on: the run
+# folder's `plan.json` names them, with the preprocessing the run used.
 
 # %% tags=["run-config"]
 use_drive(USE_DRIVE)
@@ -95,7 +98,9 @@ if not model_path.is_file():
     print(f"trained {len(trained.history)} epochs in {trained.seconds:.0f} s")
 # a model trained with mixed precision on a GPU is rebuilt in float32 where there is none (same weights)
 model = utils.load_model(model_path, compile=False)
-data_dir, cache, train_ids, val_ids = prepare_data(config, progress=False)
+plan = plan_for_model(model_path)  # the run's plan.json: preprocessing, crop, window and split
+data_dir = get_dataset(plan.dataset or config.dataset, plan.mode or config.mode)
+val_ids = list(plan.validation_cases) or prepare_data(config, progress=False)[3]  # a model without a plan
 case = load_case(data_dir, val_ids[0])
 window = tuple(model.input.shape[1:4])
 print(f"model {model_path} ({model.count_params():,} parameters), window {window}; case {case.case_id} "
@@ -108,7 +113,7 @@ print(f"model {model_path} ({model.count_params():,} parameters), window {window
 # sits on the tumour centre; the threshold 0.5 turns probabilities into masks.
 
 # %% alt="One window through the tumour: FLAIR and the three predicted probability maps with the true outline of each class."
-image = preprocess_for_model(case.image)
+image = preprocess_for_model(case.image, plan)
 centre = tumour_center(case.label, case.label.shape)
 corner = [int(np.clip(c - w // 2, 0, max(s - w, 0))) for c, w, s in zip(centre, window, case.label.shape)]
 region = tuple(slice(c, c + w) for c, w in zip(corner, window))
@@ -291,7 +296,7 @@ else:
 # The three sigmoid outputs are independent: a voxel can be "edema" and
 # "enhancing" at once. We threshold each at 0.5 and let the tumour's nesting
 # decide: **enhancing wins over non-enhancing wins over edema**
-# (`utils.inference.probabilities_to_labels`). A glioma is one connected
+# (`utils.inference.sliding_window.probabilities_to_labels`). A glioma is one connected
 # lesion, so, as nnU-Net often does, we then keep only the largest connected
 # tumour and drop stray false positives.
 
@@ -390,7 +395,7 @@ class_scores(case.label, prediction)
 #
 # Return `{"WT": ..., "TC": ..., "ET": ...}`: for each region, turn both label
 # maps into masks with `np.isin(label, values)` (the values are in
-# `utils.labels.REGIONS`) and compute Dice = 2|A∩B| / (|A| + |B|), or 1.0 when
+# `utils.data.labels.REGIONS`) and compute Dice = 2|A∩B| / (|A| + |B|), or 1.0 when
 # both masks are empty.
 
 # %%
@@ -433,7 +438,7 @@ for case_id in val_ids:
         continue
     other = load_case(data_dir, case_id)
     pred, _ = predict_case(model, other.image, overlap=OVERLAP, mirror=MIRROR, largest_component=True,
-                           progress=False)
+                           progress=False, plan=plan)
     pairs.append((case_id, other.label, pred, other.spacing))
 print(f"every row: sliding windows ({OVERLAP:.0%} overlap, Gaussian weights, mirroring "
       f"{'on' if MIRROR else 'off'}), threshold 0.5, the largest connected tumour kept; {case.case_id} on the "
@@ -563,12 +568,12 @@ except ValueError as err:
 # that have labels:
 #
 # ```bash
-# python -m utils.predict --model runs/cpu/best.keras --input CASE.nii.gz --output CASE_seg.nii.gz
-# python -m utils.predict --model runs/cpu/best.keras --input-dir data/phantom --output-dir predictions/
+# python -m utils.inference.predict --model runs/cpu/best.keras --input CASE.nii.gz --output CASE_seg.nii.gz
+# python -m utils.inference.predict --model runs/cpu/best.keras --input-dir data/phantom --output-dir predictions/
 # ```
 
 # %%
-cli = subprocess.run([sys.executable, "-m", "utils.predict", "--model", str(model_path), "--input", str(source),
+cli = subprocess.run([sys.executable, "-m", "utils.inference.predict", "--model", str(model_path), "--input", str(source),
                       "--output", str(out_dir / "cli_seg.nii.gz")], capture_output=True, text=True)
 print(cli.stdout.strip() or cli.stderr[-2000:])
 
@@ -612,23 +617,23 @@ if cli_labels is not None:
 # a static copy shows a one-line note.)
 
 # %%
-from utils.viewer3d import show_3d
+from utils.visualization.viewer3d import show_3d
 
 show_3d(case.image, case.affine, {"segmentation": prediction}, truth=case.label)
 
 # %% [markdown]
-# A colleague without Python wants to look too. `utils.report` writes **one
+# A colleague without Python wants to look too. `utils.visualization.report` writes **one
 # HTML file** that opens offline in any recent browser: the same viewer and
 # default view, with the four sequences and the label maps embedded
 # (compressed), the files it was made from, the volumes in mL and the
 # Dice / HD95 table. The same from a terminal:
 #
 # ```bash
-# python -m utils.report --image CASE.nii.gz --segmentation CASE_seg.nii.gz --truth LABEL.nii.gz --out case.html
+# python -m utils.visualization.report --image CASE.nii.gz --segmentation CASE_seg.nii.gz --truth LABEL.nii.gz --out case.html
 # ```
 
 # %%
-from utils.report import write_report
+from utils.visualization.report import write_report
 
 report_path = write_report(out_dir / f"{case.case_id}_report.html", case.image, case.affine, prediction,
                            case.spacing, truth=case.label, case_id=case.case_id,

@@ -55,16 +55,17 @@ import utils  # before keras: it keeps TensorFlow's start-up notices out of the 
 import keras
 
 from utils import data_root
-from utils.data import list_cases, load_brats_case, load_case, load_msd_case
-from utils.inference import predict_case
-from utils.labels import CLASS_NAMES
-from utils.losses import CLASS_DICE_METRICS, dice_coefficient
-from utils.metrics import region_scores
-from utils.model import build_unet
-from utils.slices import SliceDataset, SliceSampler, export_brats, predict_slices
+from utils.data.datasets import list_cases, load_brats_case, load_case, load_msd_case
+from utils.inference.sliding_window import predict_case
+from utils.data.labels import CLASS_NAMES
+from utils.model.losses import CLASS_DICE_METRICS, dice_coefficient
+from utils.evaluation.metrics import region_scores
+from utils.model.unet import build_unet
+from utils.training.slices import SliceDataset, SliceSampler, export_brats, predict_slices
 from utils.config import preset, run_dir, use_drive
-from utils.train import LOSSES, TimeBudget, prepare_data, train
-from utils.viz import label_colormap, label_legend, take_slice, tumour_center
+from utils.preprocessing.plan import plan_for_model
+from utils.training.train import LOSSES, TimeBudget, prepare_data, train
+from utils.visualization.figures import label_colormap, label_legend, take_slice, tumour_center
 from scipy.stats import wilcoxon
 
 # %% tags=["parameters"]
@@ -130,6 +131,7 @@ if not checkpoint.is_file():
     print(f"{checkpoint} not found: training it first, as lesson 05 does")
     train(config)
 model_3d = utils.load_model(checkpoint, compile=False)
+plan_3d = plan_for_model(checkpoint)  # its preprocessing, crop and window (plan.json)
 seconds_3d = json.loads((run_3d / "state.json").read_text()).get("seconds", 60.0)
 
 base_2d = BASE_FILTERS_2D or 2 * config.base_filters
@@ -159,7 +161,7 @@ rows, predictions = [], {}
 for case_id in val_ids:
     case = load_case(data_dir, case_id)
     for name, predict in (("3D U-Net", lambda img: predict_case(model_3d, img, largest_component=True,
-                                                                 progress=False)),
+                                                                 progress=False, plan=plan_3d)),
                           ("2D U-Net", lambda img: predict_slices(model_2d, img, largest_component=True))):
         start = time.perf_counter()
         label, _ = predict(case.image)

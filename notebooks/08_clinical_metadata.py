@@ -71,15 +71,17 @@ from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.nonparametric import kaplan_meier_estimator
 from sksurv.util import Surv
 
-from utils.checks import check_parse_survival, check_tumour_volumes_ml
-from utils.clinical import (FEATURES, SURVIVAL_CLASSES, SURVIVAL_FILE, ClinicalTableError, clinical_tables,
+from utils.course.checks import check_parse_survival, check_tumour_volumes_ml
+from utils.data.clinical import (FEATURES, SURVIVAL_CLASSES, SURVIVAL_FILE, ClinicalTableError, clinical_tables,
                             match_cases, read_survival_info, survival_class, tumour_features)
 from utils.config import course_mode, get_settings, preset, run_dir, use_drive
-from utils.data import get_dataset, list_cases, load_case, load_label
-from utils.inference import predict_case
-from utils.labels import CLASS_COLORS, CLASS_NAMES
-from utils.phantom_clinical import phantom_cohort, write_phantom_clinical
-from utils.train import prepare_data, train
+from utils.data.datasets import list_cases, load_case, load_label
+from utils.data.sources import get_dataset
+from utils.inference.sliding_window import predict_case
+from utils.data.labels import CLASS_COLORS, CLASS_NAMES
+from utils.data.phantom_clinical import phantom_cohort, write_phantom_clinical
+from utils.preprocessing.plan import plan_for_model
+from utils.training.train import prepare_data, train
 
 # %% tags=["parameters"]
 DATASET = "phantom"     # "phantom", or the BraTS 2020 training folder that holds survival_info.csv
@@ -99,7 +101,7 @@ SEED = 0
 # Task01 nor the course's phantom ships them.
 #
 # Offline, the phantom writes both tables itself, in the same format, from a
-# **stated generative model** (`utils.phantom_clinical`): the grade is the
+# **stated generative model** (`utils.data.phantom_clinical`): the grade is the
 # planted tumour's (a lower-grade phantom tumour has no enhancing tumour);
 # age is normal (mean 62, sd 11 for HGG; 42 and 12 for LGG); 80 % of HGG
 # patients get a survival row; resection is GTR / STR / unknown with
@@ -192,7 +194,7 @@ def parse_survival(value):
 check_parse_survival(parse_survival)
 
 # %% [markdown]
-# `utils.clinical` reads both tables with it (`utils.parse_survival`), checks
+# `utils.data.clinical` reads both tables with it (`utils.parse_survival`), checks
 # every cell, and refuses what it cannot read **naming the file and the
 # line** - here a copy of the table with one cell spoiled:
 
@@ -271,7 +273,7 @@ def tumour_volumes_ml(label, affine):
 check_tumour_volumes_ml(tumour_volumes_ml)
 
 # %% [markdown]
-# `utils.clinical.tumour_features` adds, from the same label map: the ratios
+# `utils.data.clinical.tumour_features` adds, from the same label map: the ratios
 # enhancing / core and core / whole; `foci`, the connected pieces of the
 # whole tumour; `extent_mm`, how far it reaches along an axis; its centroid
 # in mm from the middle of the grid, and `midline_mm`, the centroid's
@@ -563,17 +565,18 @@ if not model_path.is_file() and train_now:
     print(f"trained {len(trained.history)} epochs in {trained.seconds:.0f} s")
 if model_path.is_file() and DATASET == "phantom":
     model = keras.models.load_model(model_path)
-    _, _, _, val_ids = prepare_data(config, progress=False)
+    plan = plan_for_model(model_path)  # the run's plan.json: its preprocessing and its held-out cases
+    val_ids = list(plan.validation_cases) or prepare_data(config, progress=False)[3]
     pairs = {}
     for case_id in val_ids:
         case = load_case(data_dir, case_id)
-        pred, _ = predict_case(model, case.image, largest_component=True, progress=False)
+        pred, _ = predict_case(model, case.image, largest_component=True, progress=False, plan=plan)
         pairs[case_id] = {"truth": tumour_features(case.label, case.affine),
                           "predicted": tumour_features(pred, case.affine)}
     print(f"model {model_path.name} of mode {course_mode()}: {len(pairs)} held-out cases predicted")
 elif DATASET != "phantom":
     pairs = {}
-    print("on real data: predict the cases with `python -m utils.predict` (lesson 06), then compare as below")
+    print("on real data: predict the cases with `python -m utils.inference.predict` (lesson 06), then compare as below")
 else:
     pairs = {}
     print(f"no model at {model_path}: run lesson 05 first (or set TRAIN_IF_MISSING = True); comparison skipped")

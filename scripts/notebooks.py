@@ -25,7 +25,7 @@ lands in, ``COURSE_REPO`` the GitHub repository and ``COURSE_REF`` the git
 tag of this release (``v`` + the package version): the Colab setup cell
 installs the course from ``COURSE_REPO@COURSE_REF``, the release the notebook
 belongs to. Each notebook records its origin in ``metadata.course``
-(:func:`utils.lessons.lesson_stamp`), which the grader reads.
+(:func:`utils.course.lessons.lesson_stamp`), which the grader reads.
 
 Adding a lesson
 ---------------
@@ -53,15 +53,15 @@ Adding an exercise and its check
    learner's stub); then a cell tagged ``check`` calling
    ``check_fn_name(fn_name)``. Later cells use ``utils.fn_name``, so an
    unfinished exercise never breaks the rest of the lesson.
-3. The check goes into ``utils/checks/lessonNN.py``: a tests function
+3. The check goes into ``utils/course/checks/lessonNN.py``: a tests function
    decorated with ``@exercise("fn_name", LESSON)`` that runs each test through
    ``run.test(description, body)`` (``grading=True`` selects other inputs for
    the grader), and ``check_fn_name(fn) = run_check("fn_name", fn)``, exported
-   from ``utils/checks/__init__.py``.
-4. Register the exercise in ``tests/exercise_registry.py`` (its reference and
+   from ``utils/course/checks/__init__.py``.
+4. Register the exercise in ``tests/course/exercise_registry.py`` (its reference and
    the inputs on which the notebook's solution must agree with it), and add
    learner-like wrong answers (must fail) and correct answers in other styles
-   (must pass) to ``tests/test_checks_mistakes.py``.
+   (must pass) to ``tests/course/test_checks_mistakes.py``.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ if __name__ == "__main__":  # run as a script: this checkout's utils, without st
     os.environ.setdefault("BRATS_COURSE_NO_KERAS", "1")
 
 from utils import __version__  # noqa: E402
-from utils.lessons import DEF, Lesson, lesson_stamp, lessons, notebooks_dir  # noqa: E402
+from utils.course.lessons import DEF, Lesson, lesson_stamp, lessons, notebooks_dir  # noqa: E402
 
 __all__ = [
     "COURSE_REPO",

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from utils.config import TINY_SHAPE
-from utils.data import BRATS_SUFFIXES
-from utils.labels import msd_to_brats
-from utils.phantom import make_phantom_dataset
+from utils.data.datasets import BRATS_SUFFIXES
+from utils.data.labels import msd_to_brats
+from utils.data.phantom import make_phantom_dataset
 
 
 @pytest.fixture(scope="session")

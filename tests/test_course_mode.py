@@ -90,7 +90,7 @@ def test_data_and_runs_share_one_setting(no_mode, tmp_path):
 
 def test_cpu_demo_trains_the_lesson_03_unet_at_full_resolution_and_holds_out_six_cases():
     """The CPU demo's model is lesson 03's U-Net (no half-resolution trick, no XLA), judged on >= 6 cases."""
-    from utils.data import split_cases
+    from utils.data.datasets import split_cases
 
     config, settings = preset("cpu"), get_settings("cpu")
     assert config.downsample == 1 and config.jit_compile != "on"
@@ -99,14 +99,57 @@ def test_cpu_demo_trains_the_lesson_03_unet_at_full_resolution_and_holds_out_six
     assert len(val_ids) >= 6 and len(train_ids) >= 10, (len(train_ids), len(val_ids))
 
 
+def test_each_mode_has_its_own_phantom_folder(no_mode, tmp_path):
+    no_mode.setenv("COURSE_DATA_DIR", str(tmp_path))
+    folders = {mode: config_module.phantom_dir(mode) for mode in config_module.MODES}
+    assert len(set(folders.values())) == len(folders), folders
+    assert folders["cpu"] == tmp_path / "phantom"  # the folder cpu-mode data already lives in is kept
+
+
+def test_the_mode_travels_from_the_preset_to_the_phantom(no_mode, monkeypatch):
+    """``--mode cpu`` on a machine whose own mode is another trains on the cpu phantom (issue 23)."""
+    import utils.data.phantom as phantom_module
+    from utils.training import train as train_module
+
+    no_mode.setenv("COURSE_MODE", "ci")  # the machine's mode
+    asked = []
+
+    def fake_ensure_phantom(mode=None, progress=True):
+        asked.append(mode)
+        raise RuntimeError("stop after the dataset is chosen")
+
+    monkeypatch.setattr(phantom_module, "ensure_phantom", fake_ensure_phantom)
+    config = preset("cpu")
+    assert config.mode == "cpu" and all(preset(m).mode == m for m in config_module.MODES)
+    with pytest.raises(RuntimeError, match="stop after"):
+        train_module.prepare_data(config, progress=False)
+    assert asked == ["cpu"]
+
+
+def test_a_run_folder_from_before_the_mode_was_recorded_still_resumes(tmp_path):
+    from utils.training.train import prepare_output_dir
+
+    config = preset("ci", output_dir=str(tmp_path / "run"))
+    run = tmp_path / "run"
+    run.mkdir()
+    old = {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k != "mode"}
+    (run / "config.json").write_text(json.dumps(old))
+    (run / "state.json").write_text("{}")
+    (run / "last.keras").write_bytes(b"")
+    assert prepare_output_dir(run, config, resume=True) == run
+    (run / "config.json").write_text(json.dumps(dict(old, depth=5)))
+    with pytest.raises(ValueError, match="depth"):
+        prepare_output_dir(run, config, resume=True)
+
+
 def test_gpu_session_trains_cpu_session_predicts(no_mode, tmp_path, phantom_root):
     """Colab: lesson 05 trains on a GPU runtime into Drive (mixed precision, XLA); the quota runs out;
     on a CPU runtime lesson 06, given that model, loads it (in float32) and segments a case."""
     import utils
-    from utils.data import list_cases, load_case
-    from utils.inference import predict_case
-    from utils.model import dtype_policy_of, saved_dtype_policy
-    from utils.train import train
+    from utils.data.datasets import list_cases, load_case
+    from utils.inference.sliding_window import predict_case
+    from utils.model.unet import dtype_policy_of, saved_dtype_policy
+    from utils.training.train import train
 
     no_mode.setenv("COURSE_DATA_DIR", str(tmp_path / "drive"))
     no_mode.setattr(config_module, "gpu_count", lambda: 1)  # the GPU session

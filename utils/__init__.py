@@ -18,13 +18,12 @@ import os
 
 __version__ = "0.1.0"  # first: modules imported below may read it
 
-from .clinical import parse_survival, tumour_volumes_ml
 from .config import course_mode, data_root, get_settings, phantom_dir
-from .data import (
+from .data.clinical import parse_survival, tumour_volumes_ml
+from .data.datasets import (
     Case,
     DatasetError,
     detect_layout,
-    get_dataset,
     list_cases,
     load_brats_case,
     load_case,
@@ -33,8 +32,7 @@ from .data import (
     read_dataset_json,
     split_cases,
 )
-from .errors import CourseError
-from .labels import (
+from .data.labels import (
     CLASS_COLORS,
     CLASS_NAMES,
     LABEL_NAMES,
@@ -44,8 +42,10 @@ from .labels import (
     msd_to_brats,
     one_hot,
 )
+from .data.sources import get_dataset
+from .errors import CourseError
 from .parallel import NO_KERAS_ENV
-from .preprocessing import (
+from .preprocessing.transforms import (
     PatchSamplingError,
     get_sub_volume,
     sample_foreground_patch,
@@ -57,21 +57,21 @@ if not os.environ.get(NO_KERAS_ENV):
     from .backend import quiet_start
 
     quiet_start()  # before Keras: TensorFlow's start-up notices stay out of the lessons
-    from .inference import blend_windows, sliding_window_predict
-    from .losses import (
+    from .evaluation.metrics import compute_class_sens_spec, get_sens_spec_df, region_dice
+    from .inference.sliding_window import blend_windows, sliding_window_predict
+    from .model.losses import (
         batch_dice_bce_loss,
         dice_bce_loss,
         dice_coefficient,
         single_class_dice_coefficient,
         soft_dice_loss,
     )
-    from .metrics import compute_class_sens_spec, get_sens_spec_df, region_dice
-    from .model import build_unet, conv_block, load_model, upsampling_block
+    from .model.unet import build_unet, conv_block, load_model, upsampling_block
 
 _LAZY: dict[str, str] = {
-    "ensure_phantom": "phantom",
-    "make_phantom_case": "phantom",
-    "make_phantom_dataset": "phantom",
+    "ensure_phantom": "data.phantom",
+    "make_phantom_case": "data.phantom",
+    "make_phantom_dataset": "data.phantom",
 }
 
 

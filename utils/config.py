@@ -10,7 +10,7 @@ One function decides the mode, :func:`course_mode`:
 Everything sized by the mode is here: :func:`get_settings` (the phantom
 dataset and the patch lessons 02-03 cut) and :func:`preset` (the training
 run: patch, model, budget, run folder). Lessons 05, 06 and 07, the command
-line (``python -m utils.train``) and ``make demo`` all go through them, so
+line (``python -m utils.training.train``) and ``make demo`` all go through them, so
 they agree on the run and its checkpoints.
 
 * ``ci``  - a tiny phantom (64x64x40) and a handful of steps, so the test suite
@@ -47,6 +47,14 @@ DRIVE_DIR = "/content/drive/MyDrive/brats-course"
 
 BRATS_SHAPE = (240, 240, 155)
 TINY_SHAPE = (64, 64, 40)
+ASSIGNMENT_PATCH = (160, 160, 16)
+"""The original assignment's patch: the default of every patch and window, and the gpu preset's."""
+FOREGROUND_FRACTION = 0.33
+"""Share of training patches centred on tumour (nnU-Net's third): the default of every sampler and of
+:class:`TrainConfig`; the cpu preset asks for less (issue 14)."""
+VALIDATION_FOREGROUND_FRACTION = 0.5
+"""Share of validation patches centred on tumour, in every mode: half, so ``val_pooled_dice`` sees
+tumour and healthy brain alike whatever share the training draws."""
 
 NIFTI_MAX_MB = 1024
 """Most voxel data (MB, decompressed) one NIfTI file may hold before the course refuses to read it:
@@ -72,7 +80,8 @@ class Settings:
         phantom_shape: grid of the phantom volumes ``(x, y, z)``.
         phantom_train: number of labelled phantom cases (``imagesTr``).
         phantom_test: number of unlabelled phantom cases (``imagesTs``).
-        phantom_dir_name: folder under the data root that holds this phantom.
+        phantom_dir_name: folder under the data root that holds this phantom
+            (one per mode: switching modes never rebuilds another mode's data).
         patch_shape: the patch lessons 02 and 03 cut and build for (the
             assignment's 160x160x16); the training patch is
             ``preset(mode).patch_shape``.
@@ -94,14 +103,14 @@ class Settings:
 
 _SETTINGS = {
     "ci": Settings("ci", TINY_SHAPE, 6, 1, "phantom-ci", (16, 16, 16), 80, TINY_SHAPE),
-    "cpu": Settings("cpu", BRATS_SHAPE, 16, 2, "phantom", (160, 160, 16)),
-    "gpu": Settings("gpu", BRATS_SHAPE, 24, 2, "phantom", (160, 160, 16)),
+    "cpu": Settings("cpu", BRATS_SHAPE, 16, 2, "phantom", ASSIGNMENT_PATCH),
+    "gpu": Settings("gpu", BRATS_SHAPE, 24, 2, "phantom-gpu", ASSIGNMENT_PATCH),
 }
 
 
 @dataclass
 class TrainConfig:
-    """Every training parameter (the CLI ``python -m utils.train`` has one flag per field).
+    """Every training parameter (the CLI ``python -m utils.training.train`` has one flag per field).
 
     ``output_dir`` is the run folder; a relative one is resolved by
     :func:`run_dir` (under ``$COURSE_DATA_DIR`` when set, else the checkout).
@@ -109,9 +118,10 @@ class TrainConfig:
     path means the current folder, as usual.
     """
 
+    mode: str = "cpu"  # the preset it came from; it sizes the phantom ("phantom" dataset) and names its folder
     dataset: str = "phantom"  # "phantom", "msd", or the path of a dataset folder (any layout)
     output_dir: str = "runs/cpu"
-    patch_shape: tuple[int, int, int] = (160, 160, 16)
+    patch_shape: tuple[int, int, int] = ASSIGNMENT_PATCH
     batch_size: int = 2  # per replica: with several GPUs or workers a step trains on batch_size x replicas
     epochs: int = 20
     steps_per_epoch: int = 50
@@ -123,7 +133,7 @@ class TrainConfig:
     normalization: str | None = None  # None, "batch" or "instance"
     downsample: int = 1  # 2: the U-Net works at half resolution (build_unet)
     loss: str = "dice_bce"  # "dice", "dice_bce" or "batch_dice_bce" (Dice pooled over the batch)
-    foreground_fraction: float = 0.5
+    foreground_fraction: float = FOREGROUND_FRACTION
     val_fraction: float = 0.2
     max_cases: int | None = None  # use only the first N labelled cases
     early_stopping_patience: int = 0  # 0: off
@@ -136,6 +146,7 @@ class TrainConfig:
 
 PRESETS = {
     "ci": TrainConfig(
+        mode="ci",
         output_dir="runs/ci",
         patch_shape=(32, 32, 16),
         batch_size=2,
@@ -147,6 +158,7 @@ PRESETS = {
         workers=1,
     ),
     "cpu": TrainConfig(
+        mode="cpu",
         output_dir="runs/cpu",
         patch_shape=(64, 64, 32),  # three of them per step cost what two 80x80x32 did, and saw more places
         batch_size=3,
@@ -165,8 +177,9 @@ PRESETS = {
         workers=1,
     ),
     "gpu": TrainConfig(
+        mode="gpu",
         output_dir="runs/gpu",
-        patch_shape=(160, 160, 16),
+        patch_shape=ASSIGNMENT_PATCH,
         batch_size=4,
         epochs=100,
         steps_per_epoch=250,
@@ -175,7 +188,6 @@ PRESETS = {
         depth=4,
         base_filters=32,
         normalization="instance",
-        foreground_fraction=0.33,
     ),
 }
 

@@ -1,6 +1,6 @@
 """Run independent data-building tasks in parallel processes.
 
-The training cache (:func:`utils.cache.build_cache`) decodes and
+The training cache (:func:`utils.training.cache.build_cache`) decodes and
 standardizes its cases with it. Processes are *spawned*, not forked (a
 process that runs TensorFlow has threads, and forking it can deadlock), and
 they import ``utils`` without Keras (``BRATS_COURSE_NO_KERAS=1``), which

@@ -677,3 +677,27 @@ def relock_moved(folder: Path | str) -> None:
     lock = _HELD.get(_lock_key(Path(folder).absolute()))
     if lock is not None:
         lock.acquire(0.0)
+
+
+def adopt_files(owned: OwnedFiles, names) -> OwnedFiles:
+    """Take as ``owned``'s the listed files of a folder written before ownership markers existed.
+
+    The one adoption rule of the course (the phantom, the BraTS export, the
+    training cache): a tool's own old record (its ``phantom.json``, export
+    marker or manifest) names the files it wrote; of those names, each that is
+    a regular file inside the folder (no link, no ``..``) is recorded as the
+    tool's. The caller derives ``names`` from its record and checks that record
+    first; nothing is adopted when the folder already has a marker.
+
+    Returns:
+        ``owned``, with the adopted files in ``owned.files`` (not yet saved).
+    """
+    if owned.exists:
+        return owned
+    for name in names:
+        if not isinstance(name, str) or ".." in Path(name).parts or Path(name).is_absolute():
+            continue
+        path = owned.folder / name
+        if path.is_file() and not path.is_symlink():
+            owned.files[name] = dict(file_record(path, owned.hashed), tool=owned.tool)
+    return owned

@@ -1,0 +1,1 @@
+"""Stage 8, the course machinery: the lessons as files, the exercise checks and the grader."""

@@ -1,0 +1,1 @@
+"""Stage 4, evaluation: scores of label maps (Dice, sensitivity, specificity, HD95, lesion-wise)."""

@@ -1,0 +1,1 @@
+"""Stage 5, inference: whole-scan prediction with sliding windows, and the predict command."""

@@ -1,0 +1,246 @@
+"""Command line: segment a case (or a folder of cases) with a trained model.
+
+    python -m utils.inference.predict --model runs/cpu/best.keras --input CASE --output SEG.nii.gz
+    python -m utils.inference.predict --model M --input-dir DATASET --output-dir OUT
+
+``CASE`` is an MSD 4-D image file (``.nii.gz`` with the four channels) or a
+BraTS case folder (2020/2021: ``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2``;
+2023+: ``*-t2f``, ``*-t1n``, ``*-t1c``, ``*-t2w``). A dataset is a folder in
+any layout of ``utils.data.datasets.LAYOUTS``: MSD (``dataset.json``; all training and
+test images) or a folder of BraTS 2020/2021 or 2023+ cases (the Kaggle BraTS
+2020 copy included). The segmentation is uint8 NIfTI on the input's grid (its affine
+and header), so 3D Slicer or ITK-SNAP overlays it on the input. In folder
+mode the cases with a label are scored and the scores written to
+``OUT/metrics.csv`` (one row per case, then mean and median): the legacy region Dice / IoU /
+HD95 and the lesion-wise Dice / HD95 (``LW ...``, BraTS 2023+ ranking).
+
+Inputs are read-only: the output may not be any file of the case (compared by
+inode, so links count) nor lie in a dataset folder (``imagesTr``, ``labelsTr``,
+``imagesTs``, a BraTS case folder); ``--overwrite`` replaces only files that
+``utils.inference.predict`` wrote (listed in the folder's ``.course-files.json``), and
+scoring never reads a label this run wrote. Refusals are one line, exit 2.
+"""
+
+from __future__ import annotations
+
+# First, before Keras: a spawned data worker (utils.parallel) re-imports the module that `python -m` ran,
+# so this keeps TensorFlow's start-up notices out of each worker too, as `import utils` does in this process.
+from ..backend import quiet_start
+
+quiet_start()
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..data.datasets import (
+    DatasetError,
+    detect_layout,
+    find_msd_file,
+    list_cases,
+    load_brats_case,
+    load_label,
+    load_msd_image,
+    strip_nifti_suffix,
+    voxel_spacing,
+)
+from ..evaluation.metrics import evaluate_cases
+from ..model.unet import ModelLoadError, dtype_policy_of, load_model, saved_dtype_policy
+from ..preprocessing.plan import Plan, plan_for_model
+from ..safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target, check_writable, folder_lock, one_line
+from .sliding_window import predict_case, probabilities_path, save_segmentation
+
+MSD_FOLDERS = ("imagesTr", "labelsTr", "imagesTs")
+"""The folders of an MSD dataset; prediction never writes into them."""
+
+
+def load_input(path: Path):
+    """``(case_id, image, reference NIfTI path, label or None, spacing, input files, input folders)``.
+
+    ``path`` is an MSD 4-D file or a BraTS case folder. The input files (every
+    modality and the label) and folders are what prediction must never write.
+    """
+    path = Path(path)
+    if path.is_dir():
+        case = load_brats_case(path)
+        files = [*case.image_paths, *([case.label_path] if case.label_path else [])]
+        return case.case_id, case.image, case.image_paths[0], case.label, case.spacing, files, [path]
+    img, image = load_msd_image(path)
+    dirs = []
+    if path.parent.name in MSD_FOLDERS and (path.parent.parent / "dataset.json").is_file():
+        dirs = [path.parent.parent / name for name in MSD_FOLDERS]  # an image of an MSD dataset
+    return strip_nifti_suffix(path.name), image, path, None, voxel_spacing(img), [path], dirs
+
+
+def _dataset_inputs(root: Path):
+    """``([(input path, label path or None)], read-only folders)`` of every case in a dataset folder."""
+    if detect_layout(root) != "msd":  # a folder of BraTS case folders (2020/2021 or 2023+)
+        cases = [root / c for c in list_cases(root)]
+        return [(c, None) for c in cases], cases
+    items = [(find_msd_file(root / "imagesTr", c), find_msd_file(root / "labelsTr", c)) for c in list_cases(root)]
+    items += [(find_msd_file(root / "imagesTs", c), None) for c in list_cases(root, "test")]
+    return items, [root / name for name in MSD_FOLDERS]
+
+
+def segment(
+    model,
+    source: Path,
+    output: Path,
+    overlap: float,
+    mirror: bool,
+    largest_component: bool,
+    probabilities: bool,
+    overwrite: bool,
+    inputs: list[Path] = (),
+    input_dirs: list[Path] = (),
+    plan: Plan | None = None,
+):
+    """Segment one input; return ``(case_id, label or None, prediction, spacing)``.
+
+    ``plan`` is the model's run plan (its preprocessing, crop and window); None: the course defaults.
+
+    ``output`` (and its probability map) may not be an input file of the case
+    (through links too), lie in an input folder, or replace a file that
+    utils.predict did not write (the folder's ownership marker proves which).
+    """
+    if output.is_dir():
+        raise UnsafeWriteError(f"the output {output} is a folder; give a .nii.gz file name")
+    case_id, image, reference, label, spacing, files, dirs = load_input(source)
+    targets = [output] + ([probabilities_path(output)] if probabilities else [])
+    owned = OwnedFiles(output.parent, "utils.predict")
+    for target in targets:
+        check_target(target, "the output", inputs=[*files, *inputs], input_dirs=[*dirs, *input_dirs])
+        owned.check_free(target, overwrite)
+    if not np.any(image):
+        raise DatasetError(f"the image is all zero (no brain to segment): {reference}")
+    voxels = int(np.prod(image.shape[:3]))  # an uncompressed .nii has a known size: uint8 labels (+ float32 maps)
+    need = voxels * (1 + (12 if probabilities else 0)) if output.name.endswith(".nii") else 0
+    check_writable(output.parent, "the segmentation", need_bytes=need)
+    with folder_lock(output.parent, "utils.predict"):  # one writer: the names are re-checked when claimed
+        pred, probs = predict_case(
+            model, image, overlap=overlap, mirror=mirror, largest_component=largest_component, progress=False, plan=plan
+        )
+        with owned.writing(*targets, overwrite=overwrite):  # the names are ours before a byte is written
+            save_segmentation(pred, reference, output, overwrite=True, probabilities=probs if probabilities else None)
+    return case_id, label, pred, spacing
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m utils.inference.predict", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, type=Path, help="a .keras model trained by the course")
+    one = parser.add_argument_group("one case")
+    one.add_argument("--input", type=Path, help="MSD 4-D .nii.gz or a BraTS (2020/2021 or 2023+) case folder")
+    one.add_argument("--output", type=Path, help="segmentation to write (.nii.gz)")
+    many = parser.add_argument_group("a folder of cases")
+    many.add_argument("--input-dir", type=Path, help="a dataset: MSD, or a folder of BraTS 2020/2021 or 2023+ cases")
+    many.add_argument("--output-dir", type=Path, help="where <case>.nii.gz and metrics.csv go")
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=0.5,
+        help="fraction of a window shared with its neighbour, in [0, 1) (default 0.5)",
+    )
+    parser.add_argument("--mirror", action="store_true", help="test-time mirroring (8x slower)")
+    parser.add_argument(
+        "--no-largest-component", action="store_true", help="keep every predicted blob, not only the largest tumour"
+    )
+    parser.add_argument("--probabilities", action="store_true", help="also write the probability maps")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never the input)")
+    args = parser.parse_args(argv)
+    if bool(args.input) == bool(args.input_dir):
+        parser.error("give either --input/--output or --input-dir/--output-dir")
+    if args.input and not args.output:
+        parser.error("--input needs --output")
+    if args.input_dir and not args.output_dir:
+        parser.error("--input-dir needs --output-dir")
+
+    options = dict(
+        overlap=args.overlap,
+        mirror=args.mirror,
+        largest_component=not args.no_largest_component,
+        probabilities=args.probabilities,
+        overwrite=args.overwrite,
+    )
+    start = time.perf_counter()
+    try:
+        return _run(args, options, start)
+    except (DatasetError, ValueError, FileExistsError, ModelLoadError, OSError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, options: dict, start: float) -> int:
+    """The command; the output folder is locked (one writer) once the targets are checked."""
+    model = load_model(args.model, compile=False)
+    saved = saved_dtype_policy(args.model)
+    if saved != dtype_policy_of(model):
+        print(f"{args.model} was trained with mixed precision ({saved}); no GPU here, so it runs in float32")
+    options["plan"] = plan_for_model(args.model)  # the run's plan.json; a model without one: defaults, noted
+    if args.input:
+        case_id, _, pred, _ = segment(model, args.input, args.output, **options)
+        counts = np.bincount(pred.ravel(), minlength=4)[1:]
+        print(
+            f"{case_id}: wrote {args.output} (voxels edema {counts[0]}, non-enhancing {counts[1]}, "
+            f"enhancing {counts[2]}) in {time.perf_counter() - start:.1f} s"
+        )
+        return 0
+
+    items, read_only = _dataset_inputs(args.input_dir)
+    inputs = [p for item in items for p in item if p is not None and not p.is_dir()]
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise UnsafeWriteError(f"--output-dir {args.output_dir} is a file, not a folder")
+    if args.output_dir.resolve() == args.input_dir.resolve():
+        raise UnsafeWriteError(
+            f"refusing to write --output-dir {args.output_dir}: it is the input dataset folder, which is read-only"
+        )
+    check_target(args.output_dir, "--output-dir", input_dirs=read_only)
+    check_writable(args.output_dir, "the segmentations")
+    with folder_lock(args.output_dir, "utils.predict"):
+        csv = args.output_dir / "metrics.csv"
+        check_target(csv, "the metrics", inputs=inputs)
+        OwnedFiles(args.output_dir, "utils.predict").check_free(csv, args.overwrite)
+        scored, written = [], []
+        for source, label_path in items:
+            name = source.name if source.is_dir() else source.name.split(".nii")[0]
+            out = args.output_dir / f"{name}.nii.gz"
+            case_id, label, pred, spacing = segment(model, source, out, inputs=inputs, input_dirs=read_only, **options)
+            written.append(out)
+            if label is None and label_path is not None:
+                _refuse_own_output(label_path, written)
+                label, _ = load_label(args.input_dir, case_id)
+            if label is not None:
+                if label.shape != pred.shape:
+                    raise DatasetError(
+                        f"label grid {label.shape} does not match the image grid {pred.shape}: {case_id}"
+                    )
+                scored.append((case_id, label, pred, spacing))
+            print(f"{case_id}: {out}")
+        if scored:
+            table = evaluate_cases(scored)
+            with OwnedFiles(args.output_dir, "utils.predict").writing(csv), atomic_path(csv) as tmp:
+                table.to_csv(tmp)  # the marker is re-read: segment() recorded the cases
+            print(table.loc[["mean", "median"]].T.to_string())
+            print(
+                f"metrics of {len(scored)} labelled cases: {csv} (every labelled case of the folder: "
+                "this command does not know which of them a model trained on)"
+            )
+    print(f"done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _refuse_own_output(label_path: Path, written: list[Path]) -> None:
+    """Scoring never reads a label that this run wrote (compared by inode)."""
+    for out in written:
+        if out.exists() and label_path.exists() and os.path.samefile(out, label_path):
+            raise UnsafeWriteError(
+                f"refusing to score against {label_path}: it is a segmentation this run "
+                f"wrote ({out}), not the ground truth"
+            )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

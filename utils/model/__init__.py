@@ -1,0 +1,1 @@
+"""Stage 3, the model: the U-Net and its losses."""
