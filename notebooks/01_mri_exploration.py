@@ -275,7 +275,7 @@ from utils.data.statistics import label_statistics
 
 stats = label_statistics(volumes)
 n_cases = len(volumes) - 2  # the table ends with its mean and median rows
-print(f"{n_cases} cases; enhancing tumour absent in {n_cases - stats.loc['Enhancing Tumor', 'cases']}, "
+print(f"{n_cases} cases; enhancing tumour absent in {n_cases - stats.loc['Enhancing tumour', 'cases']}, "
       f"whole tumour from {stats.loc['whole tumour (WT)', 'min_mL']} to {stats.loc['whole tumour (WT)', 'max_mL']} mL")
 stats
 

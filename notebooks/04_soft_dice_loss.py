@@ -374,7 +374,7 @@ check_compute_class_sens_spec(compute_class_sens_spec)
 # ### Exercise 5: `get_sens_spec_df`
 #
 # Put both numbers for the three classes into a pandas DataFrame: columns
-# `Edema`, `Non-Enhancing Tumor`, `Enhancing Tumor` (`utils.data.labels.CLASS_NAMES`),
+# `Edema`, `Non-enhancing tumour`, `Enhancing tumour` (`utils.data.labels.CLASS_NAMES`),
 # rows `Sensitivity` and `Specificity`, values rounded to 4 decimals.
 
 # %%

@@ -151,8 +151,8 @@ def test_label_statistics_table():
         [[10.0, 5.0, 0.0], [20.0, 0.0, 0.0], [30.0, 15.0, 5.0]], index=["a", "b", "c"], columns=list(CLASS_NAMES)
     )
     table = label_statistics(volumes)
-    assert table.loc["Enhancing Tumor", "cases"] == 1 and table.loc["Enhancing Tumor", "share"] == 0.33
-    assert table.loc["Non-Enhancing Tumor", "median_mL"] == 10.0  # over the cases where present
+    assert table.loc["Enhancing tumour", "cases"] == 1 and table.loc["Enhancing tumour", "share"] == 0.33
+    assert table.loc["Non-enhancing tumour", "median_mL"] == 10.0  # over the cases where present
     assert table.loc["whole tumour (WT)"].tolist() == [3, 1.0, 15.0, 20.0, 50.0]
     assert table.loc["tumour core (TC)", "min_mL"] == 5.0
     with pytest.raises(ValueError, match="one column per class"):
@@ -167,7 +167,7 @@ def test_generator_reports_the_label_statistics(phantom_root, tmp_path, capsys):
     assert from_marker.loc["Edema", "cases"] == 5
     assert main(["--out", str(tmp_path / "p"), "--train", "2", "--test", "0", "--tiny", "--workers", "1"]) == 0
     out = capsys.readouterr().out
-    assert "label statistics" in out and "Enhancing Tumor" in out and "median_mL" in out
+    assert "label statistics" in out and "Enhancing tumour" in out and "median_mL" in out
     with pytest.raises(FileNotFoundError, match="phantom.json"):
         phantom_label_statistics(tmp_path)
 
@@ -177,9 +177,9 @@ def test_contrast_is_brats_like(phantom_root, tiny_cases):
     tables = [class_intensity_table(c["image"], c["label"]) for c in tiny_cases]
     t = pd.concat(tables).groupby(level=0).median()
     assert t.loc["Edema", "FLAIR"] > 1.15 and t.loc["Edema", "T2w"] > 1.3  # edema bright on FLAIR and T2
-    assert t.loc["Edema", "T1w"] < 1.0 and t.loc["Non-Enhancing Tumor", "T1w"] < 0.9  # darker on T1
-    assert t.loc["Enhancing Tumor", "T1gd"] > 1.2  # the enhancing rim lights up
-    assert t.loc["Enhancing Tumor", "T1gd"] > 1.5 * t.loc["Enhancing Tumor", "T1w"]
+    assert t.loc["Edema", "T1w"] < 1.0 and t.loc["Non-enhancing tumour", "T1w"] < 0.9  # darker on T1
+    assert t.loc["Enhancing tumour", "T1gd"] > 1.2  # the enhancing rim lights up
+    assert t.loc["Enhancing tumour", "T1gd"] > 1.5 * t.loc["Enhancing tumour", "T1w"]
     overlap = 0
     for c in tiny_cases:  # FLAIR alone does not separate edema from the core
         flair, label = c["image"][..., 0], c["label"]
@@ -199,10 +199,10 @@ def test_appearance_varies_between_tumours(tiny_cases):
     enhancement, core_vs_edema = [], []
     for c in tiny_cases:
         t = class_intensity_table(c["image"], c["label"])
-        if "Enhancing Tumor" in t.index and (c["label"] == 3).sum() >= 5:
-            enhancement.append(t.loc["Enhancing Tumor", "T1gd"] / t.loc["Non-Enhancing Tumor", "T1gd"])
+        if "Enhancing tumour" in t.index and (c["label"] == 3).sum() >= 5:
+            enhancement.append(t.loc["Enhancing tumour", "T1gd"] / t.loc["Non-enhancing tumour", "T1gd"])
         if (c["label"] == 2).sum() >= 5:
-            core_vs_edema.append(abs(t.loc["Non-Enhancing Tumor", "FLAIR"] - t.loc["Edema", "FLAIR"]))
+            core_vs_edema.append(abs(t.loc["Non-enhancing tumour", "FLAIR"] - t.loc["Edema", "FLAIR"]))
     enhancement, core_vs_edema = np.array(enhancement), np.array(core_vs_edema)
     assert enhancement.min() < 1.6 and enhancement.max() > 2.2, np.round(enhancement, 2)
     assert np.median(enhancement) > 1.2, "enhancement stands out in the typical tumour"

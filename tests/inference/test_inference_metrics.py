@@ -310,18 +310,18 @@ def test_region_and_class_scores():
     assert scores["Dice WT"] == 1.0 and scores["Dice TC"] == 1.0 and scores["Dice ET"] == 0.0
     assert scores["HD95 WT"] == 0.0 and scores["HD95 ET"] == pytest.approx(np.sqrt(20**2 * 2 + 10**2))
     table = class_scores(truth, pred)
-    assert table.loc["Dice", "Edema"] == 1.0 and table.loc["Dice", "Enhancing Tumor"] == 0.0
-    assert table.loc["Sensitivity", "Enhancing Tumor"] == 0.0
+    assert table.loc["Dice", "Edema"] == 1.0 and table.loc["Dice", "Enhancing tumour"] == 0.0
+    assert table.loc["Sensitivity", "Enhancing tumour"] == 0.0
     summary = evaluate_cases([("a", truth, pred, (1, 1, 1)), ("b", truth, truth, (1, 1, 1))])
     assert list(summary.index) == ["a", "b", "mean", "median"]
     assert summary.loc["mean", "Dice ET"] == 0.5
     assert "Dice Edema" not in summary.columns
     classes = evaluate_cases([("a", truth, pred, (1, 1, 1)), ("b", truth, truth, (1, 1, 1))], with_classes=True)
-    assert classes.loc["a", "Dice Edema"] == 1.0 and classes.loc["a", "Dice Enhancing Tumor"] == 0.0
+    assert classes.loc["a", "Dice Edema"] == 1.0 and classes.loc["a", "Dice Enhancing tumour"] == 0.0
     assert classes.loc["a", "Dice mean (classes)"] == pytest.approx(
-        classes.loc["a", ["Dice Edema", "Dice Non-Enhancing Tumor", "Dice Enhancing Tumor"]].mean(), abs=1e-4
+        classes.loc["a", ["Dice Edema", "Dice Non-enhancing tumour", "Dice Enhancing tumour"]].mean(), abs=1e-4
     )
-    assert classes.loc["mean", "Dice Enhancing Tumor"] == 0.5
+    assert classes.loc["mean", "Dice Enhancing tumour"] == 0.5
 
 
 def test_predict_case_end_to_end(phantom_root):

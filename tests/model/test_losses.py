@@ -130,7 +130,7 @@ def test_sens_spec_against_counts():
         assert sens == pytest.approx(np.logical_and(p, t).sum() / t.sum())
         assert spec == pytest.approx(np.logical_and(~p, ~t).sum() / (~t).sum())
     table = get_sens_spec_df(pred, label)
-    assert list(table.columns) == ["Edema", "Non-Enhancing Tumor", "Enhancing Tumor"]
+    assert list(table.columns) == ["Edema", "Non-enhancing tumour", "Enhancing tumour"]
     assert list(table.index) == ["Sensitivity", "Specificity"]
     assert table.iloc[0, 1] == pytest.approx(round(compute_class_sens_spec(pred, label, 1)[0], 4))
 

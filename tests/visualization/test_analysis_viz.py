@@ -50,7 +50,7 @@ def test_class_intensity_table_is_relative_to_healthy_brain():
     t = class_intensity_table(image, label)
     assert t.loc["healthy brain"].tolist() == [1.0, 1.0, 1.0, 1.0]
     assert t.loc["Edema"].tolist() == [3.0, 0.5, 0.5, 2.0]
-    assert t.loc["Enhancing Tumor"].isna().all()
+    assert t.loc["Enhancing tumour"].isna().all()
 
 
 def test_overlay_colours():

@@ -22,7 +22,7 @@ LABEL_NAMES = {
 """MSD Task01 label values (as written in its ``dataset.json``)."""
 
 NUM_CLASSES = 4
-CLASS_NAMES = ("Edema", "Non-Enhancing Tumor", "Enhancing Tumor")
+CLASS_NAMES = ("Edema", "Non-enhancing tumour", "Enhancing tumour")
 """One-hot targets drop the background: channel k holds label k + 1."""
 
 CLASS_COLORS = ((1.0, 0.0, 0.0), (0.0, 0.8, 0.0), (0.0, 0.3, 1.0))

@@ -433,7 +433,7 @@ def get_sens_spec_df(pred, label):
         pred, label: binary ``(..., 3)`` arrays (edema, non-enhancing, enhancing).
 
     Returns:
-        DataFrame with columns Edema / Non-Enhancing Tumor / Enhancing Tumor and
+        DataFrame with columns Edema / Non-enhancing tumour / Enhancing tumour and
         rows Sensitivity / Specificity, rounded to 4 decimals.
     """
     table = pd.DataFrame(index=["Sensitivity", "Specificity"], columns=list(CLASS_NAMES), dtype=float)

@@ -35,7 +35,7 @@ from .figures import display_range, tumour_center
 LABEL_COLORS = tuple(tuple(int(round(255 * c)) for c in rgb) for rgb in CLASS_COLORS)
 """Course colours as 0-255 RGB: edema red, non-enhancing green, enhancing blue."""
 
-CLASS_WORDS = tuple(name.lower().replace("tumor", "tumour") for name in CLASS_NAMES)
+CLASS_WORDS = tuple(name.lower() for name in CLASS_NAMES)
 """The class names as the legends and the report's tables write them: "edema", "non-enhancing tumour", ..."""
 
 ERROR_NAMES = ("false positive", "false negative")
