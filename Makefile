@@ -40,7 +40,7 @@ test: $(DEV_STAMP)
 	COURSE_MODE=ci $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
 data: $(DEV_STAMP)
-	$(PY) -c "from utils.data.datasets.phantom import ensure_phantom; print(ensure_phantom())"
+	$(PY) -c "from utils.data.phantom import ensure_phantom; print(ensure_phantom())"
 
 demo: $(LAB_STAMP) data
 	@mkdir -p $(BUILD)
