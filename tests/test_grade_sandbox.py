@@ -843,7 +843,8 @@ def test_attackers_score_only_what_their_functions_earn(runs):
         assert [r["score"] for r in rows[attacker].values()] == ["0.0"] * len(EX04), (attacker, rows[attacker])
     control = {name: (r["public_passed"], r["grading_passed"], r["score"]) for name, r in rows["control"].items()}
     assert control["single_class_dice_coefficient"][2] == "1.0"
-    assert all(score == "0.0" for _, _, score in list(control.values())[1:]), control
+    # a constant 0.5 earns nothing, but may equal an expected value of the per-run random grading inputs
+    assert all(float(score) < 1.0 for _, _, score in list(control.values())[1:]), control
     for attacker in ("patch", "frames"):
         got = {name: (r["public_passed"], r["grading_passed"], r["score"]) for name, r in rows[attacker].items()}
         assert got == control, attacker
@@ -897,5 +898,5 @@ def test_learner_text_is_theirs_and_names_do_not_collide(runs):
     assert "already has the learner name 'bob'" in attacked["summary"]
     feedback = attacked["feedback"]["bob"] if "<img" in attacked["feedback"]["bob"] else attacked["feedback"]["bob__2_"]
     assert "your function raised AssertionError: All tests passed" in feedback
-    outside_code = re.sub(r"(`+)[^`]*?\\1|```text\\n.*?\\n```", "", feedback, flags=re.S)
+    outside_code = re.sub(r"```text\n.*?\n *```|(`+)[^`]*?\1", "", feedback, flags=re.S)
     assert "<img" not in outside_code and "<script" not in outside_code and "x" * 61 not in feedback

@@ -682,7 +682,7 @@ def execute_and_score(
         client.km.file_bytes = min(MAX_FILE_BYTES, int(limits.max_mb * 1e6))
         failed_at: int | None = None
         kernel_pid = None
-        watchdog = _Watchdog(comm, work_bytes, limits.work_mb)
+        watchdog = _Watchdog(workdir, work_bytes, limits.work_mb)  # the socket folder and the kernel's log
         stack = contextlib.ExitStack()
         try:
             log_file = stack.enter_context(open(workdir / "kernel.log", "wb"))
@@ -713,7 +713,7 @@ def execute_and_score(
                                 f"exit, crash or over the memory limit){_log_tail(workdir / 'kernel.log')}"
                             )
                         break
-                    if _folder_bytes(comm, work_bytes) > work_bytes:
+                    if _folder_bytes(workdir, work_bytes) > work_bytes:
                         failed_at = index
                         notes.append(
                             f"cell {numbers[index]} ({_first_line(source)!r}) wrote over the "

@@ -14,7 +14,8 @@
   both memory file systems with a size limit (the total-bytes limit);
 - one writable host folder, ``comm``: the kernel's connection file and its
   Jupyter sockets (``ipc`` transport: Unix sockets work across network
-  namespaces, TCP ports on loopback do not);
+  namespaces, TCP ports on loopback do not); the grader bounds it while the
+  kernel runs (``utils.grade``'s watchdog, ``--work-mb``) and removes it;
 - an environment holding only the variables given (``--clearenv``).
 
 :func:`missing` says, in one line, why no sandbox can run here (and how to get one).
