@@ -285,7 +285,8 @@ def answer(request: str, namespace: dict) -> None:
             random.seed(req["seed"])
         # tuples: a function that walks up to this frame cannot change what the answer is built from
         fn, build, args, kwargs = namespace[req["name"]], req.get("build"), tuple(req["args"]), req["kwargs"]
-        before = snapshot((args, kwargs))
+        watched = (args, tuple(kwargs.values()))  # the objects the function gets (never the kwargs dict itself)
+        before = snapshot(watched)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -295,7 +296,7 @@ def answer(request: str, namespace: dict) -> None:
                     reply = {"ok": fn(*args, **kwargs)}
             except Exception as err:  # noqa: BLE001 - the learner's error goes back to the grader
                 reply = {"raised": _raised(err)}
-        reply["changed"] = snapshot((args, kwargs)) != before  # only whether: the grader never takes these values
+        reply["changed"] = snapshot(watched) != before  # only whether: the grader never takes these values
         reply["warnings"] = [[w.category.__name__, str(w.message)[:300]] for w in caught[:5]]
     try:
         text = encode(reply)

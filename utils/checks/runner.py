@@ -168,9 +168,10 @@ class _Guarded:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         args, kwargs = _private(args), _private(kwargs)
-        before = snapshot((args, kwargs))
+        watched = (args, tuple(kwargs.values()))
+        before = snapshot(watched)
         out = self.fn(*args, **kwargs)
-        if snapshot((args, kwargs)) != before:
+        if snapshot(watched) != before:
             raise InPlaceChange()
         return out
 
