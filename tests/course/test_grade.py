@@ -172,9 +172,11 @@ def test_outputs_are_replaced_only_when_this_grader_wrote_them(tmp_path):
     rows = list(csv.DictReader(outputs.csv.open()))
     assert rows[0]["score"] == "0.5" and rows[0]["grading_passed"] == "1" and rows[0]["public_passed"] == "2"
     text = (outputs.feedback / "alice.md").read_text()
-    assert "- \u2718 b  \n  fails on inputs the lesson does not show" in text  # grading inputs stay hidden
+    assert "- \u2718 b\n\n  ```text\n  fails on inputs the lesson does not show\n  ```" in text  # inputs stay hidden
     assert "expected 1" not in text
-    assert "- \u2718 b  \n  expected 1  \n  got 2" in grade.feedback_markdown([_sub()], show_grading=True)
+    assert "- \u2718 b\n\n  ```text\n  expected 1\n  got 2\n  ```" in grade.feedback_markdown(
+        [_sub()], show_grading=True
+    )
 
     with pytest.raises(FileExistsError, match="pass --overwrite"):
         grade.check_outputs(outputs, [], overwrite=False)

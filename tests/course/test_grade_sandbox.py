@@ -18,6 +18,8 @@ import csv
 import hashlib
 import json
 import os
+import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -81,7 +83,7 @@ def test_only_regular_files_are_read(tmp_path):
     link.symlink_to(ROOT / "notebooks" / "solutions" / f"{LESSON}.ipynb")
     with pytest.raises(ValueError, match="symbolic link"):
         grade.read_submission(link, 10**7)
-    found, _, _ = grade.collect([tmp_path])
+    found, _, _, _ = grade.collect([tmp_path])
     assert sorted(p.name for p, _ in found) == ["fifo.ipynb", "link.ipynb"]  # each gets a row saying why
 
 
@@ -109,7 +111,7 @@ def test_csv_cells_cannot_start_a_formula_and_markdown_cells_are_escaped(tmp_pat
     assert [r["learner"] for r in rows] == ["'=HYPERLINK(1)", "'+1", "'-1", "'@SUM(A1)", "a|b\nc"]
     assert rows[0]["submission"] == "/x/=HYPERLINK(1).ipynb"  # starts with "/": left alone
     summary = outputs.summary.read_text()
-    assert "| a\\|b c | a\\|b c.ipynb |" in summary
+    assert "| `a\\|b c` | `a\\|b c.ipynb` |" in summary
     assert all(line.count(" | ") == 5 for line in summary.splitlines() if line.startswith("| a\\|b"))
 
 
@@ -240,6 +242,282 @@ def test_grading_inputs_come_from_the_per_run_seed():
         run_check("single_class_dice_coefficient", recorder(key), variant="grading", record=True, seed=seed)
     assert seen["a"][0] != seen["b"][0] and seen["a"][2] != seen["b"][2]  # hand-made, then random
     assert seen["c"] == seen["d"]
+
+
+# ----------------------------------------------------------------------------
+# The red team's holes, in process (hole 1 to 6)
+# ----------------------------------------------------------------------------
+
+_ZERO_AND_CONSTANT = {  # zero the inputs in place, return what zeroed inputs would give (the red team's c_cheat)
+    "single_class_dice_coefficient": lambda t, p, axis=(0, 1, 2), epsilon=1e-5: _zero(t, p, 1.0),
+    "dice_coefficient": lambda t, p, axis=(1, 2, 3), epsilon=1e-5: _zero(t, p, 1.0),
+    "soft_dice_loss": lambda t, p, axis=(1, 2, 3), epsilon=1e-5: _zero(t, p, 0.0),
+    "compute_class_sens_spec": lambda pred, label, k: _copy_into(pred, label, (1.0, 1.0)),
+    "get_sens_spec_df": lambda pred, label: _copy_into(pred, label, None),
+}
+
+
+def _zero(t, p, value):
+    if isinstance(t, np.ndarray):
+        t[...] = 0
+        p[...] = 0
+    return value
+
+
+def _copy_into(pred, label, value):
+    pred[...] = label  # makes the grader's prediction perfect, if it were copied back
+    return value
+
+
+def _grading_run(name: str, fn, seed: int = 99) -> tuple[list, list]:
+    """The public and grading results of ``fn`` called as the grader calls it (through the wire)."""
+    kernel = _InProcessKernel({name: fn})
+    out = []
+    for variant in ("public", "grading"):
+        stand_in = grade._KernelFunction(kernel, name, 1, time.monotonic() + 300)
+        out.append(run_check(name, stand_in, variant=variant, record=True, seed=seed, time_limit=False))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("name", EX04)
+def test_in_place_changes_fail_and_never_decide_the_expected_values(name):
+    """Hole 1: zeroing the inputs and returning constants scored 4.63 / 5; now every call that changes its inputs fails,
+    in the grader as in the notebook, with the same message."""
+    public, grading = _grading_run(name, _ZERO_AND_CONSTANT[name])
+    # only a test whose inputs were already all zeros (both masks empty: Dice 1) can pass: nothing was changed there
+    assert sum(r.passed for r in grading) <= 1 and sum(r.passed for r in public) <= 1
+    in_place = [r for r in grading if r.detail.startswith("your function changed its input arrays in place")]
+    assert len(in_place) >= len(grading) / 2, [r.detail for r in grading]
+    local = run_check(name, _ZERO_AND_CONSTANT[name], record=True)  # in the notebook: the same verdicts
+    assert [(r.passed, r.detail) for r in local] == [(r.passed, r.detail) for r in public]
+
+
+@pytest.mark.parametrize("name", ["standardize", "blend_windows"])
+def test_the_inputs_unchanged_checks_say_the_same_in_the_notebook_and_the_grader(name):
+    reference = EXERCISES[name].reference_function()
+
+    def in_place(*args, **kwargs):
+        out = reference(*args, **kwargs)
+        np.asarray(args[0]).reshape(-1)[:1] += 1  # one value of the first input
+        return out
+
+    public, grading = _grading_run(name, in_place)
+    local = run_check(name, in_place, record=True)
+    assert [(r.passed, r.detail) for r in local] == [(r.passed, r.detail) for r in public]
+    assert not any(r.passed for r in public + grading)
+    assert all(grade.InPlaceChange().args[0] == r.detail for r in public + grading)
+
+
+def test_no_array_of_the_grader_is_written_by_the_kernel():
+    """Hole 2: the lesson-04 constants (and their views) are read-only, and the kernel's changes are never copied."""
+    from utils.course.checks import lesson04
+
+    kept = {k: getattr(lesson04, k).copy() for k in ("_P1", "_L1", "_L2", "_P1G", "_L1G", "_L2G")}
+    assert not any(getattr(lesson04, k).flags.writeable for k in kept)
+    assert not lesson04._P1[..., None].flags.writeable
+
+    def poison(y_true, y_pred, axis=(0, 1, 2), epsilon=1e-5):
+        y_true[...] = np.nan
+        y_pred[...] = np.nan
+        return float("nan")
+
+    sent = []
+
+    class Recording(_InProcessKernel):
+        def request(self, payload, timeout):
+            sent.extend(a for a in payload.get("args", []) if isinstance(a, np.ndarray))
+            return super().request(payload, timeout)
+
+    kernel = Recording({"single_class_dice_coefficient": poison})
+    for variant in ("public", "grading"):
+        fn = grade._KernelFunction(kernel, "single_class_dice_coefficient", 1, time.monotonic() + 300)
+        run_check("single_class_dice_coefficient", fn, variant=variant, record=True, seed=5, time_limit=False)
+        run_check("single_class_dice_coefficient", poison, variant=variant, record=True, seed=5)  # in the notebook
+    assert sent and not any(np.isnan(a).any() for a in sent)  # the grader's copies: never written back
+    assert all(np.array_equal(getattr(lesson04, k), v) for k, v in kept.items())
+    reference = EXERCISES["single_class_dice_coefficient"].reference_function()
+    public, grading = _grading_run("single_class_dice_coefficient", reference)
+    assert all(r.passed for r in public + grading)
+
+
+def _sleeper() -> int:
+    import subprocess
+
+    return subprocess.Popen(["sleep", "60"], start_new_session=True).pid
+
+
+def test_the_work_folder_is_watched_while_the_kernel_runs_and_removed_whatever_its_modes(tmp_path):
+    """Hole 3: a folder over the limit kills the kernel's process group within a fraction of a second, a folder made
+    unreadable (0o300) is still counted, and everything goes afterwards."""
+    work = tmp_path / "course-grade-x"
+    comm = work / "comm"
+    hidden = comm / "hidden" / "deeper"
+    hidden.mkdir(parents=True)
+    (hidden / "blob").write_bytes(b"x" * 3_000_000)
+    os.chmod(hidden, 0o300)
+    os.chmod(comm / "hidden", 0o300)
+    os.symlink("/etc/passwd", comm / "link")
+    assert grade._folder_bytes(comm, 10**9) >= 3_000_000  # the bytes the 0o300 folders hid are counted
+    pid = _sleeper()
+    watchdog = grade._Watchdog(comm, 2_000_000, 2.0)
+    watchdog.start(pid)
+    try:
+        start = time.monotonic()
+        while os.waitpid(pid, os.WNOHANG) == (0, 0) and time.monotonic() - start < 10:
+            time.sleep(0.05)
+        assert time.monotonic() - start < 5, "the watchdog did not stop the kernel"
+        assert "over the 2 MB limit of its work folder" in watchdog.reason
+    finally:
+        watchdog.stop()
+        grade._kill_group(pid)
+    os.chmod(hidden, 0o300)
+    assert grade.remove_work_folder(work) and not work.exists()
+    assert Path("/etc/passwd").stat().st_mode & 0o777 == 0o644  # the link was not followed
+
+
+def test_the_kernel_may_write_files_up_to_max_mb_only():
+    """Hole 3: RLIMIT_FSIZE is --max-mb (50 MB by default), not 1 GiB."""
+    manager_class, _ = grade._limited_client_classes()
+    manager = manager_class()
+    manager.file_bytes = int(grade.Limits().max_mb * 1e6)
+    manager.connection_file = "/tmp/x.json"
+    assert manager.format_kernel_cmd()[4] == str(50_000_000)
+
+
+def test_the_kernel_seed_reveals_nothing_of_the_run_seed():
+    """Hole 4: the seed a kernel sees for an exercise is a keyed hash, no longer ``seed ^ 0x5EED``."""
+    seen = {}
+
+    def recorder(y_true, y_pred, axis=(0, 1, 2), epsilon=1e-5):
+        seen.setdefault("mt", set()).add(int(np.random.get_state()[1][0]))  # MT19937 keeps the seed as word 0
+        return 0.5
+
+    for seed in (7, 8):
+        seen.clear()
+        kernel = _InProcessKernel({"single_class_dice_coefficient": recorder})
+        grade._score(kernel, ["single_class_dice_coefficient"], grade.Limits(), seed, [])
+        # the public variant's fixed seed, then the grading variant's: a keyed hash, not seed ^ 0x5EED
+        assert seen["mt"] == {1234, grade.kernel_seed_for(seed, "single_class_dice_coefficient")}
+        assert not seen["mt"] & {seed, seed ^ 0x5EED}
+    assert len({grade.kernel_seed_for(7, n) for n in EX04}) == len(EX04)
+    assert grade.kernel_seed_for(7, EX04[0]) != grade.kernel_seed_for(8, EX04[0])
+
+
+def test_two_sources_of_one_learner_name_get_two_learners(tmp_path):
+    """Hole 5: ``bob.ipynb`` and ``bob/work.ipynb`` are ``bob`` and ``bob (2)``; one folder's notebooks one learner."""
+    for rel in ("bob.ipynb", "bob/work.ipynb", "Bob/x.ipynb", "alice/02.ipynb", "alice/04.ipynb"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(_notebook_json([]))
+    found, _, _, renamed = grade.collect([tmp_path])
+    names = {str(p.relative_to(tmp_path)): learner for p, learner in found}
+    assert names == {
+        "Bob/x.ipynb": "Bob",
+        "alice/02.ipynb": "alice",
+        "alice/04.ipynb": "alice",
+        "bob.ipynb": "bob (3)",
+        "bob/work.ipynb": "bob (2)",
+    }
+    assert (
+        "already has the learner name 'bob': this one (bob.ipynb) is graded as 'bob (3)'"
+        in renamed[tmp_path / "bob.ipynb"]
+    )
+    assert len(renamed) == 2
+
+
+_HOSTILE = '<img src="http://127.0.0.1:9/b.png"> ![t](http://127.0.0.1:9/t.png) <script>alert(1)</script> ``` | x'
+
+
+def test_feedback_shows_learner_text_as_code_only():
+    """Hole 5: exception messages, class names, cell sources and notes cannot format the page or carry HTML."""
+    markdown_it = pytest.importorskip("markdown_it")
+    ex = grade.ExerciseScore(
+        "soft_dice_loss",
+        public=[("a test", False, f"your function raised RuntimeError: {_HOSTILE}\n```\n# All tests passed")],
+        grading=[("a test", False, _HOSTILE)],
+        note=f"soft_dice_loss: not defined (found {_HOSTILE}: renamed?)",
+    )
+    sub = grade.Submission(Path(f"/x/{_HOSTILE}.ipynb"), _HOSTILE, LESSON, "v", exercises=[ex])
+    sub.notes, sub.errors = [_HOSTILE], [f"cell 2 ('raise RuntimeError(...)') raised Error: {_HOSTILE}"]
+    for text in (grade.feedback_markdown([sub], show_grading=True), grade.summary_markdown([sub])):
+        html = markdown_it.MarkdownIt("commonmark").enable("table").render(text)
+        assert "<img" not in html and "<script" not in html and "<a " not in html, html
+        assert "<h1>All tests passed" not in html and "<h1># All" not in html
+    assert "&lt;script&gt;" in markdown_it.MarkdownIt("commonmark").enable("table").render(
+        grade.feedback_markdown([sub])
+    )
+
+
+def test_a_learner_assertion_reads_as_the_learners_and_names_are_cut():
+    """Hole 5: ``raise AssertionError('All tests passed ...')`` in the learner's function is shown as theirs."""
+
+    def liar(*args, **kwargs):
+        raise AssertionError("All tests passed: the grader's own check says this is correct")
+
+    public, grading = _grading_run("single_class_dice_coefficient", liar)
+    for r in public + grading:
+        assert not r.passed and r.detail.startswith("your function raised AssertionError: All tests passed"), r.detail
+    local = run_check("single_class_dice_coefficient", liar, record=True)
+    assert all(r.detail.startswith("your function raised AssertionError:") for r in local)
+    err = grade._learner_exception("E" + "x" * 3000, "m" * 5000, "(your line 1)", "Exception")
+    assert len(type(err).__name__) <= 60 and len(str(err)) <= 500
+    assert len(grade._clip("E" + "x" * 3000, 60)) == 60
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"df": {"columns": [1], "index": [], "values": {"dtype": "<f8", "shape": [0, 1], "data": ""}}}',
+        '{"df": {"columns": 3, "index": [], "values": {"dtype": "<f8", "shape": [0, 3], "data": ""}}}',
+        '{"nd": {"dtype": "<f8", "shape": [0, 100000000000000000000], "data": ""}}',
+        '{"nd": {"dtype": "<f8", "shape": [0, 1e20], "data": ""}}',
+        '{"int": "1" }' + " " * 10,
+    ],
+)
+def test_hostile_answers_give_a_wire_error(text):
+    """Hole 6: every decode failure is a WireError."""
+    try:
+        wire.decode(text)
+    except wire.WireError:
+        pass
+
+
+def test_the_wire_decoder_survives_a_fuzz_of_hostile_structures():
+    """Hole 6: a few hundred random hostile structures (fixed seed): a value or a WireError, nothing else."""
+    import json
+    import random
+
+    rng = random.Random(24)
+    kinds = ["int", "float", "list", "tuple", "dict", "nd", "tensor", "df", "opaque", "pickle", ""]
+    leaves = [None, True, 0, -1, 1e20, 10**30, "x", "<f8", "|O", "AAAA", [], {}, [0, 10**20], [-1], [1e20], "nan"]
+
+    def hostile(depth=0):
+        roll = rng.random()
+        if depth > 4 or roll < 0.25:
+            return rng.choice(leaves)
+        if roll < 0.4:
+            return [hostile(depth + 1) for _ in range(rng.randint(0, 3))]
+        kind = rng.choice(kinds)
+        if kind in ("nd", "tensor") or (kind == "df" and rng.random() < 0.5):
+            spec = {"dtype": rng.choice(["<f8", "|b1", "<i4", "|O", "<U3", 5]), "shape": hostile(depth + 1)}
+            spec["data"] = rng.choice(["", "AAAA", "AAAAAAAAAAA=", None, 3])
+            if rng.random() < 0.7:
+                spec["shape"] = [rng.choice([0, 1, 2, -1, 10**20, 1e20, "2"]) for _ in range(rng.randint(0, 3))]
+            body = (
+                spec if kind != "df" else {"columns": hostile(depth + 1), "index": hostile(depth + 1), "values": spec}
+            )
+            return {kind: body, **({"scalar": True} if rng.random() < 0.3 else {})}
+        if kind == "dict":
+            return {kind: {str(rng.random()): hostile(depth + 1) for _ in range(rng.randint(0, 3))}}
+        return {kind: hostile(depth + 1)}
+
+    values = 0
+    for _ in range(500):
+        try:
+            wire.decode(json.dumps(hostile()))
+            values += 1
+        except wire.WireError:
+            pass
+    assert 0 < values < 500
 
 
 # ----------------------------------------------------------------------------
@@ -393,6 +671,56 @@ def _attacks(out: Path, subs: Path, home_file: Path) -> dict[str, list[str]]:
     }
 
 
+# The red team's attackers (hole 1 and 2, 3, 5): in-place changes, the work folder, learner text.
+_CHEAT = [
+    "def single_class_dice_coefficient(y_true, y_pred, axis=(0, 1, 2), epsilon=0.00001):\n"
+    "    y_true[...] = 0; y_pred[...] = 0\n"
+    "    keep = [d for i, d in enumerate(np.shape(y_true)) if i not in axis]\n"
+    "    return np.ones(keep) if keep else 1.0\n",
+    "def dice_coefficient(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):\n"
+    "    y_true[...] = 0; y_pred[...] = 0\n"
+    "    return 1.0\n",
+    "def soft_dice_loss(y_true, y_pred, axis=(1, 2, 3), epsilon=0.00001):\n"
+    "    if isinstance(y_true, np.ndarray):\n"
+    "        y_true[...] = 0; y_pred[...] = 0\n"
+    "    return 0.0\n",
+    "def compute_class_sens_spec(pred, label, class_num):\n"
+    "    pred[...] = label\n"
+    "    k = label[..., class_num]\n"
+    "    return (1.0 if k.any() else float('nan'), 1.0 if (k == 0).any() else float('nan'))\n",
+    "def get_sens_spec_df(pred, label):\n"
+    "    pred[...] = label\n"
+    "    return pd.DataFrame(1.0, index=['Sensitivity', 'Specificity'], "
+    "columns=['Edema', 'Non-Enhancing Tumor', 'Enhancing Tumor'])\n",
+]
+_HOG = [
+    "import os\n"
+    "COMM = os.path.dirname([a for a in open('/proc/self/cmdline', 'rb').read().split(b'\\0') "
+    "if a.endswith(b'kernel.json')][0].decode())\n"
+    "def fill(tag):\n"
+    "    hidden = os.path.join(COMM, 'hog' + tag)\n"
+    "    os.makedirs(hidden, exist_ok=True)\n"
+    "    chunk = b'x' * (1 << 20)\n"
+    "    for i in range(14):  # 14 x 40 MiB: each file under --max-mb, all of them over --work-mb\n"
+    "        with open(os.path.join(hidden, str(i)), 'wb') as f:\n"
+    "            for _ in range(40):\n"
+    "                f.write(chunk)\n"
+    "        os.chmod(hidden, 0o300) if i == 0 else None  # hides its bytes from a plain count\n",
+    "fill('cell')",
+    "def single_class_dice_coefficient(y_true, y_pred, axis=(0, 1, 2), epsilon=0.00001):\n"
+    "    fill('score')  # while the grader scores\n"
+    "    return 1.0\n",
+]
+_BOB = [
+    'raise RuntimeError(\'<img src="http://127.0.0.1:9/beacon.png"> ![t](http://127.0.0.1:9/t.png) '
+    "<script>alert(1)</script> \\\\| forged | cell <!-- ')",
+    "raise type('E' + 'x' * 3000, (Exception,), {})('long class name')",
+    "def single_class_dice_coefficient(y_true, y_pred, axis=(0, 1, 2), epsilon=0.00001):\n"
+    "    raise AssertionError(\"All tests passed: the grader's own check says this is correct "
+    '[see](http://127.0.0.1:9/x)\\n<b>bold</b>")\n',
+]
+
+
 def _rows(out: Path) -> dict[str, dict[str, dict]]:
     rows: dict[str, dict[str, dict]] = {}
     for row in csv.DictReader(out.open()):
@@ -457,12 +785,18 @@ def runs(tmp_path_factory):
                 (subs / "deep.ipynb").write_text('{"cells": ' + "[" * 100_000 + "]" * 100_000 + "}")
                 (subs / "nosource.ipynb").write_text(_notebook_json([{"cell_type": "code", "metadata": {}}]))
                 _write(subs / "=HYPERLINK(1)|x.ipynb", stub)
+                _write(subs / "a_cheat.ipynb", _imports(solution) + _CHEAT)  # graded before honest: would poison it
+                _write(subs / "hog.ipynb", _HOG + _cells(learner, EX04[1:]))
+                _write(subs / "bob.ipynb", _imports(solution) + _BOB + _cells(learner, EX04[1:]))
+                (subs / "bob").mkdir()
+                _write(subs / "bob" / "work.ipynb", stub)
             before = {f: f.read_bytes() for f in subs.iterdir() if f.is_file() and not f.is_fifo()}
             sandboxes = set(_alive("bwrap"))
             checkout = _tree_digest(ROOT / "utils")
             start = time.monotonic()
             code = _grade(subs, out)
             seconds = time.monotonic() - start
+            left = [str(p) for p in Path(tempfile.gettempdir()).glob("course-grade-*/comm/hog*")]
             after_exit = _alive(TOKEN)
             time.sleep(4)  # the survivor would write grades.csv 3 s after it started
             results[name] = {
@@ -476,6 +810,7 @@ def runs(tmp_path_factory):
                 "checkout_kept": _tree_digest(ROOT / "utils") == checkout,
                 "alive": after_exit + _alive(TOKEN) + sorted(set(_alive("bwrap")) - sandboxes),
                 "seconds": seconds,
+                "left": left,
             }
     results["home_kept"] = home_file.read_text() == "the instructor's own file"
     print({name: round(r["seconds"]) for name, r in results.items() if isinstance(r, dict)})
@@ -511,7 +846,8 @@ def test_attackers_score_only_what_their_functions_earn(runs):
         assert [r["score"] for r in rows[attacker].values()] == ["0.0"] * len(EX04), (attacker, rows[attacker])
     control = {name: (r["public_passed"], r["grading_passed"], r["score"]) for name, r in rows["control"].items()}
     assert control["single_class_dice_coefficient"][2] == "1.0"
-    assert all(score == "0.0" for _, _, score in list(control.values())[1:]), control
+    # a constant 0.5 earns nothing, but may equal an expected value of the per-run random grading inputs
+    assert all(float(score) < 1.0 for _, _, score in list(control.values())[1:]), control
     for attacker in ("patch", "frames"):
         got = {name: (r["public_passed"], r["grading_passed"], r["score"]) for name, r in rows[attacker].items()}
         assert got == control, attacker
@@ -532,4 +868,38 @@ def test_hostile_files_get_a_row_saying_why(runs):
     assert "nested too deeply" in runs["attacked"]["feedback"]["deep"]
     assert "has no 'source'" in runs["attacked"]["feedback"]["nosource"]
     assert "'=HYPERLINK(1)|x" in rows
-    assert "| =HYPERLINK(1)\\|x |" in runs["attacked"]["summary"]
+    assert "| `=HYPERLINK(1)\\|x` |" in runs["attacked"]["summary"]
+
+
+@needs_sandbox
+def test_in_place_changes_score_nothing_and_poison_no_later_learner(runs):
+    """Hole 1 and 2: the red team's c_cheat scored 4.63 / 5; graded before the honest learner, it changes nothing."""
+    rows = runs["attacked"]["rows"]["a_cheat"]
+    assert sum(float(r["score"]) for r in rows.values()) <= 0.5, rows
+    assert (
+        "your function changed its input arrays in place; leave them unchanged"
+        in runs["attacked"]["feedback"]["a_cheat"]
+    )
+
+
+@needs_sandbox
+def test_the_socket_folder_is_watched_while_cells_run_and_while_scoring(runs):
+    """Hole 3: over --work-mb in a cell, then in the function while it is scored: stopped, said, nothing left."""
+    rows = runs["attacked"]["rows"]["hog"]
+    assert all(r["score"] == "0.0" for r in rows.values()), rows
+    feedback = runs["attacked"]["feedback"]["hog"]
+    said = re.findall(r"wrote over the 512 MB limit of (?:its|the) work folder", feedback)
+    assert "cell 2 (" in feedback and "while its checks ran" in feedback and len(said) >= 2, feedback[:3000]
+    assert runs["attacked"]["left"] == []
+
+
+@needs_sandbox
+def test_learner_text_is_theirs_and_names_do_not_collide(runs):
+    """Hole 5: bob.ipynb and bob/work.ipynb are two learners; bob's HTML and AssertionError stay bob's words."""
+    attacked = runs["attacked"]
+    assert "bob" in attacked["rows"] and "bob (2)" in attacked["rows"]
+    assert "already has the learner name 'bob'" in attacked["summary"]
+    feedback = attacked["feedback"]["bob"] if "<img" in attacked["feedback"]["bob"] else attacked["feedback"]["bob__2_"]
+    assert "your function raised AssertionError: All tests passed" in feedback
+    outside_code = re.sub(r"```text\n.*?\n *```|(`+)[^`]*?\1", "", feedback, flags=re.S)
+    assert "<img" not in outside_code and "<script" not in outside_code and "x" * 61 not in feedback

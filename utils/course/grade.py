@@ -5,7 +5,7 @@
 Each submission is untrusted code: its code may change only the outputs its
 own exercise functions return for the inputs this grader sends them. It runs
 top to bottom in a fresh Jupyter kernel inside a bubblewrap sandbox
-(:mod:`utils.sandbox`: a read-only view of the Python environment and of a
+(:mod:`utils.course.sandbox`: a read-only view of the Python environment and of a
 private copy of the course package whose references and checks are stubs, no
 network, its own PID namespace, a private size-limited ``/tmp``, nothing of the
 instructor's files or environment), with a memory limit (``RLIMIT_AS``), a
@@ -20,7 +20,7 @@ Scoring happens here, in the grader's process: for each exercise,
 ``public`` tests (those of the lesson) and the ``grading`` variants (the same
 tests on inputs drawn from a seed this process draws per run and never sends
 to a kernel), where ``fn`` stands for the learner's function: each call sends
-the arguments to the kernel as wire JSON (:mod:`utils.wire`: numbers, text and
+the arguments to the kernel as wire JSON (:mod:`utils.course.wire`: numbers, text and
 raw NumPy bytes, never pickles), the kernel calls the learner's function and
 sends back its output the same way. Expected values, tolerances and verdicts
 never leave this process. Everything is written by this process, atomically,
@@ -35,6 +35,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import hashlib
+import hmac
 import io
 import json
 import logging
@@ -68,6 +70,7 @@ from ..safety import (
 )
 from . import wire
 from .checks import CHECKS
+from .checks.runner import InPlaceChange
 from .lessons import DEF, lesson_stamp
 from .lessons import lessons as lesson_sources
 from .sandbox import STUB_MESSAGE, WIRE
@@ -332,7 +335,8 @@ def _limited_client_classes():
 
         memory_bytes = Int(0)
         cpu_seconds = Int(0)
-        wrap = None  # command -> sandboxed command (utils.sandbox.bwrap_command), or None
+        file_bytes = Int(MAX_FILE_BYTES)  # RLIMIT_FSIZE: the largest file the kernel may write
+        wrap = None  # command -> sandboxed command (utils.course.sandbox.bwrap_command), or None
 
         def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
             command = [
@@ -340,7 +344,7 @@ def _limited_client_classes():
                 "-c",
                 _KERNEL_LAUNCHER,
                 str(self.memory_bytes),
-                str(MAX_FILE_BYTES),
+                str(self.file_bytes),
                 str(self.cpu_seconds),
                 "-f",
                 os.path.realpath(self.connection_file),
@@ -461,7 +465,7 @@ class Setup:
     """What every kernel of a grading run shares.
 
     Attributes:
-        package: the private, read-only copy of the course package (:func:`utils.sandbox.private_package`).
+        package: the private, read-only copy of the course package (:func:`utils.course.sandbox.private_package`).
         data: the phantom data the kernels get a copy of (``None``: none).
         sandbox: run each kernel inside bubblewrap (``--no-sandbox``: False).
         seed: the per-run seed of the grading variants' inputs (never sent to a kernel).
@@ -480,6 +484,12 @@ def _first_line(source: str) -> str:
     return source.strip().splitlines()[0][:70] if source.strip() else ""
 
 
+def _clip(text: Any, limit: int) -> str:
+    """The learner's text (an exception's name or message) on one line, at most ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _kill_group(pid: int | None) -> None:
     """Kill what is left of a kernel's process group (bwrap's PID namespace takes the sandboxed rest with it)."""
     if not pid:
@@ -490,23 +500,104 @@ def _kill_group(pid: int | None) -> None:
         pass
 
 
+ENTRY_BYTES = 4096  # what each file or folder in the work folder counts for besides its bytes (bounds the count)
+WATCH_INTERVAL = 0.25  # seconds between two measurements of the kernel's work folder
+
+
+def _open_dir(name: str, dir_fd: int | None = None) -> int | None:
+    """A readable descriptor of the real folder ``name`` (never through a link), first made 0o700.
+
+    The folder is opened as a path only (``O_PATH | O_NOFOLLOW``: no read
+    permission needed, a link is refused) and changed through that descriptor,
+    so a folder the kernel made unreadable (``chmod 0o300``) is still counted
+    and removed, and a link swapped in cannot redirect the change elsewhere.
+    """
+    try:
+        path_fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        with contextlib.suppress(OSError):
+            os.chmod(f"/proc/self/fd/{path_fd}", 0o700)
+        return os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    finally:
+        os.close(path_fd)
+
+
 def _folder_bytes(folder: Path, cap: int) -> int:
-    """Bytes in ``folder`` (links not followed), counting up to just over ``cap``."""
-    total, stack = 0, [folder]
-    while stack and total <= cap:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
-            continue
-        for entry in entries:
+    """Bytes in ``folder`` (links not followed; each entry counts :data:`ENTRY_BYTES` more), counting up to just over
+    ``cap``; every folder met is made readable and searchable first (see :func:`_open_dir`)."""
+    total = 0
+    top = _open_dir(str(folder))
+    stack = [] if top is None else [top]
+    try:
+        while stack and total <= cap:
+            fd = stack.pop()
             try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                else:
-                    total += entry.stat(follow_symlinks=False).st_size
+                with os.scandir(fd) as entries:
+                    listed = list(entries)
             except OSError:
-                pass
+                listed = []
+            for entry in listed:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += info.st_size + ENTRY_BYTES
+                if stat.S_ISDIR(info.st_mode) and total <= cap:
+                    sub = _open_dir(entry.name, dir_fd=fd)
+                    if sub is not None:
+                        stack.append(sub)
+            os.close(fd)
+    finally:
+        for fd in stack:
+            os.close(fd)
     return total
+
+
+def remove_work_folder(folder: Path) -> bool:
+    """Remove a kernel's work folder whatever modes the kernel left in it; True when nothing is left."""
+    for _ in range(3):
+        if not os.path.lexists(folder):
+            return True
+        _folder_bytes(folder, 1 << 62)  # makes every folder in it 0o700
+        shutil.rmtree(folder, ignore_errors=True)
+    return not os.path.lexists(folder)
+
+
+class _Watchdog:
+    """Measures the kernel's writable host folder every :data:`WATCH_INTERVAL` s while the kernel runs and scores;
+    over the limit, it kills the kernel's process group and says why (:attr:`reason`)."""
+
+    def __init__(self, folder: Path, cap: int, limit_mb: float):
+        import threading
+
+        self.folder, self.cap, self.limit_mb = folder, cap, limit_mb
+        self.pid: int | None = None
+        self.reason = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="grade-work-folder-watchdog", daemon=True)
+
+    def start(self, pid: int | None) -> None:
+        self.pid = pid
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(WATCH_INTERVAL):
+            if _folder_bytes(self.folder, self.cap) > self.cap:
+                self.reason = (
+                    f"the kernel wrote over the {self.limit_mb:g} MB limit of its work folder (the folder of its "
+                    "sockets): it was stopped"
+                )
+                _kill_group(self.pid)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
 
 
 def execute_and_score(
@@ -588,13 +679,16 @@ def execute_and_score(
                 command, comm=comm, package=setup.package, data=setup.data, env=env, work_bytes=work_bytes
             )
             client.km.kernel_spec.interrupt_mode = "message"  # a signal would reach bwrap, not the kernel
+        client.km.file_bytes = min(MAX_FILE_BYTES, int(limits.max_mb * 1e6))
         failed_at: int | None = None
         kernel_pid = None
+        watchdog = _Watchdog(workdir, work_bytes, limits.work_mb)  # the socket folder and the kernel's log
         stack = contextlib.ExitStack()
         try:
             log_file = stack.enter_context(open(workdir / "kernel.log", "wb"))
             with client.setup_kernel(env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT):
                 kernel_pid = getattr(client.km.provisioner, "pid", None)
+                watchdog.start(kernel_pid)
                 for n, (index, source) in enumerate(code):
                     if index in skip:
                         continue
@@ -611,12 +705,15 @@ def execute_and_score(
                         client.execute_cell(run_nb.cells[n], n, store_history=True)
                     except DeadKernelError:
                         failed_at = index
-                        notes.append(
-                            f"the kernel died in cell {numbers[index]} ({_first_line(source)!r}: "
-                            f"exit, crash or over the memory limit){_log_tail(workdir / 'kernel.log')}"
-                        )
+                        if watchdog.reason:
+                            notes.append(f"cell {numbers[index]} ({_first_line(source)!r}): {watchdog.reason}")
+                        else:
+                            notes.append(
+                                f"the kernel died in cell {numbers[index]} ({_first_line(source)!r}: "
+                                f"exit, crash or over the memory limit){_log_tail(workdir / 'kernel.log')}"
+                            )
                         break
-                    if _folder_bytes(comm, work_bytes) > work_bytes:
+                    if _folder_bytes(workdir, work_bytes) > work_bytes:
                         failed_at = index
                         notes.append(
                             f"cell {numbers[index]} ({_first_line(source)!r}) wrote over the "
@@ -642,7 +739,10 @@ def execute_and_score(
                     elif ename == "RuntimeError" and STUB_MESSAGE in evalue:
                         uses_reference.append(numbers[index])
                     elif ename != "ExerciseCheckError":
-                        errors.append(f"cell {numbers[index]} ({_first_line(source)!r}) raised {ename}: {evalue}")
+                        errors.append(
+                            f"cell {numbers[index]} ({_first_line(source)!r}) raised {_clip(ename, 60)}: "
+                            f"{_clip(evalue, 300)}"
+                        )
                         if (ename == "MemoryError" or "failed to map segment" in evalue) and not memory_noted:
                             memory_noted = True
                             notes.append(
@@ -650,13 +750,17 @@ def execute_and_score(
                                 "of address space; raise --memory-gb if a correct notebook needs more)"
                             )
                 if failed_at is None:  # also when stopped by the notebook limit: score what was defined
-                    results = _score(_KernelCalls(client, run_nb), exercises, limits, setup.seed, notes)
+                    results = _score(_KernelCalls(client, run_nb, watchdog), exercises, limits, setup.seed, notes)
+                    if watchdog.reason:
+                        notes.append(f"while its checks ran, {watchdog.reason}")
         except Exception as err:  # noqa: BLE001 - the kernel could not start or talk
             notes.append(f"could not run the notebook: {type(err).__name__}: {str(err)[:200]}")
         finally:
+            watchdog.stop()
             _kill_group(kernel_pid)
             stack.close()
-            shutil.rmtree(workdir, ignore_errors=True)
+            if not remove_work_folder(workdir):
+                notes.append(f"could not remove the kernel's work folder {workdir}: remove it by hand")
         if uses_reference and failed_at is None:
             notes.append(
                 f"{len(uses_reference)} cell(s) ({', '.join(map(str, uses_reference[:8]))}) called a course reference, "
@@ -715,10 +819,10 @@ class KernelGone(Exception):
 
 
 class _KernelCalls:
-    """Calls into the learner's kernel: wire JSON in, one display-data answer out (see :func:`utils.wire.answer`)."""
+    """Calls into the learner's kernel: wire JSON in, one display-data answer out (see :func:`utils.course.wire.answer`)."""
 
-    def __init__(self, client: Any, run_nb: Any):
-        self.client, self.run_nb, self.gone = client, run_nb, ""
+    def __init__(self, client: Any, run_nb: Any, watchdog: _Watchdog | None = None):
+        self.client, self.run_nb, self.gone, self.watchdog = client, run_nb, "", watchdog
 
     def request(self, payload: dict, timeout: float) -> dict:
         import nbformat
@@ -734,7 +838,7 @@ class _KernelCalls:
         try:
             cell = self.client.execute_cell(cell, len(self.run_nb.cells) - 1, store_history=False)
         except DeadKernelError:
-            self.gone = "the kernel died while its checks ran"
+            self.gone = (self.watchdog and self.watchdog.reason) or "the kernel died while its checks ran"
             raise KernelGone(self.gone) from None
         finally:
             self.run_nb.cells.pop()
@@ -773,7 +877,7 @@ def _learner_exception(type_name: Any, message: Any, line: Any, base: Any = "") 
     derived from its nearest builtin base (a ``ValueError`` subclass is still
     caught as a ``ValueError``).
     """
-    type_name, message = str(type_name)[:80], str(message)[:1000]
+    type_name, message = str(type_name)[:60], str(message)[:500]
     cls = _builtin_exception(type_name)
     err: Exception
     try:
@@ -807,12 +911,8 @@ class _KernelFunction:
             payload["build"] = [[i, [None if d is None else int(d) for d in a.shape[1:]]] for i, a in symbolic]
             payload["args"] = [None if _is_symbolic(a) else a for a in args]
         reply = self.calls.request(payload, left)
-        changed = reply.get("changed") if isinstance(reply.get("changed"), dict) else {}
-        for key, value in changed.items():
-            i = int(key) if str(key).isdigit() else -1
-            if 0 <= i < len(args) and isinstance(args[i], np.ndarray) and isinstance(value, np.ndarray):
-                if value.shape == args[i].shape and args[i].flags.writeable:
-                    np.copyto(args[i], value, casting="unsafe")
+        if reply.get("changed"):  # never copied back: no array of this process is written by the kernel's data
+            raise InPlaceChange()
         for item in reply.get("warnings") or []:
             if isinstance(item, (list, tuple)) and len(item) == 2:
                 category = getattr(builtins, str(item[0]), None)
@@ -891,6 +991,17 @@ def _remote_block(fn: _KernelFunction, reply: dict, inputs: list) -> Any:
     return LearnerBlock()(list(inputs) if len(inputs) > 1 else inputs[0])
 
 
+def kernel_seed_for(seed: int, exercise: str) -> int:
+    """The global-RNG seed a kernel gets for an exercise's grading variant: a keyed hash of (run seed, exercise).
+
+    HMAC-SHA256 keyed by the run's secret seed: the kernel learns nothing about
+    the run seed (and so about the grading inputs of other exercises) from it.
+    """
+    key = int(seed).to_bytes(16, "big", signed=True)
+    digest = hmac.new(key, f"grading|{exercise}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
 def _score(calls: _KernelCalls, exercises: list[str], limits: Limits, seed: int, notes: list[str]) -> dict[str, dict]:
     """Run each exercise's checks here, on the learner's function called in the kernel (own time limit each)."""
     from .checks.runner import SEED, run_check
@@ -919,7 +1030,7 @@ def _score(calls: _KernelCalls, exercises: list[str], limits: Limits, seed: int,
         module = str(probe.get("module", ""))
         if module == "utils" or module.startswith("utils."):
             result["reference"] = True
-        for variant, kernel_seed in (("public", SEED), ("grading", seed ^ 0x5EED)):
+        for variant, kernel_seed in (("public", SEED), ("grading", kernel_seed_for(seed, name))):
             fn = _KernelFunction(calls, name, kernel_seed, stop_at)
             try:
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -1130,33 +1241,39 @@ def _hidden(ex: ExerciseScore) -> list[tuple[str, bool, str]]:
 def feedback_markdown(subs: list[Submission], show_grading: bool = False) -> str:
     """The feedback file of one learner (all their submissions).
 
+    Every text that may hold the learner's words (names, notes, the cells that
+    raised, the tests' details: exception names and messages, values) is shown
+    as code - a code span, or a fenced block for several lines - whose fence
+    is longer than any run of backticks in it, so it can neither format the
+    page nor carry HTML, links or images, nor read like the grader's text.
+
     Args:
         subs: the learner's graded submissions.
         show_grading: include the grading tests' own descriptions and expected
             vs got (they reveal the hidden inputs; off for feedback sent to learners).
     """
-    lines = [f"# Feedback for {_md(subs[0].learner)}", ""]
+    lines = [f"# Feedback for {_code(subs[0].learner)}", ""]
     for sub in subs:
         total = sum(ex.score for ex in sub.exercises)
         lines += [
-            f"## {_md(sub.path.name)}: {sub.lesson or 'unknown lesson'}",
+            f"## {_code(sub.path.name)}: {_code(sub.lesson) if sub.lesson else 'unknown lesson'}",
             "",
             f"Score: **{total:.2f} / {len(sub.exercises)}** "
             "(each exercise scores the share of its grading tests passed).",
             "",
         ]
         if sub.version:
-            lines.append(f"Course version of the notebook: {sub.version}.")
+            lines.append(f"Course version of the notebook: {_code(sub.version)}.")
         for note in sub.notes:
-            lines.append(f"- {note}")
+            lines.append(f"- {_code(note)}")
         if sub.errors:
             lines += ["", "Cells that raised an error while the notebook ran (the rest still ran):"]
-            lines += [f"- {e}" for e in sub.errors]
+            lines += [f"- {_code(e)}" for e in sub.errors]
         lines.append("")
         for ex in sub.exercises:
-            lines += [f"### {ex.exercise}: {ex.score:.2f}", ""]
+            lines += [f"### {_code(ex.exercise)}: {ex.score:.2f}", ""]
             if ex.note:
-                lines += [ex.note, ""]
+                lines += [_code(ex.note), ""]
             grading = ex.grading if show_grading else _hidden(ex)
             for title, tests in (
                 ("Public tests (the lesson's)", ex.public),
@@ -1169,15 +1286,39 @@ def feedback_markdown(subs: list[Submission], show_grading: bool = False) -> str
                 details = {detail for _, ok, detail in tests if not ok}
                 shared = len(tests) > 1 and not any(ok for _, ok, _ in tests) and len(details) == 1
                 if shared:
-                    lines += [f"Every test failed: {details.pop().strip()}", ""]
+                    lines += ["Every test failed:", "", *_fenced(details.pop().strip()), ""]
                 for description, ok, detail in tests:
                     mark = PASS if ok else FAIL
-                    text = f"- {mark} {description}"
+                    lines.append(f"- {mark} {description}")  # the check's own words
                     if not ok and detail and not shared:
-                        text += "  \n  " + detail.strip().replace("\n", "  \n  ")
-                    lines.append(text)
+                        lines += ["", *("  " + line for line in _fenced(detail.strip())), ""]
                 lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _longest_backticks(text: str) -> int:
+    return max((len(run) for run in re.findall(r"`+", text)), default=0)
+
+
+def _code(text: Any, limit: int = 2000) -> str:
+    """``text`` as one inline Markdown code span (one line, at most ``limit`` characters): shown as typed."""
+    text = re.sub(r"\s+", " ", str(text)).strip()
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    if not text:
+        return "` `"
+    fence = "`" * (_longest_backticks(text) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _fenced(text: str, limit: int = 4000) -> list[str]:
+    """``text`` as the lines of a fenced Markdown code block whose fence no line of it can close."""
+    text = str(text)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    fence = "`" * max(3, _longest_backticks(text) + 1)
+    return [fence + "text", *text.splitlines(), fence]
 
 
 def summary_markdown(subs: list[Submission]) -> str:
@@ -1211,9 +1352,9 @@ def summary_markdown(subs: list[Submission]) -> str:
     for sub in subs:
         notes = "; ".join(sub.notes + sub.errors)[:300]
         lines.append(
-            f"| {_md(sub.learner)} | {_md(sub.path.name)} | {_md(sub.lesson)} | "
+            f"| {_md(_code(sub.learner))} | {_md(_code(sub.path.name))} | {_md(sub.lesson)} | "
             f"{sum(e.score for e in sub.exercises):.2f} / {len(sub.exercises)} | {sub.seconds:.0f} | "
-            f"{_md(notes)} |"
+            f"{_md(_code(notes)) if notes else ''} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -1226,7 +1367,7 @@ def _cell(value: Any) -> Any:
 
 
 def _md(text: Any) -> str:
-    """Text for one Markdown table cell or heading: no line breaks, ``|`` escaped."""
+    """Text for one Markdown table cell or heading: no line breaks, ``|`` escaped (also in a code span)."""
     return re.sub(r"[\r\n]+", " ", str(text)).replace("|", "\\|")
 
 
@@ -1335,14 +1476,19 @@ def write_outputs(subs: list[Submission], outputs: Outputs, show_grading: bool =
 # ----------------------------------------------------------------------------
 
 
-def collect(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[Path], list[Path]]:
-    """``[(notebook, learner)]`` from files and folders; the folders given; the folders of the files given.
+def collect(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[Path], list[Path], dict[Path, str]]:
+    """``[(notebook, learner)]`` from files and folders; the folders given; the folders of the files given; and, for
+    each notebook whose learner name another source already took, a note saying which name it got instead.
 
     In a folder, every ``*.ipynb`` entry counts (links and other non-regular
     files too: reading them gives a row saying why); links to folders are not
-    followed, hidden files and folders are skipped.
+    followed, hidden files and folders are skipped. Learner names are unique:
+    the notebooks of one folder ``alice/`` are one learner, but ``bob.ipynb``
+    beside a folder ``bob/`` (or two files ``bob.ipynb`` given from two
+    folders) are two learners, ``bob`` and ``bob (2)`` in the order found.
     """
-    found, folders, parents = [], [], []
+    raw: list[tuple[Path, str, tuple]] = []
+    folders, parents = [], []
     for path in paths:
         path = path.expanduser().resolve()
         if path.is_dir():
@@ -1351,13 +1497,32 @@ def collect(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[Path], list
             for top, dirs, files in os.walk(path, followlinks=False):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .ipynb_checkpoints and hidden
                 entries += [Path(top) / f for f in files if f.endswith(".ipynb") and not f.startswith(".")]
-            found += [(nb, learner_name(nb, path)) for nb in sorted(entries)]
+            for nb in sorted(entries):
+                raw.append((nb, learner_name(nb, path), (str(path), nb.relative_to(path).parts[0])))
         elif path.exists():
             parents.append(path.parent)
-            found.append((path, learner_name(path, None)))
+            raw.append((path, learner_name(path, None), (str(path),)))
         else:
             raise FileNotFoundError(f"no such submission file or folder: {path}")
-    return found, folders, parents
+    found: list[tuple[Path, str]] = []
+    renamed: dict[Path, str] = {}
+    owner: dict[str, tuple] = {}  # learner name (case-insensitive: one feedback file each) -> its source
+    named: dict[tuple, str] = {}
+    for path, learner, source in raw:
+        if source not in named:
+            name, n = learner, 1
+            while owner.get(name.lower(), source) != source:
+                n += 1
+                name = f"{learner} ({n})"
+            owner[name.lower()], named[source] = source, name
+        name = named[source]
+        if name != learner:
+            renamed[path] = (
+                f"another submission already has the learner name {learner!r}: this one ({path.name}) is "
+                f"graded as {name!r}"
+            )
+        found.append((path, name))
+    return found, folders, parents, renamed
 
 
 def _lesson_arg(value: str | None, lessons: dict[str, LessonInfo]) -> str | None:
@@ -1400,7 +1565,12 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_MEMORY_GB,
         help="address-space limit of a submission's kernel (0: none)",
     )
-    parser.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB, help="largest notebook file read")
+    parser.add_argument(
+        "--max-mb",
+        type=float,
+        default=DEFAULT_MAX_MB,
+        help="largest notebook file read, and largest file a submission's kernel may write",
+    )
     parser.add_argument(
         "--work-mb",
         type=float,
@@ -1425,7 +1595,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lessons = course_lessons()
         expected = _lesson_arg(args.lesson, lessons)
-        found, folders, parents = collect(args.submissions)
+        found, folders, parents, renamed = collect(args.submissions)
         outputs = Outputs.for_csv(args.out, args.feedback)
         checkout = repo_root(Path(__file__).resolve().parent)
         check_outputs(
@@ -1469,6 +1639,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, (path, learner) in enumerate(found, start=1):
             print(f"[{i}/{len(found)}] {learner}: {path.name} ...", end=" ", flush=True)
             sub = grade_submission(path, learner, lessons, limits, expected, setup)
+            if path in renamed:
+                sub.notes.insert(0, renamed[path])
             subs.append(sub)
             print(f"{sum(e.score for e in sub.exercises):.2f} / {len(sub.exercises)} ({sub.seconds:.0f} s)", flush=True)
             if sandbox.digest(setup.package) != digest:

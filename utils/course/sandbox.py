@@ -14,7 +14,8 @@
   both memory file systems with a size limit (the total-bytes limit);
 - one writable host folder, ``comm``: the kernel's connection file and its
   Jupyter sockets (``ipc`` transport: Unix sockets work across network
-  namespaces, TCP ports on loopback do not);
+  namespaces, TCP ports on loopback do not); the grader bounds it while the
+  kernel runs (``utils.course.grade``'s watchdog, ``--work-mb``) and removes it;
 - an environment holding only the variables given (``--clearenv``).
 
 :func:`missing` says, in one line, why no sandbox can run here (and how to get one).
@@ -102,9 +103,6 @@ def bwrap_command(
     for etc in ("/etc/ld.so.cache", "/etc/fonts", "/etc/localtime"):
         if os.path.exists(etc):
             args += ["--ro-bind", etc, etc]
-    for root in _python_roots():
-        if not root.startswith("/usr/"):
-            args += ["--ro-bind", root, root]
     args += ["--ro-bind", str(package), PACKAGE]
     if data is not None:
         args += ["--ro-bind", str(data), DATA]
@@ -125,12 +123,13 @@ def bwrap_command(
         HOME,
         "--dir",
         f"{HOME}/tmp",
-        "--bind",
-        str(comm),
-        str(comm),
-        "--chdir",
-        HOME,
     ]
+    # After the tmpfs mounts: a venv or a socket folder under /tmp (a checkout in /tmp, pytest's
+    # tmp_path) stays visible instead of being hidden by the private /tmp.
+    for root in _python_roots():
+        if not root.startswith("/usr/"):
+            args += ["--ro-bind", root, root]
+    args += ["--bind", str(comm), str(comm), "--chdir", HOME]
     for key, value in sorted(env.items()):
         args += ["--setenv", key, value]
     return [*args, "--", *command]

@@ -1,6 +1,6 @@
 """The grader's wire format: values to and from a grading kernel, as JSON that cannot run code.
 
-The grader (:mod:`utils.grade`) calls a learner's function in the learner's
+The grader (:mod:`utils.course.grade`) calls a learner's function in the learner's
 sandboxed kernel with :func:`encode`-d arguments and :func:`decode`-s what
 comes back. Only plain data crosses: ``None``, booleans, numbers, text, lists,
 tuples, dicts with text keys, NumPy arrays of numbers or booleans (raw bytes,
@@ -28,7 +28,7 @@ _KINDS = "biuf"  # bool, signed, unsigned, float
 
 try:
     from ..errors import CourseError
-except ImportError:  # the grading kernel's copy of this module stands alone (utils.sandbox.WIRE)
+except ImportError:  # the grading kernel's copy of this module stands alone (utils.course.sandbox.WIRE)
 
     class CourseError(Exception):  # noqa: N818 - stands for utils.errors.CourseError
         """The course's error base (stand-in)."""
@@ -123,7 +123,7 @@ def _from_array(spec: Any) -> np.ndarray:
     shape = spec["shape"]
     if dtype.kind not in _KINDS or dtype.hasobject:
         raise WireError(f"arrays of dtype {dtype} are not carried")
-    if not (isinstance(shape, list) and len(shape) <= 16 and all(type(n) is int and 0 <= n for n in shape)):
+    if not (isinstance(shape, list) and len(shape) <= 16 and all(type(n) is int and 0 <= n < 1 << 40 for n in shape)):
         raise WireError("malformed array shape")
     if not isinstance(spec["data"], str) or len(spec["data"]) > MAX_BYTES * 4 // 3 + 4:
         raise WireError("array data missing or over the size limit")
@@ -166,8 +166,10 @@ def _from(data: Any, depth: int, tensor: Callable[[np.ndarray], Any] | None) -> 
     if kind == "df" and isinstance(body, dict):
         import pandas as pd
 
-        columns = [_from(c, depth + 1, None) for c in body.get("columns", [])]
-        index = [_from(i, depth + 1, None) for i in body.get("index", [])]
+        if not (isinstance(body.get("columns"), list) and isinstance(body.get("index"), list)):
+            raise WireError("a table's columns and index must be lists")
+        columns = [_from(c, depth + 1, None) for c in body["columns"]]
+        index = [_from(i, depth + 1, None) for i in body["index"]]
         values = _from_array(body.get("values"))
         if values.shape != (len(index), len(columns)):
             raise WireError("table values do not match its rows and columns")
@@ -189,7 +191,13 @@ def decode(text: str | bytes, tensor: Callable[[np.ndarray], Any] | None = None)
         data = json.loads(text)
     except (ValueError, RecursionError) as err:
         raise WireError(f"not JSON: {str(err)[:100]}") from None
-    return _from(data, 0, tensor)
+    try:
+        return _from(data, 0, tensor)
+    except WireError:
+        raise
+    except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError, MemoryError) as err:
+        # whatever else a hostile structure trips (a table's columns that are not a list, a shape NumPy refuses)
+        raise WireError(f"not a value of the wire format ({type(err).__name__}: {str(err)[:100]})") from None
 
 
 # ----------------------------------------------------------------------------
@@ -221,14 +229,30 @@ def _raised(err: BaseException) -> list[str]:
     return [type(err).__name__, str(err)[:1000], line, base]
 
 
+def snapshot(value: Any, depth: int = 0) -> Any:
+    """A comparable copy of the arrays, lists, tuples and dicts in ``value`` (arrays by dtype, shape and bytes; NaN
+    equals itself): a function changed its arguments in place when their snapshots before and after differ."""
+    if isinstance(value, np.ndarray):
+        return ("nd", value.dtype.str, value.shape, value.tobytes())
+    if depth < MAX_DEPTH and isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(snapshot(v, depth + 1) for v in value))
+    if depth < MAX_DEPTH and isinstance(value, dict):
+        return ("dict", tuple((repr(k), snapshot(v, depth + 1)) for k, v in value.items()))
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return ("float", repr(value))
+    return ("object", id(value))
+
+
 def answer(request: str, namespace: dict) -> None:
     """Run in the learner's kernel: call the function the grader names on the arguments it sends.
 
     ``request`` is wire JSON of ``{"name", "args", "kwargs", "seed"}`` (or
     ``{"probe": name}`` to ask what ``name`` is). The answer is published as
     display data of type :data:`MIME`: ``{"ok": value}`` or ``{"raised": [type,
-    message, line]}``, the arrays among the arguments that the function changed,
-    and the warnings it emitted. Whatever runs here is the learner's: the grader
+    message, line]}``, whether the function changed its arguments in place
+    (``changed``: the grader fails that call) and the warnings it emitted. Whatever runs here is the learner's: the grader
     trusts none of it beyond "this is what the function returned".
     """
     import difflib
@@ -261,7 +285,8 @@ def answer(request: str, namespace: dict) -> None:
             random.seed(req["seed"])
         # tuples: a function that walks up to this frame cannot change what the answer is built from
         fn, build, args, kwargs = namespace[req["name"]], req.get("build"), tuple(req["args"]), req["kwargs"]
-        before = tuple((i, a.copy()) for i, a in enumerate(args) if isinstance(a, np.ndarray))
+        watched = (args, tuple(kwargs.values()))  # the objects the function gets (never the kwargs dict itself)
+        before = snapshot(watched)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -271,9 +296,7 @@ def answer(request: str, namespace: dict) -> None:
                     reply = {"ok": fn(*args, **kwargs)}
             except Exception as err:  # noqa: BLE001 - the learner's error goes back to the grader
                 reply = {"raised": _raised(err)}
-        reply["changed"] = {
-            str(i): args[i] for i, old in before if old.shape != args[i].shape or not np.array_equal(old, args[i])
-        }
+        reply["changed"] = snapshot(watched) != before  # only whether: the grader never takes these values
         reply["warnings"] = [[w.category.__name__, str(w.message)[:300]] for w in caught[:5]]
     try:
         text = encode(reply)

@@ -178,6 +178,8 @@ _L2 = np.array([[1.0, 1.0], [0.0, 1.0]])
 _P1G = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
 _L1G = np.array([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
 _L2G = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+for _constant in (_P1, _L1, _L2, _P1G, _L1G, _L2G):
+    _constant.flags.writeable = False  # shared by every check run: nothing may write into them (or their views)
 
 
 def _masks(run: Run, n: int, shape: tuple[int, int] = (2, 3)) -> list[np.ndarray]:

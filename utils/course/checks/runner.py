@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CourseError
+from ..wire import snapshot
 
 PASS, FAIL = "\u2714", "\u2718"
 VARIANTS = ("public", "grading")
@@ -126,6 +127,58 @@ class Mismatch(AssertionError):
         return "\n".join(lines)
 
 
+IN_PLACE_MESSAGE = (
+    "your function changed its input arrays in place; leave them unchanged\n"
+    "likely mistake: the function writes into its input: work on a copy or a new array"
+)
+
+
+class InPlaceChange(AssertionError):
+    """The learner's function changed an input array in place (the test fails with :data:`IN_PLACE_MESSAGE`)."""
+
+    def __init__(self, message: str = IN_PLACE_MESSAGE):
+        super().__init__(message)
+
+
+def _private(value: Any, depth: int = 0) -> Any:
+    """``value`` with every NumPy array, list, tuple and dict in it copied (other objects are shared)."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if depth < 32 and type(value) in (list, tuple):
+        return type(value)(_private(v, depth + 1) for v in value)
+    if depth < 32 and type(value) is dict:
+        return {k: _private(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+class _Guarded:
+    """The learner's function as the tests call it: on private copies of the checks' arrays.
+
+    A check's own arrays (its inputs, from which it computes the expected
+    values, and its module-level constants) never reach the learner's code; a
+    call that changes the copies it got raises :class:`InPlaceChange`, so the
+    test fails with the same message in a notebook and in the grader (which
+    reports a change made in the kernel the same way).
+    """
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", "function")
+        self.__wrapped__ = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        args, kwargs = _private(args), _private(kwargs)
+        watched = (args, tuple(kwargs.values()))
+        before = snapshot(watched)
+        out = self.fn(*args, **kwargs)
+        if snapshot(watched) != before:
+            raise InPlaceChange()
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fn, name)
+
+
 class _TimeLimit(BaseException):
     """A test ran past :data:`TIME_LIMIT_S` (BaseException: a learner's ``except Exception`` cannot swallow it)."""
 
@@ -189,6 +242,21 @@ def _is_library(filename: str) -> bool:
     return resolved.startswith(_LIBRARY_DIRS)
 
 
+def _named(err: BaseException) -> str:
+    """The learner's exception class name, at most 60 characters."""
+    name = type(err).__name__
+    return name if len(name) <= 60 else name[:57] + "..."
+
+
+def _short(err: BaseException, limit: int = 500) -> str:
+    """The learner's exception message, at most ``limit`` characters."""
+    try:
+        text = str(err)
+    except Exception:  # noqa: BLE001 - a hostile __str__
+        text = "(its message could not be shown)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _learner_line(err: BaseException) -> str:
     """The learner's line that led to ``err``: the last frame outside site-packages, the stdlib and ``utils``."""
     frames = [f for f in traceback.extract_tb(err.__traceback__) if not _is_library(f.filename)]
@@ -249,14 +317,20 @@ class Run:
             return False
         except Mismatch as err:
             return self._fail(description, err.explain())
+        except InPlaceChange as err:
+            return self._fail(description, str(err))
         except AssertionError as err:
+            if getattr(err, "learner_line", None) is not None or _learner_line(err):
+                # the learner's own assert (in the notebook, or from the kernel): theirs, never the check's verdict
+                where = getattr(err, "learner_line", None) or _learner_line(err)
+                return self._fail(description, f"your function raised {_named(err)}: {_short(err)}\n{where}".rstrip())
             return self._fail(description, str(err))
         except _TimeLimit:
             return self._fail(description, f"stopped after {TIME_LIMIT_S} s: an endless loop?")
         except Exception as err:  # the learner's code raised: show where
             where = getattr(err, "learner_line", None) or _learner_line(err)
             if where:
-                return self._fail(description, f"your function raised {type(err).__name__}: {err}\n{where}")
+                return self._fail(description, f"your function raised {_named(err)}: {_short(err)}\n{where}")
             return self._fail(description, f"{type(err).__name__} while checking what your function returned: {err}")
         self.results.append(TestResult(description, True, ""))
         self._say(f"  {PASS} {description}")
@@ -362,6 +436,8 @@ def run_check(
     if not callable(fn):
         run.not_written = f"{exercise} is not a function: found {type(fn).__name__} (did its cell run?)"
         run._say(f"  {FAIL} {run.not_written}")
+    else:
+        fn = _Guarded(fn)
     np_state, py_state = np.random.get_state(), random.getstate()
     global_seed = SEED + (variant == "grading") if run.seed is None else run.seed
     np.random.seed(global_seed)
