@@ -13,14 +13,14 @@ from utils.data.datasets import dataset_volume_table, list_cases, load_msd_case
 from utils.data.labels import CLASS_NAMES
 from utils.data.phantom import (
     MARKER_FILE,
-    _case_seed,
-    _synthesise,
     anatomy,
     main,
     make_phantom_case,
     make_phantom_dataset,
     phantom_label_statistics,
 )
+from utils.data.phantom.build import _case_seed
+from utils.data.phantom.scanner import _synthesise
 from utils.data.statistics import class_intensity_table, label_statistics, label_volume_table
 
 from conftest import snapshot

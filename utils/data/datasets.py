@@ -751,6 +751,28 @@ def load_label(root: Path | str, case_id: str) -> tuple[np.ndarray, tuple[float,
     return check_label(label, label.shape, path), voxel_spacing(img)
 
 
+MSD_FOLDERS = ("imagesTr", "labelsTr", "imagesTs")
+"""The folders of an MSD dataset; prediction never writes into them."""
+
+
+def load_input(path: Path):
+    """``(case_id, image, reference NIfTI path, label or None, spacing, input files, input folders)``.
+
+    ``path`` is an MSD 4-D file or a BraTS case folder. The input files (every
+    modality and the label) and folders are what prediction must never write.
+    """
+    path = Path(path)
+    if path.is_dir():
+        case = load_brats_case(path)
+        files = [*case.image_paths, *([case.label_path] if case.label_path else [])]
+        return case.case_id, case.image, case.image_paths[0], case.label, case.spacing, files, [path]
+    img, image = load_msd_image(path)
+    dirs = []
+    if path.parent.name in MSD_FOLDERS and (path.parent.parent / "dataset.json").is_file():
+        dirs = [path.parent.parent / name for name in MSD_FOLDERS]  # an image of an MSD dataset
+    return strip_nifti_suffix(path.name), image, path, None, voxel_spacing(img), [path], dirs
+
+
 def split_cases(
     case_ids: list[str], val_fraction: float = 0.2, seed: int = 0, strata: Mapping[str, Hashable] | None = None
 ) -> tuple[list[str], list[str]]:

@@ -38,42 +38,19 @@ from pathlib import Path
 import numpy as np
 
 from ..data.datasets import (
+    MSD_FOLDERS,
     DatasetError,
     detect_layout,
     find_msd_file,
     list_cases,
-    load_brats_case,
+    load_input,
     load_label,
-    load_msd_image,
-    strip_nifti_suffix,
-    voxel_spacing,
 )
 from ..evaluation.metrics import evaluate_cases
 from ..model.unet import ModelLoadError, dtype_policy_of, load_model, saved_dtype_policy
 from ..preprocessing.plan import Plan, plan_for_model
 from ..safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target, check_writable, folder_lock, one_line
 from .sliding_window import predict_case, probabilities_path, save_segmentation
-
-MSD_FOLDERS = ("imagesTr", "labelsTr", "imagesTs")
-"""The folders of an MSD dataset; prediction never writes into them."""
-
-
-def load_input(path: Path):
-    """``(case_id, image, reference NIfTI path, label or None, spacing, input files, input folders)``.
-
-    ``path`` is an MSD 4-D file or a BraTS case folder. The input files (every
-    modality and the label) and folders are what prediction must never write.
-    """
-    path = Path(path)
-    if path.is_dir():
-        case = load_brats_case(path)
-        files = [*case.image_paths, *([case.label_path] if case.label_path else [])]
-        return case.case_id, case.image, case.image_paths[0], case.label, case.spacing, files, [path]
-    img, image = load_msd_image(path)
-    dirs = []
-    if path.parent.name in MSD_FOLDERS and (path.parent.parent / "dataset.json").is_file():
-        dirs = [path.parent.parent / name for name in MSD_FOLDERS]  # an image of an MSD dataset
-    return strip_nifti_suffix(path.name), image, path, None, voxel_spacing(img), [path], dirs
 
 
 def _dataset_inputs(root: Path):

@@ -249,6 +249,17 @@ def build_unet(
     return keras.Model(inputs, outputs, name=name or f"unet{dims}d")
 
 
+def configured_unet(config) -> keras.Model:
+    """The uncompiled U-Net of ``config`` (a ``TrainConfig``: its patch, depth, filters, normalization, downsampling)."""
+    return build_unet(
+        (*config.patch_shape, 4),
+        depth=config.depth,
+        base_filters=config.base_filters,
+        normalization=config.normalization,
+        downsample=config.downsample,
+    )
+
+
 def level_table(model: keras.Model):
     """The model summarised per level: output shape and parameters.
 
@@ -366,13 +377,7 @@ def gpu_run_estimate(config, holds: float | None = None) -> dict:
     """
     holds = TRAINING_HOLDS if holds is None else holds
     with dtype_policy_scope("mixed_float16"):
-        model = build_unet(
-            (*config.patch_shape, 4),
-            depth=config.depth,
-            base_filters=config.base_filters,
-            normalization=config.normalization,
-            downsample=config.downsample,
-        )
+        model = configured_unet(config)
     cost = training_cost(model, config.batch_size)
     step = cost["step_flops"] / (T4_FP16_PEAK_TFLOPS * 1e12 * T4_UTILISATION)
     steps = config.epochs * (config.steps_per_epoch + config.validation_steps / 3)

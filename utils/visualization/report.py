@@ -39,11 +39,10 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..data.datasets import DatasetError, check_label, check_same_grid, load_nifti, read_nifti_header
+from ..data.datasets import DatasetError, check_label, check_same_grid, load_input, load_nifti, read_nifti_header
 from ..data.labels import CLASS_NAMES, REGION_NAMES, REGIONS
 from ..data.statistics import label_volume_table
 from ..evaluation.metrics import region_scores
-from ..inference.predict import load_input
 from ..preprocessing.plan import read_plan
 from ..safety import OwnedFiles, atomic_path, check_target, check_writable, folder_lock, one_line
 from .viewer3d import CLASS_WORDS, build_niivue, case_layers, focus_voxel, legend_html
