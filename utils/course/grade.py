@@ -326,9 +326,24 @@ def _limited_client_classes():
     """nbclient/jupyter_client subclasses: a sandboxed, limited kernel process and bounded outputs."""
     # lazy here and below: nbformat / nbclient / jupyter_client are the dev extra, needed only to grade
     import zmq
+    from jupyter_client.channels import HBChannel
     from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
     from traitlets import Int
+
+    class NoHeartbeat(HBChannel):
+        """No heartbeat thread at all: the kernel manager watches the kernel's process instead.
+
+        The heartbeat's REQ socket never reconnects here (RECONNECT_IVL -1), so once a kernel
+        is killed (a limit, the work-folder watchdog) its thread can block in ``send`` forever,
+        and nbclient's clean-up then waits on that thread for good.
+        """
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> None:
+            pass
 
     class LimitedKernelManager(AsyncKernelManager):
         """Starts the ordinary IPython kernel under resource limits, inside the sandbox when ``wrap`` is set."""
@@ -362,7 +377,9 @@ def _limited_client_classes():
                 kwargs["context"] = context
                 self.context.setsockopt(zmq.RECONNECT_IVL, -1)
                 self._connect_control_socket()
-            return super().client(**kwargs)
+            client = super().client(**kwargs)
+            client.hb_channel_class = NoHeartbeat  # is_alive asks this manager, not the heartbeat
+            return client
 
         def _wait_for_sockets(self, timeout: float = 120) -> None:
             """Wait until the kernel has bound its five Unix sockets (before any learner code runs).
