@@ -37,10 +37,13 @@ from .data.labels import (
     CLASS_NAMES,
     LABEL_NAMES,
     MODALITIES,
+    REGION_ORDER,
     REGIONS,
     brats_to_msd,
+    label_to_regions,
     msd_to_brats,
     one_hot,
+    regions_to_label,
 )
 from .data.sources import get_dataset
 from .errors import CourseError

@@ -51,3 +51,27 @@ def test_regions_are_nested():
     np.testing.assert_array_equal(region_mask(label, "ET"), [0, 0, 0, 1])
     with pytest.raises(ValueError, match="region must be one of"):
         region_mask(label, "XX")
+
+
+def test_label_to_regions_nests_the_brats_regions():
+    from utils.data.labels import label_to_regions
+
+    label = np.array([0, 1, 2, 3], dtype=np.uint8)
+    regions = label_to_regions(label)
+    assert regions.dtype == np.float32 and regions.shape == (4, 3)
+    np.testing.assert_array_equal(regions, [[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1]])
+    with pytest.raises(ValueError, match=r"unexpected values \[4\]"):
+        label_to_regions(np.array([0, 4]))
+
+
+def test_regions_to_label_is_hierarchical_and_inverts_label_to_regions():
+    from utils.data.labels import label_to_regions, regions_to_label
+
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 4, size=(5, 6, 7)).astype(np.uint8)
+    np.testing.assert_array_equal(regions_to_label(label_to_regions(label)), label)
+    # an enhancing probability outside the core does not make enhancing tumour
+    probs = np.array([[0.9, 0.2, 0.9], [0.2, 0.9, 0.9], [0.9, 0.9, 0.4], [0.6, 0.7, 0.8]])
+    np.testing.assert_array_equal(regions_to_label(probs), [1, 0, 2, 3])
+    with pytest.raises(ValueError, match="3 channels"):
+        regions_to_label(np.zeros((4, 4)))

@@ -124,3 +124,63 @@ def one_hot(label: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     label = np.asarray(label)
     classes = np.arange(1, num_classes, dtype=label.dtype if label.dtype.kind in "iu" else np.int64)
     return (label[..., None] == classes).astype(np.float32)
+
+
+REGION_ORDER = ("WT", "TC", "ET")
+"""Channel order of region targets and region outputs: nested, outermost first."""
+
+
+def label_to_regions(label: np.ndarray) -> np.ndarray:
+    """Region targets of a label map: the nested BraTS regions as channels.
+
+    Region-based training (nnU-Net, BraTS 2020) asks the network for the
+    regions the challenge scores instead of the three exclusive classes:
+    whole tumour {1, 2, 3}, tumour core {2, 3} and enhancing tumour {3}.
+
+    Args:
+        label: integer array ``(x, y, z)`` with MSD values in ``0..3``.
+
+    Returns:
+        float32 array ``(x, y, z, 3)``, channels in :data:`REGION_ORDER`.
+
+    Raises:
+        ValueError: if the label map holds a value outside ``0..3``.
+    """
+    label = np.asarray(label)
+    found = np.unique(label)
+    unexpected = sorted(set(found.tolist()) - set(LABEL_NAMES))
+    if unexpected:
+        raise ValueError(f"expected MSD label values {sorted(LABEL_NAMES)}; found unexpected values {unexpected}")
+    return np.stack([np.isin(label, REGIONS[r]) for r in REGION_ORDER], axis=-1).astype(np.float32)
+
+
+def regions_to_label(regions: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Label map from region probabilities, built hierarchically.
+
+    Like nnU-Net's ``regions_class_order``: every voxel whose whole-tumour
+    probability passes the threshold is edema (1), those whose core
+    probability also passes become non-enhancing (2), and those whose
+    enhancing probability passes as well become enhancing (3). A region is
+    therefore always inside the one that encloses it.
+
+    Args:
+        regions: array ``(..., 3)`` of probabilities in :data:`REGION_ORDER`.
+        threshold: probability above which a voxel is in a region.
+
+    Returns:
+        uint8 label map of shape ``regions.shape[:-1]``.
+
+    Raises:
+        ValueError: if the last axis does not hold three regions.
+    """
+    regions = np.asarray(regions)
+    if regions.ndim < 1 or regions.shape[-1] != len(REGION_ORDER):
+        raise ValueError(
+            f"expected region probabilities with {len(REGION_ORDER)} channels {REGION_ORDER} on the last axis; "
+            f"found shape {regions.shape}"
+        )
+    inside = regions > threshold
+    wt = inside[..., 0]
+    tc = wt & inside[..., 1]
+    et = tc & inside[..., 2]
+    return (wt.astype(np.uint8) + tc + et).astype(np.uint8)
