@@ -3,7 +3,7 @@
 #   make test   - create .venv, run ruff (lint, format check), pytest on utils and nbval on every notebook (tiny volume)
 #   make lab    - open the lessons in JupyterLab
 #   make notebooks - regenerate the learner/solution notebooks from notebooks/NN_*.py (scripts/notebooks.py)
-#   make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04] - score learner notebooks (README, instructors)
+#   make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04] - score learner notebooks (docs/instructors.md)
 #   make report-check - open the HTML case report in headless Chromium (apt-get install chromium)
 #   make book     - the course site of the executed lessons (after make demo): build/book/index.html
 #   make book-check - build the site and open every page in headless Chromium (figures drawn, no request out)

@@ -114,7 +114,7 @@ def index_page(rows: list[tuple[str, dict]]) -> str:
             f"| [{title}](lessons/{name}.ipynb) | {facts['accelerator']} | {format_seconds(facts['seconds'])} "
             f"| {facts['exercises'] or '-'} |"
         )
-    lines += ["", "```{toctree}", ":maxdepth: 1", ":caption: Lessons", ""]
+    lines += ["", "```{toctree}", ":maxdepth: 1", ":caption: Lessons", ":hidden:", ""]
     lines += [f"lessons/{name}" for name, _ in rows]
     lines += ["```", ""]
     return "\n".join(lines)

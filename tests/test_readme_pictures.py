@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.config import phantom_dir, preset
+from utils.config import preset
 from utils.data.labels import CLASS_COLORS
 from utils.safety import OWNER_FILE, UnsafeWriteError
 from utils.training.train import train
@@ -21,15 +21,14 @@ import readme_pictures
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A finished two-epoch ci run and its phantom: ``(run folder, data folder)``."""
+def tiny_run(tmp_path_factory, phantom_root):
+    """A finished one-epoch ci run on the tests' tiny phantom: ``(run folder, data folder)``."""
     root = tmp_path_factory.mktemp("pictures")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("COURSE_DATA_DIR", str(root / "data"))
-        patch.setenv("COURSE_MODE", "ci")
-        train(preset("ci", output_dir=str(root / "run"), epochs=2, verbose=0), progress=False)
-        data = phantom_dir("ci")
-    return root / "run", data
+        config = preset("ci", dataset=str(phantom_root), output_dir=str(root / "run"), epochs=1, verbose=0)
+        train(config, progress=False)
+    return root / "run", phantom_root
 
 
 def _colour_pixels(path, colour) -> int:
