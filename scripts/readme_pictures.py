@@ -101,7 +101,7 @@ def build(run: Path, data: Path | None, out: Path, dpi: int = 72) -> list[Path]:
     """Draw the pictures of ``run`` (its first validation case from ``data``) and install them in ``out``."""
     from utils.data.datasets import load_case
     from utils.preprocessing.plan import read_plan
-    from utils.safety import check_target, folder_lock, install_folder
+    from utils.safety import OwnedFiles, check_target, folder_lock, install_folder
 
     run, out = Path(run), Path(out)
     for name in ("best.keras", "log.csv", "plan.json"):
@@ -118,12 +118,15 @@ def build(run: Path, data: Path | None, out: Path, dpi: int = 72) -> list[Path]:
     check_target(out, "the pictures folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(out.parent, TOOL), tempfile.TemporaryDirectory(dir=out.parent, prefix=".pictures-") as tmp:
+        owned = OwnedFiles(out, TOOL)
+        for name in NAMES:  # refuse a file not ours before the slow part (install_folder checks again)
+            owned.check_free(out / name, overwrite=True)
         staged = Path(tmp) / "pictures"
         staged.mkdir()
         sequences(case, staged, dpi)
         learning_curves(run, staged, dpi)
         _, scores = prediction(case, run / "best.keras", staged, dpi)
-        install_folder(staged, out, TOOL)
+        install_folder(staged, out, TOOL, owned)
     print(f"{case.case_id}: Dice " + ", ".join(f"{r} {scores[f'Dice {r}']:.3f}" for r in ("WT", "TC", "ET")))
     return [out / name for name in NAMES]
 

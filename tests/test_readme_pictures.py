@@ -36,7 +36,7 @@ def _colour_pixels(path, colour) -> int:
     return int((np.abs(pixels - np.asarray(colour) * 255).max(axis=-1) <= 3).sum())
 
 
-def test_three_small_pictures_in_the_course_colours(tiny_run, tmp_path, capsys):
+def test_pictures_in_the_course_colours_and_a_rerun_that_keeps_other_files(tiny_run, tmp_path, capsys):
     run, data = tiny_run
     before = {p: p.stat().st_mtime_ns for p in [*run.rglob("*"), *data.rglob("*")] if p.is_file()}
     out = tmp_path / "docs" / "pictures"
@@ -50,27 +50,24 @@ def test_three_small_pictures_in_the_course_colours(tiny_run, tmp_path, capsys):
     for name in ("sequences.png", "prediction.png"):
         counts = [_colour_pixels(out / name, colour) for colour in CLASS_COLORS]
         assert min(counts) > 0, f"{name}: pixels of edema, non-enhancing, enhancing {counts}"
-    assert "Dice WT" not in capsys.readouterr().err
+    assert "Dice WT" in capsys.readouterr().out
     owned = json.loads((out / OWNER_FILE).read_text())["files"]
     assert set(readme_pictures.NAMES) <= set(owned), "the pictures are recorded as the script's own"
     after = {p: p.stat().st_mtime_ns for p in [*run.rglob("*"), *data.rglob("*")] if p.is_file()}
     assert before == after, "the run and the data are only read"
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(".pictures-")], "no staging folder left"
 
-
-def test_a_second_run_replaces_its_own_pictures_and_keeps_other_files(tiny_run, tmp_path):
-    run, data = tiny_run
-    out = tmp_path / "pictures"
-    readme_pictures.build(run, data, out)
+    # a second run: a picture edited by hand is refused (before any drawing), other files stay
     (out / "notes.md").write_text("mine")
     (out / "sequences.png").write_bytes(b"edited by hand")
-    with pytest.raises(UnsafeWriteError):
+    with pytest.raises(UnsafeWriteError, match="refusing to replace .*sequences.png"):
         readme_pictures.build(run, data, out)
     assert (out / "sequences.png").read_bytes() == b"edited by hand"
     (out / "sequences.png").unlink()
+    old = (out / "prediction.png").stat().st_mtime_ns
     readme_pictures.build(run, data, out)
     assert (out / "notes.md").read_text() == "mine"
-    assert (out / "sequences.png").stat().st_size > 1000
+    assert (out / "sequences.png").stat().st_size > 1000 and (out / "prediction.png").stat().st_mtime_ns != old
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".pictures-")], "no staging folder left"
 
 
 def test_an_unfinished_run_is_refused_in_one_line(tmp_path, capsys):
