@@ -185,3 +185,23 @@ def test_augmentation_names_and_the_train_flag(phantom_root, tmp_path, monkeypat
     assert train_main(args) == 0
     assert json.loads((run / "config.json").read_text())["augmentation"] == "nnunet"
     assert preset("ci", augmentation="nnunet").augmentation == "nnunet"
+
+
+def test_optional_elastic_deformation_is_deterministic_and_keeps_the_label_map(monkeypatch):
+    monkeypatch.setattr(augment, "P_ROTATION", 0.0)
+    monkeypatch.setattr(augment, "P_SCALE", 0.0)
+    case = _MarkedCase()
+    aug = NnUNetAugmentation(PATCH, elastic_probability=1.0)
+    runs = [aug.sample(case.image("C"), case.label("C"), (16, 16, 16), np.random.default_rng(5)) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    plain = case.label("C")[16:48, 16:48, 16:32]
+    flips = [np.flip(plain, axes) for n in range(4) for axes in itertools.combinations(range(3), n)]
+    deformed = 0
+    for seed in range(6):
+        _, lab = aug.sample(case.image("C"), case.label("C"), (16, 16, 16), np.random.default_rng(seed))
+        assert set(np.unique(lab)) <= {0, 1, 2, 3}
+        deformed += not any(np.array_equal(lab, f) for f in flips)
+    assert deformed >= 4, f"{deformed} of 6 patches deformed"
+    with pytest.raises(ValueError, match="elastic_probability"):
+        NnUNetAugmentation(PATCH, elastic_probability=2.0)

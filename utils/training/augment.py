@@ -35,7 +35,9 @@ Determinism. batchgenerators draws from NumPy's and Python's global random
 generators. :class:`NnUNetAugmentation` seeds both from the sample's own
 generator under a lock and restores them afterwards, so a patch depends only
 on that generator (the pipeline's ``(seed, epoch, index)``), whatever the
-number of worker threads; the lock serialises augmentation between threads.
+number of worker threads. Only those calls hold the lock (the intensity
+transforms, an elastic deformation's noise field); cutting and interpolating
+run in parallel threads.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ DATA_ORDER = 1
 """Spline order used to interpolate the image: linear, as nnU-Net v2 (trilinear ``grid_sample``; v1 used cubic splines,
 which cost several times more on a CPU); the label is always nearest (0)."""
 
-_GLOBAL_RANDOM = threading.RLock()
+_GLOBAL_RANDOM = threading.Lock()
 
 
 def check_augmentation(name: str) -> str:
@@ -187,8 +189,10 @@ class NnUNetAugmentation:
         if not (elastic or rotate or zoom):
             return None
         coords = create_zero_centered_coordinate_mesh(self.patch_shape)
-        if elastic:  # its noise field comes from NumPy's global generator, seeded by augment()
-            coords = elastic_deform_coordinates(coords, rng.uniform(*ELASTIC_ALPHA), rng.uniform(*ELASTIC_SIGMA))
+        if elastic:  # its noise field comes from NumPy's global generator
+            alpha, sigma = rng.uniform(*ELASTIC_ALPHA), rng.uniform(*ELASTIC_SIGMA)
+            with _global_random(int(rng.integers(2**32))):
+                coords = elastic_deform_coordinates(coords, alpha, sigma)
         if rotate:  # batchgenerators' rotate_coords_3d, with the product taken on contiguous rows (20x faster)
             ax, ay, az = (rng.uniform(-a, a) if a else 0.0 for a in self.angles)
             matrix = create_matrix_rotation_z_3d(az, create_matrix_rotation_y_3d(ay, create_matrix_rotation_x_3d(ax)))
@@ -217,26 +221,25 @@ class NnUNetAugmentation:
         from batchgenerators.augmentations.utils import interpolate_img
 
         seed = int(rng.integers(2**32))
-        with _global_random(seed):
-            coords = self.spatial_coordinates(rng)
-            if coords is None:
-                X, lab = cut_patch(image, label, start, self.patch_shape)
-                return self.augment(X, lab, seed)
-            coords += (np.asarray(start) + (np.asarray(self.patch_shape) - 1) / 2.0).reshape(3, 1, 1, 1)
-            low = np.floor(coords.reshape(3, -1).min(axis=1)).astype(int) - 1
-            high = np.ceil(coords.reshape(3, -1).max(axis=1)).astype(int) + 2
-            source, source_label = cut_patch(image, label, low, high - low)
-            coords -= low.reshape(3, 1, 1, 1)
-            X = np.stack(
-                [
-                    interpolate_img(source[..., c], coords, self.data_order, "constant", cval=0.0)
-                    for c in range(source.shape[-1])
-                ],
-                axis=-1,
-            )
-            lab = interpolate_img(source_label, coords, 0, "constant", cval=0)
-            brain = interpolate_img(np.any(source != 0, axis=-1).astype(np.uint8), coords, 0, "constant", cval=0)
-            return self.augment(X, lab, seed, brain=brain.astype(bool))
+        coords = self.spatial_coordinates(rng)
+        if coords is None:
+            X, lab = cut_patch(image, label, start, self.patch_shape)
+            return self.augment(X, lab, seed)
+        coords += (np.asarray(start) + (np.asarray(self.patch_shape) - 1) / 2.0).reshape(3, 1, 1, 1)
+        low = np.floor(coords.reshape(3, -1).min(axis=1)).astype(int) - 1
+        high = np.ceil(coords.reshape(3, -1).max(axis=1)).astype(int) + 2
+        source, source_label = cut_patch(image, label, low, high - low)
+        coords -= low.reshape(3, 1, 1, 1)
+        X = np.stack(
+            [
+                interpolate_img(source[..., c], coords, self.data_order, "constant", cval=0.0)
+                for c in range(source.shape[-1])
+            ],
+            axis=-1,
+        )
+        lab = interpolate_img(source_label, coords, 0, "constant", cval=0)
+        brain = interpolate_img(np.any(source != 0, axis=-1).astype(np.uint8), coords, 0, "constant", cval=0)
+        return self.augment(X, lab, seed, brain=brain.astype(bool))
 
     def augment(self, X: np.ndarray, lab: np.ndarray, seed: int, brain: np.ndarray | None = None):
         """The intensity transforms and mirroring on one patch; ``brain`` defaults to the voxels not zero in ``X``."""
@@ -254,7 +257,7 @@ class NnUNetAugmentation:
 def _global_random(seed: int):
     """Seed NumPy's and Python's global generators (batchgenerators draws from them), then restore them.
 
-    Re-entrant within a thread; other threads wait, so each patch sees only its own seed.
+    Other threads wait meanwhile, so each patch sees only its own seed.
     """
     with _GLOBAL_RANDOM:
         numpy_state, python_state = np.random.get_state(), random.getstate()
