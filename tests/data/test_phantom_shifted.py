@@ -67,8 +67,6 @@ def test_same_anatomy_and_tumour_another_scanner():
     assert image.dtype == image0.dtype and image.shape == image0.shape
     for c in range(4):
         assert not np.array_equal(image[..., c], image0[..., c]), f"channel {c} looks the same"
-    again = make_phantom_case(11, TINY_SHAPE, "shifted")[0]
-    np.testing.assert_array_equal(image, again)
 
 
 @pytest.fixture(scope="module")
