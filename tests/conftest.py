@@ -18,6 +18,7 @@ from utils.course.checks import CHECKS
 from utils.data.datasets import BRATS_SUFFIXES
 from utils.data.labels import msd_to_brats
 from utils.data.phantom import make_phantom_dataset
+from utils.model.unet import build_unet
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +26,14 @@ def phantom_root(tmp_path_factory) -> Path:
     """A tiny phantom in the MSD layout: 5 labelled cases, 1 test case."""
     root = tmp_path_factory.mktemp("data") / "phantom"
     return make_phantom_dataset(root, n_train=5, n_test=1, shape=TINY_SHAPE, seed=7, progress=False)
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory) -> Path:
+    """A tiny untrained U-Net saved as .keras (prediction's input in the safety tests; never written to)."""
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    build_unet((32, 32, 16, 4), depth=2, base_filters=2).save(path)
+    return path
 
 
 @pytest.fixture()
