@@ -1,6 +1,6 @@
 # Brain tumour segmentation course: one command to run the course, one to test it.
 #   make demo   - create .venv, build the phantom data, execute every lesson into build/ (COURSE_MODE=cpu to force the CPU demo)
-#   make test   - create .venv, run ruff (lint, format check), pytest on utils and nbval on every notebook (tiny volume)
+#   make test   - create .venv, run ruff (lint, format check), pytest on utils and nbval on every learner notebook (tiny volume)
 #   make lab    - open the lessons in JupyterLab
 #   make notebooks - regenerate the learner/solution notebooks from notebooks/NN_*.py (scripts/notebooks.py)
 #   make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04] - score learner notebooks (docs/instructors.md)
@@ -40,7 +40,9 @@ install: $(LAB_STAMP)
 test: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	COURSE_MODE=ci $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+# nbval executes the learner notebooks; the solution notebooks are the same cells with the exercises solved
+# (tests/test_notebooks.py), whose solutions and check cells tests/course/test_exercises.py runs.
+	COURSE_MODE=ci $(PY) -m pytest tests notebooks --ignore=notebooks/solutions --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
 data: $(DEV_STAMP)
 	$(PY) -c "from utils.data.phantom import ensure_phantom; print(ensure_phantom())"

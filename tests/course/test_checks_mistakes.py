@@ -1308,6 +1308,41 @@ def test_correct_alternative_passes(name, fn, variant):
 
 
 # ----------------------------------------------------------------------------
+# The Dice exercises' grading inputs: the grader draws the hand-made 2x3 masks
+# (and the soft batches) from a per-run seed. With epsilon=1, such small masks
+# often made 0.5 the expected value (a constant 0.5 then scored) or let a
+# mistake give the right value by chance; the draws now refuse both.
+# ----------------------------------------------------------------------------
+
+DICE = ["single_class_dice_coefficient", "dice_coefficient", "soft_dice_loss"]
+RUNS = [("public", None), ("grading", None)] + [("grading", seed) for seed in range(6)]
+"""The lesson's check, the fixed grading variant, and six of the grader's per-run seeds."""
+
+
+@pytest.mark.parametrize("name", DICE)
+def test_a_constant_half_passes_no_dice_test_whatever_the_seed(name):
+    for variant, seed in [("public", None), ("grading", None)] + [("grading", seed) for seed in range(50)]:
+        passed = [
+            r.description
+            for r in run_check(name, lambda *a, **k: 0.5, variant=variant, record=True, seed=seed)
+            if r.passed
+        ]
+        assert not passed, (variant, seed, passed)
+
+
+@pytest.mark.parametrize("name", DICE)
+def test_a_wrong_dice_answer_passes_the_same_tests_whatever_the_seed(name):
+    """A mistake may pass a test only where that test cannot tell it apart at all (0/1 masks square to themselves,
+    one sample cannot be pooled): then it passes it with every seed. Never by a coincidence of one seed's draw."""
+    for fn in WRONG[name]:
+        passed = {
+            (variant, seed): [r.passed for r in run_check(name, fn, variant=variant, record=True, seed=seed)]
+            for variant, seed in RUNS
+        }
+        assert len({tuple(p) for p in passed.values()}) == 1, (fn.__name__, passed)
+
+
+# ----------------------------------------------------------------------------
 # Hint precision: a "likely mistake" line names the answer's own mistake, and
 # only when its output matches that mistake (two mistakes that give the same
 # value on an input may both be named, joined by "or"); an answer whose
@@ -1358,7 +1393,7 @@ OWN_HINT: dict[str, tuple[str, ...]] = {
     "ub_up_width_from_skip": (),
     "ub_block_width_half_of_x": (),
     "ub_pool_size_reversed": (),
-    "scd_xy_only": ("axis argument is not used",),
+    "scd_xy_only": ("axis argument is not used", "z is not summed"),
     "scd_squares": ("squares in the denominator",),
     "scd_one_minus": ("returns 1 - Dice",),
     "scd_eps_denominator_only": ("epsilon only in the denominator",),
