@@ -25,8 +25,10 @@ import numpy as np
 import pandas as pd
 
 from ..config import VALIDATION_FOREGROUND_FRACTION, TrainConfig
+from ..data.datasets import load_case
 from ..data.labels import REGION_ORDER
-from ..inference.sliding_window import evaluate_model
+from ..evaluation.metrics import evaluate_cases
+from ..inference.sliding_window import predict_case
 from ..model.transfer import transfer_weights
 from ..model.unet import configured_unet, load_model
 from ..preprocessing.plan import make_plan
@@ -180,6 +182,7 @@ def label_efficiency(
         pretrained = load_model(pretrained, compile=False)
     scores, curves, compiled = [], [], {}
     plan = make_plan(config, split["pool"], split["validation"])
+    held_out = {case_id: load_case(data_dir, case_id) for case_id in split["held_out"]}  # read once, not per run
     for n in sizes:
         for seed in seeds:
             train_ids = training_cases(split["pool"], n, seed)
@@ -196,16 +199,12 @@ def label_efficiency(
                         reuse=compiled.get(arm),
                     )
                 compiled[arm] = model
-                table, _ = evaluate_model(
-                    model,
-                    data_dir,
-                    split["held_out"],
-                    overlap=overlap,
-                    with_hd95=False,
-                    progress=False,
-                    lesion_wise=False,
-                    plan=plan,
-                )
+                pairs = [
+                    (case_id, case.label, predict_case(model, case.image, overlap=overlap, progress=False, plan=plan)[0],
+                     case.spacing)
+                    for case_id, case in held_out.items()
+                ]  # fmt: skip
+                table = evaluate_cases(pairs, with_hd95=False, lesion_wise=False)
                 cases = table.drop(index=[i for i in ("mean", "median") if i in table.index])
                 for case, row in cases.iterrows():
                     scores.append(
