@@ -116,6 +116,9 @@ SEED = 0              # the split of validation and held-out cases
 mode = course_mode()
 budget = transfer_budget()
 pre_config = pretrain_preset()
+print(f"mode {mode}: pretraining run folder {pre_config.output_dir} (under the data folder)")
+
+# %%
 sources = unlabelled_sources(pre_config, progress=False)
 print(f"mode {mode}: {len(sources)} unlabelled volumes for pretraining: "
       + ", ".join(f"{folder.name}/{case}" for folder, case in sources))

@@ -110,26 +110,29 @@ def test_distort_keeps_each_channel_in_its_own_intensity_range():
 # ----------------------------------------------------------------------------
 
 
-@pytest.fixture()
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("COURSE_MODE", "ci")
-    return tmp_path
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Course data in a private folder (ci mode), with a tiny phantom whose label files are garbage:
+    reading any of them would fail. Built once for the module's tests."""
+    root = tmp_path_factory.mktemp("pretrain")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COURSE_DATA_DIR", str(root / "data"))
+        patch.setenv("COURSE_MODE", "ci")
+        folder = make_phantom_dataset(root / "phantom", n_train=2, n_test=1, shape=(40, 40, 24), progress=False)
+        for label in (folder / "labelsTr").glob("*.nii.gz"):
+            label.chmod(0o644)
+            label.write_bytes(b"not a NIfTI file: pretraining must never read a label")
+        patch.setattr(pretrain_module, "get_dataset", lambda name, mode=None: folder)
+        yield root
 
 
 @pytest.fixture()
-def corrupt_labels_phantom(env, monkeypatch):
-    """A tiny phantom whose label files are garbage: reading any of them would fail."""
-    folder = make_phantom_dataset(env / "phantom", n_train=2, n_test=1, shape=(40, 40, 24), progress=False)
-    for label in (folder / "labelsTr").glob("*.nii.gz"):
-        label.chmod(0o644)
-        label.write_bytes(b"not a NIfTI file: pretraining must never read a label")
-    monkeypatch.setattr(pretrain_module, "get_dataset", lambda name, mode=None: folder)
-    return folder
+def corrupt_labels_phantom(env):
+    return env / "phantom"
 
 
-def _config(env, **overrides):
-    values = dict(output_dir=str(env / "runs" / "pretrain"), extra_cases=1, verbose=0)
+def _config(env, run="pretrain", **overrides):
+    values = dict(output_dir=str(env / "runs" / run), extra_cases=1, verbose=0)
     return pretrain_preset("ci", **(values | overrides))
 
 
@@ -145,20 +148,20 @@ def test_pretraining_reads_images_only_never_a_label(corrupt_labels_phantom, env
     assert (
         not list((extra / "labelsTr").glob("*")) and json.loads((extra / "dataset.json").read_text())["training"] == []
     )
-    result = pretrain(_config(env, epochs=1), progress=False)
+    result = pretrain(_config(env, "labels", epochs=1), progress=False)
     assert opened and not any("labelsTr" in p for p in opened), opened
     assert all("imagesTs" in p for p in opened)
     assert len(result.history) == 1 and (result.output_dir / "best.keras").is_file()
 
 
 def test_pretraining_resumes_refuses_other_parameters_and_foreign_folders(corrupt_labels_phantom, env, capsys):
-    first = pretrain(_config(env, epochs=1), progress=False)
-    again = pretrain(_config(env, epochs=2), progress=False)
+    first = pretrain(_config(env, "resume", epochs=1), progress=False)
+    again = pretrain(_config(env, "resume", epochs=2), progress=False)
     assert again.initial_epoch == 1 and list(again.history["epoch"]) == [0, 1]
     state = json.loads((first.output_dir / "state.json").read_text())
     assert state["epochs_done"] == 2 and state["monitor"] == "val_loss"
     with pytest.raises(ValueError, match="other parameters .*learning_rate"):
-        pretrain(_config(env, epochs=3, learning_rate=0.5), progress=False)
+        pretrain(_config(env, "resume", epochs=3, learning_rate=0.5), progress=False)
     foreign = env / "thesis"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
