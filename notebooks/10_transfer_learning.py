@@ -152,7 +152,7 @@ for ax, (name, view) in zip(axes, views.items()):
     ax.imshow(view[:, :, z, 0].T, cmap="gray", origin="lower", vmin=patch[..., 0].min(), vmax=patch[..., 0].max())
     ax.set_title(name.replace(" + ", "\n+ "), fontsize=8)
     ax.axis("off")
-fig.suptitle(f"Models Genesis distortions of a {tuple(patch_shape)} patch ({MODALITIES[0]}, slice z={z})")
+fig.suptitle(f"Models Genesis distortions of a {pre_config.patch_shape} patch ({MODALITIES[0]}, slice z={z})")
 plt.tight_layout()
 plt.show()
 
@@ -338,9 +338,11 @@ finetune_seconds = time.perf_counter() - start
 # %%
 table = efficiency_table(scores)
 print(table.to_string())
-times = scores.groupby(["n", "arm"])["seconds"].first().groupby(["n", "arm"]).mean().unstack("arm").round(1)
-print(f"\ntraining seconds per run (seed {budget.seeds[0]}); pretraining {pretrain_seconds:.0f} s, "
-      f"all fine-tuning runs with evaluation {finetune_seconds:.0f} s")
+runs = scores.drop_duplicates(["arm", "n", "seed"])
+times = runs.groupby(["n", "arm"])["seconds"].mean().unstack("arm").round(1)
+print(f"\ntraining seconds per run, mean over {len(budget.seeds)} seed(s) (the first run of each arm also traces "
+      f"the network's steps); pretraining {pretrain_seconds:.0f} s, all {len(runs)} fine-tuning runs with their "
+      f"evaluation {finetune_seconds:.0f} s")
 print(times.to_string())
 
 # %%
