@@ -67,7 +67,7 @@ from utils.model.unet import load_model
 from utils.preprocessing.genesis import (distort, in_paint, local_pixel_shuffling, nonlinear_intensity, out_paint,
                                          to_unit)
 from utils.training.finetune import efficiency_table, label_efficiency, label_efficiency_split, pretraining_gain
-from utils.training.pretrain import RestorationDataset, load_unlabelled, pretrain, unlabelled_sources
+from utils.training.pretrain import load_unlabelled, pretrain, unlabelled_sources
 from utils.training.train import build_model, prepare_data
 
 # %% tags=["parameters"]
@@ -224,17 +224,19 @@ print(f"pretraining took {pretrain_seconds:.0f} s of training; val_loss (MSE of 
       f"{log['val_loss'].iloc[0]:.3f} after epoch 1, {log['val_loss'].min():.3f} at best")
 
 # %%
-restored_input, original = RestorationDataset([volume], pre_config, 1, seed=SEED + 5)[0]  # a batch of pairs
-restored = load_model(pretrained.output_dir / "best.keras", compile=False).predict(restored_input, verbose=0)
+# the patch of section 2, distorted by a new draw of the recipe, and what the pretrained network makes of it
+restored_input, _ = distort(patch, np.random.default_rng(SEED + 5), pre_config)
+original = patch
+restored = load_model(pretrained.output_dir / "best.keras", compile=False).predict(restored_input[None], verbose=0)[0]
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
 axes[0].plot(log["epoch"] + 1, log["loss"], label="training")
 axes[0].plot(log["epoch"] + 1, log["val_loss"], label="validation (unseen volume)")
 axes[0].set(xlabel="epoch", ylabel="MSE", title="restoration loss")
 axes[0].legend()
-for ax, (name, view) in zip(axes[1:], (("distorted input", restored_input[0]), ("restored", restored[0]),
-                                        ("original", original[0]))):
-    ax.imshow(view[:, :, z, 0].T, cmap="gray", origin="lower", vmin=original[0][..., 0].min(),
-              vmax=original[0][..., 0].max())
+for ax, (name, view) in zip(axes[1:], (("distorted input", restored_input), ("restored", restored),
+                                        ("original", original))):
+    ax.imshow(view[:, :, z, 0].T, cmap="gray", origin="lower", vmin=original[..., 0].min(),
+              vmax=original[..., 0].max())
     ax.set_title(name)
     ax.axis("off")
 plt.tight_layout()
