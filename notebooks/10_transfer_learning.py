@@ -412,10 +412,11 @@ print(f"after one epoch the validation Dice (mean over n and seeds) was {first['
       f"{first['scratch']:.3f} from scratch: {start_verdict}")
 
 # %% [markdown]
-# **How far to trust this.** The budgets are small on purpose: in cpu mode the
-# whole lesson runs in about nine minutes on two CPU cores, so pretraining
-# sees a few hundred 32-voxel patches and each fine-tuning run a few dozen
-# steps; in ci mode everything is tiny and the numbers mean nothing. Models
+# **How far to trust this.** The budgets are small on purpose, so that the
+# cpu mode runs in minutes on two CPU cores (scoring the held-out scans of 16
+# runs takes longer than training them): pretraining sees a few hundred
+# 32-voxel patches and each fine-tuning run a few dozen steps; in ci mode
+# everything is tiny and the numbers mean nothing. Models
 # Genesis pretrained for days on hundreds of CT scans, and its gains were
 # largest with few labels and a target task close to the pretraining data.
 # With a small budget, pretraining can also *hurt* (the pretrained features
