@@ -1282,6 +1282,151 @@ def tv_nibabel_zooms(label, affine):
 
 
 # ----------------------------------------------------------------------------
+# Lesson 10: shuffle_block
+# ----------------------------------------------------------------------------
+
+
+def _sb_window(start, size):
+    return tuple(slice(s, s + n) for s, n in zip(start, size))
+
+
+@wrong("shuffle_block")
+def sb_whole_patch(patch, start, size, seed):
+    rng = np.random.default_rng(seed)
+    out = patch.copy()
+    for c in range(patch.shape[-1]):
+        out[..., c] = rng.permutation(patch[..., c].ravel()).reshape(patch.shape[:3])
+    return out
+
+
+@wrong("shuffle_block")
+def sb_channels_mixed(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)]
+    out[_sb_window(start, size)] = np.random.default_rng(seed).permutation(block.ravel()).reshape(block.shape)
+    return out
+
+
+@wrong("shuffle_block")
+def sb_first_axis_only(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)].copy()
+    np.random.default_rng(seed).shuffle(block)
+    out[_sb_window(start, size)] = block
+    return out
+
+
+@wrong("shuffle_block")
+def sb_one_order_for_all_channels(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)]
+    flat = block.reshape(-1, block.shape[-1])
+    out[_sb_window(start, size)] = flat[np.random.default_rng(seed).permutation(len(flat))].reshape(block.shape)
+    return out
+
+
+@wrong("shuffle_block")
+def sb_not_written_back(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)].reshape(-1, patch.shape[-1])  # a copy: the block is not contiguous
+    block = np.random.default_rng(seed).permuted(block, axis=0)
+    return out
+
+
+@wrong("shuffle_block")
+def sb_global_random(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)]
+    flat = block.reshape(-1, block.shape[-1]).copy()
+    for c in range(flat.shape[1]):
+        np.random.shuffle(flat[:, c])
+    out[_sb_window(start, size)] = flat.reshape(block.shape)
+    return out
+
+
+@wrong("shuffle_block")
+def sb_seed_ignored(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)]
+    out[_sb_window(start, size)] = (
+        np.random.default_rng(0).permuted(block.reshape(-1, block.shape[-1]), axis=0).reshape(block.shape)
+    )
+    return out
+
+
+@wrong("shuffle_block")
+def sb_block_end_inclusive(patch, start, size, seed):
+    return _sb_reference(patch, start, [n + 1 for n in size], seed)
+
+
+@wrong("shuffle_block")
+def sb_size_as_end(patch, start, size, seed):
+    window = tuple(slice(s, n) for s, n in zip(start, size))
+    out = patch.copy()
+    block = out[window]
+    out[window] = np.random.default_rng(seed).permuted(block.reshape(-1, block.shape[-1]), axis=0).reshape(block.shape)
+    return out
+
+
+@wrong("shuffle_block")
+def sb_float64(patch, start, size, seed):
+    return _sb_reference(patch, start, size, seed).astype(np.float64)
+
+
+@wrong("shuffle_block")
+def sb_in_place(patch, start, size, seed):
+    block = patch[_sb_window(start, size)]
+    patch[_sb_window(start, size)] = (
+        np.random.default_rng(seed).permuted(block.reshape(-1, block.shape[-1]), axis=0).reshape(block.shape)
+    )
+    return patch
+
+
+def _sb_reference(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)]
+    out[_sb_window(start, size)] = (
+        np.random.default_rng(seed).permuted(block.reshape(-1, block.shape[-1]), axis=0).reshape(block.shape)
+    )
+    return out
+
+
+@correct("shuffle_block")
+def sb_loop_over_channels(patch, start, size, seed):
+    rng = np.random.default_rng(seed)
+    x0, y0, z0 = start
+    bx, by, bz = size
+    out = np.copy(patch)
+    for c in range(patch.shape[3]):
+        block = patch[x0 : x0 + bx, y0 : y0 + by, z0 : z0 + bz, c]
+        out[x0 : x0 + bx, y0 : y0 + by, z0 : z0 + bz, c] = rng.permutation(block.ravel()).reshape(block.shape)
+    return out
+
+
+@correct("shuffle_block")
+def sb_random_keys_argsort(patch, start, size, seed):
+    window = _sb_window(start, size)
+    block = patch[window]
+    flat = block.reshape(-1, block.shape[-1])
+    keys = np.random.default_rng(seed).random(flat.shape)
+    out = patch.copy()
+    out[window] = np.take_along_axis(flat, np.argsort(keys, axis=0), axis=0).reshape(block.shape)
+    return out
+
+
+@correct("shuffle_block")
+def sb_legacy_seeded_shuffle(patch, start, size, seed):
+    np.random.seed(seed)
+    out = patch.copy()
+    window = _sb_window(start, size)
+    for c in range(patch.shape[-1]):
+        values = out[window][..., c].flatten()
+        np.random.shuffle(values)
+        out[window + (c,)] = values.reshape(out[window].shape[:3])
+    return out
+
+
+# ----------------------------------------------------------------------------
 # The suite
 # ----------------------------------------------------------------------------
 
@@ -1458,6 +1603,17 @@ OWN_HINT: dict[str, tuple[str, ...]] = {
     "tv_signed_determinant": ("|det|",),
     "tv_label_values_summed": ("sum of the label values",),
     "tv_msd_order_confused": (),
+    "sb_whole_patch": ("across the whole patch",),
+    "sb_channels_mixed": ("moved between channels",),
+    "sb_first_axis_only": ("only reorders its first axis",),
+    "sb_one_order_for_all_channels": ("every channel together",),
+    "sb_not_written_back": ("written back",),
+    "sb_global_random": ("must come from the seed",),
+    "sb_seed_ignored": ("seed argument is not used",),
+    "sb_block_end_inclusive": ("one voxel too large",),
+    "sb_size_as_end": ("x0:x0 + bx",),
+    "sb_float64": ("keep its dtype",),
+    "sb_in_place": ("writes into its input",),
 }
 """Each wrong answer's own "likely mistake" (substrings); () for a mistake with no signature of its own."""
 

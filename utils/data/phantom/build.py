@@ -160,7 +160,8 @@ def make_phantom_dataset(
     Args:
         out_dir: target folder; gets ``dataset.json``, ``imagesTr/``,
             ``labelsTr/``, ``imagesTs/`` and the marker ``phantom.json``.
-        n_train: labelled cases. n_test: unlabelled cases.
+        n_train: labelled cases. n_test: unlabelled cases (``imagesTs/``); ``n_train=0``
+            makes a dataset of unlabelled cases only (lesson 10's pretraining).
         shape: grid ``(x, y, z)``; 240x240x155 is the BraTS grid at 1 mm.
         seed: dataset seed; each case derives its own seed from it.
         overwrite: write into a non-empty folder that is not a phantom; its
@@ -186,8 +187,8 @@ def make_phantom_dataset(
             checkout's root, or a phantom path holds a file it did not write.
     """
     out_dir = Path(out_dir).expanduser().resolve()
-    if n_train < 1 or n_test < 0:
-        raise ValueError(f"need n_train >= 1 and n_test >= 0; found {n_train}, {n_test}")
+    if n_train < 0 or n_test < 0 or n_train + n_test < 1:
+        raise ValueError(f"need n_train >= 0, n_test >= 0 and at least one case; found {n_train}, {n_test}")
     if len(shape) != 3 or min(shape) < 16:
         raise ValueError(f"shape must be 3 sizes of at least 16 voxels; found {tuple(shape)}")
     if scanner not in SCANNERS:
