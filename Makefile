@@ -45,12 +45,7 @@ data: $(DEV_STAMP)
 demo: $(LAB_STAMP) data
 	@mkdir -p $(BUILD)
 	@$(PY) -c "from utils.config import course_mode; print('course mode:', course_mode(), '(COURSE_MODE, else gpu when a GPU is visible, else cpu)')"
-	@set -e; for nb in $(SOLUTIONS); do \
-	  echo "== executing $$nb"; \
-	  $(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
-	    --output-dir $(BUILD) "$$nb"; \
-	  $(BIN)/jupyter nbconvert --to html --template classic --output-dir $(BUILD) "$(BUILD)/$$(basename $$nb)"; \
-	done
+	$(PY) scripts/export_lesson.py --out $(BUILD) $(SOLUTIONS)
 	@echo "Executed lessons: $(BUILD)/*.ipynb and $(BUILD)/*.html"
 
 lab: $(LAB_STAMP)
