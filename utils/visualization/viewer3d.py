@@ -413,15 +413,25 @@ def show_3d(
     progress = widgets.HTML()
     done: set[str] = set()
     asked: list = []  # volumes asked for and not added yet, loaded one at a time
+    # The shown volumes reach the browser once its canvas is attached: ipyniivue 2.4's first
+    # render parses the volumes it finds under its own bookkeeping, so a later change of
+    # ``volumes`` (a layer asked for) would parse them all again (seconds each in software
+    # WebGL). Handed over after the render, every volume goes through the one "volumes
+    # changed" path and is parsed once (as the HTML report does).
+    first = list(nv.volumes)
+    nv.volumes = []
+
+    def current() -> list:
+        return nv.volumes or first
 
     def step():
-        if asked and all(v.id in done for v in nv.volumes):
+        if asked and nv.volumes and all(v.id in done for v in nv.volumes):
             load_next(nv, volumes, asked.pop(0))
-        waiting = [names[v.id] for v in nv.volumes if v.id not in done] + [names[v.id] for v in asked]
+        waiting = [names[v.id] for v in current() if v.id not in done] + [names[v.id] for v in asked]
         progress.value = f"<i>loading {', '.join(waiting)} ...</i>" if waiting else ""
 
     def ask(vol):
-        if vol.id not in {v.id for v in nv.volumes} and vol not in asked:
+        if vol.id not in {v.id for v in current()} and vol not in asked:
             asked.append(vol)
         step()
 
@@ -429,7 +439,13 @@ def show_3d(
         done.add(volume.id)
         step()
 
+    def on_attached():
+        if not nv.volumes:
+            nv.volumes = first
+        step()
+
     nv.on_image_loaded(on_loaded)
+    nv.on_canvas_attached(on_attached)
     step()
     images = [(layer.name, v) for layer, v in zip(layers, volumes) if layer.kind == "image"]
     sequence = widgets.Dropdown(
