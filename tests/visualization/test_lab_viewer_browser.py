@@ -10,7 +10,7 @@ first frame and to T1gd after asking for it.
 
 Skipped without Chromium or JupyterLab (``pip install -e .[lab]``); run by
 ``make report-check`` (screenshots in ``$REPORT_CHECK_DIR``). Environment:
-``LAB_CHECK_SHAPE`` (default ``96x96x60``; ``240x240x155`` is the real grid) and
+``LAB_CHECK_SHAPE`` (else ``REPORT_CHECK_SHAPE``, else ``96x96x60``; ``240x240x155`` is the real grid) and
 ``LAB_CHECK_PYTHONPATH`` (the checkout whose ``utils`` the kernel imports; default this
 one: point it at another checkout to time the viewer before a change).
 """
@@ -92,7 +92,8 @@ def out_dir(tmp_path_factory):
 def lab(tmp_path_factory):
     """A JupyterLab server on a free local port, its own config, runtime and workspace folders."""
     home = tmp_path_factory.mktemp("lab")
-    shape = tuple(int(v) for v in os.environ.get("LAB_CHECK_SHAPE", "96x96x60").split("x"))
+    chosen = os.environ.get("LAB_CHECK_SHAPE") or os.environ.get("REPORT_CHECK_SHAPE") or "96x96x60"
+    shape = tuple(int(v) for v in chosen.split("x"))
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [
