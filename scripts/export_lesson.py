@@ -11,18 +11,22 @@ For each notebook it writes the executed ``.ipynb`` and an ``.html`` beside it:
   nbconvert picks when the widget state is absent;
 * text progress bars keep their last line only (``coalesce_streams``);
 * the HTML uses ``scripts/templates/course_offline``: JupyterLab's template without the
-  scripts it would fetch from CDNs, so the page makes no network request.
+  scripts it would fetch from CDNs, and remote Markdown pictures (the Colab badge) become
+  their alt text, so the page makes no network request.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
 import nbformat
 
+REMOTE_IMAGE = re.compile(r"!\[([^\]]*)\]\(https?://[^)]*\)")
+"""A Markdown image fetched from the network, e.g. ``![Open In Colab](https://colab.research.google.com/...svg)``."""
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "course_offline" / "course_offline.html.j2"
 
 
@@ -65,8 +69,12 @@ def to_html(notebook: Path | str, out_dir: Path | str | None = None) -> Path:
     from utils.safety import write_bytes_atomic
 
     notebook = Path(notebook)
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":  # a remote picture (the Colab badge) becomes its alt text
+            cell.source = REMOTE_IMAGE.sub(r"\1", cell.source)
     exporter = HTMLExporter(template_file=str(TEMPLATE))
-    body, _ = exporter.from_filename(str(notebook))
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": notebook.stem}})
     target = Path(out_dir or notebook.parent) / (notebook.stem + ".html")
     write_bytes_atomic(target, body.encode("utf-8"))
     return target

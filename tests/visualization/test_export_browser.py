@@ -105,7 +105,8 @@ def test_html_export_keeps_every_figure(tmp_path, out_dir, monkeypatch, palette_
     monkeypatch.setenv(PALETTE_ENV, palette_name)  # the kernel inherits the setting
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))  # this checkout's utils
     nb = nbformat.v4.new_notebook()
-    nb.cells = with_captions(
+    badge = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/)"
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# A lesson\n\n{badge}")] + with_captions(
         [nbformat.v4.new_code_cell(code, metadata={"alt": alt} if alt else {}) for code, alt in CELLS]
     )
     source = tmp_path / f"export_{palette_name}.ipynb"
