@@ -4,7 +4,7 @@
 #   make lab    - open the lessons in JupyterLab
 #   make notebooks - regenerate the learner/solution notebooks from notebooks/NN_*.py (scripts/notebooks.py)
 #   make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04] - score learner notebooks (docs/instructors.md)
-#   make report-check - open the HTML case report in headless Chromium (apt-get install chromium)
+#   make report-check - the report, the JupyterLab 3-D viewer and an HTML export in headless Chromium (apt-get install chromium)
 #   make book     - the course site of the executed lessons (after make demo): build/book/index.html
 #   make book-check - build the site and open every page in headless Chromium (figures drawn, no request out)
 #   make pictures - redraw the README's pictures (docs/pictures/) from the trained cpu run (after make demo)
@@ -50,12 +50,7 @@ data: $(DEV_STAMP)
 demo: $(LAB_STAMP) data
 	@mkdir -p $(BUILD)
 	@$(PY) -c "from utils.config import course_mode; print('course mode:', course_mode(), '(COURSE_MODE, else gpu when a GPU is visible, else cpu)')"
-	@set -e; for nb in $(SOLUTIONS); do \
-	  echo "== executing $$nb"; \
-	  $(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
-	    --output-dir $(BUILD) "$$nb"; \
-	  $(BIN)/jupyter nbconvert --to html --template classic --output-dir $(BUILD) "$(BUILD)/$$(basename $$nb)"; \
-	done
+	$(PY) scripts/export_lesson.py --out $(BUILD) $(SOLUTIONS)
 	@echo "Executed lessons: $(BUILD)/*.ipynb and $(BUILD)/*.html"
 
 lab: $(LAB_STAMP)
@@ -68,13 +63,15 @@ grade: $(DEV_STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04]"; exit 2; }
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m utils.course.grade $(SUBMISSIONS) --out $(OUT) $(if $(LESSON),--lesson $(LESSON))
 
-# The report in a real browser (not part of `make test`: Debian's chromium is needed, and the full-size
-# case takes minutes in software WebGL). Screenshots and reports land in build/report-check/.
+# The viewers in a real browser (Debian's chromium; the full-size case takes minutes in software
+# WebGL): the HTML report, the 3-D viewer in a JupyterLab started on a local port, and an executed
+# HTML export opened from disk. Screenshots, reports and pages land in build/report-check/.
 REPORT_CHECK_SHAPE ?= 240x240x155
-report-check: $(DEV_STAMP)
+report-check: $(LAB_STAMP)
 	@command -v chromium >/dev/null || { echo "chromium not found: apt-get install chromium"; exit 1; }
 	REPORT_CHECK_SHAPE=$(REPORT_CHECK_SHAPE) REPORT_CHECK_DIR=$(CURDIR)/build/report-check \
-	  $(PY) -m pytest tests/visualization/test_report_browser.py -s -p no:cacheprovider
+	  $(PY) -m pytest tests/visualization/test_report_browser.py tests/visualization/test_lab_viewer_browser.py \
+	  tests/visualization/test_export_browser.py -s -p no:cacheprovider
 
 # The course site (scripts/book.py, docs/book/conf.py): the lessons make demo executed, not run again.
 BOOK_LESSONS ?= $(BUILD)

@@ -43,14 +43,14 @@ if "google.colab" in sys.modules:
 import nibabel as nib
 import numpy as np
 import matplotlib.pyplot as plt
-from IPython.display import Image, display
+from IPython.display import display
 from nilearn import plotting
 
 from utils import detect_layout, get_dataset, get_settings, list_cases, load_case
 from utils.data.datasets import dataset_volume_table
 from utils.data.statistics import class_intensity_table, label_volume_table
-from utils.visualization.figures import (intensity_histograms, label_colormap, label_legend, show_cases, show_sequences,
-                       slice_viewer, slices_gif, to_nifti_images, tumour_center)
+from utils.visualization.figures import (Animation, intensity_histograms, label_colormap, label_legend, show_cases,
+                                         show_sequences, slice_viewer, slices_gif, to_nifti_images, tumour_center)
 
 # %% tags=["parameters"]
 DATASET = "phantom"  # "phantom" (no download), "msd" (real data in data/), or a dataset folder path
@@ -205,7 +205,7 @@ plt.show()
 # A static slice hides most of a 3-D volume. Use the viewer: choose the
 # plane and the sequence, move through the slices, switch the labels on and
 # off and change their opacity. (The widgets need a live kernel: run the cell
-# in JupyterLab or Colab.)
+# in JupyterLab or Colab; a static copy shows a picture of the three planes.)
 
 # %%
 slice_viewer(case.image, case.label, case.spacing)
@@ -217,7 +217,7 @@ slice_viewer(case.image, case.label, case.spacing)
 # %% alt="Animation through the axial FLAIR slices from bottom to top with the label overlay."
 step = max(1, case.image.shape[2] // 40)
 gif = slices_gif(case.image, case.label, axis=2, channel=0, step=step, size=160)
-display(Image(data=gif))
+display(Animation(gif, alt="Animation through the axial FLAIR slices from bottom to top with the label overlay."))
 print(f"{len(range(0, case.image.shape[2], step))} frames, {len(gif) / 1024:.0f} KiB")
 
 # %% [markdown]
@@ -230,12 +230,15 @@ print(f"{len(range(0, case.image.shape[2], step))} frames, {len(gif) / 1024:.0f}
 # the sequence, switch the labels on and off, change their opacity; click in
 # a slice to move the crosshair, drag the render to rotate it. The labels
 # are drawn filled and half transparent in the course colours: edema red,
-# non-enhancing tumour green, enhancing tumour blue. Only FLAIR and the
+# non-enhancing tumour green, enhancing tumour blue (or, with
+# `COURSE_PALETTE=colorblind`, colours that readers with a colour-vision
+# deficiency can tell apart; the legend names them). Only FLAIR and the
 # labels load before the first picture; another sequence loads when you pick
 # it (a line under the controls says so).
 #
 # The viewer needs a live kernel with widgets (JupyterLab, VS Code, Colab);
-# a static copy of this lesson shows a one-line note instead.
+# a static copy of this lesson shows a picture of the three planes through
+# the tumour and a one-line note instead.
 
 # %%
 from utils.visualization.viewer3d import show_3d

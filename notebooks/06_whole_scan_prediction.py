@@ -67,7 +67,8 @@ from utils.data.labels import CLASS_NAMES, REGIONS
 from utils.config import course_mode, preset, run_dir, use_drive
 from utils.preprocessing.plan import plan_for_model
 from utils.training.train import prepare_data, train
-from utils.visualization.figures import AXIS_NAMES, label_colormap, label_legend, take_slice, tumour_center
+from utils.visualization.figures import (AXIS_NAMES, error_colormap, error_legend, label_colormap, label_legend,
+                                         take_slice, tumour_center)
 
 # %% tags=["parameters"]
 MODEL_PATH = None    # None: the best model of lesson 05 for this mode (trained now if missing); on a CPU
@@ -323,17 +324,17 @@ print("the largest blob", "overlaps the true tumour" if kept_on_tumour else
 # Three planes through the tumour centre, zoomed on the true tumour (errors
 # far from the tumour fall outside the zoom but count in the numbers of
 # section 6). Bottom row: the errors - **false positives** (segmented tumour
-# where there is none, orange) and **false negatives** (missed tumour, cyan),
-# for the whole tumour. Under the figure: where the errors sit, counted over
+# where there is none) and **false negatives** (missed tumour), for the
+# whole tumour, in the colours of their legend. Under the figure: where the errors sit, counted over
 # the whole scan.
 
-# %% alt="Ground truth, segmentation and whole-tumour errors (false positives orange, false negatives cyan) on three planes, zoomed on the tumour."
+# %% alt="Ground truth, segmentation and whole-tumour errors (false positives and false negatives, colours in the legend) on three planes, zoomed on the tumour."
 cmap, norm = label_colormap()
 flair = case.image[..., 0]
 errors = np.zeros(case.label.shape, np.uint8)
 errors[(prediction > 0) & (case.label == 0)] = 1
 errors[(prediction == 0) & (case.label > 0)] = 2
-error_cmap = plt.matplotlib.colors.ListedColormap([(0, 0, 0, 0), (1.0, 0.55, 0.0, 1), (0.0, 0.9, 0.9, 1)])
+error_cmap = error_colormap()
 fig, axes = plt.subplots(3, 3, figsize=(12, 11))
 lo, hi = np.percentile(flair[flair > 0], [1, 99])
 tumour = np.argwhere(case.label > 0)   # zoom: the true tumour and a margin of half its size around it
@@ -355,9 +356,7 @@ for col, axis in enumerate((2, 1, 0)):
         ax.set_title(f"{title}, {AXIS_NAMES[axis]}", fontsize=10)
         ax.set_axis_off()
 label_legend(axes[1, 2])
-axes[2, 2].legend(handles=[plt.matplotlib.patches.Patch(color=(1.0, 0.55, 0.0), label="false positive"),
-                           plt.matplotlib.patches.Patch(color=(0.0, 0.9, 0.9), label="false negative")],
-                  loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+error_legend(axes[2, 2], loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
 fig.tight_layout()
 plt.show()
 
@@ -609,12 +608,12 @@ if cli_labels is not None:
 # as an outline**, both in the class colours, so where the two agree the
 # outline runs along the filled edge, and a filled patch without an outline
 # is tumour the truth does not have. The whole-tumour **errors** layer
-# (false positives orange, false negatives cyan) is off at the start: switch
+# (false positives and false negatives) is off at the start: switch
 # it on to see them, and drag the 3-D render to see where they sit on the
 # tumour's surface. Only FLAIR and the two label maps load before the first
 # picture; another sequence or the errors load when you ask for them (a line
 # under the controls says so). (A live kernel with widgets shows the viewer;
-# a static copy shows a one-line note.)
+# a static copy shows a picture of the three planes and a one-line note.)
 
 # %%
 from utils.visualization.viewer3d import show_3d

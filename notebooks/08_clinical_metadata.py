@@ -78,7 +78,7 @@ from utils.config import course_mode, get_settings, preset, run_dir, use_drive
 from utils.data.datasets import list_cases, load_case, load_label
 from utils.data.sources import get_dataset
 from utils.inference.sliding_window import predict_case
-from utils.data.labels import CLASS_COLORS, CLASS_NAMES
+from utils.data.labels import CLASS_NAMES, class_colors
 from utils.data.phantom_clinical import phantom_cohort, write_phantom_clinical
 from utils.preprocessing.plan import plan_for_model
 from utils.training.train import prepare_data, train
@@ -300,7 +300,7 @@ parts = {"edema": data["WT_ml"] - data["TC_ml"], "non-enhancing": data["TC_ml"] 
          "enhancing": data["ET_ml"]}
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharey=False)
 rng = np.random.default_rng(SEED)
-for ax, (name, values), colour in zip(axes, parts.items(), CLASS_COLORS):
+for ax, (name, values), colour in zip(axes, parts.items(), class_colors()):
     for k, grade in enumerate(("HGG", "LGG")):
         v = values[data["grade"] == grade]
         ax.scatter(k + rng.uniform(-0.2, 0.2, len(v)), v, s=8, color=colour, alpha=0.6)

@@ -20,6 +20,11 @@ format. From it this script writes
   filled in between ``### START CODE HERE ###`` and ``### END CODE HERE ###``;
 * the README's Colab badges, pointed at :data:`COURSE_REPO`.
 
+A code cell that draws a figure carries its alt text as cell metadata
+(``# %% alt="What the figure shows."``); the generated notebooks add a
+caption cell with that text under it (:func:`with_captions`), so the text
+survives exports that drop cell metadata.
+
 The token ``COLAB_URL`` in a source becomes the Colab link of the notebook it
 lands in, ``COURSE_REPO`` the GitHub repository and ``COURSE_REF`` the git
 tag of this release (``v`` + the package version): the Colab setup cell
@@ -178,6 +183,26 @@ def _check_markers(text: str) -> None:
         raise ValueError(f"unbalanced solution markers: {begins} {BEGIN!r} and {ends} {END!r}")
 
 
+CAPTION_PREFIX = "*Figure:* "
+
+
+def with_captions(cells: list) -> list:
+    """Each figure cell (a code cell with an ``alt`` text) followed by a caption cell saying what it shows.
+
+    The ``alt`` metadata stays on the cell (JupyterLab's classic export reads it), but the lab
+    template, GitHub and site builders drop cell metadata; a Markdown caption survives them all.
+    """
+    out = []
+    for cell in cells:
+        out.append(cell)
+        alt = cell.metadata.get("alt") if cell.cell_type == "code" else None
+        if alt:
+            caption = nbformat.v4.new_markdown_cell(CAPTION_PREFIX + str(alt).strip())
+            caption.metadata["course"] = "caption"
+            out.append(caption)
+    return out
+
+
 def _to_notebook(text: str, url: str, learner: bool, stamp: dict[str, str]) -> str:
     text = text.replace("COLAB_URL", url).replace("COURSE_REPO", COURSE_REPO).replace("COURSE_REF", course_ref())
     nb = jupytext.reads(text, fmt="py:percent")
@@ -187,6 +212,7 @@ def _to_notebook(text: str, url: str, learner: bool, stamp: dict[str, str]) -> s
     nb.metadata["colab"] = {"provenance": []}
     nb.metadata["accelerator"] = "GPU" if "Accelerator: GPU" in text else "None"
     nb.metadata["course"] = {**stamp, "variant": "learner" if learner else "solution"}
+    nb.cells = with_captions(nb.cells)
     for i, cell in enumerate(nb.cells):
         digest = hashlib.sha1(f"{i}:{cell.source}".encode()).hexdigest()[:8]
         cell["id"] = f"c{i:03d}-{digest}"

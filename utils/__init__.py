@@ -40,9 +40,11 @@ from .data.labels import (
     REGION_ORDER,
     REGIONS,
     brats_to_msd,
+    class_colors,
     label_to_regions,
     msd_to_brats,
     one_hot,
+    palette,
     regions_to_label,
 )
 from .data.sources import get_dataset

@@ -197,3 +197,10 @@ def test_an_error_in_a_worker_process_names_the_case(msd_copy, tmp_path):
         build_cache(msd_copy, tmp_path / "cache", progress=False, workers=2)
     done = [c["case_id"] for c in json.loads((tmp_path / "cache" / MANIFEST).read_text())["cases"]]
     assert done == ["PHANTOM_001", "PHANTOM_002"], "the cases before it are committed"
+
+
+def test_cache_progress_is_a_text_line_a_stored_notebook_keeps(phantom_root, tmp_path, capsys):
+    # a widget bar (tqdm.auto) would leave an empty box in an HTML export, where widgets cannot run
+    build_cache(phantom_root, tmp_path / "cache", ["PHANTOM_001"], progress=True)
+    out = capsys.readouterr().out
+    assert "cache: 100%" in out and "1/1" in out, out

@@ -43,7 +43,8 @@ def find_chromium() -> str | None:
 class Chromium:
     """A headless Chromium with one page, spoken to over ``--remote-debugging-pipe``."""
 
-    def __init__(self, width: int = 1200, height: int = 1000):
+    def __init__(self, width: int = 1200, height: int = 1000, local: bool = False):
+        """``local``: the page may reach this machine (127.0.0.1, e.g. a JupyterLab server); nothing else."""
         binary = find_chromium()
         if binary is None:
             raise RuntimeError("chromium not found (Debian: apt-get install chromium)")
@@ -53,7 +54,7 @@ class Chromium:
         self.proc = subprocess.Popen(
             [
                 binary,
-                *CHROMIUM_FLAGS,
+                *(f.replace("~NOTFOUND", "~NOTFOUND, EXCLUDE 127.0.0.1") if local else f for f in CHROMIUM_FLAGS),
                 f"--user-data-dir={self.profile}",
                 f"--window-size={width},{height}",
                 "--remote-debugging-pipe",

@@ -257,7 +257,10 @@ def test_show_3d_controls_drive_the_widget():
     assert "application/vnd.jupyter.widget-view+json" in bundle
     controls, nv = box.children
     sequence, *rows, legend, progress = controls.children
-    # the first frame waits for FLAIR, the filled segmentation and the truth's outline only
+    # nothing reaches the browser before its canvas is up (then each volume is parsed once) ...
+    assert nv.volumes == [] and progress.value == "<i>loading FLAIR, segmentation, ground truth ...</i>"
+    nv._canvas_attached = True  # what the browser sends after its first render
+    # ... and the first frame waits for FLAIR, the filled segmentation and the truth's outline only
     assert [v.name for v in nv.volumes] == ["FLAIR.nii.gz", "segmentation.nii.gz", "ground_truth.nii.gz"]
     assert [v.opacity for v in nv.volumes] == [1.0, 0.5, 1.0]
     assert progress.value == "<i>loading FLAIR, segmentation, ground truth ...</i>"
@@ -291,6 +294,7 @@ def test_show_3d_one_label_map_is_filled():
 
     image, truth, _, affine = make_case()
     controls, nv = show_3d(image, affine, {"labels": truth}).children
+    nv._canvas_attached = True
     assert [v.name for v in nv.volumes] == ["FLAIR.nii.gz", "labels.nii.gz"]
     legend = controls.children[-2].value
     assert "Filled: labels" in legend and "Outline" not in legend and "Errors" not in legend
@@ -382,3 +386,18 @@ def test_sequences_subset_makes_a_smaller_report(tmp_path, capsys):
         == 0
     )
     assert list(read_report(tmp_path / "cli.html")) == ["T2w", "segmentation"]
+
+
+def test_show_3d_a_layer_asked_for_before_the_canvas_is_up_waits_for_the_first_ones():
+    from utils.visualization.viewer3d import show_3d
+
+    image, truth, seg, affine = make_case()
+    controls, nv = show_3d(image, affine, {"segmentation": seg}, truth=truth).children
+    sequence, *rows, legend, progress = controls.children
+    rows[2].children[0].value = True  # errors asked for at once
+    assert nv.volumes == [] and progress.value == "<i>loading FLAIR, segmentation, ground truth, errors ...</i>"
+    nv._canvas_attached = True
+    assert [v.name for v in nv.volumes] == ["FLAIR.nii.gz", "segmentation.nii.gz", "ground_truth.nii.gz"]
+    for v in list(nv.volumes):
+        nv._event_handlers["image_loaded"](v)
+    assert [v.name for v in nv.volumes][-1] == "errors.nii.gz"

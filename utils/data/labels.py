@@ -8,6 +8,8 @@ on load: BraTS 2020/2021 with :func:`brats_to_msd`, BraTS 2023+ with
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 MODALITIES = ("FLAIR", "T1w", "T1gd", "T2w")
@@ -25,8 +27,57 @@ NUM_CLASSES = 4
 CLASS_NAMES = ("Edema", "Non-enhancing tumour", "Enhancing tumour")
 """One-hot targets drop the background: channel k holds label k + 1."""
 
-CLASS_COLORS = ((1.0, 0.0, 0.0), (0.0, 0.8, 0.0), (0.0, 0.3, 1.0))
-"""Edema red, non-enhancing green, enhancing blue."""
+PALETTE_ENV = "COURSE_PALETTE"
+"""The one colour setting: ``course`` (default) or ``colorblind``."""
+
+PALETTES = {
+    "course": {
+        "classes": ((1.0, 0.0, 0.0), (0.0, 0.8, 0.0), (0.0, 0.3, 1.0)),
+        "class_words": ("red", "green", "blue"),
+        "errors": ((1.0, 0.55, 0.0), (0.0, 0.9, 0.9)),
+        "error_words": ("orange", "cyan"),
+    },
+    # Okabe & Ito, "Color Universal Design" (2008): yellow #F0E442, vermilion #D55E00 and sky blue
+    # #56B4E9 for the classes (they differ in lightness too, so they stay apart under protanopia,
+    # deuteranopia and tritanopia); reddish purple #CC79A7 and blue #0072B2 for the errors.
+    "colorblind": {
+        "classes": ((240 / 255, 228 / 255, 66 / 255), (213 / 255, 94 / 255, 0.0), (86 / 255, 180 / 255, 233 / 255)),
+        "class_words": ("yellow", "vermilion", "sky blue"),
+        "errors": ((204 / 255, 121 / 255, 167 / 255), (0.0, 114 / 255, 178 / 255)),
+        "error_words": ("reddish purple", "blue"),
+    },
+}
+"""Label colours (RGB in 0-1) by palette: the three classes, then the whole-tumour false
+positives and false negatives, each with the words that name them."""
+
+CLASS_COLORS = PALETTES["course"]["classes"]
+"""The course colours (edema red, non-enhancing green, enhancing blue); figures use :func:`palette`."""
+
+
+def palette(name: str | None = None) -> dict:
+    """The label colours every figure, viewer and report draws with.
+
+    Args:
+        name: ``"course"`` or ``"colorblind"``; default ``$COURSE_PALETTE``, else ``"course"``.
+
+    Returns:
+        ``{"name", "classes", "class_words", "errors", "error_words"}``: RGB tuples in 0-1
+        (edema, non-enhancing, enhancing; false positive, false negative) and their colour names.
+
+    Raises:
+        ValueError: for another name.
+    """
+    chosen = (name if name is not None else os.environ.get(PALETTE_ENV, "") or "course").strip().lower()
+    if chosen not in PALETTES:
+        source = "palette" if name is not None else f"${PALETTE_ENV}"
+        raise ValueError(f"{source} must be one of {sorted(PALETTES)}; found {chosen!r}")
+    return {"name": chosen, **PALETTES[chosen]}
+
+
+def class_colors(name: str | None = None) -> tuple[tuple[float, float, float], ...]:
+    """RGB (0-1) of edema, non-enhancing and enhancing tumour in the chosen palette (:func:`palette`)."""
+    return palette(name)["classes"]
+
 
 REGIONS = {"WT": (1, 2, 3), "TC": (2, 3), "ET": (3,)}
 """BraTS evaluation regions: whole tumour, tumour core, enhancing tumour."""

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text, not tqdm.auto's widget: a stored notebook or its HTML export keeps the line
 
 from ..data.datasets import list_cases, load_case
 from ..errors import CourseError
@@ -386,7 +387,7 @@ def _build_cache(
     if workers is None:
         workers = default_workers(len(todo)) if _source_bytes(dataset_root, todo) >= PARALLEL_BYTES else 1
     tasks = [(dataset_root, cache_dir, c, names[c], params, seed) for c in todo]
-    bar = tqdm(total=len(todo), desc="cache", unit="case", disable=not progress or not todo)
+    bar = tqdm(total=len(todo), desc="cache", unit="case", disable=not progress or not todo, file=sys.stdout)
     try:
         for entry in map_in_processes(_build_case, tasks, workers):
             paths = [cache_dir / entry[kind] for kind in FILE_KINDS]

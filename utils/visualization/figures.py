@@ -8,6 +8,8 @@ respect the affine (a radiologist's view) use nilearn instead.
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 from pathlib import Path
 
@@ -15,30 +17,46 @@ import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from PIL import Image
 
-from ..data.labels import CLASS_COLORS, CLASS_NAMES, MODALITIES
+from ..data.labels import CLASS_NAMES, MODALITIES, class_colors, palette
 
 AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 
 
 def label_colormap(alpha: float = 1.0) -> tuple[ListedColormap, BoundaryNorm]:
-    """Colormap and norm for label maps 0-3: transparent, red, green, blue.
+    """Colormap and norm for label maps 0-3: transparent, then the class colours (:func:`palette`).
 
     Args:
         alpha: opacity of the three classes, baked into the colormap (for
             plotting functions, like nilearn's overlays, that take no alpha).
     """
-    cmap = ListedColormap([(0.0, 0.0, 0.0, 0.0)] + [(*c, alpha) for c in CLASS_COLORS])
+    cmap = ListedColormap([(0.0, 0.0, 0.0, 0.0)] + [(*c, alpha) for c in class_colors()])
     return cmap, BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], cmap.N)
 
 
 def label_legend(ax: plt.Axes, **kwargs) -> None:
     """Add the edema / non-enhancing / enhancing colour legend beside ``ax``."""
-    handles = [Patch(color=c, label=n) for c, n in zip(CLASS_COLORS, CLASS_NAMES)]
+    handles = [Patch(color=c, label=n) for c, n in zip(class_colors(), CLASS_NAMES)]
     options = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "fontsize": 8, "frameon": False}
     ax.legend(handles=handles, **{**options, **kwargs})
+
+
+ERROR_NAMES = ("false positive", "false negative")
+"""Whole-tumour errors: predicted tumour where there is none, tumour missed."""
+
+
+def error_colormap() -> ListedColormap:
+    """Colormap for whole-tumour error maps (0 clear, 1 false positive, 2 false negative) in the palette."""
+    return ListedColormap([(0.0, 0.0, 0.0, 0.0)] + [(*c, 1.0) for c in palette()["errors"]])
+
+
+def error_legend(ax: plt.Axes, **kwargs) -> None:
+    """Add the false positive / false negative colour legend to ``ax``."""
+    handles = [Patch(color=c, label=n) for c, n in zip(palette()["errors"], ERROR_NAMES)]
+    ax.legend(handles=handles, **{"fontsize": 8, **kwargs})
 
 
 def take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
@@ -195,7 +213,7 @@ def overlay_rgb(
     rgb = np.repeat(g[..., None], 3, axis=-1)
     if label is not None:
         colours = np.zeros((4, 3), dtype=np.float32)
-        colours[1:] = CLASS_COLORS
+        colours[1:] = class_colors()
         on = (label > 0)[..., None]
         rgb = np.where(on, (1.0 - alpha) * rgb + alpha * colours[label.astype(np.intp)], rgb)
     return (rgb * 255.0 + 0.5).astype(np.uint8)
@@ -246,6 +264,87 @@ def slices_gif(
     return data
 
 
+def three_planes(
+    volume: np.ndarray,
+    focus,
+    filled: np.ndarray | None = None,
+    outline: np.ndarray | None = None,
+    spacing=None,
+    filled_name: str = "labels",
+    outline_name: str = "ground truth",
+    title: str | None = None,
+    alpha: float = 0.45,
+):
+    """Axial, coronal and sagittal slices through ``focus``: a label map filled, another outlined, a legend.
+
+    The static picture of the slice viewer and the 3-D viewer (what an export shows where
+    widgets cannot run), in the palette's class colours.
+
+    Args:
+        volume: ``(x, y, z)`` grey image (e.g. FLAIR). focus: the voxel the planes go through.
+        filled: label map drawn filled (half transparent). outline: label map drawn as the
+            border of each class. spacing: voxel size, for the aspect ratio.
+        filled_name, outline_name: their names in the legend. title: the figure's title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.9))
+    window = display_range(volume)
+    for ax, axis in zip(axes, (2, 1, 0)):
+        draw_slice(ax, volume, axis, focus[axis], spacing, filled, alpha, window)
+        if outline is not None:
+            cut = take_slice(outline, axis, focus[axis])
+            for value, colour in enumerate(class_colors(), start=1):
+                if np.any(cut == value):
+                    ax.contour(cut == value, levels=[0.5], colors=[colour], linewidths=1.3, origin="lower")
+        ax.set_title(f"{AXIS_NAMES[axis]} {focus[axis]}", fontsize=10)
+        ax.set_axis_off()
+    handles = []
+    if filled is not None:
+        handles += [
+            Patch(color=c, alpha=0.8, label=f"{n} (filled: {filled_name})") for c, n in zip(class_colors(), CLASS_NAMES)
+        ]
+    if outline is not None:
+        handles += [
+            Line2D([], [], color=c, label=f"{n} (outline: {outline_name})") for c, n in zip(class_colors(), CLASS_NAMES)
+        ]
+    if handles:
+        axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig, dpi: int = 80) -> bytes:
+    """The figure as PNG bytes; the figure is closed (it is not shown again)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+class Animation:
+    """An animated GIF that every front end shows as an image, with its alt text.
+
+    ``IPython.display.Image`` offers a GIF as ``image/gif`` only, which nbconvert's HTML does not
+    render (it prints ``<IPython.core.display.Image object>``); an ``<img>`` in ``text/html`` shows
+    everywhere.
+    """
+
+    def __init__(self, gif: bytes, alt: str):
+        self.gif, self.alt = gif, alt
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        data = base64.b64encode(self.gif).decode("ascii")
+        return {
+            "text/html": f'<img src="data:image/gif;base64,{data}" alt="{html.escape(self.alt)}">',
+            "image/gif": data,
+            "text/plain": f"[animation: {self.alt}]",
+        }
+
+
 def intensity_histograms(image: np.ndarray, mask: np.ndarray | None = None, bins: int = 100):
     """Histogram of each sequence inside the brain (nonzero voxels by default).
 
@@ -264,6 +363,12 @@ def intensity_histograms(image: np.ndarray, mask: np.ndarray | None = None, bins
     return fig
 
 
+SLICE_VIEWER_NOTE = (
+    "Slice viewer: needs a live Jupyter kernel with widgets (JupyterLab, VS Code, Colab); "
+    "this static picture shows the planes through the tumour centre."
+)
+
+
 def slice_viewer(image: np.ndarray, label: np.ndarray | None = None, spacing=None):
     """An ipywidgets viewer: slice slider, axis, sequence, overlay on/off, opacity.
 
@@ -272,7 +377,8 @@ def slice_viewer(image: np.ndarray, label: np.ndarray | None = None, spacing=Non
         spacing: voxel size, for the aspect ratio.
 
     Returns:
-        The widget (display it, or let it be the cell's last value).
+        The widget (display it, or let it be the cell's last value); where widgets cannot run
+        it shows a static picture of the three planes through the tumour and a one-line note.
     """
     import ipywidgets as widgets  # lazy: the widget stack loads only when a viewer is shown
 
@@ -308,7 +414,15 @@ def slice_viewer(image: np.ndarray, label: np.ndarray | None = None, spacing=Non
         draw, {"axis": axis_w, "channel": seq_w, "index": slice_w, "overlay": overlay_w, "alpha": alpha_w}
     )
     controls = widgets.VBox([widgets.HBox([axis_w, seq_w]), slice_w, widgets.HBox([overlay_w, alpha_w])])
-    return widgets.VBox([controls, out])
+    from .static import ViewerBox  # lazy, like the widget stack
+
+    box = ViewerBox(children=[controls, out])
+    box.picture = figure_png(three_planes(image[..., 0], centre, label, spacing=spacing, title="FLAIR, labels"))
+    box.alt = "Axial, coronal and sagittal slices of FLAIR through the tumour centre" + (
+        ", the labels filled in the class colours; the legend names them." if label is not None else "."
+    )
+    box.note = SLICE_VIEWER_NOTE
+    return box
 
 
 def to_nifti_images(image: np.ndarray, label: np.ndarray | None, affine: np.ndarray):
@@ -400,7 +514,7 @@ def plot_learning_curves(history, loss_name: str = "loss", best_epoch: int | Non
     axes[0].plot(epochs, history["val_loss"], color="black", label="validation")
     axes[0].set_ylabel(f"loss ({loss_name})")
     axes[0].set_title("loss")
-    for key, name, color in zip(CURVE_KEYS, CLASS_NAMES, CLASS_COLORS):
+    for key, name, color in zip(CURVE_KEYS, CLASS_NAMES, class_colors()):
         axes[1].plot(epochs, history[f"val_pooled_dice_{key}"], color=color, label=f"{name}, pooled")
         axes[1].plot(epochs, history[f"val_dice_{key}"], color=color, linestyle=":", label=f"{name}, mean per patch")
     axes[1].plot(epochs, history["val_pooled_dice"], color="black", linewidth=2, label="pooled, mean of classes")

@@ -16,8 +16,10 @@ start are loaded before the first frame; another sequence or the error map is
 loaded when it is asked for (in software WebGL each volume takes seconds, and
 loading them all in the background would keep the page busy).
 
-Where widgets cannot render (nbconvert, nbval, a static HTML export) the cell
-shows a one-line note instead of the viewer, and no traceback.
+Where widgets cannot render (nbconvert's HTML, GitHub, a course site) the cell
+shows a static picture of the same view instead - the three planes through the
+tumour with the label maps and a legend - and a one-line note under it
+(:class:`ViewerBox`: one display bundle, each front end picks what it renders).
 """
 
 from __future__ import annotations
@@ -29,23 +31,28 @@ import ipywidgets
 import nibabel as nib
 import numpy as np
 
-from ..data.labels import CLASS_COLORS, CLASS_NAMES, MODALITIES
-from .figures import display_range, tumour_center
+from ..data.labels import CLASS_NAMES, MODALITIES, palette
+from .figures import ERROR_NAMES, display_range, figure_png, three_planes, tumour_center
+from .static import NO_WIDGETS_NOTE, ViewerBox
 
-LABEL_COLORS = tuple(tuple(int(round(255 * c)) for c in rgb) for rgb in CLASS_COLORS)
-"""Course colours as 0-255 RGB: edema red, non-enhancing green, enhancing blue."""
+
+def rgb255(colours) -> tuple[tuple[int, int, int], ...]:
+    """RGB colours in 0-1 as 0-255 integers."""
+    return tuple(tuple(int(round(255 * c)) for c in rgb) for rgb in colours)
+
+
+def label_colors() -> tuple[tuple[int, int, int], ...]:
+    """The class colours (edema, non-enhancing, enhancing) of :func:`utils.data.labels.palette`, 0-255."""
+    return rgb255(palette()["classes"])
+
+
+def error_colors() -> tuple[tuple[int, int, int], ...]:
+    """The false-positive and false-negative colours of the palette, 0-255."""
+    return rgb255(palette()["errors"])
+
 
 CLASS_WORDS = tuple(name.lower() for name in CLASS_NAMES)
 """The class names as the legends and the report's tables write them: "edema", "non-enhancing tumour", ..."""
-
-ERROR_NAMES = ("false positive", "false negative")
-ERROR_COLORS = ((255, 140, 0), (0, 230, 230))
-"""Whole-tumour errors: false positives orange, false negatives cyan (as in lesson 06's figure)."""
-
-NO_WIDGETS_NOTE = (
-    "3-D viewer (NiiVue): needs a live Jupyter kernel with widgets (JupyterLab, VS Code, Colab); "
-    "the figures above show the same volumes."
-)
 
 
 @dataclass
@@ -215,7 +222,7 @@ def case_layers(
 
 def lookup_table(kind: str) -> dict:
     """NiiVue label colour table (R, G, B, A, I, labels) for label, outline or error layers."""
-    colours, names = (ERROR_COLORS, ERROR_NAMES) if kind == "errors" else (LABEL_COLORS, CLASS_WORDS)
+    colours, names = (error_colors(), ERROR_NAMES) if kind == "errors" else (label_colors(), CLASS_WORDS)
     rgb = [(0, 0, 0), *colours]
     return {
         "R": [c[0] for c in rgb],
@@ -243,17 +250,17 @@ def legend_html(layers: list[Layer]) -> str:
     if filled:
         lines.append(
             f"<b>Filled: {' and '.join(filled)}</b>"
-            + _swatches(LABEL_COLORS, CLASS_WORDS, "background:{rgb};opacity:0.7")
+            + _swatches(label_colors(), CLASS_WORDS, "background:{rgb};opacity:0.7")
         )
     for layer in layers:
         if layer.kind == "outline":
             lines.append(
-                f"<b>Outline: {layer.name}</b>" + _swatches(LABEL_COLORS, CLASS_WORDS, "border:2px solid {rgb}")
+                f"<b>Outline: {layer.name}</b>" + _swatches(label_colors(), CLASS_WORDS, "border:2px solid {rgb}")
             )
         elif layer.kind == "errors":
             lines.append(
                 f"<b>{layer.name.capitalize()} of the whole tumour (off at the start)</b>"
-                + _swatches(ERROR_COLORS, ERROR_NAMES, "background:{rgb}")
+                + _swatches(error_colors(), ERROR_NAMES, "background:{rgb}")
             )
     return '<div class="legend">' + "".join(f"<div>{line}</div>" for line in lines) + "</div>"
 
@@ -406,15 +413,25 @@ def show_3d(
     progress = widgets.HTML()
     done: set[str] = set()
     asked: list = []  # volumes asked for and not added yet, loaded one at a time
+    # The shown volumes reach the browser once its canvas is attached: ipyniivue 2.4's first
+    # render parses the volumes it finds under its own bookkeeping, so a later change of
+    # ``volumes`` (a layer asked for) would parse them all again (seconds each in software
+    # WebGL). Handed over after the render, every volume goes through the one "volumes
+    # changed" path and is parsed once (as the HTML report does).
+    first = list(nv.volumes)
+    nv.volumes = []
+
+    def current() -> list:
+        return nv.volumes or first
 
     def step():
-        if asked and all(v.id in done for v in nv.volumes):
+        if asked and nv.volumes and all(v.id in done for v in nv.volumes):
             load_next(nv, volumes, asked.pop(0))
-        waiting = [names[v.id] for v in nv.volumes if v.id not in done] + [names[v.id] for v in asked]
+        waiting = [names[v.id] for v in current() if v.id not in done] + [names[v.id] for v in asked]
         progress.value = f"<i>loading {', '.join(waiting)} ...</i>" if waiting else ""
 
     def ask(vol):
-        if vol.id not in {v.id for v in nv.volumes} and vol not in asked:
+        if vol.id not in {v.id for v in current()} and vol not in asked:
             asked.append(vol)
         step()
 
@@ -422,7 +439,13 @@ def show_3d(
         done.add(volume.id)
         step()
 
+    def on_attached():
+        if not nv.volumes:
+            nv.volumes = first
+        step()
+
     nv.on_image_loaded(on_loaded)
+    nv.on_canvas_attached(on_attached)
     step()
     images = [(layer.name, v) for layer, v in zip(layers, volumes) if layer.kind == "image"]
     sequence = widgets.Dropdown(
@@ -455,14 +478,25 @@ def show_3d(
         opacity.observe(update, names="value")
         rows.append(widgets.HBox([shown, opacity]))
     rows += [widgets.HTML(legend_html(layers)), progress]
-    return ViewerBox(children=[widgets.VBox(rows), nv])
-
-
-class ViewerBox(ipywidgets.VBox):
-    """A VBox whose plain-text form (what nbconvert, nbval and static exports keep) is a one-line note."""
-
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, dict):
-            bundle["text/plain"] = NO_WIDGETS_NOTE
-        return bundle
+    box = ViewerBox(children=[widgets.VBox(rows), nv])
+    box.note = NO_WIDGETS_NOTE
+    (filled_name, filled), *_ = (overlays or {"": None}).items()
+    box.picture = figure_png(
+        three_planes(
+            image[..., 0] if image.ndim == 4 else image,
+            focus,
+            filled,
+            truth,
+            filled_name=filled_name,
+            title="FLAIR"
+            + (f", {filled_name} filled" if filled is not None else "")
+            + (", ground truth outlined" if truth is not None else ""),
+        )
+    )
+    box.alt = (
+        "Axial, coronal and sagittal slices of FLAIR through the tumour centre"
+        + (f", the {filled_name} filled in the class colours" if filled is not None else "")
+        + (", the ground truth outlined in the class colours" if truth is not None else "")
+        + "; the legend names the colours."
+    )
+    return box

@@ -282,10 +282,10 @@ def _make_locked(
 
 
 def _run_tasks(tasks: list[tuple], workers: int | None, progress: bool, desc: str) -> list[dict]:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text, not tqdm.auto's widget: a stored notebook or its HTML export keeps the line
 
     workers = workers or default_workers(len(tasks))
-    with tqdm(total=len(tasks), desc=desc, unit="case", disable=not progress) as bar:
+    with tqdm(total=len(tasks), desc=desc, unit="case", disable=not progress, file=sys.stdout) as bar:
         records = []
         for record in map_in_processes(_write_case, tasks, workers):
             records.append(record)
