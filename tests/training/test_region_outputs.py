@@ -14,11 +14,11 @@ from utils.data.labels import label_to_regions, one_hot
 from utils.inference.postprocessing import (
     PostProcessing,
     PostProcessingError,
-    choose_for_run,
     keep_largest_component,
     read_postprocessing,
     write_postprocessing,
 )
+from utils.inference.predict import choose_for_run
 from utils.inference.predict import main as predict_main
 from utils.inference.sliding_window import predict_case, probabilities_to_labels
 from utils.model.losses import batch_dice_bce_loss, dice_bce_loss, pooled_dice_metrics
@@ -153,8 +153,12 @@ def test_train_and_predict_a_region_model(workdir, phantom_root, capsys):
     plan = read_plan(regions.output_dir)
     with pytest.raises(PostProcessingError, match="held-out"):
         choose_for_run(regions.output_dir, workdir / "data" / "phantom-ci", plan.validation_cases[:1], progress=False)
-    choice, path = choose_for_run(regions.output_dir, phantom_root, ["PHANTOM_001", "PHANTOM_002"], progress=False)
-    assert read_postprocessing(regions.output_dir) == choice and path.name == "postprocessing.json"
+    assert predict_main(["--model", model, "--choose-postprocessing", str(phantom_root)]) == 0
+    assert "recorded in" in capsys.readouterr().out
+    recorded = json.loads((regions.output_dir / "postprocessing.json").read_text())
+    assert recorded["chosen_on"]["cases"] == [f"PHANTOM_00{i}" for i in range(1, 6)] and read_postprocessing(
+        regions.output_dir
+    ) == PostProcessing(recorded["largest_component"], recorded["min_sizes_mm3"], recorded["et_to_core_mm3"])
     # the predict command applies the run's choice (here one that turns every enhancing voxel into core)
     write_postprocessing(regions.output_dir, PostProcessing(et_to_core_mm3=1e12), {"test": True}, [])
     post = workdir / "post.nii.gz"

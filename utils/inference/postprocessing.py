@@ -20,7 +20,10 @@ validation cases, never the held-out ones (:func:`choose_postprocessing`):
 each candidate is applied to the validation predictions and the one with the
 best mean region Dice wins (ties: the lighter touch). The choice is written
 to the run folder (``postprocessing.json``, :func:`write_postprocessing`) and
-the predict command applies it (:func:`read_postprocessing`).
+the predict command applies it (:func:`read_postprocessing`);
+:func:`utils.inference.predict.choose_for_run` predicts a run's validation
+cases and makes the choice (``python -m utils.inference.predict --model M
+--choose-postprocessing VALIDATION_DATASET``).
 
 Removing a component from a region keeps the hierarchy: the voxels of a
 removed TC component stay whole tumour (edema, 1), those of a removed ET
@@ -37,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..config import msd_dir, phantom_dir
 from ..data.labels import REGION_ORDER, REGIONS
 from ..errors import CourseError
 from ..evaluation.metrics import region_dice
@@ -249,8 +253,6 @@ def read_postprocessing(run_folder: Path | str) -> PostProcessing | None:
 
 def run_dataset_folder(plan) -> Path | None:
     """The dataset folder a run's ``plan.json`` names (None when it names none); builds nothing."""
-    from ..config import msd_dir, phantom_dir  # the runtime module: paths only
-
     if not plan.dataset:
         return None
     if plan.dataset == "phantom":
@@ -284,74 +286,3 @@ def check_validation_cases(plan, data_dir: Path | str, case_ids) -> None:
             + (f"{held_out} are the run's held-out cases" if held_out else f"{seen} are its training cases")
             + "; use labelled cases it never saw and is not scored on (another dataset folder)"
         )
-
-
-def choose_for_run(run_folder: Path | str, data_dir: Path | str, case_ids=None, mirror: bool = False, progress=True):
-    """Predict validation cases with ``run_folder/best.keras``, choose its post-processing, record it.
-
-    Args:
-        run_folder: a training run folder (its ``plan.json`` says the output kind and the split).
-        data_dir: a labelled dataset that is NOT the run's held-out data (:func:`check_validation_cases`).
-        case_ids: its cases to use (default: every labelled case).
-        mirror: predict with test-time mirroring (as the predictions it will post-process).
-
-    Returns:
-        ``(choice, path of postprocessing.json)``.
-    """
-    # inference modules that import this one: imported here, when a run's choice is made
-    from ..data.datasets import list_cases, load_case
-    from ..model.unet import load_model
-    from ..preprocessing.plan import read_plan
-    from .sliding_window import predict_case
-
-    run_folder = Path(run_folder)
-    plan = read_plan(run_folder)
-    case_ids = list(case_ids or list_cases(data_dir))
-    check_validation_cases(plan, data_dir, case_ids)
-    model = load_model(run_folder / "best.keras", compile=False)
-    cases = []
-    for case_id in case_ids:
-        case = load_case(data_dir, case_id)
-        if case.label is None:
-            raise PostProcessingError(f"case {case_id} of {data_dir} has no label to choose post-processing on")
-        raw, _ = predict_case(model, case.image, mirror=mirror, progress=False, plan=plan)
-        cases.append((case.label, raw, case.spacing))
-        if progress:
-            print(f"validation case {case_id}: predicted", flush=True)
-    choice, trials = choose_postprocessing(cases)
-    chosen_on = {"dataset": str(Path(data_dir).resolve()), "cases": case_ids, "mirror": mirror, "model": "best.keras"}
-    return choice, write_postprocessing(run_folder, choice, chosen_on, trials)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m utils.inference.postprocessing --run runs/cpu --data VALIDATION_DATASET``."""
-    import argparse
-    import sys
-
-    from ..backend import quiet_start
-    from ..safety import one_line
-
-    quiet_start()  # before Keras loads: no TensorFlow start-up notices
-
-    parser = argparse.ArgumentParser(
-        prog="python -m utils.inference.postprocessing",
-        description="Choose a run's BraTS post-processing on validation cases and record it in the run folder.",
-    )
-    parser.add_argument("--run", required=True, type=Path, help="the training run folder")
-    parser.add_argument(
-        "--data", required=True, type=Path, help="a labelled dataset the run neither trained on nor is scored on"
-    )
-    parser.add_argument("--cases", nargs="*", default=None, help="its cases to use (default: all labelled ones)")
-    parser.add_argument("--mirror", action="store_true", help="predict with test-time mirroring")
-    args = parser.parse_args(argv)
-    try:
-        choice, path = choose_for_run(args.run, args.data, args.cases, args.mirror)
-    except (ValueError, OSError) as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    print(f"chosen: {choice.describe()}; recorded in {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
