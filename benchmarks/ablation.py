@@ -22,6 +22,12 @@ folder's ``postprocessing.json``, chosen first on ``--tune`` (a labelled
 dataset that is neither the runs' training nor held-out data) when the run
 has none. ``:mirror``: test-time mirroring (8 flips, 8x the time).
 
+Every run (and every member of an ensemble) must hold out the same cases. A
+second seed of a run splits the cases by its own seed, so give it the first
+run's split before training: a run folder holding only the ownership marker
+of ``utils.train`` and the first run's ``plan.json`` (training reads the
+split from it).
+
 Probabilities are cached (float16) in ``--cache-dir``, keyed by model file,
 dataset, case and mirroring, so the lines can be computed one call at a time
 and the table printed at the end without predicting again::
@@ -199,11 +205,11 @@ def main(argv=None) -> int:
     rows = []
     for name, runs, post_flag, mirror in lines:
         members = [models.setdefault(r.resolve(), Predictions(r, args.cache_dir)) for r in runs]
-        cases = tuple(members[0].plan.validation_cases)
-        if held_out is None:
-            held_out = cases
-        elif cases != held_out:
-            raise SystemExit(f"{runs[0]} holds out {cases}, the first line {held_out}: the lines must share them")
+        for member in members:  # one held-out set for every line and every member of an ensemble
+            cases = tuple(member.plan.validation_cases)
+            held_out = cases if held_out is None else held_out
+            if cases != held_out:
+                raise SystemExit(f"{member.run} holds out {cases}, the first run {held_out}: the runs must share them")
         post = ensure_postprocessing(members, args.tune, mirror) if post_flag else LARGEST
         start = time.perf_counter()
         held = score_set(members, args.data, held_out, mirror, post)
