@@ -79,7 +79,7 @@ def test_plan_round_trip_and_old_run_folders(tmp_path):
     config = preset("ci", outputs="regions")
     write_plan(tmp_path, make_plan(config, ["a"], ["b"]))
     assert read_plan(tmp_path).output_kind == "regions"
-    assert make_plan(preset("ci"), ["a"], ["b"]).output_kind == "classes"
+    assert make_plan(preset("ci", outputs="classes"), ["a"], ["b"]).output_kind == "classes"
     old = default_plan((32, 32, 16)).to_json()
     del old["output_kind"]  # a run folder written without the field
     (tmp_path / PLAN_FILE).write_text(json.dumps(old))
@@ -165,3 +165,16 @@ def test_train_and_predict_a_region_model(workdir, phantom_root, capsys):
     assert predict_main(["--model", model, "--input", str(source), "--output", str(post)]) == 0
     assert "enhancing tumour under 1e+12 mm^3 relabelled core" in capsys.readouterr().out
     assert not (np.asarray(nib.load(post).dataobj) == 3).any()
+
+
+def test_a_classes_run_is_not_resumed_with_region_targets(tmp_path):
+    from dataclasses import asdict
+
+    from utils.training.train import _check_resume
+
+    old = asdict(preset("ci", outputs="classes"))
+    del old["outputs"], old["augmentation"]  # a run folder from before both fields existed
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    _check_resume(tmp_path, preset("ci", outputs="classes"))  # what it was: resumes
+    with pytest.raises(ValueError, match=r"outputs: 'classes' -> 'regions'"):
+        _check_resume(tmp_path, preset("ci", outputs="regions"))

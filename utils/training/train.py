@@ -97,8 +97,9 @@ LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss, "batch_dice_bce": b
 MONITOR = "val_pooled_dice"  # Dice pooled over the validation patches (see losses.PooledDice)
 # Parameters that may change when a run is resumed; any other change is refused.
 RESUMABLE_CHANGES = ("epochs", "workers", "verbose", "early_stopping_patience", "output_dir")
-ADDED_FIELDS = ("mode", "augmentation", "outputs")
-"""Fields newer than some run folders: a ``config.json`` without one still resumes."""
+ADDED_FIELDS = {"mode": None, "augmentation": "basic", "outputs": "classes"}
+"""Fields newer than some run folders, with the value every run had before the field existed: a
+``config.json`` without one resumes when the value asked for is that one (None: any value)."""
 PENDING = ".last.pending.keras"
 """The next ``last.keras`` while an epoch is being committed (see :class:`Checkpoints`)."""
 TOOL = "utils.train"
@@ -386,11 +387,13 @@ def _check_resume(output_dir: Path, config: TrainConfig) -> None:
         return
     saved = read_json_object(path, "run configuration")
     current = json.loads(json.dumps(asdict(config)))
-    changed = {
-        k: (saved.get(k), v)
-        for k, v in current.items()
-        if k not in RESUMABLE_CHANGES and saved.get(k) != v and (k in saved or k not in ADDED_FIELDS)
-    }
+    changed = {}
+    for k, v in current.items():
+        old = saved.get(k, ADDED_FIELDS.get(k))  # a field the run predates: the value it had then
+        if k in RESUMABLE_CHANGES or (k not in saved and k in ADDED_FIELDS and old is None):
+            continue
+        if old != v:  # e.g. a classes run is never resumed with region targets
+            changed[k] = (old, v)
     if changed:
         details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise ValueError(
