@@ -35,7 +35,7 @@ def test_training_records_the_plan_and_the_recorded_settings_win(workdir, monkey
     run = workdir / "run"
     recorded = json.loads((run / PLAN_FILE).read_text())
     shown = ["plan.json: " + json.dumps({k: v for k, v in recorded.items() if not k.endswith("_cases")})]
-    assert recorded["channels"] == list(MODALITIES) and recorded["output_kind"] == "classes"
+    assert recorded["channels"] == list(MODALITIES) and recorded["output_kind"] == config.outputs == "regions"
     assert recorded["intensity"] == "nonzero_zscore" and recorded["crop_margin"] == 2 and recorded["mode"] == "ci"
     assert recorded["patch_shape"] == recorded["window"] == list(config.patch_shape)
     assert recorded["labels"] == [1, 2, 3]
