@@ -1,10 +1,13 @@
 # Brain tumour segmentation course: one command to run the course, one to test it.
 #   make demo   - create .venv, build the phantom data, execute every lesson into build/ (COURSE_MODE=cpu to force the CPU demo)
-#   make test   - create .venv, run ruff (lint, format check), pytest on utils and nbval on every notebook (tiny volume)
+#   make test   - create .venv, run ruff (lint, format check), pytest on utils and nbval on every learner notebook (tiny volume)
 #   make lab    - open the lessons in JupyterLab
 #   make notebooks - regenerate the learner/solution notebooks from notebooks/NN_*.py (scripts/notebooks.py)
-#   make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04] - score learner notebooks (README, instructors)
+#   make grade SUBMISSIONS=folder/ OUT=grades.csv [LESSON=04] - score learner notebooks (docs/instructors.md)
 #   make report-check - open the HTML case report in headless Chromium (apt-get install chromium)
+#   make book     - the course site of the executed lessons (after make demo): build/book/index.html
+#   make book-check - build the site and open every page in headless Chromium (figures drawn, no request out)
+#   make pictures - redraw the README's pictures (docs/pictures/) from the trained cpu run (after make demo)
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -16,10 +19,10 @@ LAB_STAMP := $(VENV)/.installed-lab
 SOLUTIONS := $(sort $(wildcard notebooks/solutions/[0-9][0-9]_*.ipynb))
 BUILD := build/lessons
 
-.PHONY: help install demo test lab notebooks data grade clean report-check
+.PHONY: help install demo test lab notebooks data grade clean report-check book book-check pictures
 
 help:
-	@sed -n '2,8p' Makefile
+	@sed -n '2,11p' Makefile
 
 $(DEV_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info; assert v >= (3, 10), f"Python 3.10+ needed; found {sys.version}"'
@@ -37,7 +40,9 @@ install: $(LAB_STAMP)
 test: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	COURSE_MODE=ci $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+# nbval executes the learner notebooks; the solution notebooks are the same cells with the exercises solved
+# (tests/test_notebooks.py), whose solutions and check cells tests/course/test_exercises.py runs.
+	COURSE_MODE=ci $(PY) -m pytest tests notebooks --ignore=notebooks/solutions --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
 data: $(DEV_STAMP)
 	$(PY) -c "from utils.data.phantom import ensure_phantom; print(ensure_phantom())"
@@ -70,6 +75,21 @@ report-check: $(DEV_STAMP)
 	@command -v chromium >/dev/null || { echo "chromium not found: apt-get install chromium"; exit 1; }
 	REPORT_CHECK_SHAPE=$(REPORT_CHECK_SHAPE) REPORT_CHECK_DIR=$(CURDIR)/build/report-check \
 	  $(PY) -m pytest tests/visualization/test_report_browser.py -s -p no:cacheprovider
+
+# The course site (scripts/book.py, docs/book/conf.py): the lessons make demo executed, not run again.
+BOOK_LESSONS ?= $(BUILD)
+book: $(DEV_STAMP)
+	$(PY) scripts/book.py --lessons $(BOOK_LESSONS) --out build/book
+
+# The real site in headless Chromium (make test runs the same test on a small site it builds itself).
+book-check: $(DEV_STAMP)
+	@command -v chromium >/dev/null || { echo "chromium not found: apt-get install chromium"; exit 1; }
+	BOOK_CHECK_LESSONS=$(CURDIR)/$(BOOK_LESSONS) BOOK_CHECK_DIR=$(CURDIR)/build/book \
+	  $(PY) -m pytest tests/visualization/test_book_browser.py -s -p no:cacheprovider
+
+# The README's pictures, from the cpu run make demo trained (RUN, DATA: another run and its dataset).
+pictures: $(DEV_STAMP)
+	$(PY) scripts/readme_pictures.py $(if $(RUN),--run $(RUN)) $(if $(DATA),--data $(DATA))
 
 clean:
 	rm -rf build .pytest_cache

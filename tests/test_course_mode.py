@@ -170,3 +170,20 @@ def test_gpu_session_trains_cpu_session_predicts(no_mode, tmp_path, phantom_root
     case = load_case(phantom_root, list_cases(phantom_root)[0])
     labels, probabilities = predict_case(model, case.image, overlap=0, progress=False)
     assert labels.shape == case.image.shape[:3] and np.isfinite(probabilities).all()
+
+
+@pytest.mark.parametrize("mode", config_module.MODES)
+def test_lesson_10_pretrains_the_training_unet_of_its_mode(no_mode, mode):
+    """Lesson 10 (issue 30): its pretraining and fine-tuning budgets follow the mode, and the pretrained
+    network is that mode's training U-Net (same depth, filters, normalization), so every layer but the head transfers."""
+    from utils.config import pretrain_preset, transfer_budget
+    from utils.model.unet import pool_sizes
+
+    no_mode.setenv("COURSE_MODE", mode)
+    namespace = _resolve("10_transfer_learning")
+    pre, budget, train = namespace["pre_config"], namespace["budget"], preset(mode)
+    assert pre == pretrain_preset(mode) and budget == transfer_budget(mode) and pre.mode == mode
+    assert (pre.depth, pre.base_filters, pre.normalization) == (train.depth, train.base_filters, train.normalization)
+    # the same pooling at every level: the transposed convolutions' kernels have the same shapes
+    assert pool_sizes(pre.patch_shape, pre.depth) == pool_sizes(budget.patch_shape, pre.depth)
+    assert project_path(pre.output_dir) != run_dir(train)  # never lesson 05's run folder

@@ -91,6 +91,31 @@ def test_check_cells_may_raise_only_in_the_learner_version(tmp_path):
     assert nbtools.solution_blocks(SOURCE)[0][0] == "add"
 
 
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.name)
+def test_the_solution_notebook_differs_from_the_learner_one_only_in_the_exercise_code(lesson):
+    """`make test` executes the learner notebooks only; that proves the solution notebooks too. Their other cells
+    are the learner's to the letter; a cell after an exercise that called the exercise's function would raise in
+    the learner run (the stub raises), so none depends on it; and tests/course/test_exercises.py runs each
+    solution's exercise and check cells (the solution passes its check). Only check cells may raise there."""
+    learner, solution = (json.loads(path.read_text())["cells"] for path in (lesson.learner, lesson.solution))
+    assert len(learner) == len(solution)
+    where = f"notebooks/solutions/{lesson.solution.name}", f"notebooks/{lesson.learner.name}"
+    exercises = 0
+    for mine, theirs in zip(learner, solution):
+        source, solved = "".join(mine["source"]), "".join(theirs["source"]).replace(*where)
+        tags = theirs["metadata"].get("tags", [])
+        assert mine["cell_type"] == theirs["cell_type"]
+        if nbtools.START_HERE in source:
+            exercises += 1
+            assert "raise NotImplementedError" in source and nbtools.START_HERE in solved
+        else:
+            assert source == solved
+        assert mine["metadata"].get("tags", []) == (
+            [*tags, nbtools.RAISES_TAG] if nbtools.CHECK_TAG in tags else tags
+        ), source[:200]
+    assert exercises == len(nbtools.solution_blocks(lesson.source.read_text()))
+
+
 def test_unbalanced_markers_are_refused():
     with pytest.raises(ValueError, match="unbalanced solution markers"):
         nbtools.learner_source("def f():\n    ### BEGIN SOLUTION\n    return 1\n")

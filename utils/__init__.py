@@ -48,6 +48,7 @@ from .data.labels import (
 from .data.sources import get_dataset
 from .errors import CourseError
 from .parallel import NO_KERAS_ENV
+from .preprocessing.genesis import shuffle_block
 from .preprocessing.transforms import (
     PatchSamplingError,
     get_sub_volume,

@@ -209,6 +209,135 @@ PRESETS = {
 }
 
 
+@dataclass
+class PretrainConfig:
+    """Every parameter of self-supervised pretraining (``python -m utils.training.pretrain``; lesson 10).
+
+    The network is the segmentation U-Net of the same ``depth``, ``base_filters``
+    and ``normalization`` with a 4-channel linear head that restores the
+    distorted patch (Models Genesis, Zhou et al. 2019/2021). The distortion
+    rates are Models Genesis's defaults.
+    """
+
+    mode: str = "cpu"
+    dataset: str = "phantom"  # "phantom" (its imagesTs + extra_cases generated unlabelled cases), "msd" or a folder
+    extra_cases: int = 4  # phantom only: unlabelled cases generated beside it (labels never written)
+    max_volumes: int | None = 24  # volumes held in memory (about 55 MB each at full size)
+    output_dir: str = "runs/pretrain-cpu"
+    patch_shape: tuple[int, int, int] = (64, 64, 32)  # Models Genesis's cube
+    batch_size: int = 2
+    epochs: int = 10
+    steps_per_epoch: int = 50
+    validation_steps: int = 4
+    learning_rate: float = 1e-3
+    depth: int = 4
+    base_filters: int = 32
+    normalization: str | None = "instance"
+    nonlinear_rate: float = 0.9
+    local_rate: float = 0.5
+    paint_rate: float = 0.9
+    inpaint_rate: float = 0.2  # of the painted patches; the others are out-painted
+    flip_rate: float = 0.4
+    workers: int = 1
+    seed: int = 0
+    verbose: int = 2
+
+
+PRETRAIN_PRESETS = {
+    "ci": PretrainConfig(
+        mode="ci",
+        extra_cases=2,
+        output_dir="runs/pretrain-ci",
+        patch_shape=(16, 16, 16),
+        epochs=2,
+        steps_per_epoch=3,
+        validation_steps=1,
+        depth=3,
+        base_filters=4,
+        normalization=None,
+    ),
+    # lesson 10 on two CPU cores: a smaller cube than Models Genesis's, the cpu preset's narrow U-Net
+    "cpu": PretrainConfig(
+        mode="cpu",
+        extra_cases=4,
+        output_dir="runs/pretrain-cpu",
+        patch_shape=(32, 32, 32),
+        batch_size=2,
+        epochs=8,
+        steps_per_epoch=20,
+        validation_steps=3,
+        learning_rate=2e-3,
+        depth=4,
+        base_filters=8,
+        normalization="instance",
+    ),
+    "gpu": PretrainConfig(
+        mode="gpu",
+        extra_cases=16,
+        output_dir="runs/pretrain-gpu",
+        patch_shape=(64, 64, 32),
+        batch_size=6,
+        epochs=100,
+        steps_per_epoch=200,
+        validation_steps=20,
+        depth=4,
+        base_filters=32,
+        normalization="instance",
+    ),
+}
+
+
+def pretrain_preset(mode: str | None = None, **overrides) -> PretrainConfig:
+    """The pretraining configuration of ``mode`` (default: :func:`course_mode`), with overrides.
+
+    Raises:
+        ValueError: for an unknown mode or parameter.
+    """
+    config = PretrainConfig(**asdict(PRETRAIN_PRESETS[_check_mode(mode)]))
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"unknown pretraining parameter {key!r}; expected one of {sorted(asdict(config))}")
+        setattr(config, key, tuple(value) if key == "patch_shape" else value)
+    return config
+
+
+@dataclass(frozen=True)
+class TransferBudget:
+    """Lesson 10's fine-tuning experiment in one mode: scratch vs pretrained on 1, 2, 4, 8 labelled cases.
+
+    Every run trains the training preset's U-Net of the mode (the pretraining
+    preset's depth, filters and normalization) on ``patch_shape`` patches for
+    ``epochs`` x ``steps_per_epoch`` steps; the pretrained arm at
+    ``finetune_learning_rate``. ``overlap``: the held-out evaluation's sliding window.
+    """
+
+    sizes: tuple[int, ...]
+    seeds: tuple[int, ...]
+    validation_cases: int
+    held_out_cases: int
+    patch_shape: tuple[int, int, int]
+    batch_size: int
+    epochs: int
+    steps_per_epoch: int
+    validation_steps: int
+    learning_rate: float
+    finetune_learning_rate: float
+    overlap: float = 0.0
+
+
+TRANSFER_BUDGETS = {
+    "ci": TransferBudget((1, 2), (0,), 1, 2, (16, 16, 16), 2, 2, 2, 1, 1e-3, 5e-4),
+    # two busy CPU cores, about 9 minutes for the whole lesson: 32-voxel cubes, a few dozen steps per run
+    "cpu": TransferBudget((1, 2, 4, 8), (0, 1), 2, 4, (32, 32, 32), 2, 4, 10, 2, 3e-3, 1e-3),
+    "gpu": TransferBudget((1, 2, 4, 8), (0, 1, 2), 2, 6, (64, 64, 32), 4, 20, 50, 8, 1e-3, 5e-4, 0.5),
+}
+
+
+def transfer_budget(mode: str | None = None) -> TransferBudget:
+    """Lesson 10's fine-tuning budget for ``mode`` (default: :func:`course_mode`)."""
+    return TRANSFER_BUDGETS[_check_mode(mode)]
+
+
 def course_mode() -> str:
     """The course mode: ``$COURSE_MODE`` if set, else ``gpu`` when Keras sees a GPU, else ``cpu``.
 

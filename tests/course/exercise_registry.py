@@ -184,6 +184,15 @@ def _survival_inputs():
     return [(("289",), {}), ((77,), {}), (("ALIVE (361 days later)",), {}), ((" 1283 ",), {})]
 
 
+def _shuffle_inputs():
+    patch = np.random.default_rng(12).normal(size=(10, 9, 8, 4)).astype(np.float32)
+    return [
+        ((patch, (1, 2, 3), (4, 3, 2), 5), {}),
+        ((patch, (0, 0, 0), (10, 9, 8), 6), {}),
+        ((patch[..., :2], (3, 3, 3), (2, 5, 4), 7), {}),
+    ]
+
+
 def _same_dicts(inputs):
     """Drift test for functions returning ``{region: value}``."""
 
@@ -249,5 +258,8 @@ EXERCISES: dict[str, Exercise] = {
     "parse_survival": Exercise("parse_survival", "utils.data.clinical:parse_survival", _same_outputs(_survival_inputs)),
     "tumour_volumes_ml": Exercise(
         "tumour_volumes_ml", "utils.data.clinical:tumour_volumes_ml", _same_dicts(_volume_inputs)
+    ),
+    "shuffle_block": Exercise(
+        "shuffle_block", "utils.preprocessing.genesis:shuffle_block", _same_outputs(_shuffle_inputs)
     ),
 }

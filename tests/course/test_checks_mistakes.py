@@ -1282,6 +1282,151 @@ def tv_nibabel_zooms(label, affine):
 
 
 # ----------------------------------------------------------------------------
+# Lesson 10: shuffle_block
+# ----------------------------------------------------------------------------
+
+
+def _sb_window(start, size):
+    return tuple(slice(s, s + n) for s, n in zip(start, size))
+
+
+@wrong("shuffle_block")
+def sb_whole_patch(patch, start, size, seed):
+    rng = np.random.default_rng(seed)
+    out = patch.copy()
+    for c in range(patch.shape[-1]):
+        out[..., c] = rng.permutation(patch[..., c].ravel()).reshape(patch.shape[:3])
+    return out
+
+
+@wrong("shuffle_block")
+def sb_channels_mixed(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)]
+    out[_sb_window(start, size)] = np.random.default_rng(seed).permutation(block.ravel()).reshape(block.shape)
+    return out
+
+
+@wrong("shuffle_block")
+def sb_first_axis_only(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)].copy()
+    np.random.default_rng(seed).shuffle(block)
+    out[_sb_window(start, size)] = block
+    return out
+
+
+@wrong("shuffle_block")
+def sb_one_order_for_all_channels(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)]
+    flat = block.reshape(-1, block.shape[-1])
+    out[_sb_window(start, size)] = flat[np.random.default_rng(seed).permutation(len(flat))].reshape(block.shape)
+    return out
+
+
+@wrong("shuffle_block")
+def sb_not_written_back(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)].reshape(-1, patch.shape[-1])  # a copy: the block is not contiguous
+    block = np.random.default_rng(seed).permuted(block, axis=0)
+    return out
+
+
+@wrong("shuffle_block")
+def sb_global_random(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)]
+    flat = block.reshape(-1, block.shape[-1]).copy()
+    for c in range(flat.shape[1]):
+        np.random.shuffle(flat[:, c])
+    out[_sb_window(start, size)] = flat.reshape(block.shape)
+    return out
+
+
+@wrong("shuffle_block")
+def sb_seed_ignored(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)]
+    out[_sb_window(start, size)] = (
+        np.random.default_rng(0).permuted(block.reshape(-1, block.shape[-1]), axis=0).reshape(block.shape)
+    )
+    return out
+
+
+@wrong("shuffle_block")
+def sb_block_end_inclusive(patch, start, size, seed):
+    return _sb_reference(patch, start, [n + 1 for n in size], seed)
+
+
+@wrong("shuffle_block")
+def sb_size_as_end(patch, start, size, seed):
+    window = tuple(slice(s, n) for s, n in zip(start, size))
+    out = patch.copy()
+    block = out[window]
+    out[window] = np.random.default_rng(seed).permuted(block.reshape(-1, block.shape[-1]), axis=0).reshape(block.shape)
+    return out
+
+
+@wrong("shuffle_block")
+def sb_float64(patch, start, size, seed):
+    return _sb_reference(patch, start, size, seed).astype(np.float64)
+
+
+@wrong("shuffle_block")
+def sb_in_place(patch, start, size, seed):
+    block = patch[_sb_window(start, size)]
+    patch[_sb_window(start, size)] = (
+        np.random.default_rng(seed).permuted(block.reshape(-1, block.shape[-1]), axis=0).reshape(block.shape)
+    )
+    return patch
+
+
+def _sb_reference(patch, start, size, seed):
+    out = patch.copy()
+    block = out[_sb_window(start, size)]
+    out[_sb_window(start, size)] = (
+        np.random.default_rng(seed).permuted(block.reshape(-1, block.shape[-1]), axis=0).reshape(block.shape)
+    )
+    return out
+
+
+@correct("shuffle_block")
+def sb_loop_over_channels(patch, start, size, seed):
+    rng = np.random.default_rng(seed)
+    x0, y0, z0 = start
+    bx, by, bz = size
+    out = np.copy(patch)
+    for c in range(patch.shape[3]):
+        block = patch[x0 : x0 + bx, y0 : y0 + by, z0 : z0 + bz, c]
+        out[x0 : x0 + bx, y0 : y0 + by, z0 : z0 + bz, c] = rng.permutation(block.ravel()).reshape(block.shape)
+    return out
+
+
+@correct("shuffle_block")
+def sb_random_keys_argsort(patch, start, size, seed):
+    window = _sb_window(start, size)
+    block = patch[window]
+    flat = block.reshape(-1, block.shape[-1])
+    keys = np.random.default_rng(seed).random(flat.shape)
+    out = patch.copy()
+    out[window] = np.take_along_axis(flat, np.argsort(keys, axis=0), axis=0).reshape(block.shape)
+    return out
+
+
+@correct("shuffle_block")
+def sb_legacy_seeded_shuffle(patch, start, size, seed):
+    np.random.seed(seed)
+    out = patch.copy()
+    window = _sb_window(start, size)
+    for c in range(patch.shape[-1]):
+        values = out[window][..., c].flatten()
+        np.random.shuffle(values)
+        out[window + (c,)] = values.reshape(out[window].shape[:3])
+    return out
+
+
+# ----------------------------------------------------------------------------
 # The suite
 # ----------------------------------------------------------------------------
 
@@ -1305,6 +1450,41 @@ def test_wrong_implementation_fails(name, fn, variant):
 def test_correct_alternative_passes(name, fn, variant):
     failed = [r for r in run_check(name, fn, variant=variant, record=True) if not r.passed]
     assert not failed, "\n".join(f"{r.description}: {r.detail}" for r in failed)
+
+
+# ----------------------------------------------------------------------------
+# The Dice exercises' grading inputs: the grader draws the hand-made 2x3 masks
+# (and the soft batches) from a per-run seed. With epsilon=1, such small masks
+# often made 0.5 the expected value (a constant 0.5 then scored) or let a
+# mistake give the right value by chance; the draws now refuse both.
+# ----------------------------------------------------------------------------
+
+DICE = ["single_class_dice_coefficient", "dice_coefficient", "soft_dice_loss"]
+RUNS = [("public", None), ("grading", None)] + [("grading", seed) for seed in range(6)]
+"""The lesson's check, the fixed grading variant, and six of the grader's per-run seeds."""
+
+
+@pytest.mark.parametrize("name", DICE)
+def test_a_constant_half_passes_no_dice_test_whatever_the_seed(name):
+    for variant, seed in [("public", None), ("grading", None)] + [("grading", seed) for seed in range(50)]:
+        passed = [
+            r.description
+            for r in run_check(name, lambda *a, **k: 0.5, variant=variant, record=True, seed=seed)
+            if r.passed
+        ]
+        assert not passed, (variant, seed, passed)
+
+
+@pytest.mark.parametrize("name", DICE)
+def test_a_wrong_dice_answer_passes_the_same_tests_whatever_the_seed(name):
+    """A mistake may pass a test only where that test cannot tell it apart at all (0/1 masks square to themselves,
+    one sample cannot be pooled): then it passes it with every seed. Never by a coincidence of one seed's draw."""
+    for fn in WRONG[name]:
+        passed = {
+            (variant, seed): [r.passed for r in run_check(name, fn, variant=variant, record=True, seed=seed)]
+            for variant, seed in RUNS
+        }
+        assert len({tuple(p) for p in passed.values()}) == 1, (fn.__name__, passed)
 
 
 # ----------------------------------------------------------------------------
@@ -1358,7 +1538,7 @@ OWN_HINT: dict[str, tuple[str, ...]] = {
     "ub_up_width_from_skip": (),
     "ub_block_width_half_of_x": (),
     "ub_pool_size_reversed": (),
-    "scd_xy_only": ("axis argument is not used",),
+    "scd_xy_only": ("axis argument is not used", "z is not summed"),
     "scd_squares": ("squares in the denominator",),
     "scd_one_minus": ("returns 1 - Dice",),
     "scd_eps_denominator_only": ("epsilon only in the denominator",),
@@ -1423,6 +1603,17 @@ OWN_HINT: dict[str, tuple[str, ...]] = {
     "tv_signed_determinant": ("|det|",),
     "tv_label_values_summed": ("sum of the label values",),
     "tv_msd_order_confused": (),
+    "sb_whole_patch": ("across the whole patch",),
+    "sb_channels_mixed": ("moved between channels",),
+    "sb_first_axis_only": ("only reorders its first axis",),
+    "sb_one_order_for_all_channels": ("every channel together",),
+    "sb_not_written_back": ("written back",),
+    "sb_global_random": ("must come from the seed",),
+    "sb_seed_ignored": ("seed argument is not used",),
+    "sb_block_end_inclusive": ("one voxel too large",),
+    "sb_size_as_end": ("x0:x0 + bx",),
+    "sb_float64": ("keep its dtype",),
+    "sb_in_place": ("writes into its input",),
 }
 """Each wrong answer's own "likely mistake" (substrings); () for a mistake with no signature of its own."""
 

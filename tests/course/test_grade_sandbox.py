@@ -30,17 +30,12 @@ import pytest
 from utils.course import grade, sandbox, wire
 from utils.course.checks import run_check
 
+from conftest import bad_notebook, code_cells, lesson_exercises, write_notebook
 from exercise_registry import EXERCISES
 
 ROOT = Path(__file__).resolve().parents[2]
 LESSON = "04_soft_dice_loss"
-EX04 = [
-    "single_class_dice_coefficient",
-    "dice_coefficient",
-    "soft_dice_loss",
-    "compute_class_sens_spec",
-    "get_sens_spec_df",
-]
+EX04 = lesson_exercises(LESSON)
 TOKEN = "attack-token-24"
 NO_SANDBOX = sandbox.missing()
 needs_sandbox = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no grading sandbox here: {NO_SANDBOX}")
@@ -68,10 +63,8 @@ def _notebook_json(cells: list, metadata: object = None) -> str:
     ],
 )
 def test_hostile_notebook_json_gives_a_reason(tmp_path, content, reason):
-    path = tmp_path / "bad.ipynb"
-    path.write_text(content)
     with pytest.raises(ValueError, match=reason):
-        grade.read_submission(path, max_bytes=10**7)
+        grade.read_submission(bad_notebook(tmp_path, content), max_bytes=10**7)
 
 
 def test_only_regular_files_are_read(tmp_path):
@@ -525,22 +518,12 @@ def test_the_wire_decoder_survives_a_fuzz_of_hostile_structures():
 # ----------------------------------------------------------------------------
 
 
-def _cells(path: Path, names: list[str]) -> list:
-    """The code cells of ``path`` that define one of ``names``."""
-    nb = nbformat.read(path, as_version=4)
-    return [c for c in nb.cells if c.cell_type == "code" and any(f"def {n}(" in c.source for n in names)]
-
-
 def _imports(path: Path) -> list:
-    nb = nbformat.read(path, as_version=4)
-    return [c for c in nb.cells if c.cell_type == "code" and "imports" in c.metadata.get("tags", [])]
+    return code_cells(path, tag="imports")
 
 
 def _write(path: Path, cells: list) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["course"] = {"lesson": LESSON}
-    nb.cells = [nbformat.v4.new_code_cell(c) if isinstance(c, str) else c for c in cells]
-    nbformat.write(nb, path)
+    write_notebook(path, cells, LESSON)
 
 
 # The control's functions (and the patchers'): one right answer, the others a constant 0.5.
@@ -761,8 +744,8 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("sandbox")
     solution = ROOT / "notebooks" / "solutions" / f"{LESSON}.ipynb"
     learner = ROOT / "notebooks" / f"{LESSON}.ipynb"
-    honest = _imports(solution) + _cells(solution, EX04)
-    stub = _cells(learner, EX04)
+    honest = _imports(solution) + code_cells(solution, EX04)
+    stub = code_cells(learner, EX04)
     home_file = base / "home" / "instructor.txt"
     home_file.parent.mkdir()
     home_file.write_text("the instructor's own file")
@@ -786,8 +769,8 @@ def runs(tmp_path_factory):
                 (subs / "nosource.ipynb").write_text(_notebook_json([{"cell_type": "code", "metadata": {}}]))
                 _write(subs / "=HYPERLINK(1)|x.ipynb", stub)
                 _write(subs / "a_cheat.ipynb", _imports(solution) + _CHEAT)  # graded before honest: would poison it
-                _write(subs / "hog.ipynb", _HOG + _cells(learner, EX04[1:]))
-                _write(subs / "bob.ipynb", _imports(solution) + _BOB + _cells(learner, EX04[1:]))
+                _write(subs / "hog.ipynb", _HOG + code_cells(learner, EX04[1:]))
+                _write(subs / "bob.ipynb", _imports(solution) + _BOB + code_cells(learner, EX04[1:]))
                 (subs / "bob").mkdir()
                 _write(subs / "bob" / "work.ipynb", stub)
             before = {f: f.read_bytes() for f in subs.iterdir() if f.is_file() and not f.is_fifo()}
@@ -798,7 +781,8 @@ def runs(tmp_path_factory):
             seconds = time.monotonic() - start
             left = [str(p) for p in Path(tempfile.gettempdir()).glob("course-grade-*/comm/hog*")]
             after_exit = _alive(TOKEN)
-            time.sleep(4)  # the survivor would write grades.csv 3 s after it started
+            if attackers:
+                time.sleep(4)  # the survivor would write grades.csv 3 s after it started
             results[name] = {
                 "code": code,
                 "rows": _rows(out),
@@ -846,8 +830,8 @@ def test_attackers_score_only_what_their_functions_earn(runs):
         assert [r["score"] for r in rows[attacker].values()] == ["0.0"] * len(EX04), (attacker, rows[attacker])
     control = {name: (r["public_passed"], r["grading_passed"], r["score"]) for name, r in rows["control"].items()}
     assert control["single_class_dice_coefficient"][2] == "1.0"
-    # a constant 0.5 earns nothing, but may equal an expected value of the per-run random grading inputs
-    assert all(float(score) < 1.0 for _, _, score in list(control.values())[1:]), control
+    # a constant 0.5 earns nothing: the per-run grading inputs never make 0.5 an expected value
+    assert all(score == "0.0" for _, _, score in list(control.values())[1:]), control
     for attacker in ("patch", "frames"):
         got = {name: (r["public_passed"], r["grading_passed"], r["score"]) for name, r in rows[attacker].items()}
         assert got == control, attacker

@@ -258,7 +258,7 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
 
 
 def test_bad_parameters():
-    with pytest.raises(ValueError, match="n_train >= 1"):
-        make_phantom_dataset("/tmp/never", n_train=0)
+    with pytest.raises(ValueError, match="at least one case"):
+        make_phantom_dataset("/tmp/never", n_train=0, n_test=0)
     with pytest.raises(ValueError, match="shape must be 3 sizes"):
         make_phantom_dataset("/tmp/never", shape=(8, 8, 8))

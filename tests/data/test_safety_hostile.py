@@ -30,7 +30,7 @@ import utils.inference.sliding_window as inference
 import utils.safety as safety
 from utils.data.datasets import DatasetError, load_msd_case, load_nifti
 from utils.inference.predict import main as predict_main
-from utils.model.unet import ModelLoadError, build_unet, load_model
+from utils.model.unet import ModelLoadError, load_model
 from utils.safety import BOOKKEEPING, FolderBusyError, OwnedFiles, folder_lock
 from utils.visualization.report import main as report_main
 
@@ -206,13 +206,6 @@ def test_limit_refuses_an_honest_but_huge_file(tmp_path, monkeypatch):
 SINGULAR = np.diag([1.0, 1.0, 0.0, 1.0])
 NAN = np.where(np.eye(4) == 1, 1.0, 0.0)
 NAN[0, 3] = np.nan
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    build_unet((32, 32, 16, 4), depth=2, base_filters=2).save(path)
-    return path
 
 
 @pytest.fixture()

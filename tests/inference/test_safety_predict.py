@@ -14,7 +14,6 @@ import pytest
 
 from utils.data.datasets import load_msd_case
 from utils.inference.predict import main as predict_main
-from utils.model.unet import build_unet
 
 from conftest import write_brats_case
 
@@ -22,13 +21,6 @@ from conftest import write_brats_case
 def _tree(root):
     """Bytes of every file under ``root`` (to prove nothing changed)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    build_unet((32, 32, 16, 4), depth=2, base_filters=2).save(path)
-    return path
 
 
 @pytest.fixture()

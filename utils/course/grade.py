@@ -1555,7 +1555,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m utils.course.grade SUBMISSION.ipynb [MORE | FOLDER ...] --out grades.csv``."""
     parser = argparse.ArgumentParser(
         prog="python -m utils.course.grade",
-        description="Score submitted learner notebooks (see the README's instructor section).",
+        description="Score submitted learner notebooks (see docs/instructors.md).",
     )
     parser.add_argument(
         "submissions",

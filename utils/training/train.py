@@ -165,12 +165,21 @@ class Checkpoints(keras.callbacks.Callback):
     resumed after a kill finishes the rename, or, if the epoch was not
     committed, drops its log row and says that the epoch is trained again.
     ``state.json`` also accumulates the training time over resumed runs.
-    Put it after the callbacks that add to ``logs`` (learning rate).
+    Put it after the callbacks that add to ``logs`` (learning rate). ``greater``: whether a higher
+    ``monitor`` is better (a Dice; False for a loss, as in pretraining).
     """
 
-    def __init__(self, output_dir: Path, monitor: str = MONITOR, best: float = -math.inf, seconds: float = 0.0):
+    def __init__(
+        self,
+        output_dir: Path,
+        monitor: str = MONITOR,
+        best: float | None = None,
+        seconds: float = 0.0,
+        greater: bool = True,
+    ):
         super().__init__()
-        self.output_dir, self.monitor, self.best = output_dir, monitor, best
+        self.output_dir, self.monitor, self.greater = output_dir, monitor, greater
+        self.best = (-math.inf if greater else math.inf) if best is None else best
         self.previous_seconds, self.start = seconds, time.perf_counter()
 
     def on_train_begin(self, logs=None):
@@ -187,7 +196,7 @@ class Checkpoints(keras.callbacks.Callback):
         save_atomic(self.model, pending)
         append_log_row(self.output_dir / "log.csv", epoch, logs)
         value = logs.get(self.monitor)
-        improved = value is not None and float(value) > self.best
+        improved = value is not None and (float(value) > self.best if self.greater else float(value) < self.best)
         if improved:
             self.best = float(value)
             save_atomic(self.model, self.output_dir / "best.keras")
@@ -331,27 +340,28 @@ def _read_state(output_dir: Path) -> dict:
 # ----------------------------------------------------------------------------
 
 
-def is_run_folder(folder: Path) -> bool:
-    """True if ``folder`` was made by :func:`train` (its marker, or a run from before markers existed)."""
-    owned = OwnedFiles(folder, TOOL)
+def is_run_folder(folder: Path, tool: str = TOOL) -> bool:
+    """True if ``folder`` was made by :func:`train` (or by ``tool``: its marker, or a run from before markers existed)."""
+    owned = OwnedFiles(folder, tool)
     if owned.exists:
-        return read_json_object(owned.path, "ownership marker").get("tool") == TOOL
+        return read_json_object(owned.path, "ownership marker").get("tool") == tool
     return (folder / "config.json").is_file() and (folder / "state.json").is_file()
 
 
-def prepare_output_dir(output_dir: Path, config: TrainConfig, resume: bool) -> Path:
+def prepare_output_dir(output_dir: Path, config, resume: bool, tool: str = TOOL) -> Path:
     """Check, create or move aside the run folder; return it.
 
     A non-empty folder that :func:`train` did not create is refused (with
     ``resume`` or without), as are the filesystem root, the home folder and a
     git checkout's root. ``resume=False`` moves an earlier run aside (renamed
-    ``<name>-old-<time>``); nothing is deleted.
+    ``<name>-old-<time>``); nothing is deleted. ``config`` is a :class:`TrainConfig` (or the
+    dataclass of another tool, e.g. pretraining's, with its ``tool`` name in the ownership marker).
 
     Raises:
         UnsafeWriteError: the folder is refused. ValueError: it holds a run
             with other parameters (resume).
     """
-    used = _check_run_folder(output_dir)
+    used = check_run_folder(output_dir, tool)
     if used and not resume:
         moved = output_dir.with_name(f"{output_dir.name}-old-{time.strftime('%Y%m%d-%H%M%S')}")
         output_dir.rename(moved)
@@ -361,19 +371,19 @@ def prepare_output_dir(output_dir: Path, config: TrainConfig, resume: bool) -> P
     elif used and (output_dir / "last.keras").is_file():
         _check_resume(output_dir, config)
     output_dir.mkdir(parents=True, exist_ok=True)
-    owned = OwnedFiles(output_dir, TOOL)
+    owned = OwnedFiles(output_dir, tool)
     if not owned.exists:
         owned.save()
     return output_dir
 
 
-def _check_run_folder(output_dir: Path) -> bool:
-    """Refuse a run folder no flag unlocks, or a non-empty one that :func:`train` did not make; return whether it is used."""
+def check_run_folder(output_dir: Path, tool: str = TOOL) -> bool:
+    """Refuse a run folder no flag unlocks, or a non-empty one that :func:`train` (``tool``) did not make; return whether it is used."""
     check_target(output_dir, "--output-dir")
     if output_dir.exists() and not output_dir.is_dir():
         raise UnsafeWriteError(f"--output-dir {output_dir} is a file, not a folder")
     used = output_dir.is_dir() and not is_empty_folder(output_dir)
-    if used and not is_run_folder(output_dir):
+    if used and not is_run_folder(output_dir, tool):
         raise UnsafeWriteError(
             f"refusing to use --output-dir {output_dir}: it is not empty and is not a training run folder "
             "(no ownership marker); choose a new or empty folder"
@@ -381,7 +391,7 @@ def _check_run_folder(output_dir: Path) -> bool:
     return used
 
 
-def _check_resume(output_dir: Path, config: TrainConfig) -> None:
+def _check_resume(output_dir: Path, config) -> None:
     path = output_dir / "config.json"
     if not path.is_file():
         return
@@ -477,7 +487,7 @@ def train(
     if cluster is not None and not cluster.is_chief:  # workers read what the chief writes, under its lock
         return _train(config, resume, progress, callbacks)
     output_dir = run_dir(config)
-    _check_run_folder(output_dir)
+    check_run_folder(output_dir)
     check_writable(output_dir, "the run folder")
     with folder_lock(output_dir, TOOL):
         return _train(config, resume, progress, callbacks)

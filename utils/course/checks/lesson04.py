@@ -84,6 +84,10 @@ def _dice_mistakes(
         )
     if eps != 1e-5:
         out["the epsilon argument is not used (a fixed 1e-5?)"] = score(num_eps=1e-5, den_eps=1e-5)
+    if not batch:
+        out["z is not summed (axis=(0, 1), then the mean over z): sum over x, y and z, axis=(0, 1, 2)"] = score(
+            axis=(0, 1)
+        )
     if batch:
         per_sample = np.mean(_dice(t, p, spatial, eps, soft), axis=-1)
         pooled = score(axis=(0, *spatial))
@@ -113,14 +117,50 @@ def _hint(got: Any, expected: float, mistakes: dict[str, float]) -> str:
     return "; or ".join(found)
 
 
+def _right(t: np.ndarray, p: np.ndarray, eps: float, *, soft: bool, loss: bool, batch: bool) -> float:
+    """The right (soft) Dice or loss of (t, p): per (sample and) class over x, y, z, then the mean."""
+    value = float(np.mean(_dice(t, p, (1, 2, 3) if batch else (0, 1, 2), eps, soft)))
+    return 1.0 - value if loss else value
+
+
+SEPARATION = 5e-4
+"""How far (5x the checks' tolerance) a test's right value stays from a constant 0.5 and from each common mistake."""
+
+
+def _gaps(t: np.ndarray, p: np.ndarray, eps: float, kw: dict) -> tuple[float, list[float]]:
+    """The right value on (t, p) and how far each common mistake (in :func:`_dice_mistakes`' order) is from it."""
+    right = _right(t, p, eps, **kw)
+    return right, [abs(wrong - right) for wrong in _dice_mistakes(t, p, eps, **kw).values()]
+
+
+def _redrawn(draw: Callable[[], Any], cases: Callable[[Any], list[tuple]], lesson: Any) -> Any:
+    """``draw()`` until each case ``(t, p, eps, kw)`` that ``cases`` builds from the draw tells the right value
+    apart: at least :data:`SEPARATION` from 0.5 (what a stub or a cheat returns) and from every common mistake.
+
+    A mistake may come that close only in a case where it does on ``lesson`` (the lesson's own draw): there the
+    test cannot tell it apart at all (0/1 masks square to themselves, one sample cannot be pooled, an epsilon of
+    1e-5 does not show), and another test of the exercise catches it. A draw that already tells everything apart
+    is kept as it is, so the lesson's and the fixed grading seeds keep their inputs.
+    """
+    blind = [{i for i, g in enumerate(_gaps(*case)[1]) if not g > SEPARATION} for case in cases(lesson)]
+
+    def tells_apart(k: int, case: tuple) -> bool:
+        right, gaps = _gaps(*case)
+        return abs(right - 0.5) > SEPARATION and all(i in blind[k] or not g <= SEPARATION for i, g in enumerate(gaps))
+
+    for _ in range(1000):
+        drawn = draw()
+        if all(tells_apart(k, case) for k, case in enumerate(cases(drawn))):
+            return drawn
+    raise RuntimeError("no draw of 1000 tells the right value from 0.5 and the common mistakes")  # a bug of the check
+
+
 def _expect_dice(
     what: str, t: np.ndarray, p: np.ndarray, eps: float, got: Any, *, soft: bool, loss: bool, batch: bool
 ) -> None:
     """``got`` must be the (soft) Dice or loss of (t, p); on a mismatch name the likely mistake."""
     mistakes = _dice_mistakes(t, p, eps, soft=soft, loss=loss, batch=batch)
-    axis = (1, 2, 3) if batch else (0, 1, 2)
-    expected = float(np.mean(_dice(t, p, axis, eps, soft)))
-    expected = 1.0 - expected if loss else expected
+    expected = _right(t, p, eps, soft=soft, loss=loss, batch=batch)
     got = _numpy(got)
     if got.shape != () and got.size == 1 and np.isclose(float(got.ravel()[0]), expected, atol=1e-4):
         raise Mismatch(f"{what}: the value is right, but one number is expected, not an array", (), got.shape)
@@ -182,43 +222,109 @@ for _constant in (_P1, _L1, _L2, _P1G, _L1G, _L2G):
     _constant.flags.writeable = False  # shared by every check run: nothing may write into them (or their views)
 
 
-def _masks(run: Run, n: int, shape: tuple[int, int] = (2, 3)) -> list[np.ndarray]:
-    """``n`` different 0/1 masks, each with a 0 and a 1, from the grader's per-run seed."""
-    rng = run.rng(1)
+def _masks(rng: np.random.Generator, n: int, shape: tuple[int, int] = (2, 3)) -> list[np.ndarray]:
+    """``n`` different 0/1 masks, each with a 0 and a 1."""
     while True:
         masks = [(rng.random(shape) < 0.5).astype(np.float64) for _ in range(n)]
         if all(0 < m.sum() < m.size for m in masks) and len({m.tobytes() for m in masks}) == n:
             return masks
 
 
-def _hand_made(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+_Case = tuple[np.ndarray, np.ndarray, float, dict]
+"""(label, prediction, epsilon, the ``soft``/``loss``/``batch`` keywords): one test's inputs (:func:`_redrawn`)."""
+
+
+def _hand_made(
+    run: Run, cases: Callable[[np.ndarray, np.ndarray, np.ndarray], list[_Case]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The hand-made masks (pred, label 1, label 2): the lesson's, other ones for grading, or, with the grader's
+    per-run seed, masks drawn until the ``cases`` an exercise builds from them tell the right value apart
+    (:func:`_redrawn`, as well as the lesson's masks do)."""
     if run.hidden:
-        return tuple(_masks(run, 3))
+        rng = run.rng(1)
+        return _redrawn(lambda: tuple(_masks(rng, 3)), lambda m: cases(*m), lesson=(_P1, _L1, _L2))
     return (_P1G, _L1G, _L2G) if run.grading else (_P1, _L1, _L2)
+
+
+def _soft_batch_tests(
+    fn: Callable,
+    run: Run,
+    seed: int,
+    shapes: tuple[tuple[int, ...], tuple[int, ...]],
+    kw: dict,
+    summary: str,
+    emptied: Callable[[np.ndarray, np.ndarray], _Case],
+    emptied_summary: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test ``fn`` on a random soft batch (the lesson's shape, or the grading one), epsilon=1, then on the case
+    ``emptied`` makes of it (a class emptied, default epsilon); the batch is drawn so that both tell the right
+    value apart (:func:`_redrawn`). Returns the batch (label, prediction)."""
+    rng = run.rng(seed)
+    lesson = _soft(np.random.default_rng(seed), shapes[0])
+    t, q = _redrawn(lambda: _soft(rng, shapes[run.grading]), lambda tq: [(*tq, 1.0, kw), emptied(*tq)], lesson=lesson)
+    what = "loss" if kw["loss"] else "Dice"
+    run.test(
+        f"a {t.shape} batch of soft predictions, epsilon=1: {summary}",
+        lambda: _expect_dice(what, t, q, 1.0, fn(t, q, epsilon=1), **kw),
+    )
+    et, eq, eps, _ = emptied(t, q)
+    run.test(emptied_summary, lambda: _expect_dice(what, et, eq, eps, fn(et, eq), **kw))
+    return t, q
+
+
+def _without_class(a: np.ndarray, k: int) -> np.ndarray:
+    """A copy of ``a`` whose class ``k`` (last axis) is empty."""
+    out = a.copy()
+    out[..., k] = 0.0
+    return out
+
+
+_SINGLE = {"soft": False, "loss": False, "batch": False}
+_BATCH = {"soft": False, "loss": False, "batch": True}
+_LOSS = {"soft": True, "loss": True, "batch": True}
+
+
+def _single_class_cases(p: np.ndarray, l1: np.ndarray, l2: np.ndarray) -> list[_Case]:
+    """The hand-made tests of ``single_class_dice_coefficient``: pred against each label, epsilon=1."""
+    return [(label[..., None], p[..., None], 1.0, _SINGLE) for label in (l1, l2)]
+
+
+def _dice_coefficient_cases(p: np.ndarray, l1: np.ndarray, l2: np.ndarray) -> list[_Case]:
+    """The hand-made tests of ``dice_coefficient``: one sample with two classes (pred against each label), and
+    two samples of one class (label 2 found perfectly, label 1 not at all); epsilon=1."""
+    two_classes = np.stack([l1, l2], axis=-1)[None, :, :, None, :], np.stack([p, p], axis=-1)[None, :, :, None, :]
+    two_label = np.stack([l2, l1])[..., None, None]
+    two_pred = np.stack([l2, np.zeros_like(l1)])[..., None, None]
+    return [(*two_classes, 1.0, _BATCH), (two_label, two_pred, 1.0, _BATCH)]
+
+
+def _soft_dice_loss_cases(p: np.ndarray, l1: np.ndarray, l2: np.ndarray) -> list[_Case]:
+    """The hand-made tests of ``soft_dice_loss``: a hard pred, then half of it, against label 1; epsilon=1."""
+    label, pred = l1[None, :, :, None, None], p[None, :, :, None, None]
+    return [(label, pred, 1.0, _LOSS), (label, 0.5 * pred, 1.0, _LOSS)]
 
 
 @exercise("single_class_dice_coefficient", LESSON)
 def _single_class_dice_coefficient_tests(fn: Callable, run: Run, grading: bool) -> None:
     """Tests of ``single_class_dice_coefficient`` (lesson 04, exercise 1)."""
-    p, l1, l2 = (a[..., None] for a in _hand_made(run))
-    rng = run.rng(40)
-    kw = {"soft": False, "loss": False, "batch": False}
-
-    def hand(label):
-        d = _dice(label, p, (0, 1, 2), 1.0)
-        return lambda: _expect_dice(f"Dice = {d:.4g}", label, p, 1.0, fn(label, p, epsilon=1), **kw)
-
-    for label in (l1, l2):
+    masks = _hand_made(run, _single_class_cases)
+    for label, p, _, _ in _single_class_cases(*masks):
         tp, tl, pp = int((label * p).sum()), int(label.sum()), int(p.sum())
+        what = f"Dice = {_dice(label, p, (0, 1, 2), 1.0):.4g}"
         run.test(
             f"pred {p[..., 0].astype(int).tolist()}, label {label[..., 0].astype(int).tolist()}, epsilon=1: "
             f"(2*{tp} + 1) / ({tl} + {pp} + 1)",
-            hand(label),
+            lambda t=label, p=p, what=what: _expect_dice(what, t, p, 1.0, fn(t, p, epsilon=1), **_SINGLE),
         )
-    t, q = _soft(rng, (4, 3, 5) if grading else (3, 4, 2))
+    rng = run.rng(40)
+    t, q = _redrawn(
+        lambda: _soft(rng, (4, 3, 5) if grading else (3, 4, 2)),
+        lambda tq: [(*tq, 1.0, _SINGLE)],
+        lesson=_soft(np.random.default_rng(40), (3, 4, 2)),
+    )
     run.test(
         f"soft predictions on a {t.shape} volume, epsilon=1: sums over x, y and z, no squares",
-        lambda: _expect_dice("Dice", t, q, 1.0, fn(t, q, epsilon=1), **kw),
+        lambda: _expect_dice("Dice", t, q, 1.0, fn(t, q, epsilon=1), **_SINGLE),
     )
 
     def axis_argument():
@@ -235,81 +341,66 @@ def _single_class_dice_coefficient_tests(fn: Callable, run: Run, grading: bool) 
     empty = np.zeros((3, 2, 2) if grading else (2, 2, 2))
     run.test(
         "both empty, default epsilon: Dice is 1 (nothing to find, nothing found)",
-        lambda: _expect_dice("Dice", empty, empty, 1e-5, fn(empty, empty), **kw),
+        lambda: _expect_dice("Dice", empty, empty, 1e-5, fn(empty, empty), **_SINGLE),
     )
+    l1 = masks[1][..., None]
     run.test(
         "no overlap, default epsilon: Dice is about 0",
-        lambda: _expect_dice("Dice", l1, 1 - l1, 1e-5, fn(l1, 1 - l1), **kw),
+        lambda: _expect_dice("Dice", l1, 1 - l1, 1e-5, fn(l1, 1 - l1), **_SINGLE),
     )
 
 
 @exercise("dice_coefficient", LESSON)
 def _dice_coefficient_tests(fn: Callable, run: Run, grading: bool) -> None:
     """Tests of ``dice_coefficient`` (lesson 04, exercise 2)."""
-    p, l1, l2 = _hand_made(run)
-    kw = {"soft": False, "loss": False, "batch": True}
-    batch_pred = np.stack([p, p], axis=-1)[None, :, :, None, :]
-    batch_label = np.stack([l1, l2], axis=-1)[None, :, :, None, :]
+    p, l1, l2 = _hand_made(run, _dice_coefficient_cases)
+    (batch_label, batch_pred, _, kw), (two_label, two_pred, _, _) = _dice_coefficient_cases(p, l1, l2)
     d1, d2 = (_dice(lab, p, (0, 1), 1.0) for lab in (l1, l2))
     run.test(
         f"one sample, two classes (Dice {d1:.4g} and {d2:.4g}), epsilon=1: their mean",
         lambda: _expect_dice("Dice", batch_label, batch_pred, 1.0, fn(batch_label, batch_pred, epsilon=1), **kw),
     )
-    two_pred = np.zeros((2, *p.shape, 1, 1))
-    two_label = np.zeros((2, *p.shape, 1, 1))
-    two_pred[0, ..., 0, 0] = l2  # sample 0: perfect
-    two_label[0, ..., 0, 0] = l2
-    two_label[1, ..., 0, 0] = l1  # sample 1: nothing predicted
     s1 = float(np.mean(_dice(two_label[1], two_pred[1], (0, 1, 2), 1.0)))
     run.test(
         f"per sample, then the mean: samples with Dice 1.0 and {s1:.4g} (epsilon=1) give {(1 + s1) / 2:.4g}",
         lambda: _expect_dice("Dice", two_label, two_pred, 1.0, fn(two_label, two_pred, epsilon=1), **kw),
     )
-    rng = run.rng(42)
-    # batch, x, y, z and classes all differ
-    t, q = _soft(rng, (3, 4, 6, 5, 2) if grading else (2, 5, 4, 6, 3))
-    run.test(
-        f"a {t.shape} batch of soft predictions, epsilon=1: Dice per sample and class over x, y, z, then the mean",
-        lambda: _expect_dice("Dice", t, q, 1.0, fn(t, q, epsilon=1), **kw),
-    )
-    t0 = t.copy()
-    t0[..., 0] = 0.0
-    q0 = q.copy()
-    q0[..., 0] = 0.0
-    run.test(
+    _soft_batch_tests(
+        fn,
+        run,
+        42,
+        ((2, 5, 4, 6, 3), (3, 4, 6, 5, 2)),  # batch, x, y, z and classes all differ
+        kw,
+        "Dice per sample and class over x, y, z, then the mean",
+        lambda t, q: (_without_class(t, 0), _without_class(q, 0), 1e-5, kw),
         "default epsilon: a class empty in both label and prediction counts as Dice 1",
-        lambda: _expect_dice("Dice", t0, q0, 1e-5, fn(t0, q0), **kw),
     )
 
 
 @exercise("soft_dice_loss", LESSON)
 def _soft_dice_loss_tests(fn: Callable, run: Run, grading: bool) -> None:
     """Tests of ``soft_dice_loss`` (lesson 04, exercise 3)."""
-    p, l1, l2 = _hand_made(run)
-    kw = {"soft": True, "loss": True, "batch": True}
-    pred, label = p[None, :, :, None, None], l1[None, :, :, None, None]
+    p, l1, l2 = _hand_made(run, _soft_dice_loss_cases)
+    (label, pred, _, kw), (_, half, _, _) = _soft_dice_loss_cases(p, l1, l2)
     hard = 1 - float(_dice(label, pred, (1, 2, 3), 1.0, True)[0, 0])
     run.test(
         f"hard pred {p.astype(int).tolist()}, label {l1.astype(int).tolist()}, epsilon=1: {hard:.4g}",
         lambda: _expect_dice("loss", label, pred, 1.0, fn(label, pred, epsilon=1), **kw),
     )
-    half = 0.5 * pred
     soft = 1 - float(_dice(label, half, (1, 2, 3), 1.0, True)[0, 0])
     run.test(
         f"soft pred {(0.5 * p).tolist()}: the denominator squares the predictions, {soft:.4g}",
         lambda: _expect_dice("loss", label, half, 1.0, fn(label, half, epsilon=1), **kw),
     )
-    rng = run.rng(44)
-    t, q = _soft(rng, (2, 4, 6, 5, 3) if grading else (3, 5, 4, 6, 2))
-    run.test(
-        f"a {t.shape} batch of soft predictions, epsilon=1: one minus the mean over samples and classes",
-        lambda: _expect_dice("loss", t, q, 1.0, fn(t, q, epsilon=1), **kw),
-    )
-    t0 = t.copy()
-    t0[..., 1] = 0.0
-    run.test(
+    t, q = _soft_batch_tests(
+        fn,
+        run,
+        44,
+        ((3, 5, 4, 6, 2), (2, 4, 6, 5, 3)),
+        kw,
+        "one minus the mean over samples and classes",
+        lambda t, q: (_without_class(t, 1), _without_class(t, 1), 1e-5, kw),
         "a perfect prediction has (almost) zero loss, even with a class empty in both (default epsilon)",
-        lambda: _expect_dice("loss", t0, t0, 1e-5, fn(t0, t0), **kw),
     )
 
     def trains_keras():
@@ -381,7 +472,7 @@ def _compute_class_sens_spec_tests(fn: Callable, run: Run, grading: bool) -> Non
     """Tests of ``compute_class_sens_spec`` (lesson 04, exercise 4)."""
     # (x, y, z, classes) as the docstring says: a hand-made slice, z = 1, one class
     if run.hidden:  # the grader's per-run seed: a hand-made slice the source does not show
-        pred1, label1 = (m.astype(np.int64)[..., None, None] for m in _masks(run, 2))
+        pred1, label1 = (m.astype(np.int64)[..., None, None] for m in _masks(run.rng(1), 2))
     elif grading:
         pred1 = np.array([[1, 1, 0], [0, 1, 0]])[..., None, None]
         label1 = np.array([[1, 0, 0], [1, 1, 1]])[..., None, None]

@@ -66,6 +66,16 @@ def _grid(shape, window, step) -> list[tuple[int, int, int]]:
     return [(a, b, c) for a in axes[0] for b in axes[1] for c in axes[2]]
 
 
+def _random_windows(run: Run, seed: int, lesson: tuple, grading: tuple, channels: int) -> tuple:
+    """Random windows of ``channels`` channels on a grid (step 2) over a volume, and random weights: the volume
+    and window shapes are ``lesson`` (``grading`` in the grading variant). Returns
+    (shape, window, starts, predictions, weights)."""
+    rng = run.rng(seed)
+    shape, win = grading if run.grading else lesson
+    starts = _grid(shape, win, (2, 2, 2))
+    return shape, win, starts, rng.random((len(starts), *win, channels)), rng.uniform(0.1, 1.0, size=win)
+
+
 @exercise("blend_windows", LESSON)
 def _blend_windows_tests(blend_windows: Callable, run: Run, grading: bool) -> None:
     """Tests of ``blend_windows`` (lesson 06, exercise 1)."""
@@ -116,11 +126,7 @@ def _blend_windows_tests(blend_windows: Callable, run: Run, grading: bool) -> No
         )
 
     def several_channels():
-        rng = run.rng(62)
-        shape, win = ((8, 6, 5), (4, 3, 3)) if grading else ((6, 5, 4), (3, 3, 2))
-        starts = _grid(shape, win, (2, 2, 2))
-        preds = rng.random((len(starts), *win, 3))
-        weights = rng.uniform(0.1, 1.0, size=win)
+        shape, win, starts, preds, weights = _random_windows(run, 62, ((6, 5, 4), (3, 3, 2)), ((8, 6, 5), (4, 3, 3)), 3)
         _expect_blend(
             f"{len(starts)} random {win} windows with 3 channels and random weights",
             preds,
@@ -131,11 +137,7 @@ def _blend_windows_tests(blend_windows: Callable, run: Run, grading: bool) -> No
         )
 
     def inputs_untouched():
-        rng = run.rng(66)
-        shape, win = ((7, 5, 6), (4, 3, 2)) if grading else ((6, 7, 5), (3, 4, 2))
-        starts = _grid(shape, win, (2, 2, 2))
-        preds = rng.random((len(starts), *win, 2))
-        weights = rng.uniform(0.1, 1.0, size=win)
+        shape, win, starts, preds, weights = _random_windows(run, 66, ((6, 7, 5), (3, 4, 2)), ((7, 5, 6), (4, 3, 2)), 2)
         kept = preds.copy(), weights.copy(), list(starts)
         blend_windows(preds, starts, shape, weights)
         for what, before, after in zip(("window_predictions", "weights", "starts"), kept, (preds, weights, starts)):

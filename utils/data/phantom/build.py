@@ -160,7 +160,8 @@ def make_phantom_dataset(
     Args:
         out_dir: target folder; gets ``dataset.json``, ``imagesTr/``,
             ``labelsTr/``, ``imagesTs/`` and the marker ``phantom.json``.
-        n_train: labelled cases. n_test: unlabelled cases.
+        n_train: labelled cases. n_test: unlabelled cases (``imagesTs/``); ``n_train=0``
+            makes a dataset of unlabelled cases only (lesson 10's pretraining).
         shape: grid ``(x, y, z)``; 240x240x155 is the BraTS grid at 1 mm.
         seed: dataset seed; each case derives its own seed from it.
         overwrite: write into a non-empty folder that is not a phantom; its
@@ -170,8 +171,8 @@ def make_phantom_dataset(
         progress: show a progress bar.
         scanner: ``"training"``, or ``"shifted"`` for a test set whose acquisition settings all lie
             outside the training ranges (:data:`utils.data.phantom.scanner.SHIFTED_RANGES`); the
-            marker records it, and a phantom made with the other scanner model counts as one with
-            other parameters.
+            marker records it. A folder that holds a phantom of the other scanner model is refused
+            (a training set is never replaced by a test set, nor the other way round).
 
     Returns:
         ``out_dir``. A complete phantom with the same parameters is left as
@@ -180,13 +181,14 @@ def make_phantom_dataset(
         never the user's files inside it).
 
     Raises:
-        FileExistsError: if ``out_dir`` holds other files and ``overwrite`` is False.
+        FileExistsError: if ``out_dir`` holds other files and ``overwrite`` is False, or a phantom
+            of the other scanner model.
         UnsafeWriteError: ``out_dir`` is a file, the home folder, ``/``, a git
             checkout's root, or a phantom path holds a file it did not write.
     """
     out_dir = Path(out_dir).expanduser().resolve()
-    if n_train < 1 or n_test < 0:
-        raise ValueError(f"need n_train >= 1 and n_test >= 0; found {n_train}, {n_test}")
+    if n_train < 0 or n_test < 0 or n_train + n_test < 1:
+        raise ValueError(f"need n_train >= 0, n_test >= 0 and at least one case; found {n_train}, {n_test}")
     if len(shape) != 3 or min(shape) < 16:
         raise ValueError(f"shape must be 3 sizes of at least 16 voxels; found {tuple(shape)}")
     if scanner not in SCANNERS:
@@ -213,6 +215,13 @@ def _make_locked(
     """:func:`make_phantom_dataset` with ``out_dir`` locked."""
     params = _params(n_train, n_test, shape, seed, scanner)
     marker = read_marker(out_dir)
+    made_with = marker.get("scanner", "training") if marker is not None else scanner
+    if made_with != scanner:  # a training phantom is never turned into a test set in place, nor back
+        raise FileExistsError(
+            f"{out_dir} holds a phantom made with the {made_with} scanner model, not the {scanner} one: a training "
+            "set and a shifted test set each need a folder of their own (the course keeps them in phantom/ and "
+            "phantom-shifted/); choose another folder, or delete this one first"
+        )
     if marker is not None and {k: marker.get(k) for k in params} == params and _is_complete(out_dir, marker):
         return out_dir
     owned = _ownership(out_dir, marker) if out_dir.is_dir() else None
