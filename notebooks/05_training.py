@@ -248,8 +248,12 @@ print(f"{n / (time.perf_counter() - start):.1f} patches/s from the cache, one th
 # the cpu preset now trains `outputs="regions"` with
 # `augmentation="nnunet"`. Read the differences with their spread: with 6
 # cases and one seed, every one of them is smaller than the sd, so they show
-# the direction, not a guarantee. The gpu preset keeps classes and the
-# basic augmentation until a GPU run measures them.
+# the direction, not a guarantee. Two more things were measured and left
+# off: post-processing chosen on separate validation cases kept the largest
+# tumour (what lesson 06 does anyway), and averaging a second seed's model
+# (an ensemble, `--model` twice in `utils.inference.predict`) lowered the
+# shifted ET Dice to 0.36. The gpu preset keeps classes and the basic
+# augmentation until a GPU run measures them.
 
 # %%
 print(f"this run: outputs={config.outputs!r}, augmentation={config.augmentation!r} "
