@@ -61,7 +61,7 @@ import keras
 
 from utils.course.checks import check_shuffle_block
 from utils.config import course_mode, preset, pretrain_preset, transfer_budget
-from utils.data.labels import CLASS_COLORS, MODALITIES, REGION_ORDER
+from utils.data.labels import MODALITIES, REGION_ORDER, class_colors
 from utils.model.transfer import layer_weights, transfer_weights, weights_changed
 from utils.model.unet import load_model
 from utils.preprocessing.genesis import (distort, in_paint, local_pixel_shuffling, nonlinear_intensity, out_paint,
@@ -349,7 +349,7 @@ print(times.to_string())
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
-for ax, region, color in zip(axes, REGION_ORDER, CLASS_COLORS):
+for ax, region, color in zip(axes, REGION_ORDER, class_colors()):
     for arm, style in (("pretrained", "-o"), ("scratch", "--s")):
         part = table.xs(arm, level="arm")
         ax.errorbar(part.index, part[(region, "mean")], yerr=part[(region, "sd")].fillna(0), fmt=style,

@@ -140,6 +140,9 @@ class TrainConfig:
     normalization: str | None = None  # None, "batch" or "instance"
     downsample: int = 1  # 2: the U-Net works at half resolution (build_unet)
     loss: str = "dice_bce"  # "dice", "dice_bce" or "batch_dice_bce" (Dice pooled over the batch)
+    # "classes": one sigmoid per tumour class (edema, non-enhancing, enhancing; the assignment's convention);
+    # "regions": one per nested BraTS region (WT, TC, ET; nnU-Net's region-based training). plan.json records it.
+    outputs: str = "classes"
     foreground_fraction: float = FOREGROUND_FRACTION
     augmentation: str = "basic"  # one of AUGMENTATIONS: "basic" (flips, intensity scale/shift) or "nnunet"
     val_fraction: float = 0.2
@@ -164,6 +167,7 @@ PRESETS = {
         depth=3,
         base_filters=4,
         workers=1,
+        outputs="regions",  # as the cpu preset, so the test suite runs the lessons' region-based path
     ),
     "cpu": TrainConfig(
         mode="cpu",
@@ -183,6 +187,11 @@ PRESETS = {
         foreground_fraction=0.2,
         val_fraction=0.375,
         workers=1,
+        # region outputs (WT, TC, ET) and nnU-Net's augmentation (issue 26, benchmarks/ablation.py, one seed, 6
+        # held-out and 6 shifted-scanner cases): mean region Dice 0.791 -> 0.798 held-out and 0.575 -> 0.611
+        # shifted; whole-tumour misses inside the tumour 40% -> 0.7% of the misses, enclosed holes 1.9% -> 0.0%
+        outputs="regions",
+        augmentation="nnunet",
     ),
     "gpu": TrainConfig(
         mode="gpu",

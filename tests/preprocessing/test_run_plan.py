@@ -35,7 +35,7 @@ def test_training_records_the_plan_and_the_recorded_settings_win(workdir, monkey
     run = workdir / "run"
     recorded = json.loads((run / PLAN_FILE).read_text())
     shown = ["plan.json: " + json.dumps({k: v for k, v in recorded.items() if not k.endswith("_cases")})]
-    assert recorded["channels"] == list(MODALITIES) and recorded["output_kind"] == "classes"
+    assert recorded["channels"] == list(MODALITIES) and recorded["output_kind"] == config.outputs == "regions"
     assert recorded["intensity"] == "nonzero_zscore" and recorded["crop_margin"] == 2 and recorded["mode"] == "ci"
     assert recorded["patch_shape"] == recorded["window"] == list(config.patch_shape)
     assert recorded["labels"] == [1, 2, 3]
@@ -78,7 +78,7 @@ def test_a_plan_the_course_cannot_follow_is_refused(tmp_path):
     (tmp_path / PLAN_FILE).write_text(json.dumps(good))
     assert read_plan(tmp_path).window == (32, 32, 16)
     for change, message in [
-        ({"output_kind": "regions"}, "output kind 'regions' is unknown"),
+        ({"output_kind": "probabilities"}, "output kind 'probabilities' is unknown"),
         ({"intensity": "histogram"}, "intensity scheme 'histogram' is unknown"),
         ({"channels": ["T1w", "FLAIR", "T1gd", "T2w"]}, "the course reads the channels"),
     ]:

@@ -2,6 +2,16 @@
 
     python -m utils.inference.predict --model runs/cpu/best.keras --input CASE --output SEG.nii.gz
     python -m utils.inference.predict --model M --input-dir DATASET --output-dir OUT
+    python -m utils.inference.predict --model runs/a/best.keras --model runs/b/best.keras --input CASE --output SEG.nii.gz
+
+Each model's run folder says what its outputs are (``plan.json``: tumour
+classes, or the nested regions WT / TC / ET, whose label map is rebuilt
+hierarchically) and how to post-process them (``postprocessing.json``, chosen
+on validation cases by :func:`utils.inference.postprocessing.choose_postprocessing`;
+a run without one keeps only the largest tumour, unless ``--no-largest-component``).
+``--model`` given several times ensembles the runs: the mean of their
+probabilities (they must have the same output kind), post-processed as the
+first run folder says.
 
 ``CASE`` is an MSD 4-D image file (``.nii.gz`` with the four channels) or a
 BraTS case folder (2020/2021: ``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2``;
@@ -43,14 +53,23 @@ from ..data.datasets import (
     detect_layout,
     find_msd_file,
     list_cases,
+    load_case,
     load_input,
     load_label,
 )
 from ..evaluation.metrics import evaluate_cases
 from ..model.unet import ModelLoadError, dtype_policy_of, load_model, saved_dtype_policy
-from ..preprocessing.plan import Plan, plan_for_model
+from ..preprocessing.plan import Plan, plan_for_model, read_plan
 from ..safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target, check_writable, folder_lock, one_line
-from .sliding_window import predict_case, probabilities_path, save_segmentation
+from .postprocessing import (
+    PostProcessing,
+    PostProcessingError,
+    check_validation_cases,
+    choose_postprocessing,
+    read_postprocessing,
+    write_postprocessing,
+)
+from .sliding_window import ensemble_kind, predict_case, probabilities_path, save_segmentation
 
 
 def _dataset_inputs(root: Path):
@@ -74,11 +93,14 @@ def segment(
     overwrite: bool,
     inputs: list[Path] = (),
     input_dirs: list[Path] = (),
-    plan: Plan | None = None,
+    plan: Plan | list[Plan] | None = None,
+    postprocessing: PostProcessing | None = None,
 ):
     """Segment one input; return ``(case_id, label or None, prediction, spacing)``.
 
-    ``plan`` is the model's run plan (its preprocessing, crop and window); None: the course defaults.
+    ``plan`` is the model's run plan (its preprocessing, crop, window and output kind); None: the course
+    defaults. ``model`` and ``plan`` may be lists (an ensemble, :func:`predict_case`). ``postprocessing``
+    is applied to the label map (its sizes scaled by the case's voxel size).
 
     ``output`` (and its probability map) may not be an input file of the case
     (through links too), lie in an input folder, or replace a file that
@@ -99,16 +121,63 @@ def segment(
     check_writable(output.parent, "the segmentation", need_bytes=need)
     with folder_lock(output.parent, "utils.predict"):  # one writer: the names are re-checked when claimed
         pred, probs = predict_case(
-            model, image, overlap=overlap, mirror=mirror, largest_component=largest_component, progress=False, plan=plan
+            model,
+            image,
+            overlap=overlap,
+            mirror=mirror,
+            largest_component=largest_component,
+            progress=False,
+            plan=plan,
+            postprocessing=postprocessing,
+            spacing=spacing,
         )
         with owned.writing(*targets, overwrite=overwrite):  # the names are ours before a byte is written
             save_segmentation(pred, reference, output, overwrite=True, probabilities=probs if probabilities else None)
     return case_id, label, pred, spacing
 
 
+def choose_for_run(run_folder: Path | str, data_dir: Path | str, case_ids=None, mirror: bool = False, progress=True):
+    """Predict validation cases with ``run_folder/best.keras``, choose its post-processing, record it.
+
+    Args:
+        run_folder: a training run folder (its ``plan.json`` says the output kind and the split).
+        data_dir: a labelled dataset that is NOT the run's held-out or training data
+            (:func:`utils.inference.postprocessing.check_validation_cases`), e.g. a phantom built with
+            another seed.
+        case_ids: its cases to use (default: every labelled case).
+        mirror: predict with test-time mirroring (as the predictions it will post-process).
+
+    Returns:
+        ``(choice, path of postprocessing.json)``.
+    """
+    run_folder = Path(run_folder)
+    plan = read_plan(run_folder)
+    case_ids = list(case_ids or list_cases(data_dir))
+    check_validation_cases(plan, data_dir, case_ids)
+    model = load_model(run_folder / "best.keras", compile=False)
+    cases = []
+    for case_id in case_ids:
+        case = load_case(data_dir, case_id)
+        if case.label is None:
+            raise PostProcessingError(f"case {case_id} of {data_dir} has no label to choose post-processing on")
+        raw, _ = predict_case(model, case.image, mirror=mirror, progress=False, plan=plan)
+        cases.append((case.label, raw, case.spacing))
+        if progress:
+            print(f"validation case {case_id}: predicted", flush=True)
+    choice, trials = choose_postprocessing(cases)
+    chosen_on = {"dataset": str(Path(data_dir).resolve()), "cases": case_ids, "mirror": mirror, "model": "best.keras"}
+    return choice, write_postprocessing(run_folder, choice, chosen_on, trials)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.inference.predict", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, type=Path, help="a .keras model trained by the course")
+    parser.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        action="append",
+        help="a .keras model trained by the course; repeat it to ensemble several runs (mean of probabilities)",
+    )
     one = parser.add_argument_group("one case")
     one.add_argument("--input", type=Path, help="MSD 4-D .nii.gz or a BraTS (2020/2021 or 2023+) case folder")
     one.add_argument("--output", type=Path, help="segmentation to write (.nii.gz)")
@@ -125,9 +194,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-largest-component", action="store_true", help="keep every predicted blob, not only the largest tumour"
     )
+    parser.add_argument(
+        "--no-postprocessing",
+        action="store_true",
+        help="ignore the run folder's postprocessing.json (the raw label map, or only the largest tumour)",
+    )
     parser.add_argument("--probabilities", action="store_true", help="also write the probability maps")
+    parser.add_argument(
+        "--choose-postprocessing",
+        type=Path,
+        metavar="DATASET",
+        help="instead of segmenting: choose the run's post-processing on the labelled cases of DATASET (never the "
+        "run's held-out or training cases) and record it in the run folder (postprocessing.json)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never the input)")
     args = parser.parse_args(argv)
+    if args.choose_postprocessing:
+        if len(args.model) > 1:
+            parser.error("--choose-postprocessing takes one --model")
+        try:
+            choice, path = choose_for_run(args.model[0].parent, args.choose_postprocessing, mirror=args.mirror)
+        except (DatasetError, ValueError, ModelLoadError, OSError) as err:
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            return 2
+        print(f"chosen: {choice.describe()}; recorded in {path}")
+        return 0
     if bool(args.input) == bool(args.input_dir):
         parser.error("give either --input/--output or --input-dir/--output-dir")
     if args.input and not args.output:
@@ -152,11 +243,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, options: dict, start: float) -> int:
     """The command; the output folder is locked (one writer) once the targets are checked."""
-    model = load_model(args.model, compile=False)
-    saved = saved_dtype_policy(args.model)
-    if saved != dtype_policy_of(model):
-        print(f"{args.model} was trained with mixed precision ({saved}); no GPU here, so it runs in float32")
-    options["plan"] = plan_for_model(args.model)  # the run's plan.json; a model without one: defaults, noted
+    models, plans = [], []
+    for path in args.model:
+        model = load_model(path, compile=False)
+        saved = saved_dtype_policy(path)
+        if saved != dtype_policy_of(model):
+            print(f"{path} was trained with mixed precision ({saved}); no GPU here, so it runs in float32")
+        models.append(model)
+        plans.append(plan_for_model(path))  # the run's plan.json; a model without one: defaults, noted
+    kind = ensemble_kind(plans)  # an ensemble averages probabilities: one output kind
+    post = None if args.no_postprocessing else read_postprocessing(args.model[0].parent)
+    if post is not None:  # the run's choice replaces the largest-component default
+        options["largest_component"] = False
+        print(f"post-processing of {args.model[0].parent}: {post.describe()}")
+    if len(models) > 1:
+        print(f"ensemble of {len(models)} runs ({kind}): the mean of their probabilities")
+    options.update(plan=plans if len(models) > 1 else plans[0], postprocessing=post)
+    model = models if len(models) > 1 else models[0]
     if args.input:
         case_id, _, pred, _ = segment(model, args.input, args.output, **options)
         counts = np.bincount(pred.ravel(), minlength=4)[1:]

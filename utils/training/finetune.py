@@ -107,14 +107,16 @@ def finetune_run(
     if pretrained is not None:
         transfer_weights(model, pretrained, skip=(HEAD,))
     train_data = PatchDataset(
-        PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction),
+        PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction, outputs=config.outputs),
         config.batch_size,
         config.steps_per_epoch,
         seed=config.seed,
         workers=config.workers,
     )
     val_data = PatchDataset(
-        PatchSampler(cache, val_ids, config.patch_shape, VALIDATION_FOREGROUND_FRACTION, augment=False),
+        PatchSampler(
+            cache, val_ids, config.patch_shape, VALIDATION_FOREGROUND_FRACTION, augment=False, outputs=config.outputs
+        ),
         config.batch_size,
         config.validation_steps,
         seed=config.seed + 1,

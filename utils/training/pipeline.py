@@ -23,10 +23,13 @@ import numpy as np
 from keras.utils import PyDataset
 
 from ..config import ASSIGNMENT_PATCH, FOREGROUND_FRACTION, TrainConfig
-from ..data.labels import one_hot
+from ..data.labels import label_to_regions, one_hot
 from ..preprocessing.transforms import check_foreground_fraction, cut_patch, patch_corner
 from .augment import NnUNetAugmentation, basic_augmentation, check_augmentation
 from .cache import TrainingCache
+
+TARGETS = {"classes": one_hot, "regions": label_to_regions}
+"""The training targets of each output kind (``TrainConfig.outputs``)."""
 
 
 class PatchSampler:
@@ -41,6 +44,9 @@ class PatchSampler:
         scale_range, shift_range: the ``"basic"`` intensity augmentation per channel:
             ``x * U(1 - s, 1 + s) + U(-t, t)`` on brain voxels.
         augmentation: the pipeline, one of :data:`utils.config.AUGMENTATIONS`.
+        outputs: the targets: ``"classes"`` (one channel per tumour class,
+            :func:`utils.data.labels.one_hot`) or ``"regions"`` (WT, TC, ET,
+            :func:`utils.data.labels.label_to_regions`).
     """
 
     def __init__(
@@ -53,7 +59,10 @@ class PatchSampler:
         scale_range: float = 0.1,
         shift_range: float = 0.1,
         augmentation: str = TrainConfig.augmentation,
+        outputs: str = TrainConfig.outputs,
     ):
+        if outputs not in TARGETS:
+            raise ValueError(f"outputs must be one of {sorted(TARGETS)}; found {outputs!r}")
         if not case_ids:
             raise ValueError("PatchSampler needs at least one case")
         missing = sorted(set(case_ids) - set(cache.case_ids))
@@ -64,6 +73,7 @@ class PatchSampler:
         self.patch_shape = tuple(int(p) for p in patch_shape)
         self.foreground_fraction, self.augment = foreground_fraction, augment
         self.scale_range, self.shift_range = scale_range, shift_range
+        self.targets = TARGETS[outputs]
         self.augmentation = check_augmentation(augmentation)
         self._nnunet = NnUNetAugmentation(self.patch_shape) if augment and augmentation == "nnunet" else None
         self._images = {c: cache.image(c) for c in self.case_ids}
@@ -71,7 +81,7 @@ class PatchSampler:
         self._locations = {c: cache.locations(c) for c in self.case_ids}
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One patch: ``X`` float32 ``(*patch, 4)`` and ``y`` float32 ``(*patch, 3)``."""
+        """One patch: ``X`` float32 ``(*patch, 4)`` and ``y`` float32 ``(*patch, 3)`` (classes or regions)."""
         case_id = self.case_ids[rng.integers(len(self.case_ids))]
         image, label = self._images[case_id], self._labels[case_id]
         locations = [v for v in self._locations[case_id].values() if len(v)]
@@ -90,8 +100,7 @@ class PatchSampler:
             X, lab = cut_patch(image, label, start, self.patch_shape)
             if self.augment:
                 X, lab = basic_augmentation(X, lab, rng, self.scale_range, self.shift_range)
-        y = one_hot(lab)
-        return np.ascontiguousarray(X), y
+        return np.ascontiguousarray(X), self.targets(lab)
 
 
 class PatchDataset(PyDataset):
