@@ -133,6 +133,9 @@ class TrainConfig:
     normalization: str | None = None  # None, "batch" or "instance"
     downsample: int = 1  # 2: the U-Net works at half resolution (build_unet)
     loss: str = "dice_bce"  # "dice", "dice_bce" or "batch_dice_bce" (Dice pooled over the batch)
+    # "classes": one sigmoid per tumour class (edema, non-enhancing, enhancing; the assignment's convention);
+    # "regions": one per nested BraTS region (WT, TC, ET; nnU-Net's region-based training). plan.json records it.
+    outputs: str = "classes"
     foreground_fraction: float = FOREGROUND_FRACTION
     val_fraction: float = 0.2
     max_cases: int | None = None  # use only the first N labelled cases

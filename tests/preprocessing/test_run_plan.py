@@ -78,7 +78,7 @@ def test_a_plan_the_course_cannot_follow_is_refused(tmp_path):
     (tmp_path / PLAN_FILE).write_text(json.dumps(good))
     assert read_plan(tmp_path).window == (32, 32, 16)
     for change, message in [
-        ({"output_kind": "regions"}, "output kind 'regions' is unknown"),
+        ({"output_kind": "probabilities"}, "output kind 'probabilities' is unknown"),
         ({"intensity": "histogram"}, "intensity scheme 'histogram' is unknown"),
         ({"channels": ["T1w", "FLAIR", "T1gd", "T2w"]}, "the course reads the channels"),
     ]:

@@ -2,6 +2,16 @@
 
     python -m utils.inference.predict --model runs/cpu/best.keras --input CASE --output SEG.nii.gz
     python -m utils.inference.predict --model M --input-dir DATASET --output-dir OUT
+    python -m utils.inference.predict --model runs/a/best.keras --model runs/b/best.keras --input CASE --output SEG.nii.gz
+
+Each model's run folder says what its outputs are (``plan.json``: tumour
+classes, or the nested regions WT / TC / ET, whose label map is rebuilt
+hierarchically) and how to post-process them (``postprocessing.json``, chosen
+on validation cases by :func:`utils.inference.postprocessing.choose_postprocessing`;
+a run without one keeps only the largest tumour, unless ``--no-largest-component``).
+``--model`` given several times ensembles the runs: the mean of their
+probabilities (they must have the same output kind), post-processed as the
+first run folder says.
 
 ``CASE`` is an MSD 4-D image file (``.nii.gz`` with the four channels) or a
 BraTS case folder (2020/2021: ``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2``;
@@ -50,7 +60,8 @@ from ..evaluation.metrics import evaluate_cases
 from ..model.unet import ModelLoadError, dtype_policy_of, load_model, saved_dtype_policy
 from ..preprocessing.plan import Plan, plan_for_model
 from ..safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target, check_writable, folder_lock, one_line
-from .sliding_window import predict_case, probabilities_path, save_segmentation
+from .postprocessing import PostProcessing, read_postprocessing
+from .sliding_window import ensemble_kind, predict_case, probabilities_path, save_segmentation
 
 
 def _dataset_inputs(root: Path):
@@ -74,11 +85,14 @@ def segment(
     overwrite: bool,
     inputs: list[Path] = (),
     input_dirs: list[Path] = (),
-    plan: Plan | None = None,
+    plan: Plan | list[Plan] | None = None,
+    postprocessing: PostProcessing | None = None,
 ):
     """Segment one input; return ``(case_id, label or None, prediction, spacing)``.
 
-    ``plan`` is the model's run plan (its preprocessing, crop and window); None: the course defaults.
+    ``plan`` is the model's run plan (its preprocessing, crop, window and output kind); None: the course
+    defaults. ``model`` and ``plan`` may be lists (an ensemble, :func:`predict_case`). ``postprocessing``
+    is applied to the label map (its sizes scaled by the case's voxel size).
 
     ``output`` (and its probability map) may not be an input file of the case
     (through links too), lie in an input folder, or replace a file that
@@ -99,7 +113,15 @@ def segment(
     check_writable(output.parent, "the segmentation", need_bytes=need)
     with folder_lock(output.parent, "utils.predict"):  # one writer: the names are re-checked when claimed
         pred, probs = predict_case(
-            model, image, overlap=overlap, mirror=mirror, largest_component=largest_component, progress=False, plan=plan
+            model,
+            image,
+            overlap=overlap,
+            mirror=mirror,
+            largest_component=largest_component,
+            progress=False,
+            plan=plan,
+            postprocessing=postprocessing,
+            spacing=spacing,
         )
         with owned.writing(*targets, overwrite=overwrite):  # the names are ours before a byte is written
             save_segmentation(pred, reference, output, overwrite=True, probabilities=probs if probabilities else None)
@@ -108,7 +130,13 @@ def segment(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.inference.predict", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, type=Path, help="a .keras model trained by the course")
+    parser.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        action="append",
+        help="a .keras model trained by the course; repeat it to ensemble several runs (mean of probabilities)",
+    )
     one = parser.add_argument_group("one case")
     one.add_argument("--input", type=Path, help="MSD 4-D .nii.gz or a BraTS (2020/2021 or 2023+) case folder")
     one.add_argument("--output", type=Path, help="segmentation to write (.nii.gz)")
@@ -124,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mirror", action="store_true", help="test-time mirroring (8x slower)")
     parser.add_argument(
         "--no-largest-component", action="store_true", help="keep every predicted blob, not only the largest tumour"
+    )
+    parser.add_argument(
+        "--no-postprocessing",
+        action="store_true",
+        help="ignore the run folder's postprocessing.json (the raw label map, or only the largest tumour)",
     )
     parser.add_argument("--probabilities", action="store_true", help="also write the probability maps")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never the input)")
@@ -152,11 +185,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, options: dict, start: float) -> int:
     """The command; the output folder is locked (one writer) once the targets are checked."""
-    model = load_model(args.model, compile=False)
-    saved = saved_dtype_policy(args.model)
-    if saved != dtype_policy_of(model):
-        print(f"{args.model} was trained with mixed precision ({saved}); no GPU here, so it runs in float32")
-    options["plan"] = plan_for_model(args.model)  # the run's plan.json; a model without one: defaults, noted
+    models, plans = [], []
+    for path in args.model:
+        model = load_model(path, compile=False)
+        saved = saved_dtype_policy(path)
+        if saved != dtype_policy_of(model):
+            print(f"{path} was trained with mixed precision ({saved}); no GPU here, so it runs in float32")
+        models.append(model)
+        plans.append(plan_for_model(path))  # the run's plan.json; a model without one: defaults, noted
+    kind = ensemble_kind(plans)  # an ensemble averages probabilities: one output kind
+    post = None if args.no_postprocessing else read_postprocessing(args.model[0].parent)
+    if post is not None:  # the run's choice replaces the largest-component default
+        options["largest_component"] = False
+        print(f"post-processing of {args.model[0].parent}: {post.describe()}")
+    if len(models) > 1:
+        print(f"ensemble of {len(models)} runs ({kind}): the mean of their probabilities")
+    options.update(plan=plans if len(models) > 1 else plans[0], postprocessing=post)
+    model = models if len(models) > 1 else models[0]
     if args.input:
         case_id, _, pred, _ = segment(model, args.input, args.output, **options)
         counts = np.bincount(pred.ravel(), minlength=4)[1:]

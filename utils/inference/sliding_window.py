@@ -17,14 +17,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 from tqdm.auto import tqdm
 
 from ..data.datasets import check_geometry, load_case, read_nifti_header
+from ..data.labels import regions_to_label
 from ..evaluation.metrics import evaluate_cases
 from ..preprocessing.crop import brain_bbox
-from ..preprocessing.plan import Plan, default_plan
+from ..preprocessing.plan import Plan, PlanError, default_plan
 from ..safety import atomic_path, check_target
+from .postprocessing import PostProcessing, keep_largest_component
 
 WEIGHTINGS = ("gaussian", "constant")
 
@@ -337,45 +338,46 @@ def tile_predict(
     return output[: shape[0], : shape[1], : shape[2]]
 
 
-def keep_largest_component(label: np.ndarray) -> np.ndarray:
-    """Keep the largest connected tumour (labels > 0, 26-connected); zero the rest.
-
-    nnU-Net's most common post-processing: a glioma is one connected lesion,
-    so small far-away false positives are dropped.
-    """
-    components, count = ndimage.label(label > 0, structure=np.ones((3,) * label.ndim))
-    if count <= 1:
-        return label
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    return np.where(components == sizes.argmax(), label, 0).astype(label.dtype)
-
-
-def probabilities_to_labels(probabilities: np.ndarray, threshold=0.5, largest_component: bool = False) -> np.ndarray:
+def probabilities_to_labels(
+    probabilities: np.ndarray, threshold=0.5, largest_component: bool = False, output_kind: str = "classes"
+) -> np.ndarray:
     """Turn the three sigmoid channels into one label map 0-3.
 
-    The channels overlap (each is an independent sigmoid). The rule follows
-    the nesting of the tumour: a voxel above threshold for enhancing tumour is
-    3, else above threshold for non-enhancing tumour is 2, else above
-    threshold for edema is 1, else 0. Enhancing wins over non-enhancing wins
-    over edema.
+    ``output_kind`` (the run's ``plan.json``) says what the channels are.
+
+    * ``"classes"`` (edema, non-enhancing, enhancing): the channels overlap
+      (each is an independent sigmoid). The rule follows the nesting of the
+      tumour: a voxel above threshold for enhancing tumour is 3, else above
+      threshold for non-enhancing tumour is 2, else above threshold for
+      edema is 1, else 0. Enhancing wins over non-enhancing wins over edema.
+    * ``"regions"`` (WT, TC, ET): hierarchical, as nnU-Net's
+      ``regions_class_order`` (:func:`utils.data.labels.regions_to_label`):
+      tumour where WT passes, core where TC passes too, enhancing where ET
+      passes as well.
 
     Args:
-        probabilities: ``(..., 3)`` for edema, non-enhancing, enhancing.
-        threshold: one value or one per class.
+        probabilities: ``(..., 3)``.
+        threshold: one value or one per channel.
         largest_component: keep only the largest connected tumour
-            (:func:`keep_largest_component`).
+            (:func:`utils.inference.postprocessing.keep_largest_component`).
+        output_kind: ``"classes"`` or ``"regions"``.
 
     Returns:
         uint8 label map of shape ``probabilities.shape[:-1]``.
     """
     probabilities = np.asarray(probabilities)
     if probabilities.shape[-1] != 3:
-        raise ValueError(f"expected 3 class channels on the last axis; found shape {probabilities.shape}")
+        what = "region" if output_kind == "regions" else "class"
+        raise ValueError(f"expected 3 {what} channels on the last axis; found shape {probabilities.shape}")
     threshold = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (3,))
-    label = np.zeros(probabilities.shape[:-1], dtype=np.uint8)
-    for k in (0, 1, 2):  # edema, then non-enhancing, then enhancing overwrite
-        label[probabilities[..., k] > threshold[k]] = k + 1
+    if output_kind == "regions":
+        label = regions_to_label(probabilities, threshold)
+    elif output_kind == "classes":
+        label = np.zeros(probabilities.shape[:-1], dtype=np.uint8)
+        for k in (0, 1, 2):  # edema, then non-enhancing, then enhancing overwrite
+            label[probabilities[..., k] > threshold[k]] = k + 1
+    else:
+        raise ValueError(f"output_kind must be 'classes' or 'regions'; found {output_kind!r}")
     return keep_largest_component(label) if largest_component else label
 
 
@@ -450,28 +452,39 @@ def preprocess_for_model(image: np.ndarray, plan: Plan | None = None) -> np.ndar
     return (plan or default_plan()).preprocess(image)
 
 
-def predict_case(
+def ensemble_kind(plans) -> str:
+    """The output kind every plan of an ensemble shares.
+
+    Raises:
+        PlanError: the members were trained for different outputs (their
+            probabilities mean different things and cannot be averaged).
+    """
+    kinds = [p.output_kind for p in plans]
+    if len(set(kinds)) > 1:
+        raise PlanError(
+            f"cannot ensemble models with different output kinds {kinds} (classes: edema, non-enhancing, "
+            "enhancing; regions: WT, TC, ET); ensemble runs trained with the same TrainConfig.outputs"
+        )
+    return kinds[0]
+
+
+def predict_probabilities(
     model,
     image: np.ndarray,
     overlap: float = 0.5,
     weighting: str = "gaussian",
     mirror: bool = False,
     batch_size: int = 4,
-    threshold=0.5,
-    largest_component: bool = False,
     progress: bool = True,
     plan: Plan | None = None,
-):
-    """Preprocess a raw case, predict it whole, and merge to a label map.
+) -> np.ndarray:
+    """Preprocess a raw case and predict it whole: float32 ``(x, y, z, 3)`` probabilities.
 
     The prediction covers the brain's bounding box (nonzero voxels plus the
     crop margin, the crop the training cache used); outside it the
     probabilities are 0. ``plan`` (the run's ``plan.json``, see
     :func:`utils.preprocessing.plan.plan_for_model`) gives the crop margin,
     the intensity scheme and the window; without one, the course's defaults.
-
-    Returns:
-        ``(label, probabilities)``: uint8 ``(x, y, z)`` and float32 ``(x, y, z, 3)``.
     """
     # Windows only over the brain (nonzero voxels): the zeros around a
     # skull-stripped brain need no prediction, and a quarter of the windows go.
@@ -490,7 +503,52 @@ def predict_case(
     )
     probabilities = np.zeros((*image.shape[:3], cropped.shape[-1]), dtype=np.float32)
     probabilities[window] = cropped
-    return probabilities_to_labels(probabilities, threshold, largest_component), probabilities
+    return probabilities
+
+
+def predict_case(
+    model,
+    image: np.ndarray,
+    overlap: float = 0.5,
+    weighting: str = "gaussian",
+    mirror: bool = False,
+    batch_size: int = 4,
+    threshold=0.5,
+    largest_component: bool = False,
+    progress: bool = True,
+    plan: Plan | None = None,
+    postprocessing: PostProcessing | None = None,
+    spacing=(1.0, 1.0, 1.0),
+):
+    """Preprocess a raw case, predict it whole, and merge to a label map.
+
+    See :func:`predict_probabilities`. ``model`` may be a list of models (an
+    ensemble: the mean of their probabilities, as nnU-Net ensembles) with
+    ``plan`` the list of their plans; they must share the output kind
+    (:func:`ensemble_kind`). The label map follows the plan's output kind
+    (:func:`probabilities_to_labels`), then ``postprocessing`` (a run's
+    choice, :mod:`utils.inference.postprocessing`), whose sizes ``spacing``
+    (mm) turns into voxels.
+
+    Returns:
+        ``(label, probabilities)``: uint8 ``(x, y, z)`` and float32 ``(x, y, z, 3)``.
+    """
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    plans = list(plan) if isinstance(plan, (list, tuple)) else [plan] * len(models)
+    if len(plans) != len(models):
+        raise ValueError(f"an ensemble of {len(models)} models needs as many plans; found {len(plans)}")
+    plans = [p or default_plan() for p in plans]
+    kind = ensemble_kind(plans)
+    probabilities = None
+    for member, member_plan in zip(models, plans):
+        probs = predict_probabilities(member, image, overlap, weighting, mirror, batch_size, progress, member_plan)
+        probabilities = probs if probabilities is None else np.add(probabilities, probs, out=probabilities)
+    if len(models) > 1:
+        probabilities /= len(models)
+    label = probabilities_to_labels(probabilities, threshold, largest_component, kind)
+    if postprocessing is not None:
+        label = postprocessing.apply(label, spacing)
+    return label, probabilities
 
 
 def evaluate_model(
@@ -504,6 +562,7 @@ def evaluate_model(
     progress: bool = True,
     lesion_wise: bool = True,
     plan: Plan | None = None,
+    postprocessing: PostProcessing | None = None,
 ):
     """Predict whole labelled cases and score them (BraTS regions and classes).
 
@@ -516,7 +575,8 @@ def evaluate_model(
         with_hd95: also compute HD95 (a few seconds per case).
         progress: progress bar over the cases.
         lesion_wise: also the lesion-wise Dice (and HD95) of the regions.
-        plan: the run's plan (:func:`predict_case`).
+        plan: the run's plan (:func:`predict_case`; a list for an ensemble, with a list of models).
+        postprocessing: applied to each label map (:func:`predict_case`).
 
     Returns:
         ``(table, predictions)``: a DataFrame with one row per case (region
@@ -537,6 +597,8 @@ def evaluate_model(
             largest_component=largest_component,
             progress=False,
             plan=plan,
+            postprocessing=postprocessing,
+            spacing=case.spacing,
         )
         pairs.append((case_id, case.label, pred, case.spacing))
         predictions[case_id] = (case.label, pred)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from ..data.labels import CLASS_NAMES
+from ..data.labels import CLASS_NAMES, REGION_NAMES, REGION_ORDER
 
 PACKAGE = "brats_course"
 register = keras.saving.register_keras_serializable(package=PACKAGE)
@@ -119,14 +119,14 @@ def batch_dice_bce_loss(y_true, y_pred, epsilon=0.00001):
     return dice_bce_loss(y_true, y_pred, axis=tuple(range(len(y_true.shape) - 1)), epsilon=epsilon)
 
 
-def _class_dice(index: int, name: str):
+def _class_dice(index: int, name: str, meaning: str | None = None):
     def metric(y_true, y_pred):
         y_true, y_pred = _as_float(y_true, y_pred)
         return dice_coefficient(y_true[..., index : index + 1], y_pred[..., index : index + 1])
 
     metric.__name__ = name
     metric.__qualname__ = name
-    metric.__doc__ = f"Soft Dice of {CLASS_NAMES[index]} (channel {index}), mean over the batch."
+    metric.__doc__ = f"Soft Dice of {meaning or CLASS_NAMES[index]} (channel {index}), mean over the batch."
     return register(metric)
 
 
@@ -134,6 +134,11 @@ dice_edema = _class_dice(0, "dice_edema")
 dice_non_enhancing = _class_dice(1, "dice_non_enhancing")
 dice_enhancing = _class_dice(2, "dice_enhancing")
 CLASS_DICE_METRICS = (dice_edema, dice_non_enhancing, dice_enhancing)
+dice_wt, dice_tc, dice_et = (_class_dice(k, f"dice_{r.lower()}", REGION_NAMES[r]) for k, r in enumerate(REGION_ORDER))
+REGION_DICE_METRICS = (dice_wt, dice_tc, dice_et)
+"""The per-channel soft Dice of a region-based model (``TrainConfig.outputs == "regions"``)."""
+DICE_METRICS = {"classes": CLASS_DICE_METRICS, "regions": REGION_DICE_METRICS}
+"""The per-channel soft Dice metrics of each output kind."""
 
 
 @register
@@ -150,8 +155,8 @@ class PooledDice(keras.metrics.Metric):
     ``best.keras`` by (``val_pooled_dice``).
 
     Args:
-        class_index: report this class (0 edema, 1 non-enhancing, 2 enhancing);
-            None: the mean of the three.
+        class_index: report this channel (classes: 0 edema, 1 non-enhancing, 2 enhancing;
+            regions: 0 WT, 1 TC, 2 ET); None: the mean of the three.
         threshold: probability above which a voxel counts as predicted.
     """
 
@@ -187,8 +192,11 @@ class PooledDice(keras.metrics.Metric):
 
 
 METRIC_NAMES = ("edema", "non_enhancing", "enhancing")
+CHANNEL_METRIC_NAMES = {"classes": METRIC_NAMES, "regions": tuple(r.lower() for r in REGION_ORDER)}
+"""The suffix of each channel's metrics (``pooled_dice_<suffix>``) for each output kind."""
 
 
-def pooled_dice_metrics() -> list[PooledDice]:
-    """Fresh pooled Dice metrics: the mean of the classes, then one per class."""
-    return [PooledDice(), *(PooledDice(k) for k in range(len(CLASS_NAMES)))]
+def pooled_dice_metrics(outputs: str = "classes") -> list[PooledDice]:
+    """Fresh pooled Dice metrics: the mean of the channels, then one per channel (class or region)."""
+    names = CHANNEL_METRIC_NAMES[outputs]
+    return [PooledDice(), *(PooledDice(k, name=f"pooled_dice_{n}") for k, n in enumerate(names))]

@@ -12,7 +12,11 @@ defaults or recomputing the split - as nnU-Net's ``plans.json`` and
 * ``crop_margin``: voxels kept around the brain's bounding box;
 * ``patch_shape`` and ``window``: the training patch and the sliding window;
 * ``output_kind`` and ``labels``: what the output channels mean (``"classes"``:
-  one sigmoid per tumour class, channel ``k`` for label ``labels[k]``);
+  one sigmoid per tumour class, channel ``k`` for label ``labels[k]``;
+  ``"regions"``: one sigmoid per nested BraTS region, channel ``k`` for
+  ``REGION_ORDER[k]`` (WT, TC, ET), the label map rebuilt by
+  :func:`utils.data.labels.regions_to_label`). A ``plan.json`` without the
+  field (none was written so) means ``"classes"``;
 * ``mode``, ``dataset``, ``train_cases`` and ``validation_cases``: which data
   and which split;
 * ``course_version``: the course that wrote it.
@@ -36,8 +40,9 @@ from . import crop, transforms
 from .transforms import INTENSITY_SCHEMES
 
 PLAN_FILE = "plan.json"
-OUTPUT_KINDS = ("classes",)
-"""What the output channels can mean; ``"classes"``: one sigmoid per tumour class (labels 1, 2, 3)."""
+OUTPUT_KINDS = ("classes", "regions")
+"""What the output channels can mean: ``"classes"``, one sigmoid per tumour class (labels 1, 2, 3);
+``"regions"``, one per nested region (WT, TC, ET; :data:`utils.data.labels.REGION_ORDER`)."""
 
 
 class PlanError(CourseError, ValueError):
@@ -103,6 +108,7 @@ def make_plan(config, train_cases, validation_cases) -> Plan:
     """The plan of a training run of ``config`` (a :class:`utils.config.TrainConfig`) on this split."""
     base = default_plan(config.patch_shape)
     values = asdict(base) | dict(
+        output_kind=getattr(config, "outputs", "classes"),
         mode=config.mode,
         dataset=str(config.dataset),
         train_cases=tuple(sorted(train_cases)),
@@ -132,6 +138,7 @@ def read_plan(folder: Path | str) -> Plan | None:
     except ValueError as err:
         raise PlanError(str(err)) from None
     names = [f.name for f in fields(Plan)]
+    data.setdefault("output_kind", "classes")  # the kind every run had before "regions" existed
     missing = [n for n in names if n not in data]
     if missing:
         raise PlanError(f"{path} is not a course run plan: it lacks {missing}")

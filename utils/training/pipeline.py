@@ -20,9 +20,12 @@ import numpy as np
 from keras.utils import PyDataset
 
 from ..config import ASSIGNMENT_PATCH, FOREGROUND_FRACTION
-from ..data.labels import one_hot
+from ..data.labels import label_to_regions, one_hot
 from ..preprocessing.transforms import check_foreground_fraction, cut_patch, patch_corner
 from .cache import TrainingCache
+
+TARGETS = {"classes": one_hot, "regions": label_to_regions}
+"""The training targets of each output kind (``TrainConfig.outputs``)."""
 
 
 class PatchSampler:
@@ -36,6 +39,9 @@ class PatchSampler:
         augment: random flips and intensity scale/shift.
         scale_range, shift_range: intensity augmentation per channel:
             ``x * U(1 - s, 1 + s) + U(-t, t)`` on brain voxels.
+        outputs: the targets: ``"classes"`` (one channel per tumour class,
+            :func:`utils.data.labels.one_hot`) or ``"regions"`` (WT, TC, ET,
+            :func:`utils.data.labels.label_to_regions`).
     """
 
     def __init__(
@@ -47,7 +53,10 @@ class PatchSampler:
         augment: bool = True,
         scale_range: float = 0.1,
         shift_range: float = 0.1,
+        outputs: str = "classes",
     ):
+        if outputs not in TARGETS:
+            raise ValueError(f"outputs must be one of {sorted(TARGETS)}; found {outputs!r}")
         if not case_ids:
             raise ValueError("PatchSampler needs at least one case")
         missing = sorted(set(case_ids) - set(cache.case_ids))
@@ -58,12 +67,13 @@ class PatchSampler:
         self.patch_shape = tuple(int(p) for p in patch_shape)
         self.foreground_fraction, self.augment = foreground_fraction, augment
         self.scale_range, self.shift_range = scale_range, shift_range
+        self.targets = TARGETS[outputs]
         self._images = {c: cache.image(c) for c in self.case_ids}
         self._labels = {c: cache.label(c) for c in self.case_ids}
         self._locations = {c: cache.locations(c) for c in self.case_ids}
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One patch: ``X`` float32 ``(*patch, 4)`` and ``y`` float32 ``(*patch, 3)``."""
+        """One patch: ``X`` float32 ``(*patch, 4)`` and ``y`` float32 ``(*patch, 3)`` (classes or regions)."""
         case_id = self.case_ids[rng.integers(len(self.case_ids))]
         image, label = self._images[case_id], self._labels[case_id]
         locations = [v for v in self._locations[case_id].values() if len(v)]
@@ -86,8 +96,7 @@ class PatchSampler:
             scale = rng.uniform(1 - self.scale_range, 1 + self.scale_range, size=X.shape[-1]).astype(np.float32)
             shift = rng.uniform(-self.shift_range, self.shift_range, size=X.shape[-1]).astype(np.float32)
             X = np.where(brain[..., None], X * scale + shift, 0.0).astype(np.float32)
-        y = one_hot(lab)
-        return np.ascontiguousarray(X), y
+        return np.ascontiguousarray(X), self.targets(lab)
 
 
 class PatchDataset(PyDataset):

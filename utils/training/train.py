@@ -63,7 +63,7 @@ from ..data.datasets import list_cases, split_cases
 from ..data.sources import get_dataset
 from ..inference.sliding_window import evaluate_model
 from ..model.losses import (
-    CLASS_DICE_METRICS,
+    DICE_METRICS,
     batch_dice_bce_loss,
     dice_bce_loss,
     dice_coefficient,
@@ -71,7 +71,7 @@ from ..model.losses import (
     soft_dice_loss,
 )
 from ..model.unet import configured_unet, dtype_policy_of, dtype_policy_scope, load_model, saved_dtype_policy
-from ..preprocessing.plan import make_plan, read_plan, write_plan
+from ..preprocessing.plan import OUTPUT_KINDS, make_plan, read_plan, write_plan
 from ..safety import (
     OwnedFiles,
     UnsafeWriteError,
@@ -96,7 +96,7 @@ LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss, "batch_dice_bce": b
 MONITOR = "val_pooled_dice"  # Dice pooled over the validation patches (see losses.PooledDice)
 # Parameters that may change when a run is resumed; any other change is refused.
 RESUMABLE_CHANGES = ("epochs", "workers", "verbose", "early_stopping_patience", "output_dir")
-ADDED_FIELDS = ("mode",)
+ADDED_FIELDS = ("mode", "outputs")
 """Fields newer than some run folders: a ``config.json`` without one still resumes."""
 PENDING = ".last.pending.keras"
 """The next ``last.keras`` while an epoch is being committed (see :class:`Checkpoints`)."""
@@ -448,7 +448,7 @@ def build_model(config: TrainConfig) -> keras.Model:
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=LOSSES[config.loss],
-        metrics=[dice_coefficient, *CLASS_DICE_METRICS, *pooled_dice_metrics()],
+        metrics=[dice_coefficient, *DICE_METRICS[config.outputs], *pooled_dice_metrics(config.outputs)],
         jit_compile=jit,
     )
     return model
@@ -498,6 +498,8 @@ def _train(
     """
     if config.loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}; found {config.loss!r}")
+    if config.outputs not in OUTPUT_KINDS:
+        raise ValueError(f"outputs must be one of {OUTPUT_KINDS}; found {config.outputs!r}")
     if config.lr_schedule not in ("cosine", "plateau", "constant"):
         raise ValueError(f"lr_schedule must be cosine, plateau or constant; found {config.lr_schedule!r}")
     # The strategy first: a multi-worker one must exist before TensorFlow runs anything.
@@ -582,7 +584,7 @@ def _train(
 
     replicas = strategy.num_replicas_in_sync if strategy else 1  # each draws its own batches of the streams
     train_data = PatchDataset(
-        PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction),
+        PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction, outputs=config.outputs),
         config.batch_size,
         config.steps_per_epoch * replicas,
         seed=config.seed,
@@ -590,7 +592,9 @@ def _train(
         workers=config.workers,
     )
     val_data = PatchDataset(
-        PatchSampler(cache, val_ids, config.patch_shape, VALIDATION_FOREGROUND_FRACTION, augment=False),
+        PatchSampler(
+            cache, val_ids, config.patch_shape, VALIDATION_FOREGROUND_FRACTION, augment=False, outputs=config.outputs
+        ),
         config.batch_size,
         config.validation_steps * replicas,
         seed=config.seed + 1,
