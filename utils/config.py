@@ -52,6 +52,10 @@ ASSIGNMENT_PATCH = (160, 160, 16)
 FOREGROUND_FRACTION = 0.33
 """Share of training patches centred on tumour (nnU-Net's third): the default of every sampler and of
 :class:`TrainConfig`; the cpu preset asks for less (issue 14)."""
+AUGMENTATIONS = ("basic", "nnunet")
+"""Training-patch augmentation pipelines (``TrainConfig.augmentation``; :mod:`utils.training.augment`):
+``basic`` flips every axis and scales/shifts each channel's intensity; ``nnunet`` is nnU-Net's
+(batchgenerators: rotation, scaling, noise, blur, brightness, contrast, low resolution, gamma, mirroring)."""
 VALIDATION_FOREGROUND_FRACTION = 0.5
 """Share of validation patches centred on tumour, in every mode: half, so ``val_pooled_dice`` sees
 tumour and healthy brain alike whatever share the training draws."""
@@ -89,6 +93,8 @@ class Settings:
             (label maps only, as many as BraTS 2020's 369 outside ci mode).
         clinical_shape: the grid their label maps are drawn on (same field
             of view, so volumes in mL agree with the phantom's).
+        shifted_cases: labelled cases of the shifted-scanner test set
+            (``phantom-shifted``: as many as the cpu preset holds out).
     """
 
     mode: str
@@ -99,10 +105,11 @@ class Settings:
     patch_shape: tuple[int, int, int]
     clinical_cases: int = 369
     clinical_shape: tuple[int, int, int] = (96, 96, 62)
+    shifted_cases: int = 6
 
 
 _SETTINGS = {
-    "ci": Settings("ci", TINY_SHAPE, 6, 1, "phantom-ci", (16, 16, 16), 80, TINY_SHAPE),
+    "ci": Settings("ci", TINY_SHAPE, 6, 1, "phantom-ci", (16, 16, 16), 80, TINY_SHAPE, shifted_cases=2),
     "cpu": Settings("cpu", BRATS_SHAPE, 16, 2, "phantom", ASSIGNMENT_PATCH),
     "gpu": Settings("gpu", BRATS_SHAPE, 24, 2, "phantom-gpu", ASSIGNMENT_PATCH),
 }
@@ -137,6 +144,7 @@ class TrainConfig:
     # "regions": one per nested BraTS region (WT, TC, ET; nnU-Net's region-based training). plan.json records it.
     outputs: str = "classes"
     foreground_fraction: float = FOREGROUND_FRACTION
+    augmentation: str = "basic"  # one of AUGMENTATIONS: "basic" (flips, intensity scale/shift) or "nnunet"
     val_fraction: float = 0.2
     max_cases: int | None = None  # use only the first N labelled cases
     early_stopping_patience: int = 0  # 0: off
@@ -307,6 +315,11 @@ def data_root() -> Path:
 def phantom_dir(mode: str | None = None) -> Path:
     """Return where the phantom dataset for ``mode`` lives."""
     return data_root() / get_settings(mode).phantom_dir_name
+
+
+def shifted_phantom_dir(mode: str | None = None) -> Path:
+    """Return where the shifted-scanner test set for ``mode`` lives (the phantom's folder name + ``-shifted``)."""
+    return data_root() / f"{get_settings(mode).phantom_dir_name}-shifted"
 
 
 def msd_dir() -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..config import msd_dir
 from .datasets import DatasetError, detect_layout
 
-DATASETS = ("phantom", "msd")
+DATASETS = ("phantom", "phantom-shifted", "msd")
 
 
 def get_dataset(name: str | Path = "phantom", mode: str | None = None) -> Path:
@@ -21,7 +21,9 @@ def get_dataset(name: str | Path = "phantom", mode: str | None = None) -> Path:
 
     Args:
         name: ``"phantom"`` (built from the MNI template, no download, sized by
-            ``mode``), ``"msd"`` (the real Task01_BrainTumour data under
+            ``mode``), ``"phantom-shifted"`` (a test set of the same generator
+            with every scanner setting outside the training ranges, built on
+            first use), ``"msd"`` (the real Task01_BrainTumour data under
             the data root; lesson 05 downloads it), or the path of a dataset
             folder in any layout of :data:`LAYOUTS` (e.g. BraTS 2021 or the
             BraTS 2023 GLI training data).
@@ -38,6 +40,10 @@ def get_dataset(name: str | Path = "phantom", mode: str | None = None) -> Path:
         from .phantom import ensure_phantom  # lazy: nilearn's atlas tools load only when the phantom is asked for
 
         return ensure_phantom(mode)
+    if name == "phantom-shifted":
+        from .phantom import ensure_shifted_phantom
+
+        return ensure_shifted_phantom(mode)
     if name == "msd":
         root = msd_dir()
         if not (root / "dataset.json").is_file():

@@ -4,8 +4,11 @@
 nnU-Net-style foreground oversampling (a share of patches centred on a voxel
 of a randomly chosen tumour class, the rest anywhere, up to half a patch
 beyond the border so that voxels near it are not starved), zero padding where
-a patch leaves the cropped case, random flips on every axis and a
-random intensity scale and shift per channel (inside the brain).
+a patch leaves the cropped case, then augmentation (:mod:`utils.training.augment`):
+``"basic"``, random flips on every axis and a random intensity scale and shift
+per channel (inside the brain), or ``"nnunet"``, nnU-Net's transforms from
+batchgenerators (rotation, scaling, noise, blur, brightness, contrast, low
+resolution, gamma, mirroring).
 
 :class:`PatchDataset` is a ``keras.utils.PyDataset``: Keras fetches its batches
 in parallel worker threads and keeps a queue of them ready. Batch ``i`` of
@@ -19,9 +22,10 @@ from __future__ import annotations
 import numpy as np
 from keras.utils import PyDataset
 
-from ..config import ASSIGNMENT_PATCH, FOREGROUND_FRACTION
+from ..config import ASSIGNMENT_PATCH, FOREGROUND_FRACTION, TrainConfig
 from ..data.labels import label_to_regions, one_hot
 from ..preprocessing.transforms import check_foreground_fraction, cut_patch, patch_corner
+from .augment import NnUNetAugmentation, basic_augmentation, check_augmentation
 from .cache import TrainingCache
 
 TARGETS = {"classes": one_hot, "regions": label_to_regions}
@@ -36,12 +40,13 @@ class PatchSampler:
         case_ids: the cases to draw from.
         patch_shape: ``(px, py, pz)``.
         foreground_fraction: share of patches centred on tumour.
-        augment: random flips and intensity scale/shift.
-        scale_range, shift_range: intensity augmentation per channel:
+        augment: augment the patches (False: cut them as they are).
+        scale_range, shift_range: the ``"basic"`` intensity augmentation per channel:
             ``x * U(1 - s, 1 + s) + U(-t, t)`` on brain voxels.
         outputs: the targets: ``"classes"`` (one channel per tumour class,
             :func:`utils.data.labels.one_hot`) or ``"regions"`` (WT, TC, ET,
             :func:`utils.data.labels.label_to_regions`).
+        augmentation: the pipeline, one of :data:`utils.config.AUGMENTATIONS`.
     """
 
     def __init__(
@@ -54,6 +59,7 @@ class PatchSampler:
         scale_range: float = 0.1,
         shift_range: float = 0.1,
         outputs: str = "classes",
+        augmentation: str = TrainConfig.augmentation,
     ):
         if outputs not in TARGETS:
             raise ValueError(f"outputs must be one of {sorted(TARGETS)}; found {outputs!r}")
@@ -68,6 +74,8 @@ class PatchSampler:
         self.foreground_fraction, self.augment = foreground_fraction, augment
         self.scale_range, self.shift_range = scale_range, shift_range
         self.targets = TARGETS[outputs]
+        self.augmentation = check_augmentation(augmentation)
+        self._nnunet = NnUNetAugmentation(self.patch_shape) if augment and augmentation == "nnunet" else None
         self._images = {c: cache.image(c) for c in self.case_ids}
         self._labels = {c: cache.label(c) for c in self.case_ids}
         self._locations = {c: cache.locations(c) for c in self.case_ids}
@@ -86,16 +94,12 @@ class PatchSampler:
         start = patch_corner(
             label.shape, self.patch_shape, rng, self.foreground_fraction, draw_centre if locations else None, True
         )
-        X, lab = cut_patch(image, label, start, self.patch_shape)
-        if self.augment:
-            for axis in range(3):
-                if rng.random() < 0.5:
-                    X = np.flip(X, axis)
-                    lab = np.flip(lab, axis)
-            brain = np.any(X != 0, axis=-1)
-            scale = rng.uniform(1 - self.scale_range, 1 + self.scale_range, size=X.shape[-1]).astype(np.float32)
-            shift = rng.uniform(-self.shift_range, self.shift_range, size=X.shape[-1]).astype(np.float32)
-            X = np.where(brain[..., None], X * scale + shift, 0.0).astype(np.float32)
+        if self._nnunet is not None:  # cuts a larger patch for the ones it rotates or zooms
+            X, lab = self._nnunet.sample(image, label, start, rng)
+        else:
+            X, lab = cut_patch(image, label, start, self.patch_shape)
+            if self.augment:
+                X, lab = basic_augmentation(X, lab, rng, self.scale_range, self.shift_range)
         return np.ascontiguousarray(X), self.targets(lab)
 
 

@@ -89,6 +89,7 @@ from ..safety import (
     write_json_atomic,
 )
 from . import distribute
+from .augment import check_augmentation
 from .cache import CacheError, TrainingCache, build_cache
 from .pipeline import PatchDataset, PatchSampler
 
@@ -96,7 +97,7 @@ LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss, "batch_dice_bce": b
 MONITOR = "val_pooled_dice"  # Dice pooled over the validation patches (see losses.PooledDice)
 # Parameters that may change when a run is resumed; any other change is refused.
 RESUMABLE_CHANGES = ("epochs", "workers", "verbose", "early_stopping_patience", "output_dir")
-ADDED_FIELDS = ("mode", "outputs")
+ADDED_FIELDS = ("mode", "outputs", "augmentation")
 """Fields newer than some run folders: a ``config.json`` without one still resumes."""
 PENDING = ".last.pending.keras"
 """The next ``last.keras`` while an epoch is being committed (see :class:`Checkpoints`)."""
@@ -468,6 +469,7 @@ def train(
     places, a folder that is not a run) and must be writable before anything
     starts. Arguments and result: see :func:`_train`.
     """
+    check_augmentation(config.augmentation)  # before the run folder is made
     cluster = distribute.current_cluster()
     if cluster is not None and not cluster.is_chief:  # workers read what the chief writes, under its lock
         return _train(config, resume, progress, callbacks)
@@ -584,7 +586,14 @@ def _train(
 
     replicas = strategy.num_replicas_in_sync if strategy else 1  # each draws its own batches of the streams
     train_data = PatchDataset(
-        PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction, outputs=config.outputs),
+        PatchSampler(
+            cache,
+            train_ids,
+            config.patch_shape,
+            config.foreground_fraction,
+            outputs=config.outputs,
+            augmentation=config.augmentation,
+        ),
         config.batch_size,
         config.steps_per_epoch * replicas,
         seed=config.seed,

@@ -35,19 +35,50 @@ Command line::
 
     python -m utils.data.phantom --out data/phantom --train 16 --test 2
     python -m utils.data.phantom --out data/phantom-ci --shape 64 64 40
+    python -m utils.data.phantom --out data/phantom-shifted --shifted   # 6 labelled cases, another scanner
+
+The shifted test set (``--shifted``, :func:`ensure_shifted_phantom`, dataset
+name ``"phantom-shifted"``) runs the same code with the ``"shifted"`` scanner
+model: each acquisition setting drawn outside the range the training phantom
+draws it from (``scale`` and ``gamma`` per sequence, ``contrast`` per tumour
+class and sequence):
+
+=========================  =================  ==============================
+setting                    training phantom   shifted test set
+=========================  =================  ==============================
+tumour contrast multiplier 0.9 - 1.1          0.75 - 0.85 or 1.15 - 1.25
+gamma per sequence         0.8 - 1.25         0.6 - 0.72 or 1.4 - 1.65
+intensity scale            0.8 - 1.25         0.5 - 0.7 or 1.4 - 2.0
+bias field strength        0.02 - 0.1         0.15 - 0.25
+Rician noise (sd / scale)  0.01 - 0.05        0.07 - 0.1
+through-plane blur sd (mm) 0 - 1.6            2.2 - 3.2 (FWHM 5 - 7.5 mm)
+=========================  =================  ==============================
+
+The anatomy is the same MNI template: nilearn's wheel holds no second brain
+template (its other image is a 3 mm statistical map), and nothing is downloaded.
 """
 
 from .build import (
     MARKER_FILE,
+    SHIFTED_SEED,
     TOOL,
     case_seed,
     ensure_phantom,
+    ensure_shifted_phantom,
     main,
     make_phantom_dataset,
     phantom_label_statistics,
     read_marker,
 )
-from .scanner import INTENSITY_SCALE, LOOKALIKE_CONTRAST, TUMOUR_CONTRAST, make_phantom_case
+from .scanner import (
+    INTENSITY_SCALE,
+    LOOKALIKE_CONTRAST,
+    SCANNER_RANGES,
+    SCANNERS,
+    SHIFTED_RANGES,
+    TUMOUR_CONTRAST,
+    make_phantom_case,
+)
 from .template import DEPTH_STRIDE, FOV_MM, NILEARN_FILES, TISSUE_CONTRAST, anatomy, grid_affine, template_paths
 from .tumour import GENERATOR_VERSION, make_phantom_label
 
@@ -58,6 +89,10 @@ __all__ = [
     "INTENSITY_SCALE",
     "LOOKALIKE_CONTRAST",
     "MARKER_FILE",
+    "SCANNERS",
+    "SCANNER_RANGES",
+    "SHIFTED_RANGES",
+    "SHIFTED_SEED",
     "NILEARN_FILES",
     "TISSUE_CONTRAST",
     "TOOL",
@@ -65,6 +100,7 @@ __all__ = [
     "anatomy",
     "case_seed",
     "ensure_phantom",
+    "ensure_shifted_phantom",
     "grid_affine",
     "main",
     "make_phantom_case",

@@ -29,11 +29,13 @@ from ...safety import (
     one_line,
 )
 from ..labels import LABEL_NAMES, MODALITIES
-from .scanner import make_phantom_case
+from .scanner import SCANNERS, SHIFTED_RANGES, make_phantom_case
 from .tumour import GENERATOR_VERSION
 
 MARKER_FILE = "phantom.json"
 TOOL = "utils.phantom"
+SHIFTED_SEED = 26
+"""Dataset seed of the shifted test set: its tumours are not the training phantom's (seed 0)."""
 
 
 def _case_ids(n_train: int, n_test: int) -> tuple[list[str], list[str]]:
@@ -51,8 +53,8 @@ def case_seed(dataset_seed: int, index: int) -> int:
 
 
 def _write_case(task: tuple) -> dict:
-    folder, case_id, case_seed, shape, labelled = task
-    image, label, affine = make_phantom_case(case_seed, shape)
+    folder, case_id, case_seed, shape, labelled, scanner = task
+    image, label, affine = make_phantom_case(case_seed, shape, scanner)
     folder = Path(folder)
     img = nib.Nifti1Image(image, affine)
     img.header.set_xyzt_units("mm", "sec")
@@ -72,8 +74,8 @@ def _write_case(task: tuple) -> dict:
     }
 
 
-def _params(n_train: int, n_test: int, shape, seed: int) -> dict:
-    return {
+def _params(n_train: int, n_test: int, shape, seed: int, scanner: str = "training") -> dict:
+    params = {
         "generator": "utils.phantom",
         "version": GENERATOR_VERSION,
         "shape": [int(s) for s in shape],
@@ -81,6 +83,9 @@ def _params(n_train: int, n_test: int, shape, seed: int) -> dict:
         "n_test": int(n_test),
         "seed": int(seed),
     }
+    if scanner != "training":  # a training phantom's marker stays as it was (no rebuild of existing phantoms)
+        params["scanner"] = scanner
+    return params
 
 
 def read_marker(folder: Path | str) -> dict | None:
@@ -148,6 +153,7 @@ def make_phantom_dataset(
     overwrite: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    scanner: str = "training",
 ) -> Path:
     """Write a phantom dataset in the MSD Task01 layout (idempotent).
 
@@ -162,6 +168,10 @@ def make_phantom_dataset(
             did not write is still refused).
         workers: processes to use (default: up to the number of CPUs).
         progress: show a progress bar.
+        scanner: ``"training"``, or ``"shifted"`` for a test set whose acquisition settings all lie
+            outside the training ranges (:data:`utils.data.phantom.scanner.SHIFTED_RANGES`); the
+            marker records it, and a phantom made with the other scanner model counts as one with
+            other parameters.
 
     Returns:
         ``out_dir``. A complete phantom with the same parameters is left as
@@ -179,12 +189,14 @@ def make_phantom_dataset(
         raise ValueError(f"need n_train >= 1 and n_test >= 0; found {n_train}, {n_test}")
     if len(shape) != 3 or min(shape) < 16:
         raise ValueError(f"shape must be 3 sizes of at least 16 voxels; found {tuple(shape)}")
+    if scanner not in SCANNERS:
+        raise ValueError(f"scanner must be one of {', '.join(SCANNERS)}; found {scanner!r}")
     check_target(out_dir, "the phantom folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise UnsafeWriteError(f"the phantom folder {out_dir} is a file, not a folder; choose a folder")
     check_writable(out_dir, "the phantom")
     with folder_lock(out_dir, TOOL):  # one writer per folder
-        return _make_locked(out_dir, n_train, n_test, shape, seed, overwrite, workers, progress)
+        return _make_locked(out_dir, n_train, n_test, shape, seed, overwrite, workers, progress, scanner)
 
 
 def _make_locked(
@@ -196,9 +208,10 @@ def _make_locked(
     overwrite: bool,
     workers: int | None,
     progress: bool,
+    scanner: str = "training",
 ) -> Path:
     """:func:`make_phantom_dataset` with ``out_dir`` locked."""
-    params = _params(n_train, n_test, shape, seed)
+    params = _params(n_train, n_test, shape, seed, scanner)
     marker = read_marker(out_dir)
     if marker is not None and {k: marker.get(k) for k in params} == params and _is_complete(out_dir, marker):
         return out_dir
@@ -221,15 +234,18 @@ def _make_locked(
     try:
         train_ids, test_ids = _case_ids(n_train, n_test)
         tasks = [
-            (str(partial), cid, _case_seed(seed, i), tuple(shape), cid in train_ids)
+            (str(partial), cid, _case_seed(seed, i), tuple(shape), cid in train_ids, scanner)
             for i, cid in enumerate(train_ids + test_ids)
         ]
         start = time.perf_counter()
-        records = _run_tasks(tasks, workers, progress, f"phantom {tuple(shape)}")
+        records = _run_tasks(
+            tasks, workers, progress, f"phantom {tuple(shape)}{'' if scanner == 'training' else ' ' + scanner}"
+        )
         elapsed = time.perf_counter() - start
         dataset = {
             "name": "PHANTOM",
-            "description": "Phantom brain tumour MRI on MNI ICBM152 2009a anatomy (utils.phantom)",
+            "description": "Phantom brain tumour MRI on MNI ICBM152 2009a anatomy (utils.phantom)"
+            + ("" if scanner == "training" else f", {scanner} scanner model (outside the training ranges)"),
             "reference": "MNI ICBM152 nonlinear symmetric 2009a template, shipped with nilearn",
             "licence": "CC-BY-SA 4.0",
             "tensorImageSize": "4D",
@@ -242,6 +258,8 @@ def _make_locked(
         }
         (partial / "dataset.json").write_text(json.dumps(dataset, indent=2))
         info = dict(params, seconds=round(elapsed, 2), cases=records)
+        if scanner == "shifted":
+            info["scanner_ranges"] = {k: [list(b) for b in v] for k, v in SHIFTED_RANGES.items()}
         (partial / MARKER_FILE).write_text(json.dumps(info, indent=2))
         install_folder(partial, out_dir, TOOL, owned, last=MARKER_FILE)
         if foreign and progress:
@@ -300,6 +318,27 @@ def ensure_phantom(mode: str | None = None, progress: bool = True) -> Path:
     )
 
 
+def ensure_shifted_phantom(mode: str | None = None, progress: bool = True) -> Path:
+    """Build (once) and return the shifted test set of the course mode (``phantom-shifted`` and its ci/gpu sizes).
+
+    Labelled cases only (``imagesTr``/``labelsTr``), as many as the mode's held-out
+    cases, on the mode's grid, drawn with the ``"shifted"`` scanner model and
+    :data:`SHIFTED_SEED`, in :func:`utils.config.shifted_phantom_dir`.
+    """
+    from ...config import get_settings, shifted_phantom_dir
+
+    s = get_settings(mode)
+    return make_phantom_dataset(
+        shifted_phantom_dir(s.mode),
+        s.shifted_cases,
+        0,
+        s.phantom_shape,
+        SHIFTED_SEED,
+        progress=progress,
+        scanner="shifted",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point (``python -m utils.data.phantom``)."""
     parser = argparse.ArgumentParser(
@@ -307,8 +346,16 @@ def main(argv: list[str] | None = None) -> int:
         description="Write a phantom brain-tumour dataset in the MSD Task01 layout.",
     )
     parser.add_argument("--out", required=True, type=Path, help="target folder")
-    parser.add_argument("--train", type=int, default=16, help="labelled cases (default 16, as the cpu mode)")
-    parser.add_argument("--test", type=int, default=2, help="unlabelled cases (default 2)")
+    parser.add_argument(
+        "--train", type=int, default=None, help="labelled cases (default 16, as the cpu mode; 6 with --shifted)"
+    )
+    parser.add_argument("--test", type=int, default=None, help="unlabelled cases (default 2; 0 with --shifted)")
+    parser.add_argument(
+        "--shifted",
+        action="store_true",
+        help=f"a test set from another scanner: contrast, gamma, scale, bias field, noise and through-plane "
+        f"resolution all outside the training ranges (seed {SHIFTED_SEED} unless --seed)",
+    )
     parser.add_argument(
         "--shape",
         type=int,
@@ -318,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         help="grid size (default 240 240 155, the BraTS grid)",
     )
     parser.add_argument("--tiny", action="store_true", help=f"the CI grid {TINY_SHAPE}")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=None, help=f"dataset seed (default 0; {SHIFTED_SEED} with --shifted)"
+    )
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument(
         "--overwrite",
@@ -327,13 +376,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     shape = TINY_SHAPE if args.tiny else tuple(args.shape)
+    shifted = args.shifted
+    n_train = args.train if args.train is not None else (6 if shifted else 16)
+    n_test = args.test if args.test is not None else (0 if shifted else 2)
+    seed = args.seed if args.seed is not None else (SHIFTED_SEED if shifted else 0)
     start = time.perf_counter()
     try:
-        out = make_phantom_dataset(args.out, args.train, args.test, shape, args.seed, args.overwrite, args.workers)
+        out = make_phantom_dataset(
+            args.out,
+            n_train,
+            n_test,
+            shape,
+            seed,
+            args.overwrite,
+            args.workers,
+            scanner="shifted" if shifted else "training",
+        )
     except (FileExistsError, ValueError, OSError) as err:  # refusals (UnsafeWriteError is a ValueError), full disk
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    print(f"phantom dataset ready in {out} ({time.perf_counter() - start:.1f} s)")
+    kind = "shifted-scanner phantom test set" if shifted else "phantom dataset"
+    print(f"{kind} ready in {out} ({time.perf_counter() - start:.1f} s)")
     print("label statistics of the training cases (volumes in mL):")
     print(phantom_label_statistics(out).to_string())
     return 0

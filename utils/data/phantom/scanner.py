@@ -1,5 +1,11 @@
 """The phantom's images: the four sequences' contrast of tissue, tumour and look-alikes, then per-case scanner
 differences (scale, gamma, bias field, through-plane blur, Rician noise); :func:`make_phantom_case`.
+
+Two scanner models draw those differences. ``"training"`` (:data:`SCANNER_RANGES`) is the phantom's own, the one
+every course model trains on. ``"shifted"`` (:data:`SHIFTED_RANGES`) draws every acquisition setting outside the
+training range (contrast of the tumour classes, gamma, intensity scale, bias field, noise, through-plane
+resolution), through the same code path: a test set from a scanner the model has never seen, to measure how
+robust it is (issue 26). The anatomy and the tumours come from the same generator in both.
 """
 
 from __future__ import annotations
@@ -33,42 +39,79 @@ LOOKALIKE_CONTRAST = {
 }
 
 
-def _scanner(rng: np.random.Generator) -> dict:
-    """Per-case acquisition differences: scale, contrast, bias, noise, blur."""
-    return {
-        "scale": rng.uniform(0.8, 1.25, size=4) * INTENSITY_SCALE,
-        "gamma": rng.uniform(0.8, 1.25, size=4),
-        "bias": rng.uniform(0.02, 0.1),
-        "noise": rng.uniform(0.01, 0.05, size=4),
-        "blur_mm": rng.uniform(0.0, 1.6, size=4),  # through-plane: thick-slice acquisitions
-        "contrast": rng.uniform(0.9, 1.1, size=(4, 4)),  # tumour class x sequence
-        "texture": rng.uniform(0.1, 0.25),
-    }
+SCANNERS = ("training", "shifted")
+"""The scanner models a phantom can be drawn with (:func:`make_phantom_case`)."""
+SCANNER_RANGES = {
+    # setting: (low, high), drawn uniformly per case; the shape of each draw is SCANNER_SIZES'
+    "scale": (0.8, 1.25),  # intensity scale per sequence (x INTENSITY_SCALE)
+    "gamma": (0.8, 1.25),  # gamma per sequence: the contrast between tissues
+    "bias": (0.02, 0.1),  # bias field strength (about +-2x this, smooth, per axis)
+    "noise": (0.01, 0.05),  # Rician noise sd per sequence, as a share of the scale
+    "blur_mm": (0.0, 1.6),  # through-plane blur sd (mm) per sequence: thick-slice acquisitions
+    "contrast": (0.9, 1.1),  # multiplier of each tumour class's signal on each sequence
+}
+"""The training phantom's scanner model: the range each acquisition setting is drawn from."""
+SCANNER_SIZES = {"scale": 4, "gamma": 4, "bias": None, "noise": 4, "blur_mm": 4, "contrast": (4, 4)}
+TEXTURE_RANGE = (0.1, 0.25)
+"""Tumour texture amplitude: the tumour's, not the scanner's; the same in both scanner models."""
+SHIFTED_RANGES = {
+    # setting: intervals, each value drawn from one of them (chosen at random) and outside SCANNER_RANGES
+    "scale": ((0.5, 0.7), (1.4, 2.0)),
+    "gamma": ((0.6, 0.72), (1.4, 1.65)),
+    "bias": ((0.15, 0.25),),
+    "noise": ((0.07, 0.1),),
+    "blur_mm": ((2.2, 3.2),),  # FWHM 5 to 7.5 mm: a 2-D clinical protocol's slices
+    "contrast": ((0.75, 0.85), (1.15, 1.25)),
+}
+"""The shifted scanner model: every setting outside the training range, on both sides where there are two."""
 
 
-def make_phantom_case(seed: int, shape: tuple[int, int, int] = BRATS_SHAPE):
+def _scanner(rng: np.random.Generator, scanner: str = "training") -> dict:
+    """Per-case acquisition differences: scale, contrast, bias, noise, blur (and the tumour's texture)."""
+    if scanner == "training":  # draws in this order: the phantom's cases are the same as before the shifted model
+        out = {k: rng.uniform(*SCANNER_RANGES[k], size=SCANNER_SIZES[k]) for k in SCANNER_RANGES}
+    elif scanner == "shifted":
+        out = {k: _draw_outside(rng, SHIFTED_RANGES[k], SCANNER_SIZES[k]) for k in SHIFTED_RANGES}
+    else:
+        raise ValueError(f"scanner must be one of {', '.join(SCANNERS)}; found {scanner!r}")
+    out["scale"] = out["scale"] * INTENSITY_SCALE
+    out["texture"] = rng.uniform(*TEXTURE_RANGE)
+    return out
+
+
+def _draw_outside(rng: np.random.Generator, intervals, size):
+    """Uniform draws, each from one of ``intervals`` chosen at random."""
+    bounds = np.asarray(intervals, dtype=float)
+    pick = rng.integers(len(bounds), size=size)
+    value = rng.uniform(bounds[pick, 0], bounds[pick, 1])
+    return float(value) if size is None else value
+
+
+def make_phantom_case(seed: int, shape: tuple[int, int, int] = BRATS_SHAPE, scanner: str = "training"):
     """Synthesise one phantom case.
 
     Args:
-        seed: the case is a pure function of ``(seed, shape)``.
+        seed: the case is a pure function of ``(seed, shape, scanner)``.
         shape: grid ``(x, y, z)``; the field of view is always 240x240x155 mm.
+        scanner: ``"training"`` (the phantom's scanner model) or ``"shifted"`` (every acquisition setting
+            outside the training ranges: :data:`SHIFTED_RANGES`).
 
     Returns:
         ``(image, label, affine)``: int16 ``(x, y, z, 4)`` in the MSD channel
         order, uint8 ``(x, y, z)`` in the MSD label values, 4x4 affine.
     """
-    case = _synthesise(seed, shape)
+    case = _synthesise(seed, shape, scanner)
     return case["image"], case["label"], case["affine"]
 
 
-def _synthesise(seed: int, shape: tuple[int, int, int]) -> dict:
+def _synthesise(seed: int, shape: tuple[int, int, int], scanner: str = "training") -> dict:
     """:func:`make_phantom_case`, plus what went into it: ``params`` and the look-alike maps."""
     anat = anatomy(tuple(int(s) for s in shape))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), GENERATOR_VERSION]))
     params = tumour_parameters(rng, anat)
     mbox, tissue, comp = plant_tumour(rng, anat, params)
     hyper, vessel = lookalikes(rng, anat, comp)
-    scanner = _scanner(rng)
+    scanner = _scanner(rng, scanner)
     spacing = np.asarray(anat["spacing"])
     mask = anat["mask"]
 
