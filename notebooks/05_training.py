@@ -58,14 +58,14 @@ import keras
 from utils.config import course_mode, gpu_count, preset, run_dir, use_drive
 from utils.training.distribute import current_cluster, parse_tf_config, strategy_kind
 from utils.data.download import fetch_msd
-from utils.inference.sliding_window import evaluate_model
+from utils.inference.sliding_window import evaluate_model, probabilities_to_labels
 from utils.preprocessing.plan import read_plan
 from utils.data.labels import CLASS_NAMES
 from utils.evaluation.metrics import lesion_wise_region
 from utils.model.unet import T4_FP16_PEAK_TFLOPS, T4_MEMORY_GB, T4_UTILISATION, TRAINING_HOLDS, gpu_run_estimate
 from utils.training.pipeline import PatchDataset, PatchSampler
 from utils.training.train import prepare_data, train
-from utils.visualization.figures import label_colormap, label_legend, plot_learning_curves
+from utils.visualization.figures import curve_channels, label_colormap, label_legend, plot_learning_curves
 
 # %% tags=["parameters"]
 DATASET = None       # None: the mode's default ("phantom"); "msd" for the real data
@@ -163,7 +163,7 @@ manifest[["shape", "crop_box", "voxels"]].head()
 # resumed run sees the batches it would have seen.
 
 # %% alt="Four augmented training patches: FLAIR slices above, their labels over FLAIR in the course colours below."
-sampler = PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction)
+sampler = PatchSampler(cache, train_ids, config.patch_shape, config.foreground_fraction, outputs=config.outputs)
 demo = PatchDataset(sampler, batch_size=4, steps=4, seed=config.seed)
 batches = [demo[i] for i in range(len(demo))]
 print("batch:", batches[0][0].shape, batches[0][0].dtype, batches[0][1].shape, batches[0][1].dtype)
@@ -180,7 +180,7 @@ z = X.shape[3] // 2
 fig, axes = plt.subplots(2, 4, figsize=(12, 6))
 for i in range(4):
     axes[0, i].imshow(X[i, :, :, z, 0].T, cmap="gray", origin="lower")
-    labels = np.where(y[i, :, :, z].any(-1), y[i, :, :, z].argmax(-1) + 1, 0)
+    labels = probabilities_to_labels(y[i, :, :, z], output_kind=config.outputs)  # targets back to labels 0-3
     axes[1, i].imshow(X[i, :, :, z, 0].T, cmap="gray", origin="lower")
     axes[1, i].imshow(labels.T, cmap=label_colormap(alpha=0.6)[0], norm=label_colormap()[1],
                       origin="lower", interpolation="nearest")
@@ -270,16 +270,19 @@ print(f"validation loss below training loss in {below} of {len(history)} epochs"
     f": the training patches are augmented (flips, intensity jitter) and {config.foreground_fraction:.0%} of them "
     "are centred on tumour, the validation patches are not augmented and 50% are centred on tumour - an easier "
     "mix, not a sign that the model does better on unseen cases" if below > len(history) / 2 else ""))
-pd.DataFrame({"mean per patch (soft)": [at_best[f"val_dice_{k}"] for k in ("edema", "non_enhancing", "enhancing")],
-              "pooled over patches": [at_best[f"val_pooled_dice_{k}"] for k in ("edema", "non_enhancing", "enhancing")]},
-             index=list(CLASS_NAMES)).round(3).rename_axis(f"validation Dice, epoch {best_epoch} (best.keras)")
+channels = curve_channels(history)  # the classes, or the regions WT / TC / ET of a region-based run
+pd.DataFrame({"mean per patch (soft)": [at_best[f"val_dice_{k}"] for k, _, _ in channels],
+              "pooled over patches": [at_best[f"val_pooled_dice_{k}"] for k, _, _ in channels]},
+             index=[name for _, name, _ in channels]).round(3).rename_axis(
+                 f"validation Dice, epoch {best_epoch} (best.keras)")
 
 # %% [markdown]
 # ## 7. A prediction on a validation patch
 
 # %% alt="A validation patch: FLAIR, ground truth and prediction of best.keras in the course colours."
 best = utils.load_model(result.output_dir / "best.keras")  # on a machine without a GPU: in float32
-val_sampler = PatchSampler(cache, val_ids, config.patch_shape, foreground_fraction=1.0, augment=False)
+val_sampler = PatchSampler(cache, val_ids, config.patch_shape, foreground_fraction=1.0, augment=False,
+                           outputs=config.outputs)
 Xv, yv = val_sampler.sample(np.random.default_rng(0))
 pv = best.predict(Xv[None], verbose=0)[0]
 z = int(np.argmax(yv.sum(axis=(0, 1, 3))))
@@ -288,9 +291,7 @@ cmap, norm = label_colormap()
 axes[0].imshow(Xv[:, :, z, 0].T, cmap="gray", origin="lower")
 axes[0].set_title("FLAIR")
 for ax, labels, title in ((axes[1], yv, "ground truth"), (axes[2], (pv > 0.5).astype(np.float32), "prediction")):
-    merged = np.zeros(labels.shape[:2], dtype=np.uint8)
-    for k in range(3):
-        merged = np.where(labels[:, :, z, k] > 0, k + 1, merged)
+    merged = probabilities_to_labels(labels[:, :, z], output_kind=config.outputs)
     ax.imshow(Xv[:, :, z, 0].T, cmap="gray", origin="lower")
     ax.imshow(merged.T, cmap=cmap, norm=norm, alpha=0.5, origin="lower", interpolation="nearest")
     ax.set_title(title)

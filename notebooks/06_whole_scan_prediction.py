@@ -62,8 +62,10 @@ from utils.data.sources import get_dataset
 from utils.inference.sliding_window import (gaussian_weights, predict_case, preprocess_for_model, probabilities_to_labels,
                              save_segmentation, sliding_window_predict, tile_predict, window_starts)
 from scipy import ndimage
-from utils.evaluation.metrics import class_scores, evaluate_cases, hd95, lesion_wise_region, region_scores
-from utils.data.labels import CLASS_NAMES, REGIONS
+from utils.evaluation.metrics import (class_scores, evaluate_cases, hd95, lesion_wise_region, region_scores,
+                                     whole_tumour_errors)
+from utils.inference.postprocessing import PostProcessing, read_postprocessing
+from utils.data.labels import CLASS_NAMES, REGION_NAMES, REGION_ORDER, REGIONS
 from utils.config import course_mode, preset, run_dir, use_drive
 from utils.preprocessing.plan import plan_for_model
 from utils.training.train import prepare_data, train
@@ -103,16 +105,26 @@ data_dir = get_dataset(plan.dataset or config.dataset, plan.mode or config.mode)
 val_ids = list(plan.validation_cases) or prepare_data(config, progress=False)[3]  # a model without a plan
 case = load_case(data_dir, val_ids[0])
 window = tuple(model.input.shape[1:4])
-print(f"model {model_path} ({model.count_params():,} parameters), window {window}; case {case.case_id} "
-      f"{case.image.shape}")
+# what the three output channels mean: tumour classes, or nested regions (the run's plan.json says which)
+if plan.output_kind == "regions":
+    channels = [(f"{r} ({REGION_NAMES[r]})", np.isin(case.label, REGIONS[r])) for r in REGION_ORDER]
+else:
+    channels = [(name, case.label == k + 1) for k, name in enumerate(CLASS_NAMES)]
+print(f"model {model_path} ({model.count_params():,} parameters), window {window}, outputs: {plan.output_kind} "
+      f"({', '.join(name for name, _ in channels)}); case {case.case_id} {case.image.shape}")
 
 # %% [markdown]
 # ## 2. One patch
 #
-# The network maps one window to three probability maps. Here the window
-# sits on the tumour centre; the threshold 0.5 turns probabilities into masks.
+# The network maps one window to three probability maps. What they are
+# depends on how it was trained (`TrainConfig.outputs`, recorded in
+# `plan.json`): one per tumour **class** (edema, non-enhancing,
+# enhancing; the assignment's convention, and the exercises') or one per
+# nested BraTS **region** (whole tumour WT, tumour core TC, enhancing tumour
+# ET; nnU-Net's region-based training, lesson 05). Here the window sits on
+# the tumour centre; the threshold 0.5 turns probabilities into masks.
 
-# %% alt="One window through the tumour: FLAIR and the three predicted probability maps with the true outline of each class."
+# %% alt="One window through the tumour: FLAIR and the three predicted probability maps with the true outline of each class or region."
 image = preprocess_for_model(case.image, plan)
 centre = tumour_center(case.label, case.label.shape)
 corner = [int(np.clip(c - w // 2, 0, max(s - w, 0))) for c, w, s in zip(centre, window, case.label.shape)]
@@ -122,9 +134,9 @@ z = centre[2] - corner[2]
 fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
 axes[0].imshow(image[region][:, :, z, 0].T, cmap="gray", origin="lower")
 axes[0].set_title("FLAIR patch")
-for k, name in enumerate(CLASS_NAMES):
+for k, (name, truth_mask) in enumerate(channels):
     axes[k + 1].imshow(patch_prob[:, :, z, k].T, cmap="magma", vmin=0, vmax=1, origin="lower")
-    axes[k + 1].contour((case.label[region][:, :, z] == k + 1).T, levels=[0.5], colors="cyan", linewidths=1)
+    axes[k + 1].contour(truth_mask[region][:, :, z].T, levels=[0.5], colors="cyan", linewidths=1)
     axes[k + 1].set_title(f"P({name})\ncyan: ground truth", fontsize=9)
 for ax in axes:
     ax.set_axis_off()
@@ -234,19 +246,19 @@ timings[f"sliding, {OVERLAP:.0%} overlap, Gaussian weights"] = time.perf_counter
 pd.Series(timings, name="seconds").round(1).to_frame()
 
 # %% [markdown]
-# Look at the edema probability on one axial slice, and below it the
+# Look at the first channel's probability (edema, or the whole tumour) on one axial slice, and below it the
 # difference between neighbouring voxels: where tiles meet, a tile-wise
 # prediction can jump (the red marks below and left of the bottom-left panel
 # show where the tiles meet). The line under the figure measures it over the
 # whole brain, for each way of predicting.
 
-# %% alt="Edema probability on one axial slice for tiles, constant-weight and Gaussian blending, and the differences between neighbouring voxels that show the tile seams."
+# %% alt="First-channel probability (edema or whole tumour) on one axial slice for tiles, constant-weight and Gaussian blending, and the differences between neighbouring voxels that show the tile seams."
 zc = centre[2]
 fig, axes = plt.subplots(2, 3, figsize=(13, 8))
 for col, (name, volume) in enumerate((("tiles", tiles), ("constant weights", flat), ("Gaussian", probabilities))):
     sl = volume[:, :, zc, 0]
     axes[0, col].imshow(sl.T, cmap="magma", vmin=0, vmax=1, origin="lower")
-    axes[0, col].set_title(f"P(edema): {name}")
+    axes[0, col].set_title(f"P({channels[0][0]}): {name}")
     jump = np.zeros_like(sl)  # the larger jump to the next voxel along x or along y
     jump[:-1] = np.abs(np.diff(sl, axis=0))
     jump[:, :-1] = np.maximum(jump[:, :-1], np.abs(np.diff(sl, axis=1)))
@@ -266,7 +278,7 @@ plt.show()
 
 
 def seam_jump(volume, inside):
-    """Mean |P(edema) difference| of neighbouring brain voxels: across tile borders, and elsewhere (all 3 axes)."""
+    """Mean |first-channel probability difference| of neighbouring brain voxels: across tile borders, and elsewhere (all 3 axes)."""
     across, elsewhere = [], []
     for axis in range(3):
         jump = np.abs(np.diff(volume[..., 0], axis=axis))
@@ -287,7 +299,7 @@ jumps = {name: seam_jump(volume, inside) for name, volume in
 if np.isnan(jumps["tiles"][0]):
     print(f"the brain fits in one {window} tile: there is no tile border to measure")
 else:
-    print("mean jump of P(edema) between neighbouring brain voxels, across tile borders / elsewhere: " + "; ".join(
+    print(f"mean jump of P({channels[0][0]}) between neighbouring brain voxels, across tile borders / elsewhere: " + "; ".join(
         f"{name} {a:.4f} / {b:.4f} ({a / b:.1f}x)" for name, (a, b) in jumps.items()))
 
 # %% [markdown]
@@ -295,27 +307,46 @@ else:
 #
 # The three sigmoid outputs are independent: a voxel can be "edema" and
 # "enhancing" at once. We threshold each at 0.5 and let the tumour's nesting
-# decide: **enhancing wins over non-enhancing wins over edema**
-# (`utils.inference.sliding_window.probabilities_to_labels`). A glioma is one connected
-# lesion, so, as nnU-Net often does, we then keep only the largest connected
-# tumour and drop stray false positives.
+# decide (`utils.inference.sliding_window.probabilities_to_labels`, which reads
+# the output kind from the plan):
+#
+# - **classes**: enhancing wins over non-enhancing wins over edema;
+# - **regions**: hierarchically, as nnU-Net's `regions_class_order`: tumour
+#   where WT passes, core where TC passes too, enhancing where ET passes as
+#   well - so a region always lies inside the one that encloses it, and a
+#   voxel the network is unsure between edema and core is still tumour.
+#
+# Then **post-processing**. Without anything chosen for the run, the course
+# keeps only the largest connected tumour (a glioma is one connected lesion;
+# nnU-Net often does this). A run folder can hold a `postprocessing.json`
+# chosen on validation cases, never the held-out ones
+# (`utils.inference.postprocessing.choose_for_run`): the BraTS rules -
+# removing components smaller than 250 / 150 / 100 mm³ (WT / TC / ET, the
+# BraTS 2023 winner's sizes, or a multiple of them) and relabelling an
+# enhancing tumour smaller than a threshold as core (nnU-Net, BraTS 2020: a
+# case without enhancing tumour then scores ET Dice 1 instead of 0). The
+# predict command applies it too.
 
 # %%
-raw = probabilities_to_labels(probabilities)
-prediction = probabilities_to_labels(probabilities, largest_component=True)
-print("voxels per label, raw:         ", np.bincount(raw.ravel(), minlength=4))
-print("voxels per label, largest blob:", np.bincount(prediction.ravel(), minlength=4))
-print("ground truth:                  ", np.bincount(case.label.ravel(), minlength=4))
+chosen = read_postprocessing(model_path.parent)  # None: the run has no postprocessing.json
+post = chosen or PostProcessing(largest_component=True)
+raw = probabilities_to_labels(probabilities, output_kind=plan.output_kind)
+prediction = post.apply(raw, case.spacing)
+print(f"post-processing: {post.describe()} ("
+      + ("chosen on validation cases, the run's postprocessing.json)" if chosen else "the course's default)"))
+print("voxels per label, raw:            ", np.bincount(raw.ravel(), minlength=4))
+print("voxels per label, post-processed: ", np.bincount(prediction.ravel(), minlength=4))
+print("ground truth:                     ", np.bincount(case.label.ravel(), minlength=4))
 kept_on_tumour = np.logical_and(prediction > 0, case.label > 0).any()
-print("the largest blob", "overlaps the true tumour" if kept_on_tumour else
+print("the post-processed tumour", "overlaps the true tumour" if kept_on_tumour else
       "does NOT touch the true tumour: a false positive outgrew the tumour's own prediction, "
-      "and keeping only it threw the tumour away")
+      "and post-processing kept it and threw the tumour away")
 
 # %% [markdown]
-# The rule assumes the tumour is the largest thing the network finds. A
-# model that still over-calls look-alikes can break it, and one of several
-# lesions (multifocal disease) is always dropped: read the line above, and
-# the tables below, with that in mind.
+# Keeping the largest tumour assumes the tumour is the largest thing the
+# network finds. A model that still over-calls look-alikes can break it, and
+# one of several lesions (multifocal disease) is always dropped: read the
+# line above, and the tables below, with that in mind.
 
 # %% [markdown]
 # ## 5. Segmentation against ground truth
@@ -361,15 +392,19 @@ axes[2, 2].legend(handles=[plt.matplotlib.patches.Patch(color=(1.0, 0.55, 0.0), 
 fig.tight_layout()
 plt.show()
 
-# a missed voxel two or more voxels inside the true tumour is an interior hole, not a rim
-depth_in = ndimage.distance_transform_edt(case.label > 0)    # 1 on the tumour's outer layer
-depth_out = ndimage.distance_transform_edt(case.label == 0)  # 1 just outside it
-misses, extras = errors == 2, errors == 1
-print(f"whole tumour: {int(misses.sum()):,} missed voxels, "
-      f"{(depth_in[misses] >= 2).mean() if misses.any() else 0:.0%} of them two or more voxels inside the true "
-      f"tumour (interior holes) and the rest on its outer layer (rims); {int(extras.sum()):,} false-positive "
-      f"voxels, {(depth_out[extras] >= 2).mean() if extras.any() else 0:.0%} of them two or more voxels "
-      "outside it")
+# a missed voxel two or more voxels inside the true tumour is an interior miss, not a rim
+wt_errors = whole_tumour_errors(case.label, prediction)
+depth_out = ndimage.distance_transform_edt(case.label == 0)  # 1 just outside the true tumour
+extras = errors == 1
+interior = wt_errors["interior_miss_share"]
+print(f"whole tumour: {wt_errors['misses']:,} missed voxels, {interior:.0%} of them two or more voxels inside "
+      f"the true tumour (interior misses) and {1 - interior:.0%} on its outer layer (rims); enclosed holes make "
+      f"up {wt_errors['hole_share']:.1%} of the predicted tumour; {int(extras.sum()):,} false-positive voxels, "
+      f"{(depth_out[extras] >= 2).mean() if extras.any() else 0:.0%} of them two or more voxels outside it")
+if wt_errors["misses"]:
+    print("so the misses are mostly " + ("INSIDE the tumour: holes and unsure patches, not a thin rim along "
+                                         "its border" if interior > 0.5 else
+                                         "a thin rim along the tumour's border, not holes inside it"))
 
 # %% [markdown]
 # ## 6. The numbers
@@ -437,11 +472,11 @@ for case_id in val_ids:
         pairs.append((case_id, case.label, prediction, case.spacing))
         continue
     other = load_case(data_dir, case_id)
-    pred, _ = predict_case(model, other.image, overlap=OVERLAP, mirror=MIRROR, largest_component=True,
-                           progress=False, plan=plan)
+    pred, _ = predict_case(model, other.image, overlap=OVERLAP, mirror=MIRROR, progress=False, plan=plan,
+                           postprocessing=post, spacing=other.spacing)
     pairs.append((case_id, other.label, pred, other.spacing))
 print(f"every row: sliding windows ({OVERLAP:.0%} overlap, Gaussian weights, mirroring "
-      f"{'on' if MIRROR else 'off'}), threshold 0.5, the largest connected tumour kept; {case.case_id} on the "
+      f"{'on' if MIRROR else 'off'}), threshold 0.5, post-processing: {post.describe()}; {case.case_id} on the "
       "whole scan (section 4)" + (f", the other {len(pairs) - 1} case(s) through predict_case, which crops to the "
                                   "brain's bounding box + 2 voxels first (section 7 shows how much that crop changes)"
                                   if len(pairs) > 1 else ""))
@@ -667,7 +702,12 @@ else:
 # - Predict whole scans with overlapping windows blended by Gaussian weights,
 #   which trust each window's centre, where it saw the most context (section 3
 #   measures the jump at tile borders).
-# - Merge the sigmoid channels by the tumour's nesting; keep the largest lesion.
+# - Merge the sigmoid channels by the tumour's nesting (classes, or the
+#   regions WT / TC / ET rebuilt hierarchically: the run's `plan.json` says
+#   which); post-process as the run chose on validation cases, else keep the
+#   largest lesion.
+# - Look where the errors sit: missed voxels deep inside the tumour (holes)
+#   and missed rims along its border call for different cures.
 # - Report BraTS region Dice and HD95 per case, with mean and median - the
 #   legacy scores and the lesion-wise ones, which count a missed small lesion
 #   as a whole failure.

@@ -394,6 +394,41 @@ def region_scores(
     return scores
 
 
+INTERIOR_DEPTH = 2
+"""A missed voxel this many voxels or more inside the true whole tumour is an interior miss, not a rim."""
+
+
+def whole_tumour_errors(truth_label: np.ndarray, pred_label: np.ndarray, depth: int = INTERIOR_DEPTH) -> dict:
+    """Where the whole-tumour errors of a label map sit: interior misses and enclosed holes.
+
+    * ``misses``: true tumour voxels predicted as background (false negatives);
+    * ``interior_misses``: those ``depth`` or more voxels inside the true tumour
+      (Euclidean distance in voxels to the nearest non-tumour voxel; the
+      tumour's outer layer is at 1): holes in the prediction, not a thin rim
+      along its border;
+    * ``interior_miss_share``: their share of the misses (0 without misses);
+    * ``predicted``: predicted tumour voxels; ``holes``: background voxels the
+      predicted tumour encloses in 3-D (:func:`scipy.ndimage.binary_fill_holes`);
+      ``hole_share``: ``holes / predicted`` (0 without a prediction).
+    """
+    truth, pred = np.asarray(truth_label) > 0, np.asarray(pred_label) > 0
+    if truth.shape != pred.shape:
+        raise ValueError(f"label shapes differ: {truth.shape} and {pred.shape}")
+    misses = truth & ~pred
+    n_misses = int(misses.sum())
+    interior = int((ndimage.distance_transform_edt(truth)[misses] >= depth).sum()) if n_misses else 0
+    n_pred = int(pred.sum())
+    holes = int((ndimage.binary_fill_holes(pred) & ~pred).sum()) if n_pred else 0
+    return {
+        "misses": n_misses,
+        "interior_misses": interior,
+        "interior_miss_share": interior / n_misses if n_misses else 0.0,
+        "predicted": n_pred,
+        "holes": holes,
+        "hole_share": holes / n_pred if n_pred else 0.0,
+    }
+
+
 def compute_class_sens_spec(pred, label, class_num):
     """Sensitivity and specificity of one class.
 

@@ -20,7 +20,10 @@ validation cases, never the held-out ones (:func:`choose_postprocessing`):
 each candidate is applied to the validation predictions and the one with the
 best mean region Dice wins (ties: the lighter touch). The choice is written
 to the run folder (``postprocessing.json``, :func:`write_postprocessing`) and
-the predict command applies it (:func:`read_postprocessing`).
+the predict command applies it (:func:`read_postprocessing`);
+:func:`utils.inference.predict.choose_for_run` predicts a run's validation
+cases and makes the choice (``python -m utils.inference.predict --model M
+--choose-postprocessing VALIDATION_DATASET``).
 
 Removing a component from a region keeps the hierarchy: the voxels of a
 removed TC component stay whole tumour (edema, 1), those of a removed ET
@@ -37,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..config import msd_dir, phantom_dir
 from ..data.labels import REGION_ORDER, REGIONS
 from ..errors import CourseError
 from ..evaluation.metrics import region_dice
@@ -245,3 +249,40 @@ def read_postprocessing(run_folder: Path | str) -> PostProcessing | None:
         )
     except (KeyError, TypeError, ValueError) as err:
         raise PostProcessingError(f"{path} is not a post-processing choice: {err}") from None
+
+
+def run_dataset_folder(plan) -> Path | None:
+    """The dataset folder a run's ``plan.json`` names (None when it names none); builds nothing."""
+    if not plan.dataset:
+        return None
+    if plan.dataset == "phantom":
+        return phantom_dir(plan.mode).resolve()
+    if plan.dataset == "msd":
+        return msd_dir().resolve()
+    return Path(plan.dataset).expanduser().resolve()
+
+
+def check_validation_cases(plan, data_dir: Path | str, case_ids) -> None:
+    """Refuse to choose post-processing on cases of the run's own dataset that it trained or is judged on.
+
+    The run's ``validation_cases`` are the course's held-out cases (lessons 05-07 score them): a choice
+    made on them would flatter the held-out scores. Its ``train_cases`` the network has seen.
+    Validation cases for post-processing come from another dataset folder (e.g. a phantom built with
+    another seed).
+
+    Raises:
+        PostProcessingError: a case is held-out or a training case of the run.
+    """
+    if plan is None:
+        return
+    own = run_dataset_folder(plan)
+    if own is None or Path(data_dir).expanduser().resolve() != own:
+        return
+    held_out = sorted(set(case_ids) & set(plan.validation_cases))
+    seen = sorted(set(case_ids) & set(plan.train_cases))
+    if held_out or seen:
+        raise PostProcessingError(
+            f"refusing to choose post-processing on {held_out + seen} of {data_dir}: "
+            + (f"{held_out} are the run's held-out cases" if held_out else f"{seen} are its training cases")
+            + "; use labelled cases it never saw and is not scored on (another dataset folder)"
+        )

@@ -53,14 +53,22 @@ from ..data.datasets import (
     detect_layout,
     find_msd_file,
     list_cases,
+    load_case,
     load_input,
     load_label,
 )
 from ..evaluation.metrics import evaluate_cases
 from ..model.unet import ModelLoadError, dtype_policy_of, load_model, saved_dtype_policy
-from ..preprocessing.plan import Plan, plan_for_model
+from ..preprocessing.plan import Plan, plan_for_model, read_plan
 from ..safety import OwnedFiles, UnsafeWriteError, atomic_path, check_target, check_writable, folder_lock, one_line
-from .postprocessing import PostProcessing, read_postprocessing
+from .postprocessing import (
+    PostProcessing,
+    PostProcessingError,
+    check_validation_cases,
+    choose_postprocessing,
+    read_postprocessing,
+    write_postprocessing,
+)
 from .sliding_window import ensemble_kind, predict_case, probabilities_path, save_segmentation
 
 
@@ -128,6 +136,39 @@ def segment(
     return case_id, label, pred, spacing
 
 
+def choose_for_run(run_folder: Path | str, data_dir: Path | str, case_ids=None, mirror: bool = False, progress=True):
+    """Predict validation cases with ``run_folder/best.keras``, choose its post-processing, record it.
+
+    Args:
+        run_folder: a training run folder (its ``plan.json`` says the output kind and the split).
+        data_dir: a labelled dataset that is NOT the run's held-out or training data
+            (:func:`utils.inference.postprocessing.check_validation_cases`), e.g. a phantom built with
+            another seed.
+        case_ids: its cases to use (default: every labelled case).
+        mirror: predict with test-time mirroring (as the predictions it will post-process).
+
+    Returns:
+        ``(choice, path of postprocessing.json)``.
+    """
+    run_folder = Path(run_folder)
+    plan = read_plan(run_folder)
+    case_ids = list(case_ids or list_cases(data_dir))
+    check_validation_cases(plan, data_dir, case_ids)
+    model = load_model(run_folder / "best.keras", compile=False)
+    cases = []
+    for case_id in case_ids:
+        case = load_case(data_dir, case_id)
+        if case.label is None:
+            raise PostProcessingError(f"case {case_id} of {data_dir} has no label to choose post-processing on")
+        raw, _ = predict_case(model, case.image, mirror=mirror, progress=False, plan=plan)
+        cases.append((case.label, raw, case.spacing))
+        if progress:
+            print(f"validation case {case_id}: predicted", flush=True)
+    choice, trials = choose_postprocessing(cases)
+    chosen_on = {"dataset": str(Path(data_dir).resolve()), "cases": case_ids, "mirror": mirror, "model": "best.keras"}
+    return choice, write_postprocessing(run_folder, choice, chosen_on, trials)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.inference.predict", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -159,8 +200,25 @@ def main(argv: list[str] | None = None) -> int:
         help="ignore the run folder's postprocessing.json (the raw label map, or only the largest tumour)",
     )
     parser.add_argument("--probabilities", action="store_true", help="also write the probability maps")
+    parser.add_argument(
+        "--choose-postprocessing",
+        type=Path,
+        metavar="DATASET",
+        help="instead of segmenting: choose the run's post-processing on the labelled cases of DATASET (never the "
+        "run's held-out or training cases) and record it in the run folder (postprocessing.json)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never the input)")
     args = parser.parse_args(argv)
+    if args.choose_postprocessing:
+        if len(args.model) > 1:
+            parser.error("--choose-postprocessing takes one --model")
+        try:
+            choice, path = choose_for_run(args.model[0].parent, args.choose_postprocessing, mirror=args.mirror)
+        except (DatasetError, ValueError, ModelLoadError, OSError) as err:
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            return 2
+        print(f"chosen: {choice.describe()}; recorded in {path}")
+        return 0
     if bool(args.input) == bool(args.input_dir):
         parser.error("give either --input/--output or --input-dir/--output-dir")
     if args.input and not args.output:

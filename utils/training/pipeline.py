@@ -43,10 +43,10 @@ class PatchSampler:
         augment: augment the patches (False: cut them as they are).
         scale_range, shift_range: the ``"basic"`` intensity augmentation per channel:
             ``x * U(1 - s, 1 + s) + U(-t, t)`` on brain voxels.
+        augmentation: the pipeline, one of :data:`utils.config.AUGMENTATIONS`.
         outputs: the targets: ``"classes"`` (one channel per tumour class,
             :func:`utils.data.labels.one_hot`) or ``"regions"`` (WT, TC, ET,
             :func:`utils.data.labels.label_to_regions`).
-        augmentation: the pipeline, one of :data:`utils.config.AUGMENTATIONS`.
     """
 
     def __init__(
@@ -58,8 +58,8 @@ class PatchSampler:
         augment: bool = True,
         scale_range: float = 0.1,
         shift_range: float = 0.1,
-        outputs: str = "classes",
         augmentation: str = TrainConfig.augmentation,
+        outputs: str = TrainConfig.outputs,
     ):
         if outputs not in TARGETS:
             raise ValueError(f"outputs must be one of {sorted(TARGETS)}; found {outputs!r}")

@@ -97,7 +97,7 @@ LOSSES = {"dice": soft_dice_loss, "dice_bce": dice_bce_loss, "batch_dice_bce": b
 MONITOR = "val_pooled_dice"  # Dice pooled over the validation patches (see losses.PooledDice)
 # Parameters that may change when a run is resumed; any other change is refused.
 RESUMABLE_CHANGES = ("epochs", "workers", "verbose", "early_stopping_patience", "output_dir")
-ADDED_FIELDS = ("mode", "outputs", "augmentation")
+ADDED_FIELDS = ("mode", "augmentation", "outputs")
 """Fields newer than some run folders: a ``config.json`` without one still resumes."""
 PENDING = ".last.pending.keras"
 """The next ``last.keras`` while an epoch is being committed (see :class:`Checkpoints`)."""
@@ -591,8 +591,8 @@ def _train(
             train_ids,
             config.patch_shape,
             config.foreground_fraction,
-            outputs=config.outputs,
             augmentation=config.augmentation,
+            outputs=config.outputs,
         ),
         config.batch_size,
         config.steps_per_epoch * replicas,

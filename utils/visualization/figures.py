@@ -18,7 +18,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.patches import Patch
 from PIL import Image
 
-from ..data.labels import CLASS_COLORS, CLASS_NAMES, MODALITIES
+from ..data.labels import CLASS_COLORS, CLASS_NAMES, MODALITIES, REGION_NAMES, REGION_ORDER
 
 AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 
@@ -377,6 +377,20 @@ def plot_unet_levels(model, ax=None):
 
 CURVE_KEYS = ("edema", "non_enhancing", "enhancing")
 """Suffixes of the per-class metrics in a training log (``dice_edema``, ``pooled_dice_edema`` ...)."""
+REGION_CURVE_KEYS = ("wt", "tc", "et")
+"""Suffixes of the per-region metrics in the log of a region-based run (``dice_wt``, ``pooled_dice_wt`` ...)."""
+
+
+def curve_channels(history) -> list[tuple[str, str, tuple]]:
+    """``(metric suffix, name, colour)`` of each output channel of a training log (classes or regions).
+
+    A region is drawn in the colour of the class it adds to the one inside it: WT red (edema),
+    TC green (non-enhancing), ET blue (enhancing).
+    """
+    if f"val_pooled_dice_{REGION_CURVE_KEYS[0]}" in history:
+        names = [f"{REGION_NAMES[r]} ({r})" for r in REGION_ORDER]
+        return list(zip(REGION_CURVE_KEYS, names, CLASS_COLORS))
+    return list(zip(CURVE_KEYS, CLASS_NAMES, CLASS_COLORS))
 
 
 def plot_learning_curves(history, loss_name: str = "loss", best_epoch: int | None = None) -> plt.Figure:
@@ -400,13 +414,15 @@ def plot_learning_curves(history, loss_name: str = "loss", best_epoch: int | Non
     axes[0].plot(epochs, history["val_loss"], color="black", label="validation")
     axes[0].set_ylabel(f"loss ({loss_name})")
     axes[0].set_title("loss")
-    for key, name, color in zip(CURVE_KEYS, CLASS_NAMES, CLASS_COLORS):
+    channels = curve_channels(history)
+    for key, name, color in channels:
         axes[1].plot(epochs, history[f"val_pooled_dice_{key}"], color=color, label=f"{name}, pooled")
         axes[1].plot(epochs, history[f"val_dice_{key}"], color=color, linestyle=":", label=f"{name}, mean per patch")
-    axes[1].plot(epochs, history["val_pooled_dice"], color="black", linewidth=2, label="pooled, mean of classes")
+    what = "regions" if channels[0][0] == REGION_CURVE_KEYS[0] else "classes"
+    axes[1].plot(epochs, history["val_pooled_dice"], color="black", linewidth=2, label=f"pooled, mean of {what}")
     axes[1].set_ylabel("validation Dice")
     axes[1].set_ylim(0, 1)
-    axes[1].set_title("validation Dice per class", fontsize=11)
+    axes[1].set_title(f"validation Dice per {what[:-1] if what == 'regions' else 'class'}", fontsize=11)
     for ax in axes:
         ax.set_xlabel("epoch")
         if best_epoch is not None:

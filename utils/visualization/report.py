@@ -43,6 +43,7 @@ from ..data.datasets import DatasetError, check_label, check_same_grid, load_inp
 from ..data.labels import CLASS_NAMES, REGION_NAMES, REGIONS
 from ..data.statistics import label_volume_table
 from ..evaluation.metrics import region_scores
+from ..inference.postprocessing import read_postprocessing
 from ..preprocessing.plan import read_plan
 from ..safety import OwnedFiles, atomic_path, check_target, check_writable, folder_lock, one_line
 from .viewer3d import CLASS_WORDS, build_niivue, case_layers, focus_voxel, legend_html
@@ -471,7 +472,14 @@ def run_description(run: Path, case_id: str) -> str:
         if case_id in plan.train_cases
         else "not in this run's split"
     )
-    return f"run {run.name} ({plan.mode} mode, course {plan.course_version}); {where}"
+    outputs = (
+        "region outputs WT / TC / ET, label map rebuilt hierarchically"
+        if plan.output_kind == "regions"
+        else "class outputs edema / non-enhancing / enhancing"
+    )
+    post = read_postprocessing(run)
+    chosen = f"; post-processing chosen on validation cases: {post.describe()}" if post is not None else ""
+    return f"run {run.name} ({plan.mode} mode, {outputs}, course {plan.course_version}{chosen}); {where}"
 
 
 def main(argv: list[str] | None = None) -> int:
