@@ -91,7 +91,9 @@ def test_checkpoint_write_is_atomic(workdir, monkeypatch):
 
 
 def test_train_cli_and_predict_cli(workdir, capsys):
-    assert train_main(["--mode", "ci", "--output-dir", str(workdir / "cli"), "--epochs", "1", "--verbose", "0"]) == 0
+    args = ["--mode", "ci", "--output-dir", str(workdir / "cli"), "--epochs", "1", "--verbose", "0"]
+    assert train_main([*args, "--augmentation", "nnunet"]) == 0  # nnU-Net's augmentation in a real fit (issue 26)
+    assert json.loads((workdir / "cli" / "config.json").read_text())["augmentation"] == "nnunet"
     model = workdir / "cli" / "best.keras"
     assert model.is_file()
     data = workdir / "data" / "phantom-ci"

@@ -170,8 +170,8 @@ def make_phantom_dataset(
         progress: show a progress bar.
         scanner: ``"training"``, or ``"shifted"`` for a test set whose acquisition settings all lie
             outside the training ranges (:data:`utils.data.phantom.scanner.SHIFTED_RANGES`); the
-            marker records it, and a phantom made with the other scanner model counts as one with
-            other parameters.
+            marker records it. A folder that holds a phantom of the other scanner model is refused
+            (a training set is never replaced by a test set, nor the other way round).
 
     Returns:
         ``out_dir``. A complete phantom with the same parameters is left as
@@ -180,7 +180,8 @@ def make_phantom_dataset(
         never the user's files inside it).
 
     Raises:
-        FileExistsError: if ``out_dir`` holds other files and ``overwrite`` is False.
+        FileExistsError: if ``out_dir`` holds other files and ``overwrite`` is False, or a phantom
+            of the other scanner model.
         UnsafeWriteError: ``out_dir`` is a file, the home folder, ``/``, a git
             checkout's root, or a phantom path holds a file it did not write.
     """
@@ -213,6 +214,13 @@ def _make_locked(
     """:func:`make_phantom_dataset` with ``out_dir`` locked."""
     params = _params(n_train, n_test, shape, seed, scanner)
     marker = read_marker(out_dir)
+    made_with = marker.get("scanner", "training") if marker is not None else scanner
+    if made_with != scanner:  # a training phantom is never turned into a test set in place, nor back
+        raise FileExistsError(
+            f"{out_dir} holds a phantom made with the {made_with} scanner model, not the {scanner} one: a training "
+            "set and a shifted test set each need a folder of their own (the course keeps them in phantom/ and "
+            "phantom-shifted/); choose another folder, or delete this one first"
+        )
     if marker is not None and {k: marker.get(k) for k in params} == params and _is_complete(out_dir, marker):
         return out_dir
     owned = _ownership(out_dir, marker) if out_dir.is_dir() else None
