@@ -61,8 +61,8 @@ from utils.config import course_mode, preset, run_dir, use_drive
 from utils.data.datasets import list_cases, load_case
 from utils.data.labels import CLASS_COLORS, CLASS_NAMES, REGION_ORDER, REGIONS
 from utils.data.phantom import ensure_shifted_phantom
-from utils.evaluation.metrics import evaluate_cases
-from utils.evaluation.misses import INTERIOR_MISS, RIM_MISS, RIM_VOXELS, label_confusion, miss_depths, miss_summary
+from utils.evaluation.metrics import INTERIOR_DEPTH, evaluate_cases, whole_tumour_errors
+from utils.evaluation.misses import INTERIOR_MISS, RIM_MISS, label_confusion, miss_depths
 from utils.evaluation.stats import paired_difference, paired_verdict
 from utils.inference.postprocessing import BRATS2023_MIN_SIZES_MM3, PostProcessing
 from utils.inference.sliding_window import predict_case
@@ -366,10 +366,10 @@ print(f"post-processing: {post.describe()}")
 
 # %%
 def interior_share(labels: dict, cases: dict) -> float:
-    """Share of all whole-tumour misses (pooled over the cases) that lie deeper than the rim."""
-    depths = [miss_depths(cases[c].label, labels[c]) for c in labels]
-    missed = sum(int((d > 0).sum()) for d in depths)
-    return sum(int((d == INTERIOR_MISS).sum()) for d in depths) / missed if missed else float("nan")
+    """Share of all whole-tumour misses (pooled over the cases) that lie in the interior."""
+    errors = [whole_tumour_errors(cases[c].label, labels[c]) for c in labels]
+    missed = sum(e["misses"] for e in errors)
+    return sum(e["interior_misses"] for e in errors) / missed if missed else float("nan")
 
 
 trained_seconds = {name: seconds for name, (_, _, seconds) in models.items()}
@@ -381,7 +381,7 @@ ablation = pd.DataFrame({
     for name, table in tables.items()
 }).T
 print(f"held-out Dice, {len(val_ids)} case(s), each row adds one change to the row above; 'interior misses': "
-      f"share of the whole-tumour misses deeper than {RIM_VOXELS} voxels")
+      f"share of the whole-tumour misses {INTERIOR_DEPTH} voxels or more inside the true tumour")
 ablation.round(3)
 
 # %%
@@ -408,7 +408,9 @@ print(f"{len(supported)} of {len(verdicts)} paired comparisons show a difference
       f"(interval excluding 0, more than {DICE_TOLERANCE} Dice):")
 for index, row in supported.iterrows():
     print(f"  {index}: {row['verdict']}")
-if supported.empty:
+if supported.empty and verdicts["verdict"].str.startswith("no verdict").all():
+    print(f"  none: {len(val_ids)} held-out case(s) are too few for any verdict")
+elif supported.empty:
     print("  none: on these cases and this budget no change is distinguishable from the noise between cases")
 
 # %% [markdown]
@@ -421,21 +423,26 @@ if supported.empty:
 # ## 5. Where the misses are, and which label became which
 #
 # Dice says how much is wrong, not where. Each whole-tumour voxel a model
-# misses is either on the **rim** (at most `RIM_VOXELS` voxels from the true
-# tumour's edge: a boundary drawn a little too tight, the kind of
-# disagreement two annotators have) or in the **interior** (deeper: tumour
-# the network saw and called background, a hole). Before and after region
-# outputs, per case:
+# misses is either on the **rim** (the outer layer of the true tumour: a
+# boundary drawn a little too tight, the kind of disagreement two annotators
+# have) or in the **interior** (`INTERIOR_DEPTH` voxels or more inside:
+# tumour the network saw and called background, a hole).
+# `utils.evaluation.metrics.whole_tumour_errors` counts both and the holes
+# the predicted tumour encloses (`hole_share`, of the predicted tumour;
+# lesson 06 prints the same numbers). Before and after region outputs, per
+# case:
 
 # %%
 before, after = "baseline", "+ region outputs"
-misses = pd.concat({name: pd.DataFrame({c: miss_summary(truths[c].label, steps[name][c]) for c in val_ids}).T
+COLUMNS = ["misses", "interior_misses", "interior_miss_share", "hole_share"]
+misses = pd.concat({name: pd.DataFrame({c: whole_tumour_errors(truths[c].label, steps[name][c])
+                                        for c in val_ids}).T[COLUMNS].astype(float)
                     for name in (before, after)}, axis=1)
 misses.loc["mean"] = misses.mean()
 misses.round(3)
 
 # %%
-per_case_interior = {name: misses.drop(index="mean")[(name, "interior share")].fillna(0.0) for name in (before, after)}
+per_case_interior = {name: misses.drop(index="mean")[(name, "interior_miss_share")] for name in (before, after)}
 result = paired_difference((per_case_interior[after] - per_case_interior[before]).to_numpy(), seed=SEED)
 verdict = paired_verdict(result, 0.05, higher_is_better=False, names=("region outputs", "class outputs"))
 print(f"interior share of the whole-tumour misses, pooled: {before} {interior_share(steps[before], truths):.0%}, "
@@ -443,7 +450,7 @@ print(f"interior share of the whole-tumour misses, pooled: {before} {interior_sh
       f"{result.mean:+.3f}, 95% interval [{result.low:+.3f}, {result.high:+.3f}] -> {verdict} (tolerance 0.05)")
 
 # %% alt="The held-out case with the most missed tumour, one axial slice, for the baseline and the region model: FLAIR with the true whole tumour outlined in red, rim misses in white and interior misses in yellow."
-worst = misses.drop(index="mean")[(before, "WT misses")].idxmax()
+worst = misses.drop(index="mean")[(before, "misses")].idxmax()
 truth = truths[worst].label
 flair = truths[worst].image[..., 0]
 depths = {name: miss_depths(truth, steps[name][worst]) for name in (before, after)}

@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from utils.evaluation.misses import (
-    INTERIOR_MISS,
-    RIM_MISS,
-    enclosed_holes,
-    label_confusion,
-    miss_depths,
-    miss_summary,
-)
+from utils.evaluation.metrics import whole_tumour_errors
+from utils.evaluation.misses import INTERIOR_MISS, RIM_MISS, label_confusion, miss_depths
 from utils.evaluation.stats import PairedDifference, paired_difference, paired_verdict
 
 
@@ -71,39 +65,30 @@ def _ball(shape, centre, radius):
 
 def test_a_prediction_drawn_too_tight_misses_only_the_rim():
     truth = _ball((30, 30, 30), (15, 15, 15), 9).astype(np.uint8)
-    pred = _ball((30, 30, 30), (15, 15, 15), 8).astype(np.uint8)
+    pred = _ball((30, 30, 30), (15, 15, 15), 8.5).astype(np.uint8)
     depths = miss_depths(truth, pred)
     assert depths[truth == 0].max() == 0 and (depths[(truth > 0) & (pred > 0)] == 0).all()
-    assert (depths == RIM_MISS).sum() == ((truth > 0) & (pred == 0)).sum()
-    summary = miss_summary(truth, pred)
-    assert summary["rim share"] == 1.0 and summary["interior share"] == 0.0 and summary["enclosed holes"] == 0.0
+    assert (depths == RIM_MISS).sum() == ((truth > 0) & (pred == 0)).sum() > 0
+    assert whole_tumour_errors(truth, pred)["interior_misses"] == 0
 
 
-def test_a_hole_inside_the_tumour_is_an_interior_miss_and_an_enclosed_hole():
+def test_a_hole_inside_the_tumour_is_an_interior_miss_as_whole_tumour_errors_counts_it():
     truth = _ball((30, 30, 30), (15, 15, 15), 9).astype(np.uint8)
     hole = _ball((30, 30, 30), (15, 15, 15), 3)
     pred = truth.copy()
     pred[hole] = 0
+    pred[15, 15, 24] = 0  # one rim voxel missed too
     depths = miss_depths(truth, pred)
-    assert (depths[hole] == INTERIOR_MISS).all() and (depths[~hole] == 0).all()
-    summary = miss_summary(truth, pred)
-    assert summary["interior share"] == 1.0 and summary["WT misses"] == hole.sum()
-    assert summary["enclosed holes"] == pytest.approx(hole.sum() / (pred > 0).sum())
-    assert (enclosed_holes(pred) == hole).all()
+    assert (depths[hole] == INTERIOR_MISS).all() and depths[15, 15, 24] == RIM_MISS
+    errors = whole_tumour_errors(truth, pred)
+    assert errors["interior_misses"] == (depths == INTERIOR_MISS).sum() == hole.sum()
+    assert errors["misses"] == (depths > 0).sum()
 
 
-def test_a_tumour_touching_the_volume_edge_has_its_rim_there():
-    truth = np.zeros((10, 10, 10), np.uint8)
-    truth[:6] = 1  # touches the x = 0 face: the voxels there are on the rim
-    pred = truth.copy()
-    pred[0] = 0
-    assert (miss_depths(truth, pred)[0][truth[0] > 0] == RIM_MISS).all()
-
-
-def test_nothing_missed_and_nothing_predicted():
+def test_nothing_missed():
     truth = np.zeros((6, 6, 6), np.uint8)
-    summary = miss_summary(truth, truth)
-    assert summary["WT misses"] == 0 and np.isnan(summary["interior share"]) and summary["enclosed holes"] == 0.0
+    truth[2:4, 2:4, 2:4] = 2
+    assert not miss_depths(truth, truth).any()
 
 
 def test_label_confusion_counts_each_pair():
