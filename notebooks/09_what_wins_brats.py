@@ -122,6 +122,9 @@ field[["data", "Dice", "WT", "TC", "ET", "mean", "source"]]
 # BraTS 2021 winner's network, trained on many more cases made by
 # registering cases to each other and by a GAN that plants synthetic
 # tumours in healthy brains, and removed small connected components.
+# MONAI's tutorial trains region outputs too (three sigmoids for TC, WT and
+# ET); its low ET shows what a single model without the rest of the recipe
+# reaches on MSD Task01.
 #
 # **What did not.** nnU-Net Revisited (Isensee et al., MICCAI 2024,
 # arXiv:2404.09556) trained current architectures in one framework with
