@@ -60,13 +60,13 @@ from utils.inference.sliding_window import predict_case
 from utils.data.labels import CLASS_NAMES
 from utils.model.losses import CLASS_DICE_METRICS, dice_coefficient
 from utils.evaluation.metrics import region_scores
+from utils.evaluation.stats import paired_difference, paired_verdict
 from utils.model.unet import build_unet
 from utils.training.slices import SliceDataset, SliceSampler, export_brats, predict_slices
 from utils.config import preset, run_dir, use_drive
 from utils.preprocessing.plan import plan_for_model
 from utils.training.train import LOSSES, TimeBudget, prepare_data, train
 from utils.visualization.figures import label_colormap, label_legend, take_slice, tumour_center
-from scipy.stats import wilcoxon
 
 # %% tags=["parameters"]
 BASE_FILTERS_2D = None   # None: twice the 3D model's (a 2D network can afford it)
@@ -286,39 +286,13 @@ jumps.round(3)
 # difference is larger than a stated tolerance: 0.01 for Dice and for the
 # slice-to-slice change (one tumour voxel in a hundred), one voxel (the
 # largest spacing, in mm) for HD95, which cannot resolve less than a voxel.
-# With fewer than 3 cases there is no verdict.
+# With fewer than 3 cases there is no verdict. `utils.evaluation.stats`
+# computes the interval, the p-value and the verdict (lesson 09 uses it too).
 
 # %%
 DICE_TOLERANCE = 0.01
 HD95_TOLERANCE = float(max(load_case(data_dir, val_ids[0]).spacing))
 JUMP_TOLERANCE = 0.01
-
-
-MIN_CASES = 3
-
-
-def paired(differences, seed=0, resamples=10_000):
-    """Mean of paired per-case differences, its 95% bootstrap interval and the Wilcoxon p-value (NaN if undefined)."""
-    differences = np.asarray(differences, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = differences[rng.integers(0, differences.size, size=(resamples, differences.size))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    try:
-        p_value = float(wilcoxon(differences).pvalue) if np.any(differences != 0) else 1.0
-    except ValueError:
-        p_value = float("nan")
-    return float(differences.mean()), float(low), float(high), p_value
-
-
-def verdict_of(mean, low, high, n, tolerance, digits, higher_is_better, better=("3D", "2D")):
-    """The verdict from a paired interval: who is better, or why there is no clear difference."""
-    if n < MIN_CASES:
-        return f"no verdict: {n} case(s), fewer than {MIN_CASES}"
-    if low <= 0 <= high:
-        return "no clear difference (the interval contains 0)"
-    if abs(mean) <= tolerance:
-        return f"no clear difference (|{mean:.{digits}f}| <= tolerance {tolerance:g})"
-    return f"{better[0] if (mean > 0) == higher_is_better else better[1]} better by {abs(mean):.{digits}f}"
 
 
 def compare(metric: str, higher_is_better: bool, digits: int, tolerance: float) -> None:
@@ -327,12 +301,12 @@ def compare(metric: str, higher_is_better: bool, digits: int, tolerance: float) 
         column = f"{metric} {region}"
         by_case = per_case.pivot(index="case", columns="model", values=column)
         diff = (by_case["3D U-Net"] - by_case["2D U-Net"]).to_numpy()
-        mean, low, high, p_value = paired(diff)
-        worst = np.abs(diff).max() / max(np.abs(diff).sum(), 1e-12)
+        result = paired_difference(diff)
         print(f"{column}: 3D {by_case['3D U-Net'].mean():.{digits}f}, 2D {by_case['2D U-Net'].mean():.{digits}f}; "
-              f"3D - 2D per case: mean {mean:+.{digits}f}, 95% interval [{low:+.{digits}f}, {high:+.{digits}f}], "
-              f"Wilcoxon p {p_value:.2g}, {worst:.0%} of it from one case, n = {len(diff)} -> "
-              f"{verdict_of(mean, low, high, len(diff), tolerance, digits, higher_is_better)}")
+              f"3D - 2D per case: mean {result.mean:+.{digits}f}, 95% interval [{result.low:+.{digits}f}, "
+              f"{result.high:+.{digits}f}], Wilcoxon p {result.p_value:.2g}, {result.largest_share:.0%} of it from "
+              f"one case, n = {result.n} -> "
+              f"{paired_verdict(result, tolerance, higher_is_better, names=('3D', '2D'), digits=digits)}")
 
 
 print(f"tolerances: Dice {DICE_TOLERANCE}, HD95 {HD95_TOLERANCE:.2f} mm, slice-to-slice change {JUMP_TOLERANCE}; "
@@ -348,13 +322,14 @@ per_case_jumps = jumps.drop(index="mean")
 # per case: how much closer to the truth's own value the 3D prediction is than the 2D one (positive: 3D closer)
 closer = ((per_case_jumps["2D U-Net"] - per_case_jumps["ground truth"]).abs()
           - (per_case_jumps["3D U-Net"] - per_case_jumps["ground truth"]).abs()).to_numpy()
-mean, low, high, p_value = paired(closer)
+result = paired_difference(closer)
 empty = [name[:2] for name in summary.index if not all(predictions[(name, c)].any() for c in val_ids)]
 if empty:   # no tumour predicted, so no change between slices: the value says nothing about consistency
     verdict = f"not comparable: the {' and '.join(empty)} prediction is empty on at least one case"
 else:
-    verdict = (verdict_of(mean, low, high, len(closer), JUMP_TOLERANCE, 3, True).replace(" better", " closer to the truth")
-               + f" (per case, 2D distance - 3D distance: mean {mean:+.3f}, 95% interval [{low:+.3f}, {high:+.3f}])")
+    verdict = (paired_verdict(result, JUMP_TOLERANCE, names=("3D", "2D")).replace(" better", " closer to the truth")
+               + f" (per case, 2D distance - 3D distance: mean {result.mean:+.3f}, 95% interval "
+               f"[{result.low:+.3f}, {result.high:+.3f}])")
 print(f"slice-to-slice change of the tumour: ground truth {truth_jumps:.3f}, 3D {jumps_3d:.3f} "
       f"(distance {distance_3d:.3f}), 2D {jumps_2d:.3f} (distance {distance_2d:.3f}) -> {verdict}")
 for name, value in (("3D", jumps_3d), ("2D", jumps_2d)):

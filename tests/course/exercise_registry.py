@@ -184,6 +184,19 @@ def _survival_inputs():
     return [(("289",), {}), ((77,), {}), (("ALIVE (361 days later)",), {}), ((" 1283 ",), {})]
 
 
+def _label_inputs():
+    rng = np.random.default_rng(12)
+    label = rng.integers(0, 4, size=(7, 6, 5)).astype(np.uint8)
+    return [((label,), {}), ((label.astype(np.int64),), {}), ((np.zeros((3, 4, 2), np.uint8),), {})]
+
+
+def _region_probability_inputs():
+    rng = np.random.default_rng(13)
+    wt = rng.random((6, 5, 4))
+    probs = np.stack([wt, wt * rng.random(wt.shape) * 1.2, rng.random(wt.shape)], axis=-1).astype(np.float32)
+    return [((probs,), {}), ((probs, 0.3), {}), ((probs,), {"threshold": 0.7})]
+
+
 def _shuffle_inputs():
     patch = np.random.default_rng(12).normal(size=(10, 9, 8, 4)).astype(np.float32)
     return [
@@ -258,6 +271,12 @@ EXERCISES: dict[str, Exercise] = {
     "parse_survival": Exercise("parse_survival", "utils.data.clinical:parse_survival", _same_outputs(_survival_inputs)),
     "tumour_volumes_ml": Exercise(
         "tumour_volumes_ml", "utils.data.clinical:tumour_volumes_ml", _same_dicts(_volume_inputs)
+    ),
+    "label_to_regions": Exercise(
+        "label_to_regions", "utils.data.labels:label_to_regions", _same_outputs(_label_inputs)
+    ),
+    "regions_to_label": Exercise(
+        "regions_to_label", "utils.data.labels:regions_to_label", _same_outputs(_region_probability_inputs)
     ),
     "shuffle_block": Exercise(
         "shuffle_block", "utils.preprocessing.genesis:shuffle_block", _same_outputs(_shuffle_inputs)

@@ -1282,6 +1282,129 @@ def tv_nibabel_zooms(label, affine):
 
 
 # ----------------------------------------------------------------------------
+# Lesson 09: label_to_regions, regions_to_label
+# ----------------------------------------------------------------------------
+
+
+def _stack(label, sets, axis=-1):
+    return np.stack([np.isin(label, v) for v in sets], axis=axis)
+
+
+@wrong("label_to_regions")
+def ltr_exclusive_classes(label):
+    return _stack(label, ((1,), (2,), (3,))).astype(np.float32)
+
+
+@wrong("label_to_regions")
+def ltr_innermost_first(label):
+    return _stack(label, ((3,), (2, 3), (1, 2, 3))).astype(np.float32)
+
+
+@wrong("label_to_regions")
+def ltr_brats_core(label):
+    return _stack(label, ((1, 2, 3), (1, 3), (3,))).astype(np.float32)
+
+
+@wrong("label_to_regions")
+def ltr_bool(label):
+    return _stack(label, ((1, 2, 3), (2, 3), (3,)))
+
+
+@wrong("label_to_regions")
+def ltr_int64(label):
+    return _stack(label, ((1, 2, 3), (2, 3), (3,))).astype(np.int64)
+
+
+@wrong("label_to_regions")
+def ltr_channels_first(label):
+    return _stack(label, ((1, 2, 3), (2, 3), (3,)), axis=0).astype(np.float32)
+
+
+@wrong("label_to_regions")
+def ltr_with_background(label):
+    return _stack(label, ((0,), (1, 2, 3), (2, 3), (3,))).astype(np.float32)
+
+
+@wrong("label_to_regions")
+def ltr_float64(label):
+    return _stack(label, ((1, 2, 3), (2, 3), (3,))).astype(float)
+
+
+@correct("label_to_regions")
+def ltr_comparisons(label):
+    label = np.asarray(label)
+    return np.stack([label > 0, label >= 2, label == 3], axis=-1).astype(np.float32)
+
+
+@correct("label_to_regions")
+def ltr_cumulative_one_hot(label):
+    one_hot = np.eye(4, dtype=np.float32)[np.asarray(label).astype(int)]  # (..., 4) classes 0-3
+    return np.cumsum(one_hot[..., ::-1], axis=-1)[..., ::-1][..., 1:].copy()  # class k or above, for k = 1, 2, 3
+
+
+def _inside(regions, threshold):
+    return np.asarray(regions) > threshold
+
+
+@wrong("regions_to_label")
+def rtl_argmax(regions, threshold=0.5):
+    inside = _inside(regions, threshold)
+    return np.where(inside.any(axis=-1), np.argmax(regions, axis=-1) + 1, 0).astype(np.uint8)
+
+
+@wrong("regions_to_label")
+def rtl_overwrite_without_nesting(regions, threshold=0.5):
+    inside = _inside(regions, threshold)
+    label = np.zeros(inside.shape[:-1], np.uint8)
+    for k in range(3):
+        label[inside[..., k]] = k + 1
+    return label
+
+
+@wrong("regions_to_label")
+def rtl_count_regions(regions, threshold=0.5):
+    return _inside(regions, threshold).sum(axis=-1).astype(np.uint8)
+
+
+@wrong("regions_to_label")
+def rtl_fixed_threshold(regions, threshold=0.5):
+    inside = _inside(regions, 0.5)
+    wt = inside[..., 0]
+    tc = wt & inside[..., 1]
+    return (wt.astype(np.uint8) + tc + (tc & inside[..., 2])).astype(np.uint8)
+
+
+@wrong("regions_to_label")
+def rtl_float_labels(regions, threshold=0.5):
+    inside = _inside(regions, threshold)
+    wt = inside[..., 0]
+    tc = wt & inside[..., 1]
+    return np.where(tc & inside[..., 2], 3.0, np.where(tc, 2.0, np.where(wt, 1.0, 0.0)))
+
+
+@wrong("regions_to_label")
+def rtl_channel_zero_is_et(regions, threshold=0.5):
+    inside = _inside(regions, threshold)[..., ::-1]
+    wt = inside[..., 0]
+    tc = wt & inside[..., 1]
+    return (wt.astype(np.uint8) + tc + (tc & inside[..., 2])).astype(np.uint8)
+
+
+@correct("regions_to_label")
+def rtl_where_chain(regions, threshold=0.5):
+    p = np.asarray(regions)
+    wt = p[..., 0] > threshold
+    tc = wt & (p[..., 1] > threshold)
+    et = tc & (p[..., 2] > threshold)
+    return np.select([et, tc, wt], [3, 2, 1], default=0).astype(np.int64)
+
+
+@correct("regions_to_label")
+def rtl_cumulative_product(regions, threshold=0.5):
+    inside = (np.asarray(regions) > threshold).astype(np.uint8)
+    return np.cumprod(inside, axis=-1).sum(axis=-1).astype(np.uint8)  # stops counting at the first region missed
+
+
 # Lesson 10: shuffle_block
 # ----------------------------------------------------------------------------
 
@@ -1603,6 +1726,20 @@ OWN_HINT: dict[str, tuple[str, ...]] = {
     "tv_signed_determinant": ("|det|",),
     "tv_label_values_summed": ("sum of the label values",),
     "tv_msd_order_confused": (),
+    "ltr_exclusive_classes": ("one-hot classes",),
+    "ltr_innermost_first": ("order ET, TC, WT",),
+    "ltr_brats_core": ("{1, 3} would hold edema",),
+    "ltr_bool": ("return .astype(np.float32)",),
+    "ltr_int64": ("return .astype(np.float32)",),
+    "ltr_channels_first": ("channels-last",),
+    "ltr_with_background": ("background channel",),
+    "ltr_float64": ("return .astype(np.float32)",),
+    "rtl_argmax": ("argmax",),
+    "rtl_overwrite_without_nesting": ("enclosing", "encloses it"),
+    "rtl_count_regions": ("counting the regions",),
+    "rtl_fixed_threshold": ("threshold argument is not used",),
+    "rtl_float_labels": ("holds integers",),
+    "rtl_channel_zero_is_et": (),
     "sb_whole_patch": ("across the whole patch",),
     "sb_channels_mixed": ("moved between channels",),
     "sb_first_axis_only": ("only reorders its first axis",),
@@ -1667,6 +1804,8 @@ NUMERIC = [
     "blend_windows",
     "region_dice",
     "tumour_volumes_ml",
+    "label_to_regions",
+    "regions_to_label",
 ]
 
 

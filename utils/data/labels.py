@@ -187,6 +187,7 @@ def label_to_regions(label: np.ndarray) -> np.ndarray:
     Region-based training (nnU-Net, BraTS 2020) asks the network for the
     regions the challenge scores instead of the three exclusive classes:
     whole tumour {1, 2, 3}, tumour core {2, 3} and enhancing tumour {3}.
+    Taught in lesson 09, exercise 1.
 
     Args:
         label: integer array ``(x, y, z)`` with MSD values in ``0..3``.
@@ -213,6 +214,7 @@ def regions_to_label(regions: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     probability also passes become non-enhancing (2), and those whose
     enhancing probability passes as well become enhancing (3). A region is
     therefore always inside the one that encloses it.
+    Taught in lesson 09, exercise 2.
 
     Args:
         regions: array ``(..., 3)`` of probabilities in :data:`REGION_ORDER`.

@@ -6,7 +6,8 @@ fn, variant="grading", record=True)`` in the grader (:mod:`utils.course.grade`).
 - :mod:`.runner` runs one exercise's tests and renders the feedback (✔/✘
   lines, expected vs got, the likely mistake, the learner's line that raised);
   :data:`CHECKS` maps each graded function to its tests and lesson.
-- :mod:`.lesson02`, :mod:`.lesson03`, :mod:`.lesson04`, :mod:`.lesson06`, :mod:`.lesson08`, :mod:`.lesson10`: the
+- :mod:`.lesson02`, :mod:`.lesson03`, :mod:`.lesson04`, :mod:`.lesson06`, :mod:`.lesson08`,
+  :mod:`.lesson09`, :mod:`.lesson10`: the
   tests of each lesson's exercises and the ``check_<name>`` functions it calls.
 
 The maintainers' registry (each exercise's reference in ``utils`` and the
@@ -26,6 +27,7 @@ from .lesson04 import (
 )
 from .lesson06 import check_blend_windows, check_region_dice
 from .lesson08 import check_parse_survival, check_tumour_volumes_ml
+from .lesson09 import check_label_to_regions, check_regions_to_label
 from .lesson10 import check_shuffle_block
 from .runner import CHECKS, TIME_LIMIT_S, VARIANTS, Check, ExerciseCheckError, TestResult, run_check
 
@@ -50,5 +52,7 @@ __all__ = [
     "check_region_dice",
     "check_tumour_volumes_ml",
     "check_parse_survival",
+    "check_label_to_regions",
+    "check_regions_to_label",
     "check_shuffle_block",
 ]
