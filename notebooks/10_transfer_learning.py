@@ -130,7 +130,7 @@ print(f"mode {mode}: {len(sources)} unlabelled volumes for pretraining: "
 # slice: the original, each distortion alone, and a draw of the full recipe
 # (each distortion applied with Models Genesis's probability).
 
-# %%
+# %% alt="One FLAIR slice of an unlabelled patch and the Models Genesis distortions of it: non-linear intensity curve, local pixel shuffling, in-painting, out-painting and the combined input the network restores."
 volume = load_unlabelled(*sources[0])
 patch_shape = np.array(pre_config.patch_shape)
 corner = (np.array(volume.shape[:3]) - patch_shape) // 2
@@ -223,7 +223,7 @@ log = pretrained.history
 print(f"pretraining took {pretrain_seconds:.0f} s of training; val_loss (MSE of the restoration, in z-score units²) "
       f"{log['val_loss'].iloc[0]:.3f} after epoch 1, {log['val_loss'].min():.3f} at best")
 
-# %%
+# %% alt="Left, the restoration loss per epoch (training and validation); right, one slice of a distorted patch, the pretrained network's restoration and the original."
 # the patch of section 2, distorted by a new draw of the recipe, and what the pretrained network makes of it
 restored_input, _ = distort(patch, np.random.default_rng(SEED + 5), pre_config)
 original = patch
@@ -347,7 +347,7 @@ print(f"\ntraining seconds per run, mean over {len(budget.seeds)} seed(s) (the f
       f"evaluation {finetune_seconds:.0f} s")
 print(times.to_string())
 
-# %%
+# %% alt="Held-out Dice of each region against the number of labelled training cases, pretrained (solid) and from scratch (dashed), with the spread over cases and seeds."
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
 for ax, region, color in zip(axes, REGION_ORDER, class_colors()):
     for arm, style in (("pretrained", "-o"), ("scratch", "--s")):
@@ -366,7 +366,7 @@ plt.show()
 # per epoch, mean over seeds. If pretraining speeds up convergence, the solid
 # curves rise earlier than the dashed ones.
 
-# %%
+# %% alt="Validation pooled Dice and validation loss per epoch, mean over seeds, for each number of labelled cases, pretrained (solid) and from scratch (dashed)."
 mean_curves = curves.groupby(["arm", "n", "epoch"])[["val_pooled_dice", "val_loss"]].mean().reset_index()
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
 shades = plt.cm.viridis(np.linspace(0, 0.85, len(sizes)))
