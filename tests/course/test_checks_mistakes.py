@@ -1990,3 +1990,11 @@ if __name__ == "__main__":
                 print(f"{name:32} {fn.__name__:40} {_likely_mistakes(results)}")
     else:
         print(pd.DataFrame(mistakes_table()).set_index("exercise").to_string())
+
+
+@pytest.mark.parametrize("variant", ["public", "grading"])
+@pytest.mark.parametrize("fn", [ltr_exclusive_classes, ltr_innermost_first, ltr_brats_core])
+def test_a_wrong_region_set_fails_every_label_to_regions_test(fn, variant):
+    """Exclusive classes, reversed or mis-nested regions are wrong on every input (no test gives partial credit)."""
+    passed = [r.description for r in run_check("label_to_regions", fn, variant=variant, record=True) if r.passed]
+    assert not passed, passed

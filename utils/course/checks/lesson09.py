@@ -75,10 +75,11 @@ def _label_to_regions_tests(label_to_regions: Callable, run: Run, grading: bool)
         label = _label_all_values(grading)
         _expect_regions("a label map with edema, core and enhancing tumour", label, label_to_regions(label))
 
-    def no_tumour():
+    def no_enhancing():
         label = np.zeros((4, 3, 2) if grading else (3, 4, 2), np.uint8)
-        label[0, 0, 0] = 1  # edema only: TC and ET empty
-        _expect_regions("edema only: the TC and ET channels are all 0", label, label_to_regions(label))
+        label[0, 0, 0] = 1
+        label[1, 1, 1] = 2  # edema and non-enhancing tumour, no enhancing: ET empty, and WT still holds the core
+        _expect_regions("no enhancing tumour: the ET channel is all 0", label, label_to_regions(label))
 
     def random_int64():
         rng = run.rng(90)
@@ -86,7 +87,7 @@ def _label_to_regions_tests(label_to_regions: Callable, run: Run, grading: bool)
         _expect_regions("a random int64 label map", label, label_to_regions(label))
 
     run.test("nested regions WT {1,2,3}, TC {2,3}, ET {3} as channels [WT, TC, ET]", nested)
-    run.test("an absent region gives a channel of zeros", no_tumour)
+    run.test("an absent region gives a channel of zeros", no_enhancing)
     run.test("random label map (int64), float32 targets", random_int64)
 
 
