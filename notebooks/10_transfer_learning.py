@@ -317,12 +317,11 @@ print(f"load_weights(skip_mismatch=True) warned about: {', '.join(skipped) or 'n
 # pretrained weights** (a new head, the rest copied, a lower learning rate),
 # and both are scored on the held-out cases (Dice of WT, TC, ET).
 #
-# Scoring costs: the brain of a 240x240x155 scan (about 145x181x155 voxels of
-# the phantom's) is 150 windows of 32 voxels, which
-# on a CPU takes longer than a short run's training. So in the cpu (and ci)
-# mode each held-out case is scored on its tumour's bounding box plus a
-# margin (`score_margin` voxels per side), cut once for all runs, and the time
-# saved goes to training. The Dice is then "around the tumour": a false
+# Scoring costs: the brain of a 240x240x155 phantom scan (about 145x181x155
+# voxels) is 150 windows of 32 voxels, for each held-out case after each of
+# the 16 runs. So in the cpu (and ci) mode each held-out case is scored on its
+# tumour's bounding box plus a margin (`score_margin` voxels per side, a few
+# dozen windows), cut once for all runs, and the time saved goes to training. The Dice is then "around the tumour": a false
 # positive farther than the margin from it does not count, so these numbers
 # are at least as high as whole-scan ones (every tumour voxel is inside the
 # region; only false positives drop out); both arms are scored on the same
