@@ -321,11 +321,12 @@ print(f"load_weights(skip_mismatch=True) warned about: {', '.join(skipped) or 'n
 # voxels) is 150 windows of 32 voxels, for each held-out case after each of
 # the 16 runs. So in the cpu (and ci) mode each held-out case is scored on its
 # tumour's bounding box plus a margin (`score_margin` voxels per side, a few
-# dozen windows), cut once for all runs, and the time saved goes to training. The Dice is then "around the tumour": a false
-# positive farther than the margin from it does not count, so these numbers
-# are at least as high as whole-scan ones (every tumour voxel is inside the
-# region; only false positives drop out); both arms are scored on the same
-# regions, so the comparison stays fair. The gpu mode scores the whole brain.
+# dozen windows), cut once for all runs, and the time saved goes to training.
+# The Dice is then "around the tumour": a false positive farther than the
+# margin from it does not count, so these numbers are at least as high as
+# whole-scan ones (every tumour voxel is inside the region; only false
+# positives drop out); both arms are scored on the same regions, so the
+# comparison stays fair. The gpu mode scores the whole brain.
 
 # %%
 data_dir, cache, train_ids, val_ids = prepare_data(replace(seg_config, dataset=DATASET), progress=False)
