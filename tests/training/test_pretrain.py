@@ -22,7 +22,14 @@ from utils.preprocessing.genesis import (
 )
 from utils.safety import UnsafeWriteError
 from utils.training import pretrain as pretrain_module
-from utils.training.finetune import efficiency_table, label_efficiency_split, pretraining_gain, training_cases
+from utils.training.finetune import (
+    efficiency_table,
+    label_efficiency_split,
+    pretraining_gain,
+    score_model,
+    scoring_regions,
+    training_cases,
+)
 from utils.training.pretrain import HEAD, main, pretrain, restoration_unet, unlabelled_sources
 
 
@@ -233,3 +240,81 @@ def test_efficiency_table_and_gain_are_computed_from_the_scores():
     assert gain.loc[(1, "WT"), "gain"] == pytest.approx(0.2) and gain.loc[(1, "WT"), "wins"] == 4
     assert gain.loc[(2, "WT"), "gain"] == pytest.approx(-0.1) and gain.loc[(2, "WT"), "wins"] == 0
     assert gain.loc[(2, "TC"), "gain"] == pytest.approx(0.0) and gain.loc[(2, "TC"), "pairs"] == 4
+
+
+def test_mask_bbox_is_the_box_of_the_true_voxels_widened_and_clipped():
+    from utils.preprocessing.crop import brain_bbox, mask_bbox
+
+    mask = np.zeros((20, 16, 12), bool)
+    mask[5:8, 2:4, 9:11] = True
+    assert mask_bbox(mask) == ((5, 8), (2, 4), (9, 11))
+    assert mask_bbox(mask, 3) == ((2, 11), (0, 7), (6, 12))  # clipped at 0 and at the volume's end
+    assert mask_bbox(np.zeros((4, 5, 6), bool), 2) == ((0, 4), (0, 5), (0, 6))  # empty: the whole volume
+    image = np.zeros((20, 16, 12, 2), np.float32)
+    image[5:8, 2:4, 9:11, 1] = 1.0
+    assert brain_bbox(image, 3) == mask_bbox(mask, 3)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """Two labelled phantom cases, an untrained ci-size regions U-Net and its plan."""
+    import keras
+
+    from utils.config import preset
+    from utils.data.datasets import list_cases
+    from utils.preprocessing.plan import make_plan
+    from utils.training.train import build_model
+
+    folder = make_phantom_dataset(tmp_path_factory.mktemp("scored"), n_train=2, n_test=0, shape=(48, 44, 32),
+                                  progress=False)  # fmt: skip
+    config = preset("ci", patch_shape=(16, 16, 16), outputs="regions")
+    keras.utils.set_random_seed(3)
+    model = build_model(config)
+    ids = list_cases(folder)
+    return folder, ids, model, make_plan(config, ids, ids)
+
+
+def test_scoring_the_whole_brain_equals_whole_scan_prediction(scored):
+    """margin None: the regions are the brain crop, preprocessed once, and the Dice is predict_case's on the scan."""
+    from utils.data.datasets import load_case
+    from utils.evaluation.metrics import evaluate_cases
+    from utils.inference.sliding_window import predict_case
+
+    folder, ids, model, plan = scored
+    regions = scoring_regions(folder, ids, plan)
+    table = score_model(model, regions, plan)
+    assert list(table.columns) == ["WT", "TC", "ET"] and list(table.index) == ids
+    pairs = []
+    for case_id in ids:
+        case = load_case(folder, case_id)
+        pairs.append(
+            (case_id, case.label, predict_case(model, case.image, 0.0, progress=False, plan=plan)[0], case.spacing)
+        )
+        assert (regions[case_id][1] > 0).sum() == (case.label > 0).sum()  # the crop keeps every tumour voxel
+    whole = evaluate_cases(pairs, with_hd95=False, lesion_wise=False)
+    assert table["WT"].gt(0).all()  # the untrained network marks some tumour: not 0 = 0 by luck
+    for region in ("WT", "TC", "ET"):
+        np.testing.assert_allclose(table[region].to_numpy(), whole.loc[ids, f"Dice {region}"].to_numpy(), atol=1e-6)
+
+
+def test_scoring_around_the_tumour_cuts_its_box_plus_the_margin(scored):
+    from utils.data.datasets import load_case
+    from utils.preprocessing.crop import brain_bbox, mask_bbox
+
+    folder, ids, model, plan = scored
+    brain = scoring_regions(folder, ids, plan)
+    near = scoring_regions(folder, ids, plan, margin=2)
+    for case_id in ids:
+        image, label, _ = brain[case_id]
+        box = mask_bbox(label > 0, 2)
+        cut = tuple(slice(a, b) for a, b in box)
+        assert near[case_id][0].shape == (*[b - a for a, b in box], 4)
+        np.testing.assert_array_equal(near[case_id][0], image[cut])  # the brain's statistics, not the box's
+        np.testing.assert_array_equal(near[case_id][1], label[cut])
+        assert (near[case_id][1] > 0).sum() == (label > 0).sum()
+        case = load_case(folder, case_id)
+        assert image.shape[:3] == tuple(b - a for a, b in brain_bbox(case.image, plan.crop_margin))
+    table = score_model(model, near, plan)
+    assert table.shape == (len(ids), 3) and table.notna().all().all()
+    with pytest.raises(ValueError, match="margin must be None"):
+        scoring_regions(folder, ids, plan, margin=-1)
