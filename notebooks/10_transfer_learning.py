@@ -73,6 +73,7 @@ from utils.training.train import build_model, prepare_data
 # %% tags=["parameters"]
 DATASET = "phantom"   # the labelled data: "phantom" or "msd" (lesson 05 downloads it)
 SEED = 0              # the split of validation and held-out cases
+DICE_TOLERANCE = 0.01  # a paired Dice difference smaller than this is "no clear difference"
 
 # %% [markdown]
 # ## 1. Why pretrain, and on what
@@ -398,26 +399,24 @@ plt.show()
 # %% [markdown]
 # ## 6. What the numbers say
 #
-# The verdicts below are computed from the table: for each number of labelled
-# cases and region, the pretrained mean Dice minus the scratch one, and in
-# how many paired runs (same seed, same held-out case) pretraining won. A
-# difference smaller than the spread is no evidence either way.
+# The verdicts below are computed from the scores, pair by pair: for each
+# number of labelled cases and region, the pretrained Dice minus the scratch
+# one on the same seed and held-out case, its mean with a bootstrap interval
+# (the paired statistics of lessons 07 and 09), and in how many pairs
+# pretraining won. A difference counts only when its interval excludes 0 and
+# it is larger than a hundredth of Dice.
 
 # %%
-gain = pretraining_gain(scores)
-noise = float(table.xs("scratch", level="arm")[[(r, "sd") for r in REGION_ORDER]].mean().mean())
+gain = pretraining_gain(scores, tolerance=DICE_TOLERANCE)
 for row in gain.itertuples():
-    if row.gain > noise:
-        verdict = "pretraining helped"
-    elif row.gain < -noise:
-        verdict = "pretraining hurt"
-    else:
-        verdict = "no clear difference"
-    print(f"n={row.n} {row.region}: gain {row.gain:+.3f} (pretrained won {row.wins} of {row.pairs} pairs) - {verdict}")
-helped = gain[gain["gain"] > noise]
-print(f"\nspread used as the yardstick: mean sd of the scratch runs {noise:.3f}. Pretraining helped in "
-      f"{len(helped)} of {len(gain)} (n, region) cells"
-      + (f", at n = {sorted(set(helped['n']))}" if len(helped) else "") + ".")
+    print(f"n={row.n} {row.region}: gain {row.gain:+.3f} [{row.low:+.3f}, {row.high:+.3f}] "
+          f"(pretrained won {row.wins} of {row.pairs} pairs) - {row.verdict}")
+helped = gain[gain["verdict"].str.startswith("pretrained better")]
+hurt = gain[gain["verdict"].str.startswith("scratch better")]
+print(f"\nPretraining helped in {len(helped)} of {len(gain)} (n, region) cells"
+      + (f" (n = {sorted(set(helped['n']))})" if len(helped) else "")
+      + f" and hurt in {len(hurt)}" + (f" (n = {sorted(set(hurt['n']))})" if len(hurt) else "") + "; "
+      f"the rest show no difference these {int(gain['pairs'].max())} pairs support.")
 first = mean_curves[mean_curves["epoch"] == 1].groupby("arm")["val_pooled_dice"].mean()
 start_gap = first["pretrained"] - first["scratch"]
 start_verdict = ("pretraining started faster" if start_gap > 0.01 else "pretraining started slower" if start_gap < -0.01

@@ -240,6 +240,10 @@ def test_efficiency_table_and_gain_are_computed_from_the_scores():
     assert gain.loc[(1, "WT"), "gain"] == pytest.approx(0.2) and gain.loc[(1, "WT"), "wins"] == 4
     assert gain.loc[(2, "WT"), "gain"] == pytest.approx(-0.1) and gain.loc[(2, "WT"), "wins"] == 0
     assert gain.loc[(2, "TC"), "gain"] == pytest.approx(0.0) and gain.loc[(2, "TC"), "pairs"] == 4
+    assert gain.loc[(1, "WT"), "verdict"] == "pretrained better by 0.200"
+    assert gain.loc[(2, "WT"), "verdict"] == "scratch better by 0.100"
+    assert gain.loc[(2, "TC"), "verdict"].startswith("no clear difference")
+    assert gain.loc[(1, "WT"), "low"] == pytest.approx(0.2) == gain.loc[(1, "WT"), "high"]  # every pair differs by 0.2
 
 
 def test_mask_bbox_is_the_box_of_the_true_voxels_widened_and_clipped():

@@ -33,6 +33,7 @@ from ..config import VALIDATION_FOREGROUND_FRACTION, TrainConfig
 from ..data.datasets import load_case
 from ..data.labels import REGION_ORDER
 from ..evaluation.metrics import evaluate_cases
+from ..evaluation.stats import paired_difference, paired_verdict
 from ..inference.sliding_window import preprocess_for_model, probabilities_to_labels, sliding_window_predict
 from ..model.transfer import transfer_weights
 from ..model.unet import configured_unet, load_model
@@ -285,23 +286,34 @@ def efficiency_table(scores: pd.DataFrame) -> pd.DataFrame:
     return table.round(3)
 
 
-def pretraining_gain(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per number of labelled cases and region: pretrained mean Dice minus scratch's, and in how many paired runs it won.
+def pretraining_gain(scores: pd.DataFrame, tolerance: float = 0.01) -> pd.DataFrame:
+    """Per number of labelled cases and region: pretrained minus scratch, paired, with its verdict.
 
-    A pair is one (n, seed, held-out case) scored by both arms.
+    A pair is one (n, seed, held-out case) scored by both arms. The interval is the
+    bootstrap interval of the mean paired difference (:func:`utils.evaluation.stats.paired_difference`,
+    resampling the pairs) and the verdict :func:`utils.evaluation.stats.paired_verdict`'s: a
+    difference counts only when the interval excludes 0 and it is larger than ``tolerance``.
+
+    Returns:
+        one row per (n, region): ``gain`` (mean difference), ``low``/``high`` (its interval),
+        ``wins`` (pairs pretraining won), ``pairs`` and ``verdict``.
     """
     wide = scores.pivot_table(index=["n", "seed", "case"], columns="arm", values=list(REGION_ORDER))
     rows = []
     for n, part in wide.groupby(level="n"):
         for region in REGION_ORDER:
-            diff = part[(region, "pretrained")] - part[(region, "scratch")]
+            diff = (part[(region, "pretrained")] - part[(region, "scratch")]).dropna()
+            result = paired_difference(diff.to_numpy())
             rows.append(
                 {
                     "n": n,
                     "region": region,
-                    "gain": float(diff.mean()),
+                    "gain": result.mean,
+                    "low": result.low,
+                    "high": result.high,
                     "wins": int((diff > 0).sum()),
-                    "pairs": int(diff.notna().sum()),
+                    "pairs": int(diff.size),
+                    "verdict": paired_verdict(result, tolerance, names=("pretrained", "scratch")),
                 }
             )
     return pd.DataFrame(rows)
