@@ -429,7 +429,9 @@ print(f"after one epoch the validation Dice (mean over n and seeds) was {first['
 # cpu mode runs in about ten minutes on two CPU cores: pretraining sees a few
 # hundred 32-voxel patches (8 x 20 steps of 2), each fine-tuning run 6 x 20
 # steps of 2 patches (about a fifteenth of the voxels lesson 05's cpu run trains on), four
-# held-out cases scored around their tumours, two seeds; in ci mode
+# held-out cases scored around their tumours, two seeds (so each verdict's
+# pairs count every case twice, and its interval is narrower than that of as
+# many independent cases); in ci mode
 # everything is tiny and the numbers mean nothing. Models
 # Genesis pretrained for days on hundreds of CT scans, and its gains were
 # largest with few labels and a target task close to the pretraining data.
