@@ -370,6 +370,7 @@ for ax, region, color in zip(axes, REGION_ORDER, class_colors()):
         ax.errorbar(part.index, part[(region, "mean")], yerr=part[(region, "sd")].fillna(0), fmt=style,
                     color=color, alpha=1.0 if arm == "pretrained" else 0.6, capsize=3, label=arm)
     ax.set(xscale="log", xticks=sizes, xticklabels=sizes, xlabel="labelled training cases", title=region)
+    ax.minorticks_off()  # only the numbers of cases tried on the log axis
     ax.legend()
 axes[0].set_ylabel("held-out Dice (mean ± sd)")
 fig.suptitle("Label efficiency: pretrained vs from scratch (colours: the class at each region's border)")
