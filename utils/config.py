@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .backend import gpu_count
@@ -464,3 +464,24 @@ def shifted_phantom_dir(mode: str | None = None) -> Path:
 def msd_dir() -> Path:
     """Return where the real MSD Task01_BrainTumour folder is expected."""
     return data_root() / "Task01_BrainTumour"
+
+
+def add_config_flags(parser, config_class, optional_int: str | None = None) -> None:
+    """One command-line flag per field of a config dataclass (``--patch-shape X Y Z``, ``--epochs N``, ...).
+
+    Every flag defaults to None (the preset's value stays). ``normalization`` and
+    ``optional_int`` (e.g. ``max_cases``) take the word ``none`` for None. The
+    ``mode`` field is left out: ``--mode`` picks the preset, which carries it.
+    """
+    for f in fields(config_class):
+        if f.name == "mode":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "patch_shape":
+            parser.add_argument(flag, type=int, nargs=3, metavar=("X", "Y", "Z"), default=None)
+        elif f.name in ("normalization", optional_int):
+            cast = int if f.name == optional_int else str
+            parser.add_argument(flag, type=lambda v, c=cast: None if v.lower() == "none" else c(v), default=None)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
+            parser.add_argument(flag, type=kind, default=None)

@@ -48,7 +48,15 @@ from keras.utils import PyDataset
 from tqdm.auto import tqdm
 
 from ..backend import gpu_count
-from ..config import PRETRAIN_PRESETS, PretrainConfig, data_root, get_settings, pretrain_preset, project_path
+from ..config import (
+    PRETRAIN_PRESETS,
+    PretrainConfig,
+    add_config_flags,
+    data_root,
+    get_settings,
+    pretrain_preset,
+    project_path,
+)
 from ..data.datasets import list_cases, load_case
 from ..data.sources import get_dataset
 from ..model.unet import build_unet, load_model
@@ -273,18 +281,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--mode", choices=sorted(PRETRAIN_PRESETS), default=None, help="start from this preset")
     parser.add_argument("--no-resume", action="store_true", help="start over (the old run is moved aside)")
-    for f in fields(PretrainConfig):
-        if f.name == "mode":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "patch_shape":
-            parser.add_argument(flag, type=int, nargs=3, metavar=("X", "Y", "Z"), default=None)
-        elif f.name in ("normalization", "max_volumes"):
-            cast = int if f.name == "max_volumes" else str
-            parser.add_argument(flag, type=lambda v, c=cast: None if v.lower() == "none" else c(v), default=None)
-        else:
-            kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
-            parser.add_argument(flag, type=kind, default=None)
+    add_config_flags(parser, PretrainConfig, optional_int="max_volumes")
     return parser
 
 

@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from ..backend import gpu_count
-from ..config import PRESETS, VALIDATION_FOREGROUND_FRACTION, TrainConfig, data_root, preset, run_dir
+from ..config import PRESETS, VALIDATION_FOREGROUND_FRACTION, TrainConfig, add_config_flags, data_root, preset, run_dir
 from ..data.datasets import list_cases, split_cases
 from ..data.sources import get_dataset
 from ..inference.sliding_window import evaluate_model
@@ -702,18 +702,7 @@ def _parser() -> argparse.ArgumentParser:
         help="afterwards, predict the whole validation cases with best.keras and print their scores "
         "(the raw network output, as lesson 05 scores it)",
     )
-    for f in fields(TrainConfig):
-        if f.name == "mode":  # --mode above picks the preset, and the preset carries its mode
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "patch_shape":
-            parser.add_argument(flag, type=int, nargs=3, metavar=("X", "Y", "Z"), default=None)
-        elif f.name in ("normalization", "max_cases"):
-            cast = int if f.name == "max_cases" else str
-            parser.add_argument(flag, type=lambda v, c=cast: None if v.lower() == "none" else c(v), default=None)
-        else:
-            kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
-            parser.add_argument(flag, type=kind, default=None)
+    add_config_flags(parser, TrainConfig, optional_int="max_cases")
     return parser
 
 
