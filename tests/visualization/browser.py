@@ -31,6 +31,15 @@ CHROMIUM_FLAGS = [
 ]
 
 
+def check_dir(tmp_path_factory, name: str) -> Path:
+    """Where a browser check leaves its screenshots and pages: ``$REPORT_CHECK_DIR`` (``make report-check``), else a temporary folder."""
+    path = os.environ.get("REPORT_CHECK_DIR")
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        return Path(path)
+    return tmp_path_factory.mktemp(name)
+
+
 def find_chromium() -> str | None:
     """Path of a Chromium binary (Debian's ``chromium``), or None."""
     for name in ("chromium", "chromium-browser", "google-chrome"):

@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from browser import Chromium, find_chromium
+from browser import Chromium, check_dir, find_chromium
 
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason="chromium not installed (apt-get install chromium)")
 pytest.importorskip("ipyniivue")
@@ -88,11 +88,7 @@ def hue(rgb) -> float:
 
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory):
-    path = os.environ.get("REPORT_CHECK_DIR")
-    if path:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        return Path(path)
-    return tmp_path_factory.mktemp("export-check")
+    return check_dir(tmp_path_factory, "export-check")
 
 
 # The colour-blind palette's export in a browser under `make report-check` (REPORT_CHECK_DIR set):

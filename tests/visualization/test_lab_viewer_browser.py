@@ -31,7 +31,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from browser import Chromium, find_chromium
+from browser import Chromium, check_dir, find_chromium
 
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason="chromium not installed (apt-get install chromium)")
 pytest.importorskip("jupyterlab", reason="JupyterLab not installed (pip install -e .[lab])")
@@ -81,11 +81,7 @@ def wait_for(browser: Chromium, expression: str, timeout: float, what: str, poll
 
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory):
-    path = os.environ.get("REPORT_CHECK_DIR")
-    if path:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        return Path(path)
-    return tmp_path_factory.mktemp("lab-check")
+    return check_dir(tmp_path_factory, "lab-check")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import Chromium, find_chromium
+from browser import Chromium, check_dir, find_chromium
 
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason="chromium not installed (apt-get install chromium)")
 pytest.importorskip("ipyniivue")
@@ -107,11 +107,7 @@ def case():
 
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory):
-    path = os.environ.get("REPORT_CHECK_DIR")
-    if path:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        return Path(path)
-    return tmp_path_factory.mktemp("report-check")
+    return check_dir(tmp_path_factory, "report-check")
 
 
 def open_report(browser: Chromium, path: Path):
