@@ -287,18 +287,27 @@ PRETRAIN_PRESETS = {
 }
 
 
+def _from_preset(base, what: str, overrides: dict):
+    """A fresh copy of the preset ``base`` (a config dataclass) with ``overrides`` applied.
+
+    Raises:
+        ValueError: for a parameter the config does not have (``what`` names the config in the message).
+    """
+    config = type(base)(**asdict(base))
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"unknown {what} parameter {key!r}; expected one of {sorted(asdict(config))}")
+        setattr(config, key, tuple(value) if key == "patch_shape" else value)
+    return config
+
+
 def pretrain_preset(mode: str | None = None, **overrides) -> PretrainConfig:
     """The pretraining configuration of ``mode`` (default: :func:`course_mode`), with overrides.
 
     Raises:
         ValueError: for an unknown mode or parameter.
     """
-    config = PretrainConfig(**asdict(PRETRAIN_PRESETS[_check_mode(mode)]))
-    for key, value in overrides.items():
-        if not hasattr(config, key):
-            raise ValueError(f"unknown pretraining parameter {key!r}; expected one of {sorted(asdict(config))}")
-        setattr(config, key, tuple(value) if key == "patch_shape" else value)
-    return config
+    return _from_preset(PRETRAIN_PRESETS[_check_mode(mode)], "pretraining", overrides)
 
 
 @dataclass(frozen=True)
@@ -374,12 +383,7 @@ def preset(mode: str | None = None, **overrides) -> TrainConfig:
     Raises:
         ValueError: for an unknown mode or parameter.
     """
-    config = TrainConfig(**asdict(PRESETS[_check_mode(mode)]))
-    for key, value in overrides.items():
-        if not hasattr(config, key):
-            raise ValueError(f"unknown training parameter {key!r}; expected one of {sorted(asdict(config))}")
-        setattr(config, key, tuple(value) if key == "patch_shape" else value)
-    return config
+    return _from_preset(PRESETS[_check_mode(mode)], "training", overrides)
 
 
 def use_drive(enabled: bool = True, folder: str = DRIVE_DIR) -> Path | None:
